@@ -1,0 +1,147 @@
+/* backend.h - the backend interface: memory, copies, streams, and the ops of a
+ * transformer forward pass.
+ *
+ * A backend is a vtable (struct djn_backend_i, filled with designated
+ * initializers) plus its private state.  The CPU backend is the reference:
+ * plain C and threads, always built.  The CUDA backend implements the same
+ * ops on the GPU and is checked against the CPU one.
+ *
+ * Memory.  Every float / weight pointer passed to an op is *backend memory*
+ * (host memory for the CPU backend, device memory for CUDA), obtained from
+ * alloc() or, for weights, from struct djn_weight.dev.  Pointers marked
+ * "host" are ordinary host memory.
+ *
+ * Ordering.  Ops are enqueued on the backend's compute stream in call order;
+ * a call that returns data to the host (argmax, stats, copy_d2h) waits for
+ * the work before it.  On the CPU every op is synchronous.
+ *
+ * Errors.  Ops return DJN_OK or a negative status with be->err set.  A sticky
+ * device error (illegal address) sets be->poisoned: every later call fails
+ * fast with DJN_ERR_DEVICE and the process stays up.
+ */
+#ifndef DJINN_BACKEND_H
+#define DJINN_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "djinn/status.h"
+#include "djinn/tensor.h"
+
+struct djn_backend;
+
+enum djn_rope_style {
+	DJN_ROPE_INTERLEAVED, /* llama2.c / GGUF: rotate pairs (2i, 2i+1) */
+	DJN_ROPE_HALF,        /* Hugging Face: rotate (i, i + head_dim/2) */
+};
+
+/* The paged KV cache of one session, as the ops see it.  Page p holds
+ * page_tokens consecutive positions of every layer, laid out
+ *     [layer][0 = K, 1 = V][token in page][kv_dim]   f32
+ * so a page can be copied, swapped or checkpointed as one block.
+ * `pages` is backend-visible (on CUDA a device array of device pointers);
+ * `pages_host` is the same table in host memory. */
+struct djn_kv_view {
+	float *const *pages;
+	float *const *pages_host;
+	int n_pages;
+	int page_tokens;
+	int n_layer;
+	int kv_dim;
+};
+
+static inline size_t djn_kv_page_floats(const struct djn_kv_view *kv)
+{
+	return (size_t)kv->n_layer * 2 * kv->page_tokens * kv->kv_dim;
+}
+
+/* Shape of one attention call. */
+struct djn_attn_shape {
+	int n_head, n_kv_head, head_dim;
+	int layer;
+	int pos0;   /* position of row 0; row i is at pos0 + i */
+	int n_rows; /* query rows; row i attends to positions 0 .. pos0 + i */
+};
+
+struct djn_backend_i {
+	const char *name; /* "cpu", "cuda" */
+	void (*free)(struct djn_backend *be);
+	/* One line describing the device (model, memory) for `info`. */
+	void (*describe)(struct djn_backend *be, char *buf, size_t n);
+	/* Free and total device memory in bytes (host RAM on the CPU). */
+	enum djn_status (*mem_info)(struct djn_backend *be, size_t *free_b, size_t *total_b);
+
+	/* --- memory: alloc returns NULL and sets be->err (bytes needed and free) */
+	void *(*alloc)(struct djn_backend *be, size_t bytes);
+	void (*dealloc)(struct djn_backend *be, void *p);
+	enum djn_status (*copy_h2d)(struct djn_backend *be, void *dst, const void *src, size_t n);
+	enum djn_status (*copy_d2h)(struct djn_backend *be, void *dst, const void *src, size_t n);
+	enum djn_status (*copy_d2d)(struct djn_backend *be, void *dst, const void *src, size_t n);
+	enum djn_status (*memset0)(struct djn_backend *be, void *dst, size_t n);
+	enum djn_status (*sync)(struct djn_backend *be);
+
+	/* --- ops (f32 activations, row-major, n = rows) --- */
+	/* out[i] = table[ids[i]] for i < n; ids is backend memory. */
+	enum djn_status (*embed)(struct djn_backend *be, float *out,
+				 const struct djn_weight *table, const int32_t *ids, int n);
+	enum djn_status (*rmsnorm)(struct djn_backend *be, float *out, const float *x,
+				   const struct djn_weight *w, int n, int dim, float eps);
+	/* b may be NULL (no bias). */
+	enum djn_status (*layernorm)(struct djn_backend *be, float *out, const float *x,
+				     const struct djn_weight *w, const struct djn_weight *b,
+				     int n, int dim, float eps);
+	/* y (n, w->rows) = x (n, w->cols) . W^T (+ bias); bias may be NULL. */
+	enum djn_status (*matmul)(struct djn_backend *be, float *y, const float *x,
+				  const struct djn_weight *w, const struct djn_weight *bias, int n);
+	/* In place on x (n, n_head * head_dim); row i at position pos0 + i.
+	 * Rotates the first rot_dim dims of each head (rot_dim == head_dim usually). */
+	enum djn_status (*rope)(struct djn_backend *be, float *x, int n, int n_head,
+				int head_dim, int rot_dim, int pos0, float theta,
+				enum djn_rope_style style);
+	/* Write k, v (n, kv_dim) into the cache at positions pos0 .. pos0+n-1. */
+	enum djn_status (*kv_store)(struct djn_backend *be, const struct djn_kv_view *kv,
+				    int layer, int pos0, int n, const float *k, const float *v);
+	/* out (n, n_head*head_dim) = softmax(q k^T / sqrt(head_dim)) v, causal, GQA
+	 * (query head h reads kv head h / (n_head / n_kv_head)). */
+	enum djn_status (*attention)(struct djn_backend *be, float *out, const float *q,
+				     const struct djn_kv_view *kv, const struct djn_attn_shape *s);
+	/* out = silu(gate) * up */
+	enum djn_status (*swiglu)(struct djn_backend *be, float *out, const float *gate,
+				  const float *up, size_t n);
+	/* out = gelu(x), tanh approximation (GPT-2's gelu_new) */
+	enum djn_status (*gelu)(struct djn_backend *be, float *out, const float *x, size_t n);
+	/* out = a + b (out may alias a or b) */
+	enum djn_status (*add)(struct djn_backend *be, float *out, const float *a,
+			       const float *b, size_t n);
+	/* y = y * scale + alpha * x; x may be NULL (then y *= scale).  Steering. */
+	enum djn_status (*axpby)(struct djn_backend *be, float *y, float scale,
+				 const float *x, float alpha, size_t n);
+	/* Row-wise softmax, in place. */
+	enum djn_status (*softmax)(struct djn_backend *be, float *x, int n, int dim);
+	/* Index of the largest of x[0..n-1] (first on ties), into host *out. */
+	enum djn_status (*argmax)(struct djn_backend *be, const float *x, int n, int *out);
+	/* Statistics of x[0..n-1] into host *out. */
+	enum djn_status (*stats)(struct djn_backend *be, const float *x, int64_t n,
+				 struct djn_stats *out);
+};
+
+struct djn_backend {
+	const struct djn_backend_i *i;
+	void *ctx;
+	struct djn_err err;
+	bool poisoned;
+	bool host_memory; /* backend memory is host memory (CPU backend) */
+};
+
+/* Create a backend from "auto", "cpu", "cuda" or "cuda:N".  "auto" picks CUDA
+ * when built with it and a GPU is present, else the CPU.  n_threads <= 0 means
+ * one per online core.  Returns NULL with *err set. Free with djn_backend_free. */
+struct djn_backend *djn_backend_new(const char *spec, int n_threads, struct djn_err *err);
+void djn_backend_free(struct djn_backend *be);
+
+struct djn_backend *djn_backend_cpu_new(int n_threads, struct djn_err *err);
+
+#include "djinn/backend_cuda.h"
+
+#endif

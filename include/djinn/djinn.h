@@ -1,0 +1,283 @@
+/* djinn.h - the engine API: sites, sessions, the cursor, breakpoints, steering
+ * and checkpoints.  The shell and the Lua module are thin faces over this.
+ *
+ * The program being debugged.  A session generates tokens for a prompt.  Its
+ * program counter is a cursor (pos, site): `pos` is the first position of the
+ * chunk in flight (the whole prompt during prefill, one token during decode)
+ * and `site` indexes the model's site list:
+ *
+ *     0               embed
+ *     1 + 11*l + k    L{l}.attn_norm q k v attn attn_out resid_mid
+ *                          mlp_norm mlp_act mlp_out resid_post   (k = 0..10)
+ *     1 + 11*L        final_norm
+ *     2 + 11*L        logits
+ *
+ * The forward pass is a loop over that list.  A stop at a site happens
+ * *after* the site's tensor was computed and *before* anything reads it, so
+ * a tensor written back while paused is what the rest of the pass sees.
+ *
+ * Ownership.  A session holds a reference on its model; it owns its KV pages
+ * (Data), its step arena (Stack), its breakpoints, steers and checkpoints.
+ * The backend must outlive every session made on it.  Errors: actions return
+ * enum djn_status and leave the message in djn_session_errmsg(s); a failed
+ * call leaves the session as it was.
+ */
+#ifndef DJINN_DJINN_H
+#define DJINN_DJINN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "djinn/backend.h"
+#include "djinn/model.h"
+#include "djinn/status.h"
+#include "djinn/tensor.h"
+#include "djinn/tokenizer.h"
+
+/* ---------------------------------------------------------------- sites */
+
+enum djn_site_kind {
+	DJN_SITE_EMBED,
+	DJN_SITE_ATTN_NORM,
+	DJN_SITE_Q,
+	DJN_SITE_K,
+	DJN_SITE_V,
+	DJN_SITE_ATTN,
+	DJN_SITE_ATTN_OUT,
+	DJN_SITE_RESID_MID,
+	DJN_SITE_MLP_NORM,
+	DJN_SITE_MLP_ACT,
+	DJN_SITE_MLP_OUT,
+	DJN_SITE_RESID_POST,
+	DJN_SITE_FINAL_NORM,
+	DJN_SITE_LOGITS,
+	DJN_SITE_KIND_COUNT
+};
+
+#define DJN_SITES_PER_LAYER 11
+
+int djn_site_count(const struct djn_config *c);
+enum djn_site_kind djn_site_kind(const struct djn_config *c, int site);
+/* Layer of a site, -1 for embed, final_norm and logits. */
+int djn_site_layer(const struct djn_config *c, int site);
+/* Columns of the site's tensor (its rows are the chunk's tokens). */
+int djn_site_width(const struct djn_config *c, int site);
+/* "embed", "L3.resid_post", "logits" ... into buf. */
+void djn_site_name(const struct djn_config *c, int site, char *buf, size_t n);
+/* The bare kind name: "resid_post". */
+const char *djn_site_kind_name(enum djn_site_kind k);
+/* Exact name -> index; -1 if none. */
+int djn_site_find(const struct djn_config *c, const char *name);
+/* Does `pattern` match site?  Patterns: an exact name, `L*.kind`, `L3.*`,
+ * `*` (every site), `L2-4.kind` (a range of layers). */
+bool djn_site_match(const struct djn_config *c, const char *pattern, int site);
+/* Is the pattern well formed and does it match at least one site? */
+bool djn_site_pattern_valid(const struct djn_config *c, const char *pattern);
+/* Up to max site names nearest to a misspelt one (edit distance), into out
+ * (each a buffer of 32); returns how many. */
+int djn_site_suggest(const struct djn_config *c, const char *name, char (*out)[32], int max);
+
+/* ------------------------------------------------------------- sessions */
+
+struct djn_session;
+
+struct djn_session_opts {
+	int kv_page_tokens; /* tokens per KV page; 0: 16 */
+	int max_ctx;        /* 0: the model's seq_len */
+};
+
+struct djn_gen_opts {
+	int n_new;          /* tokens to generate after the prompt; <= 0: until EOS or context */
+	float temperature;  /* 0: greedy */
+	float top_p;        /* 1 or 0: off */
+	uint64_t seed;
+	bool stop_at_eos;   /* stop at EOS (and at BOS, as llama2.c does) */
+};
+
+enum djn_run_state {
+	DJN_RUN_IDLE,    /* no run: nothing started, or killed */
+	DJN_RUN_PAUSED,  /* a run is live and stopped at the cursor */
+	DJN_RUN_DONE,    /* the run generated everything it was asked to */
+};
+
+enum djn_stop {
+	DJN_STOP_ERROR = -1,
+	DJN_STOP_STEP,       /* the requested steps are done */
+	DJN_STOP_BREAKPOINT, /* a breakpoint hit; djn_session_last_hit() says which */
+	DJN_STOP_WATCHPOINT, /* a watchpoint triggered */
+	DJN_STOP_DONE,       /* the run finished (n_new tokens, EOS, or context full) */
+	DJN_STOP_INTERRUPT,  /* djn_session_interrupt() was called */
+};
+
+struct djn_cursor {
+	int pos;     /* first position of the chunk in flight */
+	int n_rows;  /* tokens in the chunk */
+	int site;    /* site just computed; -1 before the chunk's first site */
+	int layer;   /* djn_site_layer(site) */
+};
+
+struct djn_session *djn_session_new(struct djn_model *m, struct djn_backend *be,
+				    const struct djn_session_opts *opts, struct djn_err *err);
+void djn_session_free(struct djn_session *s);
+const char *djn_session_errmsg(const struct djn_session *s);
+struct djn_model *djn_session_model(const struct djn_session *s);
+struct djn_backend *djn_session_backend(const struct djn_session *s);
+
+/* Begin a run for prompt ids (n >= 1): the cursor is before the first site of
+ * the prompt chunk.  Replaces any earlier run (its KV is discarded). */
+enum djn_status djn_session_start(struct djn_session *s, const int32_t *ids, int n,
+				  const struct djn_gen_opts *g);
+/* Drop the run (state IDLE); breakpoints and steers stay. */
+void djn_session_kill(struct djn_session *s);
+
+enum djn_run_mode {
+	DJN_RUN_CONTINUE, /* until a breakpoint, watchpoint, interrupt or done */
+	DJN_RUN_STEP,     /* count sites */
+	DJN_RUN_NEXT,     /* to the same site kind count layers on; or next layer's end */
+	DJN_RUN_FINISH,   /* to the end of the current chunk (after logits, token sampled) */
+	DJN_RUN_UNTIL_POS,/* until a chunk at position >= count begins (cursor before embed) */
+};
+
+/* Execute.  Breakpoints and watchpoints are honoured in every mode (as gdb
+ * does).  Returns why it stopped; DJN_STOP_ERROR leaves the message in
+ * errmsg and the session paused where it was. */
+enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, long count);
+/* Ask a running djn_session_run to stop at the next site (async-signal-safe). */
+void djn_session_interrupt(struct djn_session *s);
+
+enum djn_run_state djn_session_state(const struct djn_session *s);
+struct djn_cursor djn_session_cursor(const struct djn_session *s);
+/* Tokens so far (prompt then generated); borrowed until the next run call. */
+const int32_t *djn_session_tokens(const struct djn_session *s, int *n_total, int *n_prompt);
+/* Generated text so far (decoded), borrowed until the next run call. */
+const char *djn_session_text(const struct djn_session *s, size_t *len);
+
+/* Callback for each generated token, as it is sampled (printing as you go). */
+typedef void (*djn_token_fn)(struct djn_session *s, int32_t id, void *ud);
+void djn_session_on_token(struct djn_session *s, djn_token_fn fn, void *ud);
+
+/* ---------------------------------------------------- tensors at sites */
+
+/* Is the site's tensor live (computed in this chunk and not overwritten)? */
+bool djn_session_site_live(const struct djn_session *s, int site);
+/* Shape of the live tensor at site: rows (tokens of the chunk) x cols. */
+enum djn_status djn_session_site_shape(struct djn_session *s, int site, int *rows, int *cols);
+/* Copy the tensor at site to host (rows*cols floats into out). */
+enum djn_status djn_session_read(struct djn_session *s, int site, float *out, size_t n);
+/* Statistics of rows [row0, row0+n_rows) of the site's tensor (n_rows 0: all),
+ * computed on the backend. */
+enum djn_status djn_session_stats(struct djn_session *s, int site, int row0, int n_rows,
+				  struct djn_stats *out);
+/* Overwrite the tensor at site (paused runs only; rows*cols floats). */
+enum djn_status djn_session_write(struct djn_session *s, int site, const float *in, size_t n);
+
+/* ----------------------------------------------------------- steering */
+
+enum djn_steer_op {
+	DJN_STEER_ADD,   /* x += scale * v  (v: cols floats, added to every row) */
+	DJN_STEER_SCALE, /* x *= scale */
+	DJN_STEER_SET,   /* x = v */
+	DJN_STEER_ZERO,  /* x[idx] = 0 for the given indices (all if none) */
+};
+
+/* Apply now to the paused tensor at site (one-shot), or, with persist, every
+ * time a site matching `pattern` runs from now on.  v has cols floats (may be
+ * NULL for SCALE / ZERO); idx/n_idx for ZERO.  Returns the steer id (>= 1)
+ * for persistent steers, 0 for one-shot, negative status on error. */
+int djn_steer_add(struct djn_session *s, const char *pattern, enum djn_steer_op op,
+		  const float *v, int n_v, float scale, const int *idx, int n_idx,
+		  bool persist);
+/* Remove persistent steer id (0: all). */
+enum djn_status djn_steer_clear(struct djn_session *s, int id);
+
+struct djn_steer_info {
+	int id;
+	const char *pattern;
+	enum djn_steer_op op;
+	float scale;
+	int n_v;
+	long n_applied;
+};
+/* Iterate persistent steers: i from 0; false past the end. */
+bool djn_steer_get(const struct djn_session *s, int i, struct djn_steer_info *out);
+
+/* --------------------------------------------- breakpoints, watchpoints */
+
+/* A condition: `norm > 10`, `max > 5`, `nan`, `inf`, `argmax == 42`,
+ * `pos == 7`, `layer >= 3`, combined with and / or / not and parentheses.
+ * Names: norm (L2), max, min, mean, std, absmax, argmax, nan (count), inf
+ * (count), pos, layer, token (id of the last token).  Parsed once when set. */
+struct djn_cond;
+struct djn_cond *djn_cond_parse(const char *text, struct djn_err *err);
+void djn_cond_free(struct djn_cond *c);
+
+enum djn_bp_kind {
+	DJN_BP_SITE,  /* stop at sites matching a pattern */
+	DJN_BP_TOKEN, /* stop before the chunk at position `token` starts */
+	DJN_BP_WATCH, /* watchpoint: checked every time the site runs */
+};
+
+struct djn_bp_info {
+	int id;
+	enum djn_bp_kind kind;
+	const char *pattern;  /* site pattern (SITE, WATCH) */
+	int token;            /* TOKEN */
+	const char *cond;     /* condition text or NULL */
+	bool enabled, temporary;
+	long ignore_count;
+	long hits;
+};
+
+/* Add a breakpoint: pattern is a site pattern, or "token N".  cond may be
+ * NULL.  Returns the id (>= 1) or a negative status (message in errmsg). */
+int djn_bp_add(struct djn_session *s, const char *pattern, const char *cond, bool temporary);
+/* Watchpoint: stop when cond holds at a site matching pattern. */
+int djn_watch_add(struct djn_session *s, const char *pattern, const char *cond);
+enum djn_status djn_bp_delete(struct djn_session *s, int id); /* 0: all */
+enum djn_status djn_bp_enable(struct djn_session *s, int id, bool on);
+enum djn_status djn_bp_condition(struct djn_session *s, int id, const char *cond);
+enum djn_status djn_bp_ignore(struct djn_session *s, int id, long count);
+bool djn_bp_get(const struct djn_session *s, int i, struct djn_bp_info *out);
+/* The breakpoint that caused the last DJN_STOP_BREAKPOINT / WATCHPOINT. */
+int djn_session_last_hit(const struct djn_session *s);
+
+/* --------------------------------------------------------- checkpoints */
+
+/* Snapshot cursor, KV pages (device to device), RNG, tokens and the live
+ * activations of the step.  Returns id >= 1 or a negative status. */
+int djn_checkpoint_new(struct djn_session *s);
+enum djn_status djn_checkpoint_restore(struct djn_session *s, int id);
+enum djn_status djn_checkpoint_delete(struct djn_session *s, int id);
+
+struct djn_checkpoint_info {
+	int id;
+	struct djn_cursor cursor;
+	int n_tokens;
+	size_t bytes;
+};
+bool djn_checkpoint_get(const struct djn_session *s, int i, struct djn_checkpoint_info *out);
+
+/* ------------------------------------------------------------- memory */
+
+struct djn_mem_info {
+	size_t text_bytes;   /* weights on the backend (shared) */
+	size_t data_bytes;   /* KV pages allocated by this session */
+	size_t data_pages, data_page_bytes;
+	size_t stack_bytes;  /* step arena capacity */
+	size_t stack_used;
+	size_t ckpt_bytes;   /* checkpoints held */
+};
+void djn_session_mem(const struct djn_session *s, struct djn_mem_info *out);
+
+/* --------------------------------------------------- text generation */
+
+/* Sample the next token from host logits (vocab floats, modified in place). */
+struct djn_sampler;
+
+/* Convenience for `djinn generate`: encode prompt (with BOS, as llama2.c),
+ * run with no breakpoints, call on_token for each generated token. */
+enum djn_status djn_generate(struct djn_session *s, const char *prompt,
+			     const struct djn_gen_opts *g, djn_token_fn on_token, void *ud);
+
+#endif

@@ -1,0 +1,83 @@
+/* attention.c - causal GQA attention over the paged KV cache, on the CPU,
+ * following run.c's arithmetic (scores, softmax, weighted sum of v). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu.h"
+
+static inline float *kv_row(const struct djn_kv_view *kv, int layer, int which, int pos)
+{
+	float *page = kv->pages_host[pos / kv->page_tokens];
+
+	return page + (((size_t)layer * 2 + which) * kv->page_tokens + pos % kv->page_tokens) *
+			      kv->kv_dim;
+}
+
+enum djn_status cpu_kv_store(struct djn_backend *be, const struct djn_kv_view *kv, int layer,
+			     int pos0, int n, const float *k, const float *v)
+{
+	if (pos0 < 0 || pos0 + n > kv->n_pages * kv->page_tokens)
+		return djn_err_set(&be->err, DJN_ERR_RANGE,
+				   "kv_store: positions %d..%d beyond the %d cached", pos0,
+				   pos0 + n - 1, kv->n_pages * kv->page_tokens);
+	for (int i = 0; i < n; i++) {
+		memcpy(kv_row(kv, layer, 0, pos0 + i), k + (size_t)i * kv->kv_dim,
+		       sizeof(float) * kv->kv_dim);
+		memcpy(kv_row(kv, layer, 1, pos0 + i), v + (size_t)i * kv->kv_dim,
+		       sizeof(float) * kv->kv_dim);
+	}
+	return DJN_OK;
+}
+
+struct attn_ctx {
+	float *out;
+	const float *q;
+	const struct djn_kv_view *kv;
+	const struct djn_attn_shape *s;
+};
+
+static void attn_range(void *p, int64_t begin, int64_t end)
+{
+	struct attn_ctx *c = p;
+	const struct djn_attn_shape *s = c->s;
+	int hd = s->head_dim, group = s->n_head / s->n_kv_head;
+	float *att = malloc(sizeof(float) * (size_t)(s->pos0 + s->n_rows));
+
+	for (int64_t t = begin; t < end; t++) {
+		int r = (int)(t / s->n_head), h = (int)(t % s->n_head);
+		int pos = s->pos0 + r, kvh = h / group;
+		const float *q = c->q + ((size_t)r * s->n_head + h) * hd;
+		float *xb = c->out + ((size_t)r * s->n_head + h) * hd;
+
+		for (int u = 0; u <= pos; u++) {
+			const float *k = kv_row(c->kv, s->layer, 0, u) + (size_t)kvh * hd;
+			float score = 0.0f;
+			for (int i = 0; i < hd; i++)
+				score += q[i] * k[i];
+			score /= sqrtf((float)hd);
+			att[u] = score;
+		}
+		cpu_softmax_row(att, pos + 1);
+		memset(xb, 0, sizeof(float) * hd);
+		for (int u = 0; u <= pos; u++) {
+			const float *v = kv_row(c->kv, s->layer, 1, u) + (size_t)kvh * hd;
+			float a = att[u];
+			for (int i = 0; i < hd; i++)
+				xb[i] += a * v[i];
+		}
+	}
+	free(att);
+}
+
+enum djn_status cpu_attention(struct djn_backend *be, float *out, const float *q,
+			      const struct djn_kv_view *kv, const struct djn_attn_shape *s)
+{
+	struct attn_ctx c = { out, q, kv, s };
+
+	if (s->pos0 + s->n_rows > kv->n_pages * kv->page_tokens)
+		return djn_err_set(&be->err, DJN_ERR_RANGE, "attention: position %d not cached",
+				   s->pos0 + s->n_rows - 1);
+	djn_pool_for(cpu_pool(be), (int64_t)s->n_rows * s->n_head, 2, attn_range, &c);
+	return DJN_OK;
+}

@@ -1,0 +1,110 @@
+/* cpu.c - the CPU backend: host memory, synchronous copies, the vtable. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/cpu/cpu.h"
+
+static void cpu_free(struct djn_backend *be)
+{
+	struct cpu_ctx *c = be->ctx;
+
+	djn_pool_free(c->pool);
+	free(c);
+	free(be);
+}
+
+static void cpu_describe(struct djn_backend *be, char *buf, size_t n)
+{
+	snprintf(buf, n, "cpu (%d threads)", djn_pool_threads(cpu_pool(be)));
+}
+
+static enum djn_status cpu_mem_info(struct djn_backend *be, size_t *free_b, size_t *total_b)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES);
+	long psz = sysconf(_SC_PAGESIZE);
+
+	*total_b = pages > 0 ? (size_t)pages * (size_t)psz : 0;
+	*free_b = avail > 0 ? (size_t)avail * (size_t)psz : 0;
+	return DJN_OK;
+}
+
+static void *cpu_alloc(struct djn_backend *be, size_t bytes)
+{
+	/* 64-byte aligned so rows can be vector-loaded; large, so checked. */
+	void *p = NULL;
+
+	if (posix_memalign(&p, 64, bytes ? bytes : 64)) {
+		djn_err_set(&be->err, DJN_ERR_NOMEM, "cpu: cannot allocate %zu bytes", bytes);
+		return NULL;
+	}
+	return p;
+}
+
+static void cpu_dealloc(struct djn_backend *be, void *p)
+{
+	free(p);
+}
+
+static enum djn_status cpu_copy(struct djn_backend *be, void *dst, const void *src, size_t n)
+{
+	if (n)
+		memmove(dst, src, n);
+	return DJN_OK;
+}
+
+static enum djn_status cpu_memset0(struct djn_backend *be, void *dst, size_t n)
+{
+	memset(dst, 0, n);
+	return DJN_OK;
+}
+
+static enum djn_status cpu_sync(struct djn_backend *be)
+{
+	return DJN_OK;
+}
+
+static const struct djn_backend_i cpu_i = {
+	.name = "cpu",
+	.free = cpu_free,
+	.describe = cpu_describe,
+	.mem_info = cpu_mem_info,
+	.alloc = cpu_alloc,
+	.dealloc = cpu_dealloc,
+	.copy_h2d = cpu_copy,
+	.copy_d2h = cpu_copy,
+	.copy_d2d = cpu_copy,
+	.memset0 = cpu_memset0,
+	.sync = cpu_sync,
+	.embed = cpu_embed,
+	.rmsnorm = cpu_rmsnorm,
+	.layernorm = cpu_layernorm,
+	.matmul = cpu_matmul,
+	.rope = cpu_rope,
+	.kv_store = cpu_kv_store,
+	.attention = cpu_attention,
+	.swiglu = cpu_swiglu,
+	.gelu = cpu_gelu,
+	.add = cpu_add,
+	.axpby = cpu_axpby,
+	.softmax = cpu_softmax,
+	.argmax = cpu_argmax,
+	.stats = cpu_stats,
+};
+
+struct djn_backend *djn_backend_cpu_new(int n_threads, struct djn_err *err)
+{
+	struct djn_backend *be = djn_xcalloc(1, sizeof(*be));
+	struct cpu_ctx *c = djn_xcalloc(1, sizeof(*c));
+
+	if (n_threads <= 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		n_threads = n > 0 ? (int)(n > 64 ? 64 : n) : 1;
+	}
+	c->pool = djn_pool_new(n_threads);
+	be->i = &cpu_i;
+	be->ctx = c;
+	be->host_memory = true;
+	return be;
+}

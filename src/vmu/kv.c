@@ -1,0 +1,76 @@
+/* kv.c - the Data segment: a session's KV cache in fixed-size pages, each
+ * holding page_tokens positions of every layer, so a page is the unit of
+ * growth, swap and checkpoint copies. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "djinn/vmu.h"
+
+size_t djn_kv_page_bytes(const struct djn_kv *kv)
+{
+	return djn_kv_page_floats(&kv->view) * sizeof(float);
+}
+
+enum djn_status djn_kv_init(struct djn_kv *kv, struct djn_backend *be, int n_layer,
+			    int kv_dim, int page_tokens, int max_ctx, struct djn_err *err)
+{
+	memset(kv, 0, sizeof(*kv));
+	kv->be = be;
+	kv->n_cap = (max_ctx + page_tokens - 1) / page_tokens;
+	kv->host_table = djn_xcalloc((size_t)kv->n_cap, sizeof(float *));
+	if (be->host_memory) {
+		kv->dev_table = kv->host_table;
+	} else {
+		kv->dev_table = be->i->alloc(be, sizeof(float *) * (size_t)kv->n_cap);
+		if (!kv->dev_table) {
+			free(kv->host_table);
+			return djn_err_set(err, DJN_ERR_NOMEM, "kv cache: %s", be->err.msg);
+		}
+	}
+	kv->view.pages = kv->dev_table;
+	kv->view.pages_host = kv->host_table;
+	kv->view.n_pages = 0;
+	kv->view.page_tokens = page_tokens;
+	kv->view.n_layer = n_layer;
+	kv->view.kv_dim = kv_dim;
+	return DJN_OK;
+}
+
+enum djn_status djn_kv_reserve(struct djn_kv *kv, int n_tokens, struct djn_err *err)
+{
+	int need = (n_tokens + kv->view.page_tokens - 1) / kv->view.page_tokens;
+	int first = kv->view.n_pages;
+	struct djn_backend *be = kv->be;
+
+	if (need > kv->n_cap)
+		return djn_err_set(err, DJN_ERR_RANGE,
+				   "kv cache: %d tokens exceed the context of %d", n_tokens,
+				   kv->n_cap * kv->view.page_tokens);
+	while (kv->view.n_pages < need) {
+		float *p = be->i->alloc(be, djn_kv_page_bytes(kv));
+		if (!p)
+			return djn_err_set(err, DJN_ERR_NOMEM, "kv cache page %d: %s",
+					   kv->view.n_pages, be->err.msg);
+		kv->host_table[kv->view.n_pages++] = p;
+	}
+	if (!be->host_memory && kv->view.n_pages > first) {
+		enum djn_status st = be->i->copy_h2d(be, kv->dev_table + first,
+						     kv->host_table + first,
+						     sizeof(float *) * (size_t)(kv->view.n_pages - first));
+		if (st)
+			return djn_err_set(err, st, "kv cache: page table: %s", be->err.msg);
+	}
+	return DJN_OK;
+}
+
+void djn_kv_release(struct djn_kv *kv)
+{
+	if (!kv->host_table)
+		return;
+	for (int i = 0; i < kv->view.n_pages; i++)
+		kv->be->i->dealloc(kv->be, kv->host_table[i]);
+	if (kv->dev_table != kv->host_table)
+		kv->be->i->dealloc(kv->be, kv->dev_table);
+	free(kv->host_table);
+	memset(kv, 0, sizeof(*kv));
+}

@@ -1,0 +1,241 @@
+/* break.c - breakpoints and watchpoints: where they match (a per-site mask
+ * computed once), when they hit (condition, ignore count), gdb's rules. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec/cond.h"
+#include "exec/session_impl.h"
+
+static void bp_release(struct bp *b)
+{
+	free(b->pattern);
+	djn_cond_free(b->cond);
+	free(b->mask);
+}
+
+static int bp_new(struct djn_session *s, enum djn_bp_kind kind, const char *pattern,
+		  const char *cond, bool temporary)
+{
+	struct djn_cond *cd = NULL;
+	unsigned char *mask = NULL;
+	int token = -1;
+	struct bp *b;
+
+	if (kind == DJN_BP_SITE && !strncmp(pattern, "token ", 6)) {
+		char *end;
+		long t = strtol(pattern + 6, &end, 10);
+		if (end == pattern + 6 || *end || t < 0 || t >= s->max_ctx)
+			return djn_session_fail(s, DJN_ERR_INVALID,
+						"'%s': expected token N with N in 0..%d", pattern,
+						s->max_ctx - 1);
+		kind = DJN_BP_TOKEN;
+		token = (int)t;
+	} else if (!djn_site_pattern_valid(s->c, pattern)) {
+		return djn_session_fail(s, DJN_ERR_NOTFOUND, "no site matches '%s'", pattern);
+	}
+	if (cond && *cond && !(cd = djn_cond_parse(cond, &s->err)))
+		return s->err.code;
+	if (kind != DJN_BP_TOKEN) {
+		mask = djn_xcalloc((size_t)s->n_sites, 1);
+		for (int t = 0; t < s->n_sites; t++)
+			mask[t] = djn_site_match(s->c, pattern, t);
+	}
+	s->bps = djn_xrealloc(s->bps, sizeof(*s->bps) * (size_t)(s->n_bps + 1));
+	b = &s->bps[s->n_bps++];
+	memset(b, 0, sizeof(*b));
+	b->id = s->next_bp_id++;
+	b->kind = kind;
+	b->pattern = djn_xstrdup(pattern);
+	b->token = token;
+	b->cond = cd;
+	b->enabled = true;
+	b->temporary = temporary;
+	b->mask = mask;
+	djn_session_rearm(s);
+	return b->id;
+}
+
+int djn_bp_add(struct djn_session *s, const char *pattern, const char *cond, bool temporary)
+{
+	return bp_new(s, DJN_BP_SITE, pattern, cond, temporary);
+}
+
+int djn_watch_add(struct djn_session *s, const char *pattern, const char *cond)
+{
+	if (!cond || !*cond)
+		return djn_session_fail(s, DJN_ERR_INVALID, "a watchpoint needs a condition");
+	return bp_new(s, DJN_BP_WATCH, pattern, cond, false);
+}
+
+static struct bp *find(struct djn_session *s, int id)
+{
+	for (int i = 0; i < s->n_bps; i++)
+		if (s->bps[i].id == id)
+			return &s->bps[i];
+	djn_session_fail(s, DJN_ERR_NOTFOUND, "no breakpoint number %d", id);
+	return NULL;
+}
+
+enum djn_status djn_bp_delete(struct djn_session *s, int id)
+{
+	int w = 0;
+
+	if (id != 0 && !find(s, id))
+		return DJN_ERR_NOTFOUND;
+	for (int i = 0; i < s->n_bps; i++) {
+		if (id == 0 || s->bps[i].id == id)
+			bp_release(&s->bps[i]);
+		else
+			s->bps[w++] = s->bps[i];
+	}
+	s->n_bps = w;
+	djn_session_rearm(s);
+	return DJN_OK;
+}
+
+enum djn_status djn_bp_enable(struct djn_session *s, int id, bool on)
+{
+	struct bp *b;
+
+	if (id == 0) {
+		for (int i = 0; i < s->n_bps; i++)
+			s->bps[i].enabled = on;
+	} else {
+		if (!(b = find(s, id)))
+			return DJN_ERR_NOTFOUND;
+		b->enabled = on;
+	}
+	djn_session_rearm(s);
+	return DJN_OK;
+}
+
+enum djn_status djn_bp_condition(struct djn_session *s, int id, const char *cond)
+{
+	struct bp *b = find(s, id);
+	struct djn_cond *cd = NULL;
+
+	if (!b)
+		return DJN_ERR_NOTFOUND;
+	if (cond && *cond && !(cd = djn_cond_parse(cond, &s->err)))
+		return s->err.code;
+	if (!cd && b->kind == DJN_BP_WATCH)
+		return djn_session_fail(s, DJN_ERR_INVALID, "a watchpoint needs a condition");
+	djn_cond_free(b->cond);
+	b->cond = cd;
+	return DJN_OK;
+}
+
+enum djn_status djn_bp_ignore(struct djn_session *s, int id, long count)
+{
+	struct bp *b = find(s, id);
+
+	if (!b)
+		return DJN_ERR_NOTFOUND;
+	if (count < 0)
+		return djn_session_fail(s, DJN_ERR_INVALID, "ignore count must be >= 0");
+	b->ignore = count;
+	return DJN_OK;
+}
+
+bool djn_bp_get(const struct djn_session *s, int i, struct djn_bp_info *out)
+{
+	const struct bp *b;
+
+	if (i < 0 || i >= s->n_bps)
+		return false;
+	b = &s->bps[i];
+	out->id = b->id;
+	out->kind = b->kind;
+	out->pattern = b->pattern;
+	out->token = b->token;
+	out->cond = b->cond ? djn_cond_text(b->cond) : NULL;
+	out->enabled = b->enabled;
+	out->temporary = b->temporary;
+	out->ignore_count = b->ignore;
+	out->hits = b->hits;
+	return true;
+}
+
+int djn_session_last_hit(const struct djn_session *s)
+{
+	return s->last_hit;
+}
+
+/* A candidate stop: condition first (a false one is not a hit, as in gdb),
+ * then the ignore count (ignored crossings still count as hits). */
+static bool hits(struct djn_session *s, struct bp *b, const struct djn_cond_env *env)
+{
+	if (b->cond && !djn_cond_eval(b->cond, env))
+		return false;
+	b->hits++;
+	if (b->ignore > 0) {
+		b->ignore--;
+		return false;
+	}
+	return true;
+}
+
+static enum djn_stop stop_on(struct djn_session *s, int idx)
+{
+	struct bp *b = &s->bps[idx];
+	enum djn_stop why = b->kind == DJN_BP_WATCH ? DJN_STOP_WATCHPOINT : DJN_STOP_BREAKPOINT;
+
+	s->last_hit = b->id;
+	if (b->temporary)
+		djn_bp_delete(s, b->id);
+	return why;
+}
+
+enum djn_stop djn_breaks_check(struct djn_session *s, int site)
+{
+	struct djn_stats st;
+	bool have_stats = false;
+	int n = s->r.n_rows, cols = djn_site_width(s->c, site);
+	int hit = -1;
+	struct djn_cond_env env = { NULL, s->r.pos + n - 1, djn_site_layer(s->c, site),
+				    s->tokens[s->r.pos + n - 1] };
+
+	for (int i = 0; i < s->n_bps; i++) {
+		struct bp *b = &s->bps[i];
+		if (!b->enabled || b->kind == DJN_BP_TOKEN || !b->mask[site])
+			continue;
+		if (b->cond && djn_cond_needs_stats(b->cond) && !have_stats) {
+			/* conditions read the chunk's last row: the token in flight */
+			int rows = s->buf_rows[site];
+			if (s->be->i->stats(s->be, s->buf[site] + (size_t)(rows - 1) * cols, cols, &st)) {
+				djn_session_fail(s, DJN_ERR_DEVICE, "condition: %s", s->be->err.msg);
+				return DJN_STOP_ERROR;
+			}
+			have_stats = true;
+			env.st = &st;
+		}
+		if (hits(s, b, &env) && hit < 0)
+			hit = i;
+	}
+	return hit >= 0 ? stop_on(s, hit) : DJN_STOP_STEP;
+}
+
+bool djn_breaks_token(struct djn_session *s)
+{
+	for (int i = 0; i < s->n_bps; i++) {
+		struct bp *b = &s->bps[i];
+		if (b->enabled && b->kind == DJN_BP_TOKEN && b->token >= s->r.pos &&
+		    b->token < s->r.pos + s->r.n_rows) {
+			struct djn_cond_env env = { NULL, b->token, -1, s->tokens[b->token] };
+			if (hits(s, b, &env)) {
+				stop_on(s, i);
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+void djn_breaks_free(struct djn_session *s)
+{
+	for (int i = 0; i < s->n_bps; i++)
+		bp_release(&s->bps[i]);
+	free(s->bps);
+	s->bps = NULL;
+	s->n_bps = 0;
+}

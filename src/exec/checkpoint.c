@@ -1,0 +1,142 @@
+/* checkpoint.c - snapshots of a run: registers and tokens on the host, KV
+ * pages and the step's activations copied backend to backend (a restore
+ * never goes through the host). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec/session_impl.h"
+
+static void ckpt_release(struct djn_session *s, struct ckpt *k)
+{
+	for (int i = 0; i < k->n_pages; i++)
+		if (k->pages[i])
+			s->be->i->dealloc(s->be, k->pages[i]);
+	if (k->arena)
+		s->be->i->dealloc(s->be, k->arena);
+	free(k->pages);
+	free(k->tokens);
+	free(k->text);
+}
+
+static int used_pages(const struct djn_session *s)
+{
+	int end = s->r.pos + s->r.n_rows;
+
+	return (end + s->kv.view.page_tokens - 1) / s->kv.view.page_tokens;
+}
+
+int djn_checkpoint_new(struct djn_session *s)
+{
+	struct djn_backend *be = s->be;
+	size_t pb = djn_kv_page_bytes(&s->kv);
+	struct ckpt k = { 0 };
+	enum djn_status st = DJN_OK;
+
+	if (s->r.state == DJN_RUN_IDLE)
+		return djn_session_fail(s, DJN_ERR_STATE, "the program is not being run");
+	k.r = s->r;
+	k.n_pages = used_pages(s);
+	k.pages = djn_xcalloc((size_t)k.n_pages, sizeof(float *));
+	for (int i = 0; i < k.n_pages && !st; i++) {
+		k.pages[i] = be->i->alloc(be, pb);
+		st = k.pages[i] ? be->i->copy_d2d(be, k.pages[i], s->kv.host_table[i], pb)
+				: DJN_ERR_NOMEM;
+	}
+	k.arena_bytes = s->arena.used;
+	if (!st) {
+		k.arena = be->i->alloc(be, k.arena_bytes);
+		st = k.arena ? be->i->copy_d2d(be, k.arena, s->arena.base, k.arena_bytes)
+			     : DJN_ERR_NOMEM;
+	}
+	if (!st)
+		st = be->i->sync(be);
+	if (st) {
+		djn_session_fail(s, st, "checkpoint: %s", be->err.msg);
+		ckpt_release(s, &k);
+		return st;
+	}
+	k.tokens = djn_xmalloc(sizeof(int32_t) * (size_t)(s->r.n_tokens + 1));
+	memcpy(k.tokens, s->tokens, sizeof(int32_t) * (size_t)s->r.n_tokens);
+	k.text = djn_xmalloc(s->r.text_len + 1);
+	memcpy(k.text, s->text ? s->text : "", s->r.text_len);
+	k.text[s->r.text_len] = '\0';
+	k.id = s->next_ckpt_id++;
+	s->ckpts = djn_xrealloc(s->ckpts, sizeof(*s->ckpts) * (size_t)(s->n_ckpts + 1));
+	s->ckpts[s->n_ckpts++] = k;
+	return k.id;
+}
+
+static struct ckpt *find(struct djn_session *s, int id)
+{
+	for (int i = 0; i < s->n_ckpts; i++)
+		if (s->ckpts[i].id == id)
+			return &s->ckpts[i];
+	djn_session_fail(s, DJN_ERR_NOTFOUND, "no checkpoint %d", id);
+	return NULL;
+}
+
+enum djn_status djn_checkpoint_restore(struct djn_session *s, int id)
+{
+	struct ckpt *k = find(s, id);
+	struct djn_backend *be = s->be;
+	size_t pb = djn_kv_page_bytes(&s->kv);
+	enum djn_status st;
+
+	if (!k)
+		return DJN_ERR_NOTFOUND;
+	/* lay the chunk out as it was, then put the bytes back */
+	memcpy(s->tokens, k->tokens, sizeof(int32_t) * (size_t)k->r.n_tokens);
+	if ((st = djn_chunk_begin(s, k->r.pos, k->r.n_rows)))
+		return st;
+	for (int i = 0; i < k->n_pages && !st; i++)
+		st = be->i->copy_d2d(be, s->kv.host_table[i], k->pages[i], pb);
+	if (!st)
+		st = be->i->copy_d2d(be, s->arena.base, k->arena, k->arena_bytes);
+	if (st)
+		return djn_session_fail(s, st, "restore: %s", be->err.msg);
+	s->r = k->r;
+	if (s->text_cap < k->r.text_len + 1) {
+		s->text_cap = k->r.text_len + 1;
+		s->text = djn_xrealloc(s->text, s->text_cap);
+	}
+	if (s->text) {
+		memcpy(s->text, k->text, k->r.text_len);
+		s->text[k->r.text_len] = '\0';
+	}
+	return DJN_OK;
+}
+
+enum djn_status djn_checkpoint_delete(struct djn_session *s, int id)
+{
+	struct ckpt *k = find(s, id);
+
+	if (!k)
+		return DJN_ERR_NOTFOUND;
+	ckpt_release(s, k);
+	*k = s->ckpts[--s->n_ckpts];
+	return DJN_OK;
+}
+
+bool djn_checkpoint_get(const struct djn_session *s, int i, struct djn_checkpoint_info *out)
+{
+	const struct ckpt *k;
+
+	if (i < 0 || i >= s->n_ckpts)
+		return false;
+	k = &s->ckpts[i];
+	out->id = k->id;
+	out->cursor = (struct djn_cursor){ k->r.pos, k->r.n_rows, k->r.site,
+					   k->r.site >= 0 ? djn_site_layer(s->c, k->r.site) : -1 };
+	out->n_tokens = k->r.n_tokens;
+	out->bytes = (size_t)k->n_pages * djn_kv_page_bytes(&s->kv) + k->arena_bytes;
+	return true;
+}
+
+void djn_ckpts_free(struct djn_session *s)
+{
+	for (int i = 0; i < s->n_ckpts; i++)
+		ckpt_release(s, &s->ckpts[i]);
+	free(s->ckpts);
+	s->ckpts = NULL;
+	s->n_ckpts = 0;
+}

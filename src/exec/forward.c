@@ -1,0 +1,184 @@
+/* forward.c - the forward pass as a list of sites: laying out a chunk's
+ * tensors in the Stack arena and executing one site at a time. */
+#include <string.h>
+
+#include "exec/session_impl.h"
+
+/* Lay the chunk's site tensors out in the arena.  Deterministic in n_rows,
+ * so a checkpoint of the arena's bytes restores every live tensor.  When the
+ * whole set is small (decode steps, short prompts) every site keeps its own
+ * buffer and stays inspectable for the whole chunk; otherwise the layer sites
+ * share one set of buffers across layers (a past layer's tensors are then
+ * no longer live, like an optimized-out variable). */
+enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows)
+{
+	const struct djn_config *c = s->c;
+	size_t all = 0, shared = 0, need;
+	int last = s->n_sites - 1;
+	enum djn_status st;
+
+	for (int site = 0; site < s->n_sites; site++) {
+		size_t rows = site >= last - 1 ? 1 : (size_t)n_rows;
+		size_t w = (size_t)djn_site_width(c, site) * rows * sizeof(float) + 256;
+		all += w;
+		if (djn_site_layer(c, site) <= 0)
+			shared += w;
+	}
+	s->aliased = all > DJN_ARENA_KEEP_ALL;
+	need = (s->aliased ? shared : all) +
+	       2 * ((size_t)c->hidden_dim * n_rows * sizeof(float) + 256) +
+	       (size_t)n_rows * sizeof(int32_t) + 256;
+	if ((st = djn_arena_reserve(&s->arena, need, &s->err)))
+		return st;
+	djn_arena_reset(&s->arena);
+	for (int site = 0; site < s->n_sites; site++) {
+		int l = djn_site_layer(c, site);
+		int rows = site >= last - 1 ? 1 : n_rows;
+		s->buf_rows[site] = rows;
+		if (s->aliased && l > 0) {
+			s->buf[site] = s->buf[site - l * DJN_SITES_PER_LAYER];
+			continue;
+		}
+		s->buf[site] = djn_arena_floats(&s->arena, (size_t)djn_site_width(c, site) * rows);
+	}
+	s->gate = djn_arena_floats(&s->arena, (size_t)c->hidden_dim * n_rows);
+	s->up = djn_arena_floats(&s->arena, (size_t)c->hidden_dim * n_rows);
+	s->ids = (int32_t *)djn_arena_floats(&s->arena, (size_t)n_rows);
+	DJN_ASSERT(s->ids != NULL);
+	if ((st = djn_kv_reserve(&s->kv, pos + n_rows, &s->err)))
+		return st;
+	st = s->be->i->copy_h2d(s->be, s->ids, s->tokens + pos, sizeof(int32_t) * (size_t)n_rows);
+	if (st)
+		return djn_session_fail(s, st, "%s", s->be->err.msg);
+	s->r.pos = pos;
+	s->r.n_rows = n_rows;
+	s->r.site = -1;
+	return DJN_OK;
+}
+
+static inline int layer_site(int l, enum djn_site_kind k)
+{
+	return 1 + l * DJN_SITES_PER_LAYER + (k - DJN_SITE_ATTN_NORM);
+}
+
+static const struct djn_weight *opt(const struct djn_weight *w)
+{
+	return djn_weight_present(w) ? w : NULL;
+}
+
+static enum djn_status norm(struct djn_session *s, float *out, const float *x,
+			    const struct djn_weight *w, const struct djn_weight *b, int n)
+{
+	const struct djn_config *c = s->c;
+
+	if (c->arch == DJN_ARCH_GPT2)
+		return s->be->i->layernorm(s->be, out, x, w, opt(b), n, c->dim, c->norm_eps);
+	return s->be->i->rmsnorm(s->be, out, x, w, n, c->dim, c->norm_eps);
+}
+
+enum djn_status djn_site_exec(struct djn_session *s, int site)
+{
+	const struct djn_config *c = s->c;
+	const struct djn_backend_i *o = s->be->i;
+	struct djn_backend *be = s->be;
+	int n = s->r.n_rows, pos0 = s->r.pos, l = djn_site_layer(c, site);
+	enum djn_site_kind kind = djn_site_kind(c, site);
+	const struct djn_layer *L = l >= 0 ? &s->m->layers[l] : NULL;
+	float *out = s->buf[site];
+	const float *x = NULL;
+	enum djn_status st = DJN_OK;
+
+	if (l >= 0)
+		x = l == 0 ? s->buf[0] : s->buf[layer_site(l - 1, DJN_SITE_RESID_POST)];
+#define B(k) s->buf[layer_site(l, (k))]
+	switch (kind) {
+	case DJN_SITE_EMBED:
+		st = o->embed(be, out, &s->m->tok_embd, s->ids, n);
+		if (!st && c->arch == DJN_ARCH_GPT2) {
+			/* learned positions: gather rows pos0.. through the same op */
+			int32_t *pids = s->tokens + s->max_ctx; /* spare host space */
+			for (int i = 0; i < n; i++)
+				pids[i] = pos0 + i;
+			st = o->copy_h2d(be, s->ids, pids, sizeof(int32_t) * (size_t)n);
+			if (!st)
+				st = o->embed(be, s->gate, &s->m->pos_embd, s->ids, n);
+			if (!st)
+				st = o->add(be, out, out, s->gate, (size_t)n * c->dim);
+			if (!st)
+				st = o->copy_h2d(be, s->ids, s->tokens + pos0, sizeof(int32_t) * (size_t)n);
+		}
+		break;
+	case DJN_SITE_ATTN_NORM:
+		st = norm(s, out, x, &L->attn_norm, &L->attn_norm_b, n);
+		break;
+	case DJN_SITE_Q:
+	case DJN_SITE_K: {
+		const struct djn_weight *w = kind == DJN_SITE_Q ? &L->wq : &L->wk;
+		const struct djn_weight *b = kind == DJN_SITE_Q ? &L->bq : &L->bk;
+		int nh = kind == DJN_SITE_Q ? c->n_head : c->n_kv_head;
+		st = o->matmul(be, out, B(DJN_SITE_ATTN_NORM), w, opt(b), n);
+		if (!st && c->arch == DJN_ARCH_LLAMA)
+			st = o->rope(be, out, n, nh, c->head_dim, c->head_dim, pos0, c->rope_theta,
+				     c->rope_style);
+		break;
+	}
+	case DJN_SITE_V:
+		st = o->matmul(be, out, B(DJN_SITE_ATTN_NORM), &L->wv, opt(&L->bv), n);
+		break;
+	case DJN_SITE_ATTN: {
+		/* K and V enter the cache here, not at their own sites, so a
+		 * value written back at L.k or L.v is what attention sees. */
+		struct djn_attn_shape sh = { c->n_head, c->n_kv_head, c->head_dim, l, pos0, n };
+		st = o->kv_store(be, &s->kv.view, l, pos0, n, B(DJN_SITE_K), B(DJN_SITE_V));
+		if (!st)
+			st = o->attention(be, out, B(DJN_SITE_Q), &s->kv.view, &sh);
+		break;
+	}
+	case DJN_SITE_ATTN_OUT:
+		st = o->matmul(be, out, B(DJN_SITE_ATTN), &L->wo, opt(&L->bo), n);
+		break;
+	case DJN_SITE_RESID_MID:
+		st = o->add(be, out, x, B(DJN_SITE_ATTN_OUT), (size_t)n * c->dim);
+		break;
+	case DJN_SITE_MLP_NORM:
+		st = norm(s, out, B(DJN_SITE_RESID_MID), &L->mlp_norm, &L->mlp_norm_b, n);
+		break;
+	case DJN_SITE_MLP_ACT:
+		if (c->arch == DJN_ARCH_GPT2) {
+			st = o->matmul(be, s->up, B(DJN_SITE_MLP_NORM), &L->w_up, opt(&L->b_up), n);
+			if (!st)
+				st = o->gelu(be, out, s->up, (size_t)n * c->hidden_dim);
+		} else {
+			st = o->matmul(be, s->gate, B(DJN_SITE_MLP_NORM), &L->w_gate, NULL, n);
+			if (!st)
+				st = o->matmul(be, s->up, B(DJN_SITE_MLP_NORM), &L->w_up, NULL, n);
+			if (!st)
+				st = o->swiglu(be, out, s->gate, s->up, (size_t)n * c->hidden_dim);
+		}
+		break;
+	case DJN_SITE_MLP_OUT:
+		st = o->matmul(be, out, B(DJN_SITE_MLP_ACT), &L->w_down, opt(&L->b_down), n);
+		break;
+	case DJN_SITE_RESID_POST:
+		st = o->add(be, out, B(DJN_SITE_RESID_MID), B(DJN_SITE_MLP_OUT), (size_t)n * c->dim);
+		break;
+	case DJN_SITE_FINAL_NORM: {
+		/* only the chunk's last row goes on to the head */
+		const float *last = s->buf[s->n_sites - 3] + (size_t)(n - 1) * c->dim;
+		st = norm(s, out, last, &s->m->final_norm, &s->m->final_norm_b, 1);
+		break;
+	}
+	case DJN_SITE_LOGITS:
+		st = o->matmul(be, out, s->buf[site - 1], &s->m->output, NULL, 1);
+		break;
+	default:
+		DJN_ASSERT(!"unknown site kind");
+	}
+#undef B
+	if (st) {
+		char name[32];
+		djn_site_name(c, site, name, sizeof(name));
+		return djn_session_fail(s, st, "%s: %s", name, be->err.msg);
+	}
+	return DJN_OK;
+}

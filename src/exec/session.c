@@ -1,0 +1,425 @@
+/* session.c - sessions: creation, the run loop that moves the cursor, and
+ * access to the tensors at sites. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec/cond.h"
+#include "exec/session_impl.h"
+
+enum djn_status djn_session_fail(struct djn_session *s, enum djn_status st, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	djn_err_vset(&s->err, st, fmt, ap);
+	va_end(ap);
+	return st;
+}
+
+struct djn_session *djn_session_new(struct djn_model *m, struct djn_backend *be,
+				    const struct djn_session_opts *opts, struct djn_err *err)
+{
+	struct djn_session *s;
+	int page = opts && opts->kv_page_tokens > 0 ? opts->kv_page_tokens : 16;
+	int ctx = opts && opts->max_ctx > 0 ? opts->max_ctx : m->cfg.seq_len;
+
+	if (!be) {
+		djn_err_set(err, DJN_ERR_INVALID, "session: no backend");
+		return NULL;
+	}
+	if (ctx > m->cfg.seq_len)
+		ctx = m->cfg.seq_len;
+	if (djn_text_acquire(m, be, err))
+		return NULL;
+	s = djn_xcalloc(1, sizeof(*s));
+	s->m = m;
+	djn_model_ref(m);
+	s->be = be;
+	s->c = &m->cfg;
+	s->n_sites = djn_site_count(&m->cfg);
+	s->max_ctx = ctx;
+	s->tokens = djn_xcalloc((size_t)ctx + DJN_MAX_CHUNK, sizeof(int32_t));
+	s->buf = djn_xcalloc((size_t)s->n_sites, sizeof(float *));
+	s->buf_rows = djn_xcalloc((size_t)s->n_sites, sizeof(int));
+	s->armed = djn_xcalloc((size_t)s->n_sites, 1);
+	s->logits_host = djn_xmalloc(sizeof(float) * (size_t)m->cfg.vocab_size);
+	s->next_bp_id = s->next_steer_id = s->next_ckpt_id = 1;
+	s->r.state = DJN_RUN_IDLE;
+	s->r.site = -1;
+	if (djn_kv_init(&s->kv, be, m->cfg.n_layer, m->cfg.n_kv_head * m->cfg.head_dim, page, ctx,
+			err))
+		goto out_free;
+	if (djn_arena_init(&s->arena, be, 1 << 20, err))
+		goto out_free;
+	return s;
+
+out_free:
+	djn_session_free(s);
+	return NULL;
+}
+
+void djn_session_free(struct djn_session *s)
+{
+	if (!s)
+		return;
+	djn_ckpts_free(s);
+	djn_breaks_free(s);
+	djn_steers_free(s);
+	djn_arena_release(&s->arena);
+	djn_kv_release(&s->kv);
+	djn_text_release(s->m, s->be);
+	djn_model_unref(s->m);
+	free(s->tokens);
+	free(s->text);
+	free(s->buf);
+	free(s->buf_rows);
+	free(s->armed);
+	free(s->logits_host);
+	free(s);
+}
+
+const char *djn_session_errmsg(const struct djn_session *s)
+{
+	return s->err.msg;
+}
+
+struct djn_model *djn_session_model(const struct djn_session *s)
+{
+	return s->m;
+}
+
+struct djn_backend *djn_session_backend(const struct djn_session *s)
+{
+	return s->be;
+}
+
+void djn_session_on_token(struct djn_session *s, djn_token_fn fn, void *ud)
+{
+	s->on_token = fn;
+	s->on_token_ud = ud;
+}
+
+enum djn_status djn_session_start(struct djn_session *s, const int32_t *ids, int n,
+				  const struct djn_gen_opts *g)
+{
+	struct run_regs old = s->r;
+	enum djn_status st;
+
+	if (n < 1)
+		return djn_session_fail(s, DJN_ERR_INVALID, "start: the prompt has no tokens");
+	if (n >= s->max_ctx)
+		return djn_session_fail(s, DJN_ERR_RANGE,
+					"start: the prompt has %d tokens, the context holds %d", n,
+					s->max_ctx);
+	for (int i = 0; i < n; i++)
+		if (ids[i] < 0 || ids[i] >= s->c->vocab_size)
+			return djn_session_fail(s, DJN_ERR_RANGE,
+						"start: token %d (at %d) is outside the vocabulary of %d",
+						ids[i], i, s->c->vocab_size);
+	memcpy(s->tokens, ids, sizeof(int32_t) * (size_t)n);
+	memset(&s->r, 0, sizeof(s->r));
+	s->r.gen = *g;
+	s->r.rng = g->seed ? g->seed : 0x9e3779b97f4a7c15ull;
+	s->r.n_tokens = n;
+	s->r.n_prompt = n;
+	s->r.state = DJN_RUN_PAUSED;
+	s->interrupt = 0;
+	st = djn_chunk_begin(s, 0, n < DJN_MAX_CHUNK ? n : DJN_MAX_CHUNK);
+	if (st) {
+		s->r = old;
+		s->r.state = DJN_RUN_IDLE;
+		return st;
+	}
+	if (s->text)
+		s->text[0] = '\0';
+	return DJN_OK;
+}
+
+void djn_session_kill(struct djn_session *s)
+{
+	s->r.state = DJN_RUN_IDLE;
+	s->r.site = -1;
+}
+
+enum djn_run_state djn_session_state(const struct djn_session *s)
+{
+	return s->r.state;
+}
+
+struct djn_cursor djn_session_cursor(const struct djn_session *s)
+{
+	struct djn_cursor cur = { s->r.pos, s->r.n_rows, s->r.site,
+				  s->r.site >= 0 ? djn_site_layer(s->c, s->r.site) : -1 };
+	return cur;
+}
+
+const int32_t *djn_session_tokens(const struct djn_session *s, int *n_total, int *n_prompt)
+{
+	if (n_total)
+		*n_total = s->r.n_tokens;
+	if (n_prompt)
+		*n_prompt = s->r.n_prompt;
+	return s->tokens;
+}
+
+const char *djn_session_text(const struct djn_session *s, size_t *len)
+{
+	if (len)
+		*len = s->r.text_len;
+	return s->text ? s->text : "";
+}
+
+void djn_session_interrupt(struct djn_session *s)
+{
+	s->interrupt = 1;
+}
+
+static void text_append(struct djn_session *s, int prev, int id)
+{
+	size_t n = 0;
+	const char *p;
+
+	if (!s->m->tok)
+		return;
+	p = djn_tok_decode(s->m->tok, prev, id, &n);
+	if (s->r.text_len + n + 1 > s->text_cap) {
+		s->text_cap = (s->r.text_len + n + 1) * 2;
+		s->text = djn_xrealloc(s->text, s->text_cap);
+	}
+	memcpy(s->text + s->r.text_len, p, n);
+	s->r.text_len += n;
+	s->text[s->r.text_len] = '\0';
+}
+
+/* The cursor is at logits: sample, and either finish the run or begin the
+ * next chunk (the rest of the prompt, or the token just sampled). */
+static enum djn_stop advance_chunk(struct djn_session *s)
+{
+	int end = s->r.pos + s->r.n_rows, next;
+	const struct djn_gen_opts *g = &s->r.gen;
+	enum djn_status st;
+
+	if (end < s->r.n_prompt) {
+		int n = s->r.n_prompt - end;
+		if (djn_chunk_begin(s, end, n < DJN_MAX_CHUNK ? n : DJN_MAX_CHUNK))
+			return DJN_STOP_ERROR;
+		return DJN_STOP_STEP;
+	}
+	if (g->temperature <= 0) {
+		st = s->be->i->argmax(s->be, s->buf[s->n_sites - 1], s->c->vocab_size, &next);
+	} else {
+		st = s->be->i->copy_d2h(s->be, s->logits_host, s->buf[s->n_sites - 1],
+					sizeof(float) * (size_t)s->c->vocab_size);
+		if (!st)
+			next = djn_sample(s->logits_host, s->c->vocab_size, g->temperature,
+					  g->top_p, &s->r.rng);
+	}
+	if (st) {
+		djn_session_fail(s, st, "sampling: %s", s->be->err.msg);
+		return DJN_STOP_ERROR;
+	}
+	if (g->stop_at_eos && s->m->tok &&
+	    (next == djn_tok_eos(s->m->tok) || next == djn_tok_bos(s->m->tok))) {
+		s->r.state = DJN_RUN_DONE;
+		return DJN_STOP_DONE;
+	}
+	s->tokens[s->r.n_tokens++] = next;
+	s->r.n_generated++;
+	text_append(s, s->tokens[s->r.n_tokens - 2], next);
+	if (s->on_token)
+		s->on_token(s, next, s->on_token_ud);
+	if ((g->n_new > 0 && s->r.n_generated >= g->n_new) || s->r.n_tokens >= s->max_ctx) {
+		s->r.state = DJN_RUN_DONE;
+		return DJN_STOP_DONE;
+	}
+	if (djn_chunk_begin(s, s->r.n_tokens - 1, 1))
+		return DJN_STOP_ERROR;
+	return DJN_STOP_STEP;
+}
+
+enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, long count)
+{
+	int last = s->n_sites - 1;
+	long steps = 0;
+
+	if (s->r.state != DJN_RUN_PAUSED) {
+		djn_session_fail(s, DJN_ERR_STATE, s->r.state == DJN_RUN_DONE
+							 ? "the run has finished"
+							 : "the program is not being run");
+		return DJN_STOP_ERROR;
+	}
+	if (count < 1 && mode != DJN_RUN_UNTIL_POS)
+		count = 1;
+	s->last_hit = 0;
+	for (;;) {
+		if (s->interrupt) {
+			s->interrupt = 0;
+			return DJN_STOP_INTERRUPT;
+		}
+		if (s->r.site == last) {
+			int chunk_pos = s->r.pos;
+			enum djn_stop why = advance_chunk(s);
+			if (why != DJN_STOP_STEP)
+				return why;
+			if (mode == DJN_RUN_STEP && ++steps >= count)
+				return DJN_STOP_STEP;
+			if (mode == DJN_RUN_UNTIL_POS && s->r.pos >= count)
+				return DJN_STOP_STEP;
+			if (s->r.pos != chunk_pos && djn_breaks_token(s))
+				return DJN_STOP_BREAKPOINT;
+			continue;
+		}
+		int site = s->r.site + 1;
+		if (djn_site_exec(s, site))
+			return DJN_STOP_ERROR;
+		s->r.site = site;
+		if (s->armed[site]) {
+			if (djn_steers_apply(s, site))
+				return DJN_STOP_ERROR;
+			enum djn_stop why = djn_breaks_check(s, site);
+			if (why != DJN_STOP_STEP)
+				return why;
+		}
+		switch (mode) {
+		case DJN_RUN_STEP:
+			if (++steps >= count)
+				return DJN_STOP_STEP;
+			break;
+		case DJN_RUN_NEXT:
+			if ((djn_site_kind(s->c, site) == DJN_SITE_RESID_POST || site == last) &&
+			    ++steps >= count)
+				return DJN_STOP_STEP;
+			break;
+		case DJN_RUN_FINISH:
+			if (site == last)
+				return DJN_STOP_STEP;
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+bool djn_session_site_live(const struct djn_session *s, int site)
+{
+	int cur = s->r.site, l;
+
+	if (s->r.state == DJN_RUN_IDLE || site < 0 || site >= s->n_sites || site > cur)
+		return false;
+	l = djn_site_layer(s->c, site);
+	if (s->aliased && l >= 0) {
+		/* a later layer's site has overwritten the shared buffer */
+		int cl = djn_site_layer(s->c, cur);
+		int k = (site - 1) % DJN_SITES_PER_LAYER;
+		if (cl < 0)
+			return l == s->c->n_layer - 1;
+		if (l < cl - 1)
+			return false;
+		if (l == cl - 1)
+			return k > (cur - 1) % DJN_SITES_PER_LAYER;
+	}
+	return true;
+}
+
+static enum djn_status need_live(struct djn_session *s, int site)
+{
+	char name[32];
+
+	if (s->r.state == DJN_RUN_IDLE)
+		return djn_session_fail(s, DJN_ERR_STATE, "the program is not being run");
+	if (site < 0 || site >= s->n_sites)
+		return djn_session_fail(s, DJN_ERR_RANGE, "no site %d", site);
+	if (!djn_session_site_live(s, site)) {
+		djn_site_name(s->c, site, name, sizeof(name));
+		return djn_session_fail(s, DJN_ERR_STATE,
+					"site '%s' is not live here (not yet computed in this "
+					"token, or overwritten by a later layer)", name);
+	}
+	return DJN_OK;
+}
+
+enum djn_status djn_session_site_shape(struct djn_session *s, int site, int *rows, int *cols)
+{
+	enum djn_status st = need_live(s, site);
+
+	if (st)
+		return st;
+	*rows = s->buf_rows[site];
+	*cols = djn_site_width(s->c, site);
+	return DJN_OK;
+}
+
+enum djn_status djn_session_read(struct djn_session *s, int site, float *out, size_t n)
+{
+	int rows, cols;
+	enum djn_status st = djn_session_site_shape(s, site, &rows, &cols);
+
+	if (st)
+		return st;
+	if (n != (size_t)rows * cols)
+		return djn_session_fail(s, DJN_ERR_INVALID, "read: %zu floats asked, tensor has %d x %d",
+					n, rows, cols);
+	st = s->be->i->copy_d2h(s->be, out, s->buf[site], n * sizeof(float));
+	return st ? djn_session_fail(s, st, "%s", s->be->err.msg) : DJN_OK;
+}
+
+enum djn_status djn_session_write(struct djn_session *s, int site, const float *in, size_t n)
+{
+	int rows, cols;
+	enum djn_status st = djn_session_site_shape(s, site, &rows, &cols);
+
+	if (st)
+		return st;
+	if (n != (size_t)rows * cols)
+		return djn_session_fail(s, DJN_ERR_INVALID,
+					"write: %zu floats given, tensor has %d x %d", n, rows, cols);
+	st = s->be->i->copy_h2d(s->be, s->buf[site], in, n * sizeof(float));
+	return st ? djn_session_fail(s, st, "%s", s->be->err.msg) : DJN_OK;
+}
+
+enum djn_status djn_session_stats(struct djn_session *s, int site, int row0, int n_rows,
+				  struct djn_stats *out)
+{
+	int rows, cols;
+	enum djn_status st = djn_session_site_shape(s, site, &rows, &cols);
+
+	if (st)
+		return st;
+	if (n_rows <= 0) {
+		row0 = 0;
+		n_rows = rows;
+	}
+	if (row0 < 0 || row0 + n_rows > rows)
+		return djn_session_fail(s, DJN_ERR_RANGE, "rows %d..%d outside 0..%d", row0,
+					row0 + n_rows - 1, rows - 1);
+	st = s->be->i->stats(s->be, s->buf[site] + (size_t)row0 * cols, (int64_t)n_rows * cols, out);
+	return st ? djn_session_fail(s, st, "%s", s->be->err.msg) : DJN_OK;
+}
+
+void djn_session_rearm(struct djn_session *s)
+{
+	memset(s->armed, 0, (size_t)s->n_sites);
+	for (int i = 0; i < s->n_bps; i++)
+		if (s->bps[i].enabled && s->bps[i].mask)
+			for (int t = 0; t < s->n_sites; t++)
+				s->armed[t] |= s->bps[i].mask[t];
+	for (int i = 0; i < s->n_steers; i++)
+		for (int t = 0; t < s->n_sites; t++)
+			s->armed[t] |= s->steers[i].mask[t];
+}
+
+void djn_session_mem(const struct djn_session *s, struct djn_mem_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->text_bytes = djn_text_bytes(s->m);
+	out->data_pages = (size_t)s->kv.view.n_pages;
+	out->data_page_bytes = djn_kv_page_bytes(&s->kv);
+	out->data_bytes = out->data_pages * out->data_page_bytes;
+	out->stack_bytes = s->arena.cap;
+	out->stack_used = s->arena.used;
+	for (int i = 0; i < s->n_ckpts; i++)
+		out->ckpt_bytes += (size_t)s->ckpts[i].n_pages * out->data_page_bytes +
+				   s->ckpts[i].arena_bytes;
+}

@@ -1,0 +1,117 @@
+/* session_impl.h - the session object and the step machinery shared by the
+ * files of src/exec (internal). */
+#ifndef DJINN_EXEC_SESSION_IMPL_H
+#define DJINN_EXEC_SESSION_IMPL_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "djinn/djinn.h"
+#include "djinn/vmu.h"
+
+#define DJN_MAX_CHUNK 512          /* prompt tokens per prefill chunk */
+#define DJN_ARENA_KEEP_ALL (256u << 20) /* keep every site live below this */
+
+struct bp {
+	int id;
+	enum djn_bp_kind kind;
+	char *pattern;
+	int token;
+	struct djn_cond *cond;
+	bool enabled, temporary;
+	long ignore;
+	long hits;
+	unsigned char *mask; /* per site: matches */
+};
+
+struct steer {
+	int id;
+	char *pattern;
+	enum djn_steer_op op;
+	float scale;
+	float *v;   /* backend memory, n_v floats, or NULL */
+	int n_v;
+	int *idx;
+	int n_idx;
+	long n_applied;
+	unsigned char *mask;
+};
+
+/* Everything about a run that a checkpoint must capture, by value. */
+struct run_regs {
+	enum djn_run_state state;
+	struct djn_gen_opts gen;
+	int n_tokens, n_prompt, n_generated;
+	uint64_t rng;
+	size_t text_len;
+	int pos, n_rows, site;
+};
+
+struct ckpt {
+	int id;
+	struct run_regs r;
+	int32_t *tokens;
+	char *text;
+	float **pages; /* backend copies of the first n_pages KV pages */
+	int n_pages;
+	void *arena;   /* backend copy of the arena's used bytes */
+	size_t arena_bytes;
+};
+
+struct djn_session {
+	struct djn_model *m;
+	struct djn_backend *be;
+	const struct djn_config *c;
+	struct djn_err err;
+	int n_sites, max_ctx;
+
+	struct djn_kv kv;       /* Data */
+	struct djn_arena arena; /* Stack */
+
+	struct run_regs r;
+	int32_t *tokens;        /* host, cap max_ctx */
+	char *text;
+	size_t text_cap;
+
+	/* the chunk in flight: site buffers laid out in the arena */
+	float **buf;            /* n_sites pointers */
+	int *buf_rows;          /* rows of each site's tensor */
+	bool aliased;           /* layer sites share buffers across layers */
+	float *gate, *up;       /* MLP scratch */
+	int32_t *ids;           /* backend copy of the chunk's ids */
+	float *logits_host;
+
+	struct bp *bps;
+	int n_bps, next_bp_id, last_hit;
+	struct steer *steers;
+	int n_steers, next_steer_id;
+	unsigned char *armed;   /* per site: a breakpoint, watchpoint or steer matches */
+
+	struct ckpt *ckpts;
+	int n_ckpts, next_ckpt_id;
+
+	volatile sig_atomic_t interrupt;
+	djn_token_fn on_token;
+	void *on_token_ud;
+};
+
+/* forward.c */
+enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows);
+enum djn_status djn_site_exec(struct djn_session *s, int site);
+/* session.c */
+enum djn_status djn_session_fail(struct djn_session *s, enum djn_status st, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void djn_session_rearm(struct djn_session *s);
+/* steer.c */
+enum djn_status djn_steers_apply(struct djn_session *s, int site);
+void djn_steers_free(struct djn_session *s);
+/* break.c */
+enum djn_stop djn_breaks_check(struct djn_session *s, int site);
+bool djn_breaks_token(struct djn_session *s);
+void djn_breaks_free(struct djn_session *s);
+/* checkpoint.c */
+void djn_ckpts_free(struct djn_session *s);
+/* sample.c */
+int djn_sample(float *logits, int n, float temperature, float top_p, uint64_t *rng);
+
+#endif

@@ -1,0 +1,191 @@
+/* sites.c - the site list of a model: names, kinds, widths, patterns. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "djinn/djinn.h"
+
+static const char *const kind_names[DJN_SITE_KIND_COUNT] = {
+	[DJN_SITE_EMBED] = "embed",
+	[DJN_SITE_ATTN_NORM] = "attn_norm",
+	[DJN_SITE_Q] = "q",
+	[DJN_SITE_K] = "k",
+	[DJN_SITE_V] = "v",
+	[DJN_SITE_ATTN] = "attn",
+	[DJN_SITE_ATTN_OUT] = "attn_out",
+	[DJN_SITE_RESID_MID] = "resid_mid",
+	[DJN_SITE_MLP_NORM] = "mlp_norm",
+	[DJN_SITE_MLP_ACT] = "mlp_act",
+	[DJN_SITE_MLP_OUT] = "mlp_out",
+	[DJN_SITE_RESID_POST] = "resid_post",
+	[DJN_SITE_FINAL_NORM] = "final_norm",
+	[DJN_SITE_LOGITS] = "logits",
+};
+
+int djn_site_count(const struct djn_config *c)
+{
+	return 3 + DJN_SITES_PER_LAYER * c->n_layer;
+}
+
+enum djn_site_kind djn_site_kind(const struct djn_config *c, int site)
+{
+	int last = djn_site_count(c) - 1;
+
+	if (site <= 0)
+		return DJN_SITE_EMBED;
+	if (site == last)
+		return DJN_SITE_LOGITS;
+	if (site == last - 1)
+		return DJN_SITE_FINAL_NORM;
+	return (enum djn_site_kind)(DJN_SITE_ATTN_NORM + (site - 1) % DJN_SITES_PER_LAYER);
+}
+
+int djn_site_layer(const struct djn_config *c, int site)
+{
+	if (site <= 0 || site >= djn_site_count(c) - 2)
+		return -1;
+	return (site - 1) / DJN_SITES_PER_LAYER;
+}
+
+int djn_site_width(const struct djn_config *c, int site)
+{
+	switch (djn_site_kind(c, site)) {
+	case DJN_SITE_Q:
+	case DJN_SITE_ATTN:
+		return c->n_head * c->head_dim;
+	case DJN_SITE_K:
+	case DJN_SITE_V:
+		return c->n_kv_head * c->head_dim;
+	case DJN_SITE_MLP_ACT:
+		return c->hidden_dim;
+	case DJN_SITE_LOGITS:
+		return c->vocab_size;
+	default:
+		return c->dim;
+	}
+}
+
+const char *djn_site_kind_name(enum djn_site_kind k)
+{
+	return (unsigned)k < DJN_SITE_KIND_COUNT ? kind_names[k] : "?";
+}
+
+void djn_site_name(const struct djn_config *c, int site, char *buf, size_t n)
+{
+	int l = djn_site_layer(c, site);
+	const char *k = kind_names[djn_site_kind(c, site)];
+
+	if (l < 0)
+		snprintf(buf, n, "%s", k);
+	else
+		snprintf(buf, n, "L%d.%s", l, k);
+}
+
+int djn_site_find(const struct djn_config *c, const char *name)
+{
+	char buf[48];
+
+	for (int s = 0; s < djn_site_count(c); s++) {
+		djn_site_name(c, s, buf, sizeof(buf));
+		if (!strcmp(buf, name))
+			return s;
+	}
+	return -1;
+}
+
+/* Parse "L<a>", "L<a>-<b>" or "L*" into a layer range; false if malformed. */
+static bool parse_layers(const char *p, size_t len, int n_layer, int *lo, int *hi)
+{
+	char *end;
+	long a, b;
+
+	if (len < 2 || p[0] != 'L')
+		return false;
+	if (len == 2 && p[1] == '*') {
+		*lo = 0;
+		*hi = n_layer - 1;
+		return true;
+	}
+	if (p[1] < '0' || p[1] > '9')
+		return false;
+	a = strtol(p + 1, &end, 10);
+	b = a;
+	if (end < p + len && *end == '-') {
+		const char *q = end + 1;
+		if (q >= p + len || *q < '0' || *q > '9')
+			return false;
+		b = strtol(q, &end, 10);
+	}
+	if (end != p + len || a > b)
+		return false;
+	*lo = (int)a;
+	*hi = (int)b;
+	return true;
+}
+
+bool djn_site_match(const struct djn_config *c, const char *pattern, int site)
+{
+	const char *dot = strchr(pattern, '.');
+	int layer = djn_site_layer(c, site), lo, hi;
+	const char *kind = kind_names[djn_site_kind(c, site)];
+
+	if (!strcmp(pattern, "*"))
+		return true;
+	if (!dot)
+		return layer < 0 && !strcmp(pattern, kind);
+	if (layer < 0 || !parse_layers(pattern, (size_t)(dot - pattern), c->n_layer, &lo, &hi))
+		return false;
+	if (layer < lo || layer > hi)
+		return false;
+	return !strcmp(dot + 1, "*") || !strcmp(dot + 1, kind);
+}
+
+bool djn_site_pattern_valid(const struct djn_config *c, const char *pattern)
+{
+	for (int s = 0; s < djn_site_count(c); s++)
+		if (djn_site_match(c, pattern, s))
+			return true;
+	return false;
+}
+
+static int edit_distance(const char *a, const char *b)
+{
+	int la = (int)strlen(a), lb = (int)strlen(b);
+	int *row = djn_xmalloc(sizeof(int) * (size_t)(lb + 1)), d;
+
+	for (int j = 0; j <= lb; j++)
+		row[j] = j;
+	for (int i = 1; i <= la; i++) {
+		int prev = row[0];
+		row[0] = i;
+		for (int j = 1; j <= lb; j++) {
+			int cur = row[j];
+			int sub = prev + (a[i - 1] != b[j - 1]);
+			int del = row[j] + 1, ins = row[j - 1] + 1;
+			row[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+			prev = cur;
+		}
+	}
+	d = row[lb];
+	free(row);
+	return d;
+}
+
+int djn_site_suggest(const struct djn_config *c, const char *name, char (*out)[32], int max)
+{
+	int n = 0, best = 1 << 30;
+	char buf[32];
+
+	/* two passes: find the best distance, then list the sites at it */
+	for (int pass = 0; pass < 2; pass++) {
+		for (int s = 0; s < djn_site_count(c); s++) {
+			djn_site_name(c, s, buf, sizeof(buf));
+			int d = edit_distance(name, buf);
+			if (pass == 0 && d < best)
+				best = d;
+			else if (pass == 1 && d == best && n < max)
+				memcpy(out[n++], buf, sizeof(buf));
+		}
+	}
+	return best <= 4 ? n : 0;
+}

@@ -1,0 +1,12 @@
+/* main.c - the djinn program: dispatch to a subcommand or the shell. */
+#include <stdio.h>
+#include <string.h>
+
+#include "djinn/shell.h"
+
+int main(int argc, char **argv)
+{
+	if (argc >= 2 && !strcmp(argv[1], "generate"))
+		return djn_generate_main(argc - 1, argv + 1);
+	return djn_shell_main(argc, argv);
+}

@@ -1,0 +1,197 @@
+/* generate.c - `djinn generate`: load, encode, generate, print; the
+ * non-interactive path that the golden tests drive. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "djinn/djinn.h"
+#include "djinn/shell.h"
+
+static const char usage[] =
+	"usage: djinn generate MODEL [-z|--tokenizer FILE] [-p PROMPT] [-n N] [-t TEMP]\n"
+	"                      [--top-p P] [--seed S] [--chat] [--device auto|cpu|cuda[:N]]\n"
+	"                      [--threads N]\n";
+
+/* Print a piece as llama2.c's safe_printf does: lone unprintable bytes
+ * (raw byte tokens of partial characters) are dropped. */
+static void print_piece(const char *p, size_t n)
+{
+	if (n == 0)
+		return;
+	if (n == 1 && !(isprint((unsigned char)p[0]) || isspace((unsigned char)p[0])))
+		return;
+	fwrite(p, 1, n, stdout);
+}
+
+static void on_token(struct djn_session *s, int32_t id, void *ud)
+{
+	int n_total;
+	const int32_t *t = djn_session_tokens(s, &n_total, NULL);
+	size_t n;
+	const char *p = djn_tok_decode(djn_session_model(s)->tok, t[n_total - 2], id, &n);
+
+	print_piece(p, n);
+	fflush(stdout);
+}
+
+char *djn_chat_format(const struct djn_model *m, const char *msg)
+{
+	const char *t = m->chat_template;
+	size_t n = strlen(msg) + 256;
+	char *out;
+
+	if (!t)
+		return NULL;
+	out = djn_xmalloc(n);
+	if (strstr(t, "<|im_start|>")) {
+		/* ChatML; SmolLM2's template adds this system turn by default */
+		const char *sys = strstr(t, "You are a helpful AI assistant named SmolLM")
+					  ? "<|im_start|>system\nYou are a helpful AI assistant named "
+					    "SmolLM, trained by Hugging Face<|im_end|>\n"
+					  : "";
+		snprintf(out, n + strlen(sys), "%s<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n",
+			 sys, msg);
+		return out;
+	}
+	if (strstr(t, "[INST]")) {
+		snprintf(out, n, "[INST] %s [/INST]", msg);
+		return out;
+	}
+	free(out);
+	return NULL;
+}
+
+static bool parse_long(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtol(s, &end, 10);
+	return *s && !*end && !errno && *out >= lo && *out <= hi;
+}
+
+int djn_generate_main(int argc, char **argv)
+{
+	const char *model_path = NULL, *tok_path = NULL, *prompt = "", *device = "auto";
+	struct djn_gen_opts g = { .n_new = 256, .temperature = 1.0f, .top_p = 0.9f,
+				  .seed = 0, .stop_at_eos = true };
+	long threads = 0, v;
+	bool chat = false;
+	struct djn_err err = { 0 };
+	struct djn_model *m = NULL;
+	struct djn_backend *be = NULL;
+	struct djn_session *s = NULL;
+	char *chat_prompt = NULL;
+	int rc = 1;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+		bool takes = strcmp(a, "--chat") && a[0] == '-';
+		if (takes && !val) {
+			fprintf(stderr, "djinn generate: option '%s' needs a value\n%s", a, usage);
+			return 2;
+		}
+		if (!strcmp(a, "-z") || !strcmp(a, "--tokenizer"))
+			tok_path = val;
+		else if (!strcmp(a, "-p") || !strcmp(a, "-i") || !strcmp(a, "--prompt"))
+			prompt = val;
+		else if (!strcmp(a, "-n") && parse_long(val, 0, 1 << 24, &v))
+			g.n_new = (int)v;
+		else if (!strcmp(a, "-t") || !strcmp(a, "--temp")) {
+			char *end;
+			g.temperature = strtof(val, &end);
+			if (*end || end == val || g.temperature < 0) {
+				fprintf(stderr, "djinn generate: bad temperature '%s'\n", val);
+				return 2;
+			}
+		} else if (!strcmp(a, "--top-p")) {
+			char *end;
+			g.top_p = strtof(val, &end);
+			if (*end || end == val || g.top_p < 0 || g.top_p > 1) {
+				fprintf(stderr, "djinn generate: bad top-p '%s' (0..1)\n", val);
+				return 2;
+			}
+		} else if (!strcmp(a, "--seed") || !strcmp(a, "-s")) {
+			char *end;
+			errno = 0;
+			g.seed = strtoull(val, &end, 10);
+			if (*end || end == val || errno) {
+				fprintf(stderr, "djinn generate: bad seed '%s'\n", val);
+				return 2;
+			}
+		} else if (!strcmp(a, "--device"))
+			device = val;
+		else if (!strcmp(a, "--threads") && parse_long(val, 1, 256, &threads))
+			;
+		else if (!strcmp(a, "--chat")) {
+			chat = true;
+			continue;
+		} else if (a[0] != '-' && !model_path) {
+			model_path = a;
+			continue;
+		} else {
+			fprintf(stderr, "djinn generate: bad argument '%s'%s%s%s\n%s", a,
+				val && takes ? " '" : "", val && takes ? val : "",
+				val && takes ? "'" : "", usage);
+			return 2;
+		}
+		i++;
+	}
+	if (!model_path) {
+		fprintf(stderr, "%s", usage);
+		return 2;
+	}
+	if (!(m = djn_model_load(model_path, tok_path, &err)))
+		goto out;
+	if (!m->tok) {
+		djn_err_set(&err, DJN_ERR_INVALID, "%s: no tokenizer (give one with -z FILE)",
+			    model_path);
+		goto out;
+	}
+	if (chat) {
+		if (!(chat_prompt = djn_chat_format(m, prompt))) {
+			djn_err_set(&err, DJN_ERR_UNSUPPORTED, "%s: no chat template djinn understands",
+				    model_path);
+			goto out;
+		}
+	}
+	if (!(be = djn_backend_new(device, (int)threads, &err)))
+		goto out;
+	if (!(s = djn_session_new(m, be, NULL, &err)))
+		goto out;
+
+	if (!chat && *prompt) {
+		/* echo the prompt as its tokens decode, as llama2.c's run.c does */
+		int32_t *ids;
+		int n;
+		if (djn_tok_encode(m->tok, prompt, strlen(prompt), djn_tok_add_bos(m->tok), false,
+				   &ids, &n, &err))
+			goto out;
+		for (int i = 0; i < n; i++) {
+			size_t len;
+			if (i == 0 && ids[0] == djn_tok_bos(m->tok))
+				continue;
+			const char *p = djn_tok_decode(m->tok, i ? ids[i - 1] : -1, ids[i], &len);
+			print_piece(p, len);
+		}
+		free(ids);
+	}
+	if (djn_generate(s, chat ? chat_prompt : prompt, &g, on_token, NULL)) {
+		err = (struct djn_err){ 0 };
+		djn_err_set(&err, DJN_ERR_INVALID, "%s", djn_session_errmsg(s));
+		printf("\n");
+		goto out;
+	}
+	printf("\n");
+	rc = 0;
+out:
+	if (rc)
+		fprintf(stderr, "djinn: %s\n", err.msg);
+	free(chat_prompt);
+	djn_session_free(s);
+	djn_model_unref(m);
+	djn_backend_free(be);
+	return rc;
+}

@@ -11,6 +11,7 @@ else
 CUDA     ?= 1
 endif
 SAN      ?= 0
+FUZZ     ?= 0
 OPT      ?= -O2
 
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
@@ -20,6 +21,9 @@ CPPFLAGS += -Iinclude -Isrc $(LUA_CFLAGS) -D_GNU_SOURCE -DDJN_HAVE_CUDA=$(CUDA)
 CFLAGS   += -std=c11 $(OPT) -g -pthread -Wall -Wextra -Wshadow -Wno-unused-parameter \
             -Wno-missing-field-initializers -fno-strict-aliasing
 LDLIBS   += $(LUA_LIBS) -lcjson -lreadline -lm -lpthread
+ifeq ($(FUZZ),1)
+CFLAGS   += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+endif
 ifeq ($(SAN),1)
 CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
@@ -43,7 +47,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 GPU_SRCS  := $(wildcard tests/gpu/test-*.c)
 GPU_BINS  := $(GPU_SRCS:tests/gpu/%.c=$(BUILD)/tests/gpu-%)
 
-.PHONY: all lib test test-unit test-gpu demo deps models clean fuzz bundle
+.PHONY: all lib test test-unit test-gpu demo deps models clean fuzz fuzz-bins bundle test-unit-bins
 
 all: $(BUILD)/djinn $(BUILD)/libdjinn.a
 
@@ -66,6 +70,13 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdjinn.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libdjinn.a $(CUDA_LIBS) -lcriterion $(LDLIBS)
 
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz-*.c)
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+fuzz-bins: $(FUZZ_BINS)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/libdjinn.a
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(BUILD)/libdjinn.a $(LDLIBS)
+
 $(BUILD)/tests/gpu-%: tests/gpu/%.c $(BUILD)/libdjinn.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libdjinn.a $(CUDA_LIBS) -lcriterion $(LDLIBS)
@@ -83,6 +94,8 @@ demo: deps models all
 	    -p "What is the capital of France?" --chat -n 64 -t 0
 
 # --- tests ----------------------------------------------------------------
+test-unit-bins: $(UNIT_BINS)
+
 test-unit: $(UNIT_BINS) $(BUILD)/djinn
 	@scripts/run-tests.sh $(BUILD) $(UNIT_BINS)
 

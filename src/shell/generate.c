@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "djinn/djinn.h"
 #include "djinn/shell.h"
@@ -25,8 +26,31 @@ static void print_piece(const char *p, size_t n)
 	fwrite(p, 1, n, stdout);
 }
 
+/* DJINN_TIMING=1: one JSON line on stderr with prefill and decode times,
+ * for the benchmark scripts (the first token's time is time to first token). */
+struct timing {
+	bool on;
+	double t0, t_first, t_last;
+	int n;
+};
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
 static void on_token(struct djn_session *s, int32_t id, void *ud)
 {
+	struct timing *tm = ud;
+
+	if (tm->on) {
+		tm->t_last = now_ms();
+		if (tm->n++ == 0)
+			tm->t_first = tm->t_last;
+	}
 	int n_total;
 	const int32_t *t = djn_session_tokens(s, &n_total, NULL);
 	size_t n;
@@ -178,13 +202,27 @@ int djn_generate_main(int argc, char **argv)
 		}
 		free(ids);
 	}
-	if (djn_generate(s, chat ? chat_prompt : prompt, &g, on_token, NULL)) {
+	struct timing tm = { .on = getenv("DJINN_TIMING") != NULL };
+	if (tm.on) {
+		be->i->sync(be);
+		tm.t0 = now_ms();
+	}
+	if (djn_generate(s, chat ? chat_prompt : prompt, &g, on_token, &tm)) {
 		err = (struct djn_err){ 0 };
 		djn_err_set(&err, DJN_ERR_INVALID, "%s", djn_session_errmsg(s));
 		printf("\n");
 		goto out;
 	}
 	printf("\n");
+	if (tm.on) {
+		int n_prompt;
+		djn_session_tokens(s, NULL, &n_prompt);
+		fprintf(stderr,
+			"{\"device\":\"%s\",\"n_prompt\":%d,\"n_new\":%d,\"prefill_ms\":%.3f,"
+			"\"decode_ms_per_token\":%.4f}\n",
+			be->i->name, n_prompt, tm.n, tm.t_first - tm.t0,
+			tm.n > 1 ? (tm.t_last - tm.t_first) / (tm.n - 1) : 0.0);
+	}
 	rc = 0;
 out:
 	if (rc)

@@ -98,6 +98,12 @@ void djn_model_ref(struct djn_model *m);
 /* Drops a reference; the last one frees the model. NULL is fine. */
 void djn_model_unref(struct djn_model *m);
 
+/* Convert every weight matrix to dtype t (f32, f16 or bf16; 1-D norm gains
+ * and biases stay as they are), into buffers the model owns.  Quantized
+ * sources are dequantized first.  Only before any session uses the model
+ * (DJN_ERR_STATE otherwise).  On failure the model is unchanged. */
+enum djn_status djn_model_cast(struct djn_model *m, enum djn_dtype t, struct djn_err *err);
+
 /* --- for loaders --- */
 struct djn_model *djn_model_alloc(enum djn_format fmt, const char *path);
 /* Keep a mapping / a malloc'd buffer alive for the model's lifetime. */

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <stdint.h>
 
 #include "djinn/model.h"
 #include "model/mapping.h"
@@ -222,4 +223,64 @@ struct djn_model *djn_model_load(const char *path, const char *tokenizer_path,
 	djn_err_set(err, DJN_ERR_UNSUPPORTED,
 		    "%s: unknown model format (expected a directory, .gguf or llama2.c .bin)", path);
 	return NULL;
+}
+
+struct cast_ctx {
+	enum djn_dtype to;
+	struct djn_model *m;
+	const void *tied_from; /* tok_embd's bytes before the cast, to re-tie output */
+};
+
+static void cast_one(struct djn_weight *w, void *ud)
+{
+	struct cast_ctx *c = ud;
+	size_t n = (size_t)w->cols;
+	float *row;
+	uint8_t *out;
+
+	if (w->rows == 1 || w->dtype == c->to)
+		return;
+	row = djn_xmalloc(sizeof(float) * n);
+	out = djn_xmalloc((size_t)w->rows * djn_dtype_row_bytes(c->to, w->cols));
+	for (int64_t r = 0; r < w->rows; r++) {
+		djn_weight_row_f32(w, r, row);
+		uint8_t *o = out + (size_t)r * djn_dtype_row_bytes(c->to, w->cols);
+		for (size_t i = 0; i < n; i++) {
+			uint16_t h;
+			switch (c->to) {
+			case DJN_DTYPE_F32:
+				memcpy(o + 4 * i, &row[i], 4);
+				continue;
+			case DJN_DTYPE_F16:
+				h = djn_f32_to_f16(row[i]);
+				break;
+			default:
+				h = djn_f32_to_bf16(row[i]);
+				break;
+			}
+			memcpy(o + 2 * i, &h, 2);
+		}
+	}
+	free(row);
+	w->dtype = c->to;
+	w->host = djn_model_own(c->m, out);
+}
+
+enum djn_status djn_model_cast(struct djn_model *m, enum djn_dtype t, struct djn_err *err)
+{
+	struct cast_ctx c = { t, m, m->tok_embd.host };
+	bool tied = m->output.host == m->tok_embd.host;
+
+	if (t != DJN_DTYPE_F32 && t != DJN_DTYPE_F16 && t != DJN_DTYPE_BF16)
+		return djn_err_set(err, DJN_ERR_UNSUPPORTED,
+				   "%s: cannot convert weights to %s (f32, f16 or bf16)", m->name,
+				   djn_dtype_name(t));
+	if (m->text)
+		return djn_err_set(err, DJN_ERR_STATE,
+				   "%s: weights are in use by a session; convert before starting one",
+				   m->name);
+	djn_model_for_each_weight(m, cast_one, &c);
+	if (tied)
+		m->output = m->tok_embd;
+	return DJN_OK;
 }

@@ -13,7 +13,7 @@
 static const char usage[] =
 	"usage: djinn generate MODEL [-z|--tokenizer FILE] [-p PROMPT] [-n N] [-t TEMP]\n"
 	"                      [--top-p P] [--seed S] [--chat] [--device auto|cpu|cuda[:N]]\n"
-	"                      [--threads N]\n";
+	"                      [--dtype f32|f16|bf16] [--threads N]\n";
 
 /* Print a piece as llama2.c's safe_printf does: lone unprintable bytes
  * (raw byte tokens of partial characters) are dropped. */
@@ -103,6 +103,7 @@ int djn_generate_main(int argc, char **argv)
 				  .seed = 0, .stop_at_eos = true };
 	long threads = 0, v;
 	bool chat = false;
+	enum djn_dtype dtype = DJN_DTYPE_COUNT; /* as stored */
 	struct djn_err err = { 0 };
 	struct djn_model *m = NULL;
 	struct djn_backend *be = NULL;
@@ -145,8 +146,14 @@ int djn_generate_main(int argc, char **argv)
 				fprintf(stderr, "djinn generate: bad seed '%s'\n", val);
 				return 2;
 			}
-		} else if (!strcmp(a, "--device"))
+		} else if (!strcmp(a, "--device")) {
 			device = val;
+		} else if (!strcmp(a, "--dtype")) {
+			if (!djn_dtype_parse(val, &dtype)) {
+				fprintf(stderr, "djinn generate: bad dtype '%s' (f32, f16 or bf16)\n", val);
+				return 2;
+			}
+		}
 		else if (!strcmp(a, "--threads") && parse_long(val, 1, 256, &threads))
 			;
 		else if (!strcmp(a, "--chat")) {
@@ -168,6 +175,8 @@ int djn_generate_main(int argc, char **argv)
 		return 2;
 	}
 	if (!(m = djn_model_load(model_path, tok_path, &err)))
+		goto out;
+	if (dtype != DJN_DTYPE_COUNT && djn_model_cast(m, dtype, &err))
 		goto out;
 	if (!m->tok) {
 		djn_err_set(&err, DJN_ERR_INVALID, "%s: no tokenizer (give one with -z FILE)",

@@ -153,6 +153,11 @@ const int32_t *djn_session_tokens(const struct djn_session *s, int *n_total, int
 /* Generated text so far (decoded), borrowed until the next run call. */
 const char *djn_session_text(const struct djn_session *s, size_t *len);
 
+/* Teacher forcing: while paused at `logits` of the chunk that samples (the
+ * prompt's last chunk, or a decode step), make the next token `id` instead of
+ * sampling one.  Applies once. */
+enum djn_status djn_session_force_token(struct djn_session *s, int32_t id);
+
 /* Callback for each generated token, as it is sampled (printing as you go). */
 typedef void (*djn_token_fn)(struct djn_session *s, int32_t id, void *ud);
 void djn_session_on_token(struct djn_session *s, djn_token_fn fn, void *ud);

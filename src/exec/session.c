@@ -48,6 +48,7 @@ struct djn_session *djn_session_new(struct djn_model *m, struct djn_backend *be,
 	s->next_bp_id = s->next_steer_id = s->next_ckpt_id = 1;
 	s->r.state = DJN_RUN_IDLE;
 	s->r.site = -1;
+	s->forced = -1;
 	if (djn_kv_init(&s->kv, be, m->cfg.n_layer, m->cfg.n_kv_head * m->cfg.head_dim, page, ctx,
 			err))
 		goto out_free;
@@ -126,6 +127,7 @@ enum djn_status djn_session_start(struct djn_session *s, const int32_t *ids, int
 	s->r.n_prompt = n;
 	s->r.state = DJN_RUN_PAUSED;
 	s->interrupt = 0;
+	s->forced = -1;
 	st = djn_chunk_begin(s, 0, n < DJN_MAX_CHUNK ? n : DJN_MAX_CHUNK);
 	if (st) {
 		s->r = old;
@@ -134,6 +136,20 @@ enum djn_status djn_session_start(struct djn_session *s, const int32_t *ids, int
 	}
 	if (s->text)
 		s->text[0] = '\0';
+	return DJN_OK;
+}
+
+enum djn_status djn_session_force_token(struct djn_session *s, int32_t id)
+{
+	if (s->r.state != DJN_RUN_PAUSED || s->r.site != s->n_sites - 1 ||
+	    s->r.pos + s->r.n_rows < s->r.n_prompt)
+		return djn_session_fail(s, DJN_ERR_STATE,
+					"a token can be forced only when paused at logits of a "
+					"sampling step");
+	if (id < 0 || id >= s->c->vocab_size)
+		return djn_session_fail(s, DJN_ERR_RANGE, "token %d is outside the vocabulary of %d",
+					id, s->c->vocab_size);
+	s->forced = id;
 	return DJN_OK;
 }
 
@@ -207,7 +223,11 @@ static enum djn_stop advance_chunk(struct djn_session *s)
 			return DJN_STOP_ERROR;
 		return DJN_STOP_STEP;
 	}
-	if (g->temperature <= 0) {
+	if (s->forced >= 0) {
+		next = s->forced;
+		s->forced = -1;
+		st = DJN_OK;
+	} else if (g->temperature <= 0) {
 		st = s->be->i->argmax(s->be, s->buf[s->n_sites - 1], s->c->vocab_size, &next);
 	} else {
 		st = s->be->i->copy_d2h(s->be, s->logits_host, s->buf[s->n_sites - 1],

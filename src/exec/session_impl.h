@@ -90,6 +90,7 @@ struct djn_session {
 	struct ckpt *ckpts;
 	int n_ckpts, next_ckpt_id;
 
+	int32_t forced;         /* next token by teacher forcing, or -1 */
 	volatile sig_atomic_t interrupt;
 	djn_token_fn on_token;
 	void *on_token_ud;

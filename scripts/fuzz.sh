@@ -15,7 +15,7 @@ for bin in "$build"/fuzz/fuzz-*; do
 	[ -d "$seeds" ] && cp -r "$seeds"/. "$work"/ 2>/dev/null || true
 	if (cd "$work" && "$root/$bin" -max_total_time="$secs" -max_len=65536 -timeout=10 \
 		-rss_limit_mb=2048 . >"$work/log" 2>&1); then
-		printf '  ok   fuzz-%-14s %s\n' "$name" "$(grep -Eo '#[0-9]+ +DONE.*' "$work/log" | head -1)"
+		printf '  ok   fuzz-%-14s %s\n' "$name" "$(grep -Eo 'Done [0-9]+ runs in [0-9]+ second' "$work/log" | head -1)"
 	else
 		fails=$((fails + 1))
 		printf '  FAIL fuzz-%s\n' "$name"

@@ -16,8 +16,10 @@ static void setup(void)
 
 	model = djn_model_load("models/stories260K.bin", "models/tok512.bin", &err);
 	cr_assert_not_null(model, "%s", err.msg);
-	be = djn_backend_cpu_new(2, &err);
-	cr_assert_not_null(be);
+	/* DJINN_TEST_DEVICE=cuda runs the same tests on the GPU */
+	const char *dev = getenv("DJINN_TEST_DEVICE");
+	be = djn_backend_new(dev ? dev : "cpu", 2, &err);
+	cr_assert_not_null(be, "%s", err.msg);
 }
 
 static void teardown(void)

@@ -45,11 +45,13 @@ static void check(const struct fixture *fx)
 	char path[128];
 	struct djn_err err = { 0 };
 	struct djn_model *m;
-	struct djn_backend *be = djn_backend_cpu_new(2, &err);
+	const char *dev = getenv("DJINN_TEST_DEVICE"); /* cuda: the same on the GPU */
+	struct djn_backend *be = djn_backend_new(dev ? dev : "cpu", 2, &err);
 	struct djn_session *s;
 	cJSON *ref;
 
 	snprintf(path, sizeof(path), "tests/fixtures/hf/%s/reference.json", fx->dir);
+	cr_assert_not_null(be, "%s", err.msg);
 	ref = read_json(path);
 	snprintf(path, sizeof(path), "tests/fixtures/hf/%s", fx->dir);
 	m = djn_model_load(path, NULL, &err);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "djinn/djinn.h"
 
@@ -141,6 +142,8 @@ Test(cuda_model, smollm2_q4_1_matches_cpu, .timeout = 600)
 	struct djn_err err;
 
 	need_gpu();
+	if (access("models/SmolLM2-135M-Instruct.Q4_1.gguf", R_OK))
+		cr_skip_test("models/SmolLM2-135M-Instruct.Q4_1.gguf is not here (scripts/models.sh)");
 	side_open(&c, "models/SmolLM2-135M-Instruct.Q4_1.gguf", NULL, "cpu", DJN_DTYPE_COUNT);
 	side_open(&g, "models/SmolLM2-135M-Instruct.Q4_1.gguf", NULL, "cuda", DJN_DTYPE_COUNT);
 	const char *p = "The capital of France is";

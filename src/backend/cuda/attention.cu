@@ -1,0 +1,504 @@
+/* attention.cu - KV-cache writes and causal GQA attention over the paged KV
+ * cache, on the GPU.
+ *
+ * Page p of the cache holds positions p*page_tokens .. +page_tokens-1 of every
+ * layer, [layer][K=0/V=1][token in page][kv_dim] f32, and kv->pages is a
+ * device array of device page pointers: a position's row is found through
+ * pages[pos / page_tokens], never by assuming pages are contiguous.
+ *
+ * Two kernels, both exact softmax (online, f32, expf) with score = q.k /
+ * sqrtf(head_dim) as the CPU reference computes it:
+ *   - split ("flash-decoding"): grid (split, head, row).  The keys of a row
+ *     are cut into n_split chunks so that a single decode row still fills the
+ *     GPU; each block of 4 warps walks its chunk, a warp 4 positions at a time
+ *     (lane = head dim, warp-shuffle dot products), keeping a running max, sum
+ *     and weighted V.  A second pass merges the chunks' partials.
+ *   - prefill (n_rows > 8): grid (16-row query tile, head).  Tiles of 32 keys
+ *     are staged in shared memory once for the 16 query rows (K rows padded
+ *     by 4 floats: conflict-free float4 reads); lane = key for q.k, lane =
+ *     head dim for p.V, online softmax per row.
+ */
+#include "backend/cuda/cuda.cuh"
+
+struct attn_params {
+	int n_head, group, head_dim, kv_dim, page_tokens, layer, pos0, n_rows;
+	float sd; /* sqrtf(head_dim): scores are divided by it, as on the CPU */
+};
+
+/* Row `t` of K (V: + page_tokens * kv_dim) for kv head offset koff. */
+__device__ __forceinline__ const float *kv_row(float *const *pages, const struct attn_params &p,
+					       size_t koff, int t)
+{
+	const float *page = pages[t / p.page_tokens];
+
+	return page + koff + (size_t)(t % p.page_tokens) * p.kv_dim;
+}
+
+/* --- kv_store -------------------------------------------------------------- */
+
+__global__ void __launch_bounds__(256, 4)
+kv_store_kernel(float *const *pages, int page_tokens, int kv_dim, int layer, int pos0,
+		const float *__restrict__ k, const float *__restrict__ v)
+{
+	const int i = blockIdx.x, which = blockIdx.y, t = pos0 + i;
+	float *dst = pages[t / page_tokens] +
+		     (((size_t)layer * 2 + which) * page_tokens + t % page_tokens) * kv_dim;
+	const float *src = (which ? v : k) + (size_t)i * kv_dim;
+
+	for (int d = threadIdx.x; d < kv_dim; d += blockDim.x)
+		dst[d] = src[d];
+}
+
+static enum djn_status check_kv(struct djn_backend *be, const char *op,
+				const struct djn_kv_view *kv, int layer, int pos0, int n)
+{
+	if (!kv || !kv->pages || kv->page_tokens <= 0 || kv->kv_dim <= 0 || kv->n_pages < 0)
+		return djn_err_set(&be->err, DJN_ERR_INVALID, "%s: no KV cache (pages not set)", op);
+	if (layer < 0 || layer >= kv->n_layer)
+		return djn_err_set(&be->err, DJN_ERR_RANGE, "%s: layer %d beyond the %d cached", op,
+				   layer, kv->n_layer);
+	if (pos0 < 0 || n < 0 || (int64_t)pos0 + n > (int64_t)kv->n_pages * kv->page_tokens)
+		return djn_err_set(&be->err, DJN_ERR_RANGE,
+				   "%s: positions %d..%d beyond the %lld cached", op, pos0,
+				   pos0 + n - 1, (long long)kv->n_pages * kv->page_tokens);
+	return DJN_OK;
+}
+
+extern "C" enum djn_status cuda_kv_store(struct djn_backend *be, const struct djn_kv_view *kv,
+					 int layer, int pos0, int n, const float *k,
+					 const float *v)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	enum djn_status st;
+
+	CUDA_OP(be, "kv_store");
+	if ((st = check_kv(be, op_name_, kv, layer, pos0, n)) != DJN_OK)
+		return st;
+	if (n == 0)
+		return DJN_OK;
+	unsigned threads = kv->kv_dim >= 256 ? 256 : (unsigned)(kv->kv_dim + 31) / 32 * 32;
+	kv_store_kernel<<<dim3((unsigned)n, 2), threads, 0, c->compute>>>(
+		kv->pages, kv->page_tokens, kv->kv_dim, layer, pos0, k, v);
+	CK_LAUNCH(be);
+	return DJN_OK;
+}
+
+/* --- split-KV (decode) ----------------------------------------------------- */
+
+#define ATT_WARPS 4       /* warps per block */
+#define ATT_G 4           /* positions a warp handles per step */
+#define ATT_MAX_SPLIT 128 /* chunks per row, at most */
+#define ATT_MIN_CHUNK 64  /* positions per chunk, at least */
+
+template <int VPL>
+__global__ void __launch_bounds__(ATT_WARPS * 32, 4)
+attn_split_kernel(float *__restrict__ out, float *__restrict__ part_acc,
+		  float *__restrict__ part_ml, const float *__restrict__ q,
+		  float *const *pages, struct attn_params p, int chunk, int n_split)
+{
+	__shared__ float sm_m[ATT_WARPS], sm_l[ATT_WARPS];
+	__shared__ float sm_acc[ATT_WARPS][VPL * 32];
+	const int s = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const int hd = p.head_dim, L = p.pos0 + i + 1;
+	const int t0 = s * chunk, t1 = min(t0 + chunk, L);
+	const size_t koff = (size_t)p.layer * 2 * p.page_tokens * p.kv_dim +
+			    (size_t)(h / p.group) * hd;
+	const size_t voff = (size_t)p.page_tokens * p.kv_dim; /* V rows follow K rows */
+	const float *qr = q + ((size_t)i * p.n_head + h) * hd;
+	float qv[VPL], acc[VPL], m = -INFINITY, l = 0.0f;
+
+#pragma unroll
+	for (int j = 0; j < VPL; j++) {
+		int d = lane + 32 * j;
+		qv[j] = d < hd ? qr[d] : 0.0f;
+		acc[j] = 0.0f;
+	}
+	for (int tb = t0 + warp * ATT_G; tb < t1; tb += ATT_WARPS * ATT_G) {
+		float kk[ATT_G][VPL], vv[ATT_G][VPL], sc[ATT_G];
+		/* all loads of the step first, so they are in flight together */
+#pragma unroll
+		for (int u = 0; u < ATT_G; u++) {
+			const int t = tb + u;
+			const float *kr = t < t1 ? kv_row(pages, p, koff, t) : NULL;
+#pragma unroll
+			for (int j = 0; j < VPL; j++) {
+				int d = lane + 32 * j;
+				bool ok = kr && d < hd;
+				kk[u][j] = ok ? kr[d] : 0.0f;
+				vv[u][j] = ok ? kr[voff + d] : 0.0f;
+			}
+		}
+#pragma unroll
+		for (int u = 0; u < ATT_G; u++) {
+			float dot = 0.0f;
+#pragma unroll
+			for (int j = 0; j < VPL; j++)
+				dot = fmaf(qv[j], kk[u][j], dot);
+			sc[u] = dot;
+		}
+#pragma unroll
+		for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+			for (int u = 0; u < ATT_G; u++)
+				sc[u] += __shfl_xor_sync(FULL_MASK, sc[u], o);
+		float mx = -INFINITY;
+#pragma unroll
+		for (int u = 0; u < ATT_G; u++) {
+			sc[u] = tb + u < t1 ? sc[u] / p.sd : -INFINITY;
+			mx = fmaxf(mx, sc[u]);
+		}
+		/* tb < t1, so position tb is valid and mx finite (or NaN from NaN input) */
+		const float mn = fmaxf(m, mx);
+		const float alpha = m == -INFINITY ? 0.0f : expf(m - mn);
+		float psum = 0.0f;
+#pragma unroll
+		for (int u = 0; u < ATT_G; u++) {
+			sc[u] = tb + u < t1 ? expf(sc[u] - mn) : 0.0f;
+			psum += sc[u];
+		}
+		l = l * alpha + psum;
+#pragma unroll
+		for (int j = 0; j < VPL; j++) {
+			float a = acc[j] * alpha;
+#pragma unroll
+			for (int u = 0; u < ATT_G; u++)
+				a = fmaf(sc[u], vv[u][j], a);
+			acc[j] = a;
+		}
+		m = mn;
+	}
+
+	/* merge the warps */
+	if (lane == 0) {
+		sm_m[warp] = m;
+		sm_l[warp] = l;
+	}
+#pragma unroll
+	for (int j = 0; j < VPL; j++)
+		sm_acc[warp][lane + 32 * j] = acc[j];
+	__syncthreads();
+	float M = -INFINITY, Lsum = 0.0f, e[ATT_WARPS];
+#pragma unroll
+	for (int w = 0; w < ATT_WARPS; w++)
+		M = fmaxf(M, sm_m[w]);
+#pragma unroll
+	for (int w = 0; w < ATT_WARPS; w++) {
+		e[w] = sm_m[w] == -INFINITY ? 0.0f : expf(sm_m[w] - M);
+		Lsum += sm_l[w] * e[w];
+	}
+	const size_t idx = (size_t)i * p.n_head + h;
+	for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+		float a = 0.0f;
+#pragma unroll
+		for (int w = 0; w < ATT_WARPS; w++)
+			a += sm_acc[w][d] * e[w];
+		if (n_split == 1)
+			out[idx * hd + d] = a / Lsum;
+		else
+			part_acc[(idx * n_split + s) * hd + d] = a;
+	}
+	if (n_split > 1 && threadIdx.x == 0) {
+		part_ml[(idx * n_split + s) * 2] = M;
+		part_ml[(idx * n_split + s) * 2 + 1] = Lsum;
+	}
+}
+
+/* Merges the chunks of one (row, head): grid (head, row). */
+__global__ void __launch_bounds__(128, 4)
+attn_merge_kernel(float *__restrict__ out, const float *__restrict__ part_acc,
+		  const float *__restrict__ part_ml, int n_split, int hd, int n_head)
+{
+	__shared__ float wgt[ATT_MAX_SPLIT];
+	__shared__ float sh[32];
+	const size_t idx = (size_t)blockIdx.y * n_head + blockIdx.x;
+	const float *ml = part_ml + idx * n_split * 2;
+	float M = -INFINITY, Lsum = 0.0f;
+
+	for (int s = 0; s < n_split; s++)
+		M = fmaxf(M, ml[2 * s]);
+	for (int s = threadIdx.x; s < n_split; s += blockDim.x)
+		wgt[s] = ml[2 * s] == -INFINITY ? 0.0f : expf(ml[2 * s] - M);
+	__syncthreads();
+	for (int s = threadIdx.x; s < n_split; s += blockDim.x)
+		Lsum += ml[2 * s + 1] * wgt[s];
+	Lsum = block_sum(Lsum, sh);
+	for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+		float a = 0.0f;
+		for (int s = 0; s < n_split; s++)
+			a += part_acc[(idx * n_split + s) * hd + d] * wgt[s];
+		out[idx * hd + d] = a / Lsum;
+	}
+}
+
+/* --- prefill (tiled) ------------------------------------------------------- */
+
+#define PF_BQ 16   /* query rows per block */
+#define PF_BK 32   /* keys per tile (one per lane) */
+#define PF_WARPS 4 /* each warp owns PF_BQ / PF_WARPS rows */
+#define PF_RPW (PF_BQ / PF_WARPS)
+
+static size_t prefill_smem(int hd, int vpl)
+{
+	return sizeof(float) * ((size_t)PF_BK * (hd + 4) + (size_t)PF_BK * vpl * 32 +
+				(size_t)PF_BQ * vpl * 32 + (size_t)PF_BQ * PF_BK);
+}
+
+template <int VPL>
+__global__ void __launch_bounds__(PF_WARPS * 32, 2)
+attn_prefill_kernel(float *__restrict__ out, const float *__restrict__ q, float *const *pages,
+		    struct attn_params p)
+{
+	constexpr int HDP = VPL * 32; /* V and Q rows, zero-padded */
+	extern __shared__ float4 smem4[];
+	__shared__ const float *krow[PF_BK];
+	const int hd = p.head_dim, KS = hd + 4; /* K row stride: conflict-free float4 */
+	float *Ks = (float *)smem4;
+	float *Vs = Ks + PF_BK * KS;
+	float *Qs = Vs + PF_BK * HDP;
+	float *Ps = Qs + PF_BQ * HDP;
+	const int h = blockIdx.y, i0 = blockIdx.x * PF_BQ;
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+	const int i_end = min(i0 + PF_BQ, p.n_rows);
+	const int maxpos = p.pos0 + i_end - 1;
+	const size_t koff = (size_t)p.layer * 2 * p.page_tokens * p.kv_dim +
+			    (size_t)(h / p.group) * hd;
+	const size_t voff = (size_t)p.page_tokens * p.kv_dim;
+	float m[PF_RPW], l[PF_RPW], acc[PF_RPW][VPL];
+	int rowpos[PF_RPW];
+
+	for (int e = tid; e < PF_BQ * HDP; e += blockDim.x) {
+		int r = e / HDP, d = e % HDP;
+		Qs[e] = i0 + r < p.n_rows && d < hd ? q[((size_t)(i0 + r) * p.n_head + h) * hd + d]
+						      : 0.0f;
+	}
+#pragma unroll
+	for (int rr = 0; rr < PF_RPW; rr++) {
+		int i = i0 + warp * PF_RPW + rr;
+		rowpos[rr] = i < p.n_rows ? p.pos0 + i : -1; /* -1: a padding row */
+		m[rr] = -INFINITY;
+		l[rr] = 0.0f;
+#pragma unroll
+		for (int j = 0; j < VPL; j++)
+			acc[rr][j] = 0.0f;
+	}
+
+	const int ntiles = maxpos / PF_BK + 1;
+	for (int kt = 0; kt < ntiles; kt++) {
+		const int tbase = kt * PF_BK;
+		__syncthreads(); /* the last tile's readers are done */
+		if (tid < PF_BK) {
+			int t = tbase + tid;
+			krow[tid] = t <= maxpos ? kv_row(pages, p, koff, t) : NULL;
+		}
+		__syncthreads();
+		for (int e = tid; e < PF_BK * HDP; e += blockDim.x) {
+			int jj = e / HDP, d = e % HDP;
+			const float *kr = krow[jj];
+			bool ok = kr && d < hd;
+			if (d < hd)
+				Ks[jj * KS + d] = ok ? kr[d] : 0.0f;
+			Vs[e] = ok ? kr[voff + d] : 0.0f;
+		}
+		__syncthreads();
+
+		/* scores: lane = key */
+		float sc[PF_RPW];
+#pragma unroll
+		for (int rr = 0; rr < PF_RPW; rr++)
+			sc[rr] = 0.0f;
+		const float *kr = Ks + lane * KS;
+		const float *qw = Qs + warp * PF_RPW * HDP;
+		for (int d = 0; d < hd; d += 4) {
+			float4 kk = *(const float4 *)(kr + d);
+#pragma unroll
+			for (int rr = 0; rr < PF_RPW; rr++) {
+				float4 qq = *(const float4 *)(qw + rr * HDP + d);
+				float a = sc[rr];
+				a = fmaf(qq.x, kk.x, a);
+				a = fmaf(qq.y, kk.y, a);
+				a = fmaf(qq.z, kk.z, a);
+				a = fmaf(qq.w, kk.w, a);
+				sc[rr] = a;
+			}
+		}
+		const int t = tbase + lane;
+		int nvalid[PF_RPW];
+#pragma unroll
+		for (int rr = 0; rr < PF_RPW; rr++) {
+			const bool valid = t <= rowpos[rr];
+			const float s = valid ? sc[rr] / p.sd : -INFINITY;
+			const float mn = fmaxf(m[rr], warp_max(s));
+			const float alpha = m[rr] == -INFINITY ? 0.0f : expf(m[rr] - mn);
+			const float pr = valid ? expf(s - mn) : 0.0f;
+			l[rr] = l[rr] * alpha + warp_sum(pr);
+			Ps[(warp * PF_RPW + rr) * PF_BK + lane] = pr;
+			m[rr] = mn;
+#pragma unroll
+			for (int j = 0; j < VPL; j++)
+				acc[rr][j] *= alpha;
+			nvalid[rr] = min(max(rowpos[rr] - tbase + 1, 0), PF_BK);
+		}
+		__syncwarp();
+
+		/* p.V: lane = head dim; masked keys are skipped, not multiplied
+		 * by 0, so an Inf in a V row a query cannot see stays invisible */
+		const float *pw = Ps + warp * PF_RPW * PF_BK;
+		for (int jj = 0; jj < PF_BK; jj++) {
+			float vrow[VPL];
+#pragma unroll
+			for (int j = 0; j < VPL; j++)
+				vrow[j] = Vs[jj * HDP + lane + 32 * j];
+#pragma unroll
+			for (int rr = 0; rr < PF_RPW; rr++) {
+				if (jj < nvalid[rr]) {
+					float pp = pw[rr * PF_BK + jj];
+#pragma unroll
+					for (int j = 0; j < VPL; j++)
+						acc[rr][j] = fmaf(pp, vrow[j], acc[rr][j]);
+				}
+			}
+		}
+	}
+
+#pragma unroll
+	for (int rr = 0; rr < PF_RPW; rr++) {
+		int i = i0 + warp * PF_RPW + rr;
+		if (i >= p.n_rows)
+			continue;
+		float *o = out + ((size_t)i * p.n_head + h) * hd;
+#pragma unroll
+		for (int j = 0; j < VPL; j++) {
+			int d = lane + 32 * j;
+			if (d < hd)
+				o[d] = acc[rr][j] / l[rr];
+		}
+	}
+}
+
+/* --- dispatch -------------------------------------------------------------- */
+
+template <int VPL>
+static void launch_split(dim3 grid, cudaStream_t st, float *out, float *pa, float *pm,
+			 const float *q, float *const *pages, const struct attn_params &p,
+			 int chunk, int n_split)
+{
+	attn_split_kernel<VPL><<<grid, ATT_WARPS * 32, 0, st>>>(out, pa, pm, q, pages, p, chunk,
+								 n_split);
+}
+
+template <int VPL>
+static cudaError_t launch_prefill(dim3 grid, size_t smem, cudaStream_t st, float *out,
+				  const float *q, float *const *pages, const struct attn_params &p)
+{
+	if (smem > 48 * 1024) {
+		cudaError_t e = cudaFuncSetAttribute(attn_prefill_kernel<VPL>,
+						     cudaFuncAttributeMaxDynamicSharedMemorySize,
+						     (int)smem);
+		if (e != cudaSuccess)
+			return e;
+	}
+	attn_prefill_kernel<VPL><<<grid, PF_WARPS * 32, smem, st>>>(out, q, pages, p);
+	return cudaSuccess;
+}
+
+#define VPL_SWITCH(vpl, CALL)                                                 \
+	switch (vpl) {                                                        \
+	case 1: CALL(1); break;                                               \
+	case 2: CALL(2); break;                                               \
+	case 3: CALL(3); break;                                               \
+	case 4: CALL(4); break;                                               \
+	case 5: CALL(5); break;                                               \
+	case 6: CALL(6); break;                                               \
+	case 7: CALL(7); break;                                               \
+	default: CALL(8); break;                                              \
+	}
+
+extern "C" enum djn_status cuda_attention(struct djn_backend *be, float *out, const float *q,
+					  const struct djn_kv_view *kv,
+					  const struct djn_attn_shape *s)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	struct attn_params p;
+	enum djn_status st;
+
+	CUDA_OP(be, "attention");
+	if (s->n_head <= 0 || s->n_kv_head <= 0 || s->n_head % s->n_kv_head ||
+	    s->head_dim <= 0 || s->n_rows < 0)
+		return djn_err_set(&be->err, DJN_ERR_INVALID,
+				   "attention: %d heads, %d kv heads, head_dim %d, %d rows", s->n_head,
+				   s->n_kv_head, s->head_dim, s->n_rows);
+	if (s->head_dim > 256)
+		return djn_err_set(&be->err, DJN_ERR_UNSUPPORTED,
+				   "attention: head_dim %d (cuda supports up to 256)", s->head_dim);
+	if ((st = check_kv(be, op_name_, kv, s->layer, s->pos0, s->n_rows)) != DJN_OK)
+		return st;
+	if ((int64_t)s->n_kv_head * s->head_dim > kv->kv_dim)
+		return djn_err_set(&be->err, DJN_ERR_INVALID,
+				   "attention: %d kv heads of %d exceed the cache's kv_dim %d",
+				   s->n_kv_head, s->head_dim, kv->kv_dim);
+	if (s->n_rows == 0)
+		return DJN_OK;
+	if (s->n_rows > 65535)
+		return djn_err_set(&be->err, DJN_ERR_UNSUPPORTED,
+				   "attention: %d rows in one call (cuda supports up to 65535)",
+				   s->n_rows);
+
+	p.n_head = s->n_head;
+	p.group = s->n_head / s->n_kv_head;
+	p.head_dim = s->head_dim;
+	p.kv_dim = kv->kv_dim;
+	p.page_tokens = kv->page_tokens;
+	p.layer = s->layer;
+	p.pos0 = s->pos0;
+	p.n_rows = s->n_rows;
+	p.sd = sqrtf((float)s->head_dim);
+	const int vpl = (s->head_dim + 31) / 32;
+
+	if (s->n_rows > 8 && s->head_dim % 4 == 0) {
+		size_t smem = prefill_smem(s->head_dim, vpl);
+		if (smem + sizeof(float *) * PF_BK <= c->smem_optin) {
+			dim3 grid((unsigned)((s->n_rows + PF_BQ - 1) / PF_BQ), (unsigned)s->n_head);
+#define PREFILL(V) CK(be, launch_prefill<V>(grid, smem, c->compute, out, q, kv->pages, p))
+			VPL_SWITCH(vpl, PREFILL);
+#undef PREFILL
+			CK_LAUNCH(be);
+			return DJN_OK;
+		}
+	}
+
+	/* enough blocks to fill the GPU, but chunks of at least ATT_MIN_CHUNK keys */
+	const int lmax = s->pos0 + s->n_rows;
+	const int base = s->n_head * s->n_rows;
+	int n_split = (8 * c->n_sm + base - 1) / base;
+	int most = (lmax + ATT_MIN_CHUNK - 1) / ATT_MIN_CHUNK;
+	if (n_split > most)
+		n_split = most;
+	if (n_split > ATT_MAX_SPLIT)
+		n_split = ATT_MAX_SPLIT;
+	if (n_split < 1)
+		n_split = 1;
+	const int chunk = (lmax + n_split - 1) / n_split;
+	n_split = (lmax + chunk - 1) / chunk;
+
+	float *pa = NULL, *pm = NULL;
+	if (n_split > 1) {
+		size_t n_part = (size_t)base * n_split;
+		pa = (float *)cuda_scratch(be, CUDA_SCRATCH_ATTN,
+					   sizeof(float) * n_part * ((size_t)s->head_dim + 2));
+		if (!pa)
+			return be->err.code;
+		pm = pa + n_part * s->head_dim;
+	}
+	dim3 grid((unsigned)n_split, (unsigned)s->n_head, (unsigned)s->n_rows);
+#define SPLIT(V) launch_split<V>(grid, c->compute, out, pa, pm, q, kv->pages, p, chunk, n_split)
+	VPL_SWITCH(vpl, SPLIT);
+#undef SPLIT
+	CK_LAUNCH(be);
+	if (n_split > 1) {
+		attn_merge_kernel<<<dim3((unsigned)s->n_head, (unsigned)s->n_rows), 128, 0,
+				    c->compute>>>(out, pa, pm, n_split, s->head_dim, s->n_head);
+		CK_LAUNCH(be);
+	}
+	return DJN_OK;
+}

@@ -1,0 +1,315 @@
+/* cuda.cuh - the CUDA backend's private state, its error checks, and the
+ * device helpers its kernels share (internal to src/backend/cuda).
+ *
+ * Every op runs on ctx->compute, in call order.  An op begins with
+ * CUDA_OP(be, "name"), which fails fast on a poisoned device and makes the
+ * backend's device current; every runtime call inside goes through CK(), every
+ * cuBLAS call through CKB(), and every launch is followed by CK_LAUNCH().  A
+ * sticky error (illegal address, launch failure, ...) poisons the backend:
+ * from then on every op returns DJN_ERR_DEVICE without touching the device.
+ */
+#ifndef DJINN_CUDA_CUH
+#define DJINN_CUDA_CUH
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "djinn/backend.h"
+}
+
+/* Scratch buffers, grown on demand and reused by every call: an op may use
+ * several slots at once, never one slot for two things. */
+enum cuda_scratch_slot {
+	CUDA_SCRATCH_MM,   /* matmul: activations in the weight's dtype, or a dequantized tile */
+	CUDA_SCRATCH_ATTN, /* attention: split-KV partial results */
+	CUDA_SCRATCH_RED,  /* argmax / stats: per-block partials */
+	CUDA_SCRATCH_COUNT
+};
+
+/* Written by kernels into mapped pinned memory and read by the host after a
+ * stream synchronization: errors found on the device that are not CUDA
+ * faults (an out-of-range token id), reported at the next synchronizing call. */
+struct cuda_flags {
+	int bad_id;       /* nonzero once embed saw a token id out of range */
+	int id;           /* one such id (plain stores: with several, any of them) */
+	long long n_rows; /* rows of that embedding table */
+};
+
+struct cuda_ctx {
+	int dev;
+	cudaStream_t compute; /* every op, copy and memset */
+	cudaStream_t copy;    /* reserved for prefetch (the ring buffer); unused by ops */
+	cublasHandle_t blas;  /* bound to compute, default (no TF32) math */
+	char name[256];
+	int cc_major, cc_minor, n_sm;
+	size_t smem_optin;    /* max dynamic shared memory per block after opt-in */
+	struct {
+		void *p;
+		size_t cap;
+	} scratch[CUDA_SCRATCH_COUNT];
+	/* rope frequencies, computed on the host with the CPU's powf so that the
+	 * angles match the reference bit for bit; re-uploaded when theta or
+	 * rot_dim change */
+	float *rope_freq;        /* device, rope_cap floats */
+	float *rope_freq_host;   /* host copy of the same table */
+	int rope_cap, rope_n, rope_rot_dim;
+	float rope_theta;
+	void *host_res;          /* pinned, 4 KiB: results that cross to the host */
+	struct cuda_flags *flags;     /* mapped pinned memory, host address */
+	struct cuda_flags *flags_dev; /* the same, device address */
+	char poison[DJN_ERRMSG_MAX / 2];
+};
+
+static inline struct cuda_ctx *cuda_ctx(struct djn_backend *be)
+{
+	return (struct cuda_ctx *)be->ctx;
+}
+
+/* --- checks (backend.cu) --------------------------------------------------- */
+
+/* Fails fast if poisoned, else makes the backend's device current. */
+enum djn_status cuda_enter(struct djn_backend *be, const char *op);
+/* Records a failed runtime call in be->err (poisoning on sticky errors). */
+enum djn_status cuda_fail(struct djn_backend *be, cudaError_t e, const char *op,
+			  const char *call, const char *file, int line);
+enum djn_status cublas_fail(struct djn_backend *be, cublasStatus_t s, const char *op,
+			    const char *call, const char *file, int line);
+/* Scratch slot of at least `bytes`; NULL with be->err set (out of memory).
+ * Growing it waits for the work already queued, which may use the old one. */
+void *cuda_scratch(struct djn_backend *be, enum cuda_scratch_slot slot, size_t bytes);
+/* Waits for the compute stream, then reports device-side flags. */
+enum djn_status cuda_sync_compute(struct djn_backend *be, const char *op);
+/* A weight an op can read: device copy present, known dtype, whole blocks. */
+enum djn_status cuda_check_weight(struct djn_backend *be, const char *op,
+				  const struct djn_weight *w);
+
+#define CUDA_OP(be, name)                                                     \
+	const char *const op_name_ = (name);                                  \
+	do {                                                                  \
+		enum djn_status st_ = cuda_enter((be), op_name_);             \
+		if (st_ != DJN_OK)                                            \
+			return st_;                                           \
+	} while (0)
+
+#define CK(be, call)                                                          \
+	do {                                                                  \
+		cudaError_t e_ = (call);                                      \
+		if (e_ != cudaSuccess)                                        \
+			return cuda_fail((be), e_, op_name_, #call, __FILE__, __LINE__); \
+	} while (0)
+
+#define CK_LAUNCH(be) CK(be, cudaGetLastError())
+
+#define CKB(be, call)                                                         \
+	do {                                                                  \
+		cublasStatus_t s_ = (call);                                   \
+		if (s_ != CUBLAS_STATUS_SUCCESS)                              \
+			return cublas_fail((be), s_, op_name_, #call, __FILE__, __LINE__); \
+	} while (0)
+
+static inline unsigned cuda_blocks(size_t work, unsigned per_block, unsigned cap)
+{
+	size_t b = (work + per_block - 1) / per_block;
+
+	return (unsigned)(b < 1 ? 1 : b > cap ? cap : b);
+}
+
+/* Threads for a one-block-per-row kernel: about four elements each, a whole
+ * number of warps, at most 1024. */
+static inline unsigned row_threads(int dim)
+{
+	unsigned t = 32;
+
+	while (t < 1024 && (size_t)t * 4 < (size_t)dim)
+		t *= 2;
+	return t;
+}
+
+/* --- ops (one file per family); the vtable is in backend.cu ---------------- */
+
+extern "C" {
+/* elementwise.cu */
+enum djn_status cuda_embed(struct djn_backend *be, float *out, const struct djn_weight *table,
+			   const int32_t *ids, int n);
+enum djn_status cuda_swiglu(struct djn_backend *be, float *out, const float *gate,
+			    const float *up, size_t n);
+enum djn_status cuda_gelu(struct djn_backend *be, float *out, const float *x, size_t n);
+enum djn_status cuda_add(struct djn_backend *be, float *out, const float *a, const float *b,
+			 size_t n);
+enum djn_status cuda_axpby(struct djn_backend *be, float *y, float scale, const float *x,
+			   float alpha, size_t n);
+enum djn_status cuda_softmax(struct djn_backend *be, float *x, int n, int dim);
+/* norm.cu */
+enum djn_status cuda_rmsnorm(struct djn_backend *be, float *out, const float *x,
+			     const struct djn_weight *w, int n, int dim, float eps);
+enum djn_status cuda_layernorm(struct djn_backend *be, float *out, const float *x,
+			       const struct djn_weight *w, const struct djn_weight *b, int n,
+			       int dim, float eps);
+/* rope.cu */
+enum djn_status cuda_rope(struct djn_backend *be, float *x, int n, int n_head, int head_dim,
+			  int rot_dim, int pos0, float theta, enum djn_rope_style style);
+/* gemv.cu */
+enum djn_status cuda_matmul(struct djn_backend *be, float *y, const float *x,
+			    const struct djn_weight *w, const struct djn_weight *bias, int n);
+/* attention.cu */
+enum djn_status cuda_kv_store(struct djn_backend *be, const struct djn_kv_view *kv, int layer,
+			      int pos0, int n, const float *k, const float *v);
+enum djn_status cuda_attention(struct djn_backend *be, float *out, const float *q,
+			       const struct djn_kv_view *kv, const struct djn_attn_shape *s);
+/* reduce.cu */
+enum djn_status cuda_argmax(struct djn_backend *be, const float *x, int n, int *out);
+enum djn_status cuda_stats(struct djn_backend *be, const float *x, int64_t n,
+			   struct djn_stats *out);
+}
+
+/* --- device helpers -------------------------------------------------------- */
+
+#define FULL_MASK 0xffffffffu
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(FULL_MASK, v, o);
+	return v;
+}
+
+__device__ __forceinline__ double warp_sum_d(double v)
+{
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(FULL_MASK, v, o);
+	return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+		v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+	return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread
+ * gets the result.  `sh` holds 32 values; the call ends with a barrier-free
+ * read, so two calls in a row need a __syncthreads() between them. */
+__device__ __forceinline__ float block_sum(float v, float *sh)
+{
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+
+	v = warp_sum(v);
+	if (lane == 0)
+		sh[warp] = v;
+	__syncthreads();
+	v = lane < nw ? sh[lane] : 0.0f;
+	return warp_sum(v);
+}
+
+__device__ __forceinline__ double block_sum_d(double v, double *sh)
+{
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+
+	v = warp_sum_d(v);
+	if (lane == 0)
+		sh[warp] = v;
+	__syncthreads();
+	v = lane < nw ? sh[lane] : 0.0;
+	return warp_sum_d(v);
+}
+
+__device__ __forceinline__ float block_max(float v, float *sh)
+{
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+
+	v = warp_max(v);
+	if (lane == 0)
+		sh[warp] = v;
+	__syncthreads();
+	v = lane < nw ? sh[lane] : -INFINITY;
+	return warp_max(v);
+}
+
+__device__ __forceinline__ float f16_to_f32(uint16_t h)
+{
+	return __half2float(__ushort_as_half(h));
+}
+
+__device__ __forceinline__ float bf16_to_f32(uint16_t h)
+{
+	return __uint_as_float((uint32_t)h << 16);
+}
+
+/* Little-endian u16 from any address (block headers are only 2-aligned). */
+__device__ __forceinline__ uint16_t ld_u16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+/* Element c of row r of a weight of any dtype, as djn_weight_row_f32 computes
+ * it (same roundings: no contraction of d * q + m).  The slow, general path:
+ * embeddings, norm gains and biases, odd shapes. */
+__device__ __forceinline__ float weight_at(const uint8_t *base, int dtype, size_t row_bytes,
+					   int64_t r, int64_t c)
+{
+	const uint8_t *row = base + (size_t)r * row_bytes;
+
+	switch (dtype) {
+	case DJN_DTYPE_F32:
+		return ((const float *)row)[c];
+	case DJN_DTYPE_F16:
+		return f16_to_f32(ld_u16(row + 2 * c));
+	case DJN_DTYPE_BF16:
+		return bf16_to_f32(ld_u16(row + 2 * c));
+	case DJN_DTYPE_Q8_0: {
+		const uint8_t *b = row + (size_t)(c / DJN_QK) * 34;
+		return __fmul_rn(f16_to_f32(ld_u16(b)), (float)(int8_t)b[2 + c % DJN_QK]);
+	}
+	case DJN_DTYPE_Q4_0: {
+		const uint8_t *b = row + (size_t)(c / DJN_QK) * 18;
+		int j = (int)(c % DJN_QK), q = b[2 + (j & 15)];
+		q = j < 16 ? (q & 0xf) : (q >> 4);
+		return __fmul_rn(f16_to_f32(ld_u16(b)), (float)(q - 8));
+	}
+	case DJN_DTYPE_Q4_1: {
+		const uint8_t *b = row + (size_t)(c / DJN_QK) * 20;
+		int j = (int)(c % DJN_QK), q = b[4 + (j & 15)];
+		q = j < 16 ? (q & 0xf) : (q >> 4);
+		return __fadd_rn(__fmul_rn(f16_to_f32(ld_u16(b)), (float)q),
+				 f16_to_f32(ld_u16(b + 2)));
+	}
+	}
+	return __int_as_float(0x7fc00000); /* unknown dtype: NaN, checked on the host */
+}
+
+/* A 1-D weight (gain, bias) of any dtype: f32 is read directly, others
+ * dequantized element by element. */
+struct vec_ref {
+	const uint8_t *p; /* NULL: absent */
+	int dtype;
+	size_t row_bytes;
+};
+
+__device__ __forceinline__ float vec_at(const struct vec_ref &v, int64_t j)
+{
+	if (v.dtype == DJN_DTYPE_F32)
+		return ((const float *)v.p)[j];
+	return weight_at(v.p, v.dtype, v.row_bytes, 0, j);
+}
+
+static inline struct vec_ref vec_of(const struct djn_weight *w)
+{
+	struct vec_ref v = { NULL, DJN_DTYPE_F32, 0 };
+
+	if (w) {
+		v.p = (const uint8_t *)w->dev;
+		v.dtype = (int)w->dtype;
+		v.row_bytes = djn_dtype_row_bytes(w->dtype, w->cols);
+	}
+	return v;
+}
+
+#endif

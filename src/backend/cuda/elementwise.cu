@@ -1,0 +1,206 @@
+/* elementwise.cu - embedding gather, activations, add, axpby and row softmax
+ * on the GPU.  The arithmetic is the CPU reference's (src/backend/cpu/ops.c)
+ * operation for operation; __fmul_rn/__fadd_rn keep nvcc from contracting a
+ * multiply and an add into one FMA where the reference rounds twice. */
+#include "backend/cuda/cuda.cuh"
+
+/* --- embed ----------------------------------------------------------------- */
+
+/* One block column per output row (grid.x), a few blocks across its columns
+ * (grid.y).  A bad id cannot be reported synchronously without a round trip,
+ * so the row becomes NaN and the mapped flags carry the id to the next
+ * synchronizing call (cuda_sync_compute), which fails with DJN_ERR_RANGE. */
+__global__ void __launch_bounds__(256, 4)
+embed_kernel(float *__restrict__ out, const uint8_t *__restrict__ table, int dtype,
+	     size_t row_bytes, long long rows, int cols, const int32_t *__restrict__ ids,
+	     struct cuda_flags *flags)
+{
+	const int i = blockIdx.x;
+	const int32_t id = ids[i];
+	float *o = out + (size_t)i * cols;
+	int c = blockIdx.y * blockDim.x + threadIdx.x;
+	const int stride = gridDim.y * blockDim.x;
+
+	if (id < 0 || id >= rows) {
+		for (; c < cols; c += stride)
+			o[c] = __int_as_float(0x7fc00000);
+		if (blockIdx.y == 0 && threadIdx.x == 0) {
+			volatile struct cuda_flags *f = flags;
+			f->id = id;
+			f->n_rows = rows;
+			__threadfence_system();
+			f->bad_id = 1;
+		}
+		return;
+	}
+	for (; c < cols; c += stride)
+		o[c] = weight_at(table, dtype, row_bytes, id, c);
+}
+
+extern "C" enum djn_status cuda_embed(struct djn_backend *be, float *out,
+				      const struct djn_weight *table, const int32_t *ids, int n)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	enum djn_status st;
+
+	CUDA_OP(be, "embed");
+	if (n <= 0)
+		return DJN_OK;
+	if ((st = cuda_check_weight(be, op_name_, table)) != DJN_OK)
+		return st;
+	if (table->cols > INT32_MAX)
+		return djn_err_set(&be->err, DJN_ERR_UNSUPPORTED, "embed: %lld columns is too many",
+				   (long long)table->cols);
+	dim3 grid((unsigned)n, cuda_blocks((size_t)table->cols, 256, 16));
+	embed_kernel<<<grid, 256, 0, c->compute>>>(
+		out, (const uint8_t *)table->dev, table->dtype,
+		djn_dtype_row_bytes(table->dtype, table->cols), (long long)table->rows,
+		(int)table->cols, ids, c->flags_dev);
+	CK_LAUNCH(be);
+	return DJN_OK;
+}
+
+/* --- elementwise maps ------------------------------------------------------ */
+
+struct swiglu_f {
+	__device__ float operator()(float g, float u) const
+	{
+		float v = __fmul_rn(g, 1.0f / (1.0f + expf(-g)));
+		return __fmul_rn(v, u);
+	}
+};
+
+struct gelu_f {
+	__device__ float operator()(float v, float) const
+	{
+		float cube = __fmul_rn(__fmul_rn(__fmul_rn(0.044715f, v), v), v);
+		float t = tanhf(__fmul_rn(0.7978845608028654f, __fadd_rn(v, cube)));
+		return __fmul_rn(__fmul_rn(0.5f, v), __fadd_rn(1.0f, t));
+	}
+};
+
+struct add_f {
+	__device__ float operator()(float a, float b) const
+	{
+		return a + b;
+	}
+};
+
+struct axpby_f {
+	float scale, alpha;
+	bool has_x;
+	__device__ float operator()(float y, float x) const
+	{
+		return __fadd_rn(__fmul_rn(y, scale), has_x ? __fmul_rn(alpha, x) : 0.0f);
+	}
+};
+
+/* out[i] = f(a[i], b[i]); b may be NULL (f gets 0).  out may alias a or b:
+ * each element is read before it is written, by the same thread.  With every
+ * pointer 16-byte aligned the body moves float4s, the tail single floats. */
+template <class F>
+__global__ void __launch_bounds__(256, 4)
+map2_kernel(float *out, const float *a, const float *b, size_t n, bool vec, F f)
+{
+	const size_t stride = (size_t)gridDim.x * blockDim.x;
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	size_t done = 0;
+
+	if (vec) {
+		const size_t n4 = n / 4;
+		for (size_t k = i; k < n4; k += stride) {
+			float4 x = ((const float4 *)a)[k];
+			float4 y = b ? ((const float4 *)b)[k] : make_float4(0.f, 0.f, 0.f, 0.f);
+			float4 r = make_float4(f(x.x, y.x), f(x.y, y.y), f(x.z, y.z), f(x.w, y.w));
+			((float4 *)out)[k] = r;
+		}
+		done = n4 * 4;
+	}
+	for (size_t k = done + i; k < n; k += stride)
+		out[k] = f(a[k], b ? b[k] : 0.0f);
+}
+
+static bool aligned16(const void *p)
+{
+	return ((uintptr_t)p & 15) == 0;
+}
+
+template <class F>
+static enum djn_status map2(struct djn_backend *be, const char *op, float *out, const float *a,
+			    const float *b, size_t n, F f)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	const char *const op_name_ = op;
+	bool vec = aligned16(out) && aligned16(a) && (!b || aligned16(b));
+
+	if (!n)
+		return DJN_OK;
+	map2_kernel<F><<<cuda_blocks(vec ? n / 4 + 1 : n, 256, (unsigned)c->n_sm * 8), 256, 0,
+			 c->compute>>>(out, a, b, n, vec, f);
+	CK_LAUNCH(be);
+	return DJN_OK;
+}
+
+extern "C" enum djn_status cuda_swiglu(struct djn_backend *be, float *out, const float *gate,
+				       const float *up, size_t n)
+{
+	CUDA_OP(be, "swiglu");
+	return map2(be, op_name_, out, gate, up, n, swiglu_f());
+}
+
+extern "C" enum djn_status cuda_gelu(struct djn_backend *be, float *out, const float *x, size_t n)
+{
+	CUDA_OP(be, "gelu");
+	return map2(be, op_name_, out, x, (const float *)NULL, n, gelu_f());
+}
+
+extern "C" enum djn_status cuda_add(struct djn_backend *be, float *out, const float *a,
+				    const float *b, size_t n)
+{
+	CUDA_OP(be, "add");
+	return map2(be, op_name_, out, a, b, n, add_f());
+}
+
+extern "C" enum djn_status cuda_axpby(struct djn_backend *be, float *y, float scale,
+				      const float *x, float alpha, size_t n)
+{
+	axpby_f f = { scale, alpha, x != NULL };
+
+	CUDA_OP(be, "axpby");
+	return map2(be, op_name_, y, y, x, n, f);
+}
+
+/* --- softmax --------------------------------------------------------------- */
+
+/* One block per row: max, exp and sum, divide (run.c's softmax). */
+__global__ void __launch_bounds__(1024, 1) softmax_kernel(float *x, int dim)
+{
+	__shared__ float sh[32];
+	float *r = x + (size_t)blockIdx.x * dim;
+	float m = -INFINITY, s = 0.0f;
+
+	for (int j = threadIdx.x; j < dim; j += blockDim.x)
+		m = fmaxf(m, r[j]);
+	m = block_max(m, sh);
+	__syncthreads();
+	for (int j = threadIdx.x; j < dim; j += blockDim.x) {
+		float e = expf(r[j] - m);
+		r[j] = e;
+		s += e;
+	}
+	s = block_sum(s, sh);
+	for (int j = threadIdx.x; j < dim; j += blockDim.x)
+		r[j] = r[j] / s;
+}
+
+extern "C" enum djn_status cuda_softmax(struct djn_backend *be, float *x, int n, int dim)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+
+	CUDA_OP(be, "softmax");
+	if (n <= 0 || dim <= 0)
+		return DJN_OK;
+	softmax_kernel<<<(unsigned)n, row_threads(dim), 0, c->compute>>>(x, dim);
+	CK_LAUNCH(be);
+	return DJN_OK;
+}

@@ -1,0 +1,623 @@
+/* gemv.cu - y = x W^T on the GPU for every weight dtype.
+ *
+ * Decode (n <= 8 rows) is memory-bound: the whole weight is read once per
+ * call, so the kernels here are GEMVs built around the load of W.  One warp
+ * owns one output row and all n activation rows (W is read once, x comes from
+ * L1/L2); a block holds 8 warps = 8 output rows.  Accumulation is f32 in
+ * registers, then a warp shuffle reduction.
+ *   - f32/f16/bf16 with 16-byte aligned rows: each lane loads 16 bytes of W
+ *     per step (8 halves, or 8 floats as two loads) and unrolls 4 steps
+ *     (f32: 2), so 64 bytes per lane are in flight before the first FMA.
+ *   - q8_0/q4_0/q4_1: blocks are 34/18/20 bytes, so a lane cannot own an
+ *     aligned 16-byte piece of a block.  The warp instead copies 32 blocks of
+ *     its row at a time with aligned, coalesced 16-byte loads into shared
+ *     memory (prefetching the next 32 into registers while it computes), and
+ *     each lane then decodes 4 consecutive weights per step, so its x reads
+ *     are one coalesced float4.
+ *   - anything else (odd columns, unaligned pointers): a plain warp-per-row
+ *     loop over weight_at(), slow but exact.
+ * Prefill (n > 8) goes to cuBLAS: f32 with cublasSgemm (no TF32); f16/bf16
+ * with cublasGemmEx on the weight as stored, the activations split into a
+ * high and a low half-precision part (x = hi + lo to 2^-16 relative) so the
+ * tensor cores keep f32-level accuracy; quantized weights are dequantized to
+ * f32 in row tiles and multiplied with cublasSgemm.
+ */
+#include "backend/cuda/cuda.cuh"
+
+#define GEMV_WARPS 8 /* output rows per block */
+#define GEMV_MAX_N 8 /* largest n that takes the GEMV path */
+#define QSB 32       /* quantized blocks per shared-memory stage */
+
+/* --- plain dtypes: 8 elements a lane a step --------------------------------- */
+
+struct raw8 {
+	uint4 a, b; /* f32 uses both, f16/bf16 only a */
+};
+
+template <int DT>
+__device__ __forceinline__ raw8 ld8(const uint8_t *row, int c)
+{
+	raw8 r;
+
+	if (DT == DJN_DTYPE_F32) {
+		const uint4 *p = (const uint4 *)(row + (size_t)c * 4);
+		r.a = __ldcs(p);
+		r.b = __ldcs(p + 1);
+	} else {
+		r.a = __ldcs((const uint4 *)(row + (size_t)c * 2));
+		r.b = make_uint4(0, 0, 0, 0);
+	}
+	return r;
+}
+
+template <int DT>
+__device__ __forceinline__ void cvt2(uint32_t u, float &lo, float &hi)
+{
+	if (DT == DJN_DTYPE_F16) {
+		lo = f16_to_f32((uint16_t)(u & 0xffffu));
+		hi = f16_to_f32((uint16_t)(u >> 16));
+	} else {
+		lo = __uint_as_float(u << 16);
+		hi = __uint_as_float(u & 0xffff0000u);
+	}
+}
+
+template <int DT>
+__device__ __forceinline__ void cvt8(const raw8 &r, float w[8])
+{
+	if (DT == DJN_DTYPE_F32) {
+		w[0] = __uint_as_float(r.a.x), w[1] = __uint_as_float(r.a.y);
+		w[2] = __uint_as_float(r.a.z), w[3] = __uint_as_float(r.a.w);
+		w[4] = __uint_as_float(r.b.x), w[5] = __uint_as_float(r.b.y);
+		w[6] = __uint_as_float(r.b.z), w[7] = __uint_as_float(r.b.w);
+	} else {
+		cvt2<DT>(r.a.x, w[0], w[1]);
+		cvt2<DT>(r.a.y, w[2], w[3]);
+		cvt2<DT>(r.a.z, w[4], w[5]);
+		cvt2<DT>(r.a.w, w[6], w[7]);
+	}
+}
+
+/* Ends a GEMV: reduce each accumulator over the warp; lane 0 stores it. */
+template <int NR>
+__device__ __forceinline__ void gemv_store(float *y, float (&acc)[NR], int r, int rows,
+					   const struct vec_ref &bias, int lane)
+{
+#pragma unroll
+	for (int k = 0; k < NR; k++)
+		acc[k] = warp_sum(acc[k]);
+	if (lane == 0) {
+		float b = bias.p ? vec_at(bias, r) : 0.0f;
+#pragma unroll
+		for (int k = 0; k < NR; k++)
+			y[(size_t)k * rows + r] = bias.p ? acc[k] + b : acc[k];
+	}
+}
+
+template <int DT, int NR>
+__global__ void __launch_bounds__(GEMV_WARPS * 32, 2)
+gemv_plain_kernel(float *__restrict__ y, const float *__restrict__ x,
+		  const uint8_t *__restrict__ W, int rows, int cols, struct vec_ref bias)
+{
+	constexpr int ES = DT == DJN_DTYPE_F32 ? 4 : 2;
+	constexpr int U = DT == DJN_DTYPE_F32 ? 2 : 4;
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const int r = blockIdx.x * GEMV_WARPS + warp;
+
+	if (r >= rows)
+		return;
+	const uint8_t *wrow = W + (size_t)r * cols * ES;
+	float acc[NR];
+#pragma unroll
+	for (int k = 0; k < NR; k++)
+		acc[k] = 0.0f;
+
+	for (int c0 = lane * 8; c0 < cols; c0 += 256 * U) {
+		raw8 raw[U];
+#pragma unroll
+		for (int u = 0; u < U; u++) {
+			int c = c0 + u * 256;
+			raw[u] = c < cols ? ld8<DT>(wrow, c) : raw8{};
+		}
+#pragma unroll
+		for (int u = 0; u < U; u++) {
+			int c = c0 + u * 256;
+			if (c >= cols)
+				break;
+			float w[8];
+			cvt8<DT>(raw[u], w);
+#pragma unroll
+			for (int k = 0; k < NR; k++) {
+				const float4 *xp = (const float4 *)(x + (size_t)k * cols + c);
+				float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+				float a = acc[k];
+				a = fmaf(w[0], x0.x, a);
+				a = fmaf(w[1], x0.y, a);
+				a = fmaf(w[2], x0.z, a);
+				a = fmaf(w[3], x0.w, a);
+				a = fmaf(w[4], x1.x, a);
+				a = fmaf(w[5], x1.y, a);
+				a = fmaf(w[6], x1.z, a);
+				a = fmaf(w[7], x1.w, a);
+				acc[k] = a;
+			}
+		}
+	}
+	gemv_store<NR>(y, acc, r, rows, bias, lane);
+}
+
+/* --- quantized dtypes ------------------------------------------------------ */
+
+template <int DT>
+struct qblock {
+	static constexpr int bytes = DT == DJN_DTYPE_Q8_0 ? 34 : DT == DJN_DTYPE_Q4_0 ? 18 : 20;
+};
+
+/* Four bytes at a 2-aligned shared-memory address, from two aligned words. */
+__device__ __forceinline__ uint32_t lds_u32_a2(const uint8_t *p)
+{
+	const uint32_t *a = (const uint32_t *)((uintptr_t)p & ~(uintptr_t)3);
+	return __funnelshift_r(a[0], a[1], (unsigned)((uintptr_t)p & 3) * 8);
+}
+
+/* Byte E of u (0..255) as a float minus `off`, through the 2^23 exponent
+ * trick: one PRMT and one FADD (exact) instead of a quarter-rate I2F. */
+template <int E>
+__device__ __forceinline__ float byte_f(uint32_t u, float off)
+{
+	return __uint_as_float(__byte_perm(u, 0x4b, E | (5 << 4) | (5 << 8) | (4 << 12))) -
+	       (8388608.0f + off);
+}
+
+/* Copies the bytes of stage s (QSB blocks) of a row into registers: the
+ * aligned 16-byte words that cover them, `nv` of them, `off` bytes of lead-in.
+ * The words may reach up to 15 bytes beyond the row on either side: never
+ * across a page, and inside the allocation, which backend alloc rounds up. */
+template <int BS, int LV>
+__device__ __forceinline__ void stage_load(const uint8_t *wrow, int s, int nb, int lane,
+					   uint4 (&buf)[LV], int &off, int &nv)
+{
+	const uint8_t *p = wrow + (size_t)s * QSB * BS;
+	const int nblk = min(QSB, nb - s * QSB);
+	const uintptr_t a = (uintptr_t)p & ~(uintptr_t)15;
+	const uint4 *q = (const uint4 *)a;
+
+	off = (int)((uintptr_t)p - a);
+	nv = (off + nblk * BS + 15) >> 4;
+#pragma unroll
+	for (int v = 0; v < LV; v++) {
+		int i = lane + 32 * v;
+		buf[v] = i < nv ? __ldcs(q + i) : make_uint4(0, 0, 0, 0);
+	}
+}
+
+template <int DT, int NR>
+__global__ void __launch_bounds__(GEMV_WARPS * 32, 2)
+gemv_quant_kernel(float *__restrict__ y, const float *__restrict__ x,
+		  const uint8_t *__restrict__ W, int rows, int cols, struct vec_ref bias)
+{
+	constexpr int BS = qblock<DT>::bytes;
+	constexpr int NV = (QSB * BS + 15 + 15) / 16; /* words a stage can touch */
+	constexpr int LV = (NV + 31) / 32;             /* of them, per lane */
+	/* +1 word: lds_u32_a2 may read one word past the last block */
+	__shared__ uint4 stage[GEMV_WARPS][LV * 32 + 1];
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const int r = blockIdx.x * GEMV_WARPS + warp;
+
+	if (r >= rows) /* whole warps leave: only __syncwarp below */
+		return;
+	const int nb = cols / DJN_QK, nstage = (nb + QSB - 1) / QSB;
+	const uint8_t *wrow = W + (size_t)r * nb * BS;
+	const uint8_t *sm = (const uint8_t *)stage[warp];
+	const int sub = lane >> 3;       /* block within a 4-block chunk */
+	const int j = (lane & 7) * 4;    /* first of this lane's 4 weights in it */
+	float acc[NR];
+	uint4 buf[LV];
+	int off, nv;
+
+#pragma unroll
+	for (int k = 0; k < NR; k++)
+		acc[k] = 0.0f;
+	stage_load<BS, LV>(wrow, 0, nb, lane, buf, off, nv);
+	for (int s = 0; s < nstage; s++) {
+#pragma unroll
+		for (int v = 0; v < LV; v++)
+			if (lane + 32 * v < nv)
+				stage[warp][lane + 32 * v] = buf[v];
+		__syncwarp();
+		const uint8_t *base = sm + off;
+		const int nblk = min(QSB, nb - s * QSB);
+		if (s + 1 < nstage) /* in flight while this stage is decoded */
+			stage_load<BS, LV>(wrow, s + 1, nb, lane, buf, off, nv);
+
+#pragma unroll 2
+		for (int ch = 0; ch < QSB / 4; ch++) {
+			const int blk = ch * 4 + sub;
+			if (blk >= nblk)
+				break;
+			const uint8_t *bp = base + blk * BS;
+			const int col = (s * QSB + blk) * DJN_QK + j;
+			float4 xv[NR];
+#pragma unroll
+			for (int k = 0; k < NR; k++)
+				xv[k] = __ldg((const float4 *)(x + (size_t)k * cols + col));
+
+			float w0, w1, w2, w3, d, m = 0.0f;
+			if (DT == DJN_DTYPE_Q8_0) {
+				d = f16_to_f32(*(const uint16_t *)bp);
+				uint32_t q = lds_u32_a2(bp + 2 + j) ^ 0x80808080u;
+				w0 = byte_f<0>(q, 128.0f);
+				w1 = byte_f<1>(q, 128.0f);
+				w2 = byte_f<2>(q, 128.0f);
+				w3 = byte_f<3>(q, 128.0f);
+			} else if (DT == DJN_DTYPE_Q4_0) {
+				d = f16_to_f32(*(const uint16_t *)bp);
+				uint32_t q = lds_u32_a2(bp + 2 + (j & 15));
+				q = (q >> (j & 16 ? 4 : 0)) & 0x0f0f0f0fu;
+				w0 = byte_f<0>(q, 8.0f);
+				w1 = byte_f<1>(q, 8.0f);
+				w2 = byte_f<2>(q, 8.0f);
+				w3 = byte_f<3>(q, 8.0f);
+			} else {
+				uint32_t dm = *(const uint32_t *)bp;
+				d = f16_to_f32((uint16_t)(dm & 0xffffu));
+				m = f16_to_f32((uint16_t)(dm >> 16));
+				uint32_t q = *(const uint32_t *)(bp + 4 + (j & 15));
+				q = (q >> (j & 16 ? 4 : 0)) & 0x0f0f0f0fu;
+				w0 = byte_f<0>(q, 0.0f);
+				w1 = byte_f<1>(q, 0.0f);
+				w2 = byte_f<2>(q, 0.0f);
+				w3 = byte_f<3>(q, 0.0f);
+			}
+#pragma unroll
+			for (int k = 0; k < NR; k++) {
+				float t = w0 * xv[k].x;
+				t = fmaf(w1, xv[k].y, t);
+				t = fmaf(w2, xv[k].z, t);
+				t = fmaf(w3, xv[k].w, t);
+				acc[k] = fmaf(d, t, acc[k]);
+				if (DT == DJN_DTYPE_Q4_1)
+					acc[k] = fmaf(m, (xv[k].x + xv[k].y) + (xv[k].z + xv[k].w),
+						      acc[k]);
+			}
+		}
+		__syncwarp(); /* the stage buffer is rewritten next iteration */
+	}
+	gemv_store<NR>(y, acc, r, rows, bias, lane);
+}
+
+/* --- any dtype, any alignment ---------------------------------------------- */
+
+template <int NR>
+__global__ void __launch_bounds__(GEMV_WARPS * 32, 2)
+gemv_generic_kernel(float *__restrict__ y, const float *__restrict__ x,
+		    const uint8_t *__restrict__ W, int dtype, size_t row_bytes, int rows, int cols,
+		    struct vec_ref bias)
+{
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const int r = blockIdx.x * GEMV_WARPS + warp;
+	float acc[NR];
+
+	if (r >= rows)
+		return;
+#pragma unroll
+	for (int k = 0; k < NR; k++)
+		acc[k] = 0.0f;
+	for (int c = lane; c < cols; c += 32) {
+		float w = weight_at(W, dtype, row_bytes, r, c);
+#pragma unroll
+		for (int k = 0; k < NR; k++)
+			acc[k] = fmaf(w, x[(size_t)k * cols + c], acc[k]);
+	}
+	gemv_store<NR>(y, acc, r, rows, bias, lane);
+}
+
+/* --- launch ---------------------------------------------------------------- */
+
+enum gemv_kind { GEMV_PLAIN, GEMV_QUANT, GEMV_GENERIC };
+
+struct gemv_args {
+	float *y;
+	const float *x;
+	const uint8_t *W;
+	int dtype, rows, cols;
+	size_t row_bytes;
+	struct vec_ref bias;
+};
+
+template <int DT, int NR>
+static void gemv_launch_dt(const struct gemv_args &a, dim3 grid, cudaStream_t st)
+{
+	const unsigned t = GEMV_WARPS * 32;
+
+	if constexpr (DT == DJN_DTYPE_F32 || DT == DJN_DTYPE_F16 || DT == DJN_DTYPE_BF16)
+		gemv_plain_kernel<DT, NR><<<grid, t, 0, st>>>(a.y, a.x, a.W, a.rows, a.cols, a.bias);
+	else
+		gemv_quant_kernel<DT, NR><<<grid, t, 0, st>>>(a.y, a.x, a.W, a.rows, a.cols, a.bias);
+}
+
+template <int NR>
+static void gemv_launch_n(enum gemv_kind kind, const struct gemv_args &a, dim3 grid,
+			  cudaStream_t st)
+{
+	if (kind == GEMV_GENERIC) {
+		gemv_generic_kernel<NR><<<grid, GEMV_WARPS * 32, 0, st>>>(
+			a.y, a.x, a.W, a.dtype, a.row_bytes, a.rows, a.cols, a.bias);
+		return;
+	}
+	switch (a.dtype) {
+	case DJN_DTYPE_F32: gemv_launch_dt<DJN_DTYPE_F32, NR>(a, grid, st); break;
+	case DJN_DTYPE_F16: gemv_launch_dt<DJN_DTYPE_F16, NR>(a, grid, st); break;
+	case DJN_DTYPE_BF16: gemv_launch_dt<DJN_DTYPE_BF16, NR>(a, grid, st); break;
+	case DJN_DTYPE_Q8_0: gemv_launch_dt<DJN_DTYPE_Q8_0, NR>(a, grid, st); break;
+	case DJN_DTYPE_Q4_0: gemv_launch_dt<DJN_DTYPE_Q4_0, NR>(a, grid, st); break;
+	case DJN_DTYPE_Q4_1: gemv_launch_dt<DJN_DTYPE_Q4_1, NR>(a, grid, st); break;
+	}
+}
+
+static bool is_aligned(const void *p, uintptr_t a)
+{
+	return ((uintptr_t)p & (a - 1)) == 0;
+}
+
+/* Which GEMV the shape and the pointers allow. */
+static enum gemv_kind gemv_pick(const struct gemv_args &a)
+{
+	bool x16 = is_aligned(a.x, 16) && a.cols % 4 == 0;
+
+	switch (a.dtype) {
+	case DJN_DTYPE_F32:
+	case DJN_DTYPE_F16:
+	case DJN_DTYPE_BF16:
+		return x16 && a.cols % 8 == 0 && is_aligned(a.W, 16) ? GEMV_PLAIN : GEMV_GENERIC;
+	case DJN_DTYPE_Q4_1:
+		return x16 && is_aligned(a.W, 4) ? GEMV_QUANT : GEMV_GENERIC;
+	default:
+		return x16 && is_aligned(a.W, 2) ? GEMV_QUANT : GEMV_GENERIC;
+	}
+}
+
+static enum djn_status gemv(struct djn_backend *be, const char *op, const struct gemv_args &a,
+			    int n)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	const char *const op_name_ = op;
+	enum gemv_kind kind = gemv_pick(a);
+	dim3 grid((unsigned)((a.rows + GEMV_WARPS - 1) / GEMV_WARPS));
+
+	switch (n) {
+	case 1: gemv_launch_n<1>(kind, a, grid, c->compute); break;
+	case 2: gemv_launch_n<2>(kind, a, grid, c->compute); break;
+	case 3: gemv_launch_n<3>(kind, a, grid, c->compute); break;
+	case 4: gemv_launch_n<4>(kind, a, grid, c->compute); break;
+	case 5: gemv_launch_n<5>(kind, a, grid, c->compute); break;
+	case 6: gemv_launch_n<6>(kind, a, grid, c->compute); break;
+	case 7: gemv_launch_n<7>(kind, a, grid, c->compute); break;
+	case 8: gemv_launch_n<8>(kind, a, grid, c->compute); break;
+	default: DJN_ASSERT(!"gemv: n out of 1..8");
+	}
+	CK_LAUNCH(be);
+	return DJN_OK;
+}
+
+/* --- prefill helpers ------------------------------------------------------- */
+
+/* x = hi + lo in the weight's half type, hi rows first, then lo rows. */
+template <typename T>
+__device__ __forceinline__ T to_half_t(float v);
+template <>
+__device__ __forceinline__ __half to_half_t<__half>(float v)
+{
+	return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 to_half_t<__nv_bfloat16>(float v)
+{
+	return __float2bfloat16_rn(v);
+}
+template <typename T>
+__device__ __forceinline__ float from_half_t(T v);
+template <>
+__device__ __forceinline__ float from_half_t<__half>(__half v)
+{
+	return __half2float(v);
+}
+template <>
+__device__ __forceinline__ float from_half_t<__nv_bfloat16>(__nv_bfloat16 v)
+{
+	return __bfloat162float(v);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256, 4) split_kernel(T *hi, T *lo, const float *x, size_t count)
+{
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count;
+	     i += (size_t)gridDim.x * blockDim.x) {
+		float v = x[i];
+		T h = to_half_t<T>(v);
+		hi[i] = h;
+		lo[i] = to_half_t<T>(v - from_half_t<T>(h));
+	}
+}
+
+/* Rows r0 .. r0+nr-1 of a quantized weight into f32 rows; a thread a block. */
+template <int DT>
+__global__ void __launch_bounds__(256, 4)
+dequant_kernel(float *__restrict__ out, const uint8_t *__restrict__ W, int r0, int nr, int cols)
+{
+	constexpr int BS = qblock<DT>::bytes;
+	const int nb = cols / DJN_QK;
+	const size_t total = (size_t)nr * nb;
+
+	for (size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x; t < total;
+	     t += (size_t)gridDim.x * blockDim.x) {
+		const size_t r = t / nb, b = t % nb;
+		const uint8_t *bp = W + ((size_t)r0 + r) * nb * BS + b * BS;
+		float4 *o = (float4 *)(out + r * cols + b * DJN_QK);
+		float d = f16_to_f32(ld_u16(bp)), v[DJN_QK];
+
+		if (DT == DJN_DTYPE_Q8_0) {
+#pragma unroll
+			for (int jj = 0; jj < DJN_QK; jj++)
+				v[jj] = __fmul_rn(d, (float)(int8_t)bp[2 + jj]);
+		} else if (DT == DJN_DTYPE_Q4_0) {
+#pragma unroll
+			for (int jj = 0; jj < DJN_QK / 2; jj++) {
+				v[jj] = __fmul_rn(d, (float)((bp[2 + jj] & 0xf) - 8));
+				v[jj + 16] = __fmul_rn(d, (float)((bp[2 + jj] >> 4) - 8));
+			}
+		} else {
+			float m = f16_to_f32(ld_u16(bp + 2));
+#pragma unroll
+			for (int jj = 0; jj < DJN_QK / 2; jj++) {
+				v[jj] = __fadd_rn(__fmul_rn(d, (float)(bp[4 + jj] & 0xf)), m);
+				v[jj + 16] = __fadd_rn(__fmul_rn(d, (float)(bp[4 + jj] >> 4)), m);
+			}
+		}
+#pragma unroll
+		for (int q = 0; q < DJN_QK / 4; q++)
+			o[q] = make_float4(v[4 * q], v[4 * q + 1], v[4 * q + 2], v[4 * q + 3]);
+	}
+}
+
+__global__ void __launch_bounds__(256, 4)
+bias_kernel(float *y, struct vec_ref bias, int rows, size_t count)
+{
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count;
+	     i += (size_t)gridDim.x * blockDim.x)
+		y[i] += vec_at(bias, (int64_t)(i % rows));
+}
+
+/* Column-major view for cuBLAS: y^T (rows x n) = W (cols x rows)^T . x^T (cols x n). */
+static enum djn_status gemm_half(struct djn_backend *be, const char *op, float *y,
+				 const float *x, const struct djn_weight *w, int n)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	const char *const op_name_ = op;
+	const int rows = (int)w->rows, cols = (int)w->cols;
+	const size_t count = (size_t)n * cols;
+	const cudaDataType_t t = w->dtype == DJN_DTYPE_F16 ? CUDA_R_16F : CUDA_R_16BF;
+	const float one = 1.0f, zero = 0.0f;
+	uint16_t *hi = (uint16_t *)cuda_scratch(be, CUDA_SCRATCH_MM, 2 * count * sizeof(uint16_t));
+	uint16_t *lo;
+
+	if (!hi)
+		return be->err.code;
+	lo = hi + count;
+	unsigned blocks = cuda_blocks(count, 256, (unsigned)c->n_sm * 8);
+	if (w->dtype == DJN_DTYPE_F16)
+		split_kernel<__half><<<blocks, 256, 0, c->compute>>>((__half *)hi, (__half *)lo, x,
+								     count);
+	else
+		split_kernel<__nv_bfloat16><<<blocks, 256, 0, c->compute>>>(
+			(__nv_bfloat16 *)hi, (__nv_bfloat16 *)lo, x, count);
+	CK_LAUNCH(be);
+	CKB(be, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &one, w->dev, t,
+			     cols, hi, t, cols, &zero, y, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
+			     CUBLAS_GEMM_DEFAULT));
+	CKB(be, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &one, w->dev, t,
+			     cols, lo, t, cols, &one, y, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
+			     CUBLAS_GEMM_DEFAULT));
+	return DJN_OK;
+}
+
+/* Dequantized tiles of at most 64 MiB, each one f32 GEMM. */
+static enum djn_status gemm_quant(struct djn_backend *be, const char *op, float *y,
+				  const float *x, const struct djn_weight *w, int n)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	const char *const op_name_ = op;
+	const int rows = (int)w->rows, cols = (int)w->cols;
+	const float one = 1.0f, zero = 0.0f;
+	int tile = (int)((64u << 20) / (sizeof(float) * (size_t)cols));
+	float *buf;
+
+	if (tile < 1)
+		tile = 1;
+	if (tile > rows)
+		tile = rows;
+	buf = (float *)cuda_scratch(be, CUDA_SCRATCH_MM, sizeof(float) * (size_t)tile * cols);
+	if (!buf)
+		return be->err.code;
+	for (int r0 = 0; r0 < rows; r0 += tile) {
+		int nr = rows - r0 < tile ? rows - r0 : tile;
+		unsigned blocks = cuda_blocks((size_t)nr * (cols / DJN_QK), 256,
+					      (unsigned)c->n_sm * 8);
+		const uint8_t *W = (const uint8_t *)w->dev;
+		switch (w->dtype) {
+		case DJN_DTYPE_Q8_0:
+			dequant_kernel<DJN_DTYPE_Q8_0><<<blocks, 256, 0, c->compute>>>(buf, W, r0, nr, cols);
+			break;
+		case DJN_DTYPE_Q4_0:
+			dequant_kernel<DJN_DTYPE_Q4_0><<<blocks, 256, 0, c->compute>>>(buf, W, r0, nr, cols);
+			break;
+		default:
+			dequant_kernel<DJN_DTYPE_Q4_1><<<blocks, 256, 0, c->compute>>>(buf, W, r0, nr, cols);
+			break;
+		}
+		CK_LAUNCH(be);
+		CKB(be, cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, nr, n, cols, &one, buf, cols,
+				    x, cols, &zero, y + r0, rows));
+	}
+	return DJN_OK;
+}
+
+extern "C" enum djn_status cuda_matmul(struct djn_backend *be, float *y, const float *x,
+				       const struct djn_weight *w, const struct djn_weight *bias,
+				       int n)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	enum djn_status st;
+
+	CUDA_OP(be, "matmul");
+	if (n <= 0)
+		return DJN_OK;
+	if ((st = cuda_check_weight(be, op_name_, w)) != DJN_OK)
+		return st;
+	if (w->rows > INT32_MAX || w->cols > INT32_MAX)
+		return djn_err_set(&be->err, DJN_ERR_UNSUPPORTED,
+				   "matmul: weight '%s' is %lld x %lld, too large",
+				   w->name ? w->name : "?", (long long)w->rows, (long long)w->cols);
+	if (bias) {
+		if ((st = cuda_check_weight(be, op_name_, bias)) != DJN_OK)
+			return st;
+		if (bias->cols < w->rows)
+			return djn_err_set(&be->err, DJN_ERR_INVALID,
+					   "matmul: bias '%s' has %lld columns, weight '%s' %lld rows",
+					   bias->name ? bias->name : "?", (long long)bias->cols,
+					   w->name ? w->name : "?", (long long)w->rows);
+	}
+
+	if (n <= GEMV_MAX_N) {
+		struct gemv_args a = { y, x, (const uint8_t *)w->dev, (int)w->dtype, (int)w->rows,
+				       (int)w->cols, djn_dtype_row_bytes(w->dtype, w->cols),
+				       vec_of(bias) };
+		return gemv(be, op_name_, a, n);
+	}
+
+	switch (w->dtype) {
+	case DJN_DTYPE_F32: {
+		const float one = 1.0f, zero = 0.0f;
+		CKB(be, cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n, (int)w->cols,
+				    &one, (const float *)w->dev, (int)w->cols, x, (int)w->cols, &zero,
+				    y, (int)w->rows));
+		break;
+	}
+	case DJN_DTYPE_F16:
+	case DJN_DTYPE_BF16:
+		st = gemm_half(be, op_name_, y, x, w, n);
+		break;
+	default:
+		st = gemm_quant(be, op_name_, y, x, w, n);
+		break;
+	}
+	if (st != DJN_OK)
+		return st;
+	if (bias) {
+		size_t count = (size_t)n * w->rows;
+		bias_kernel<<<cuda_blocks(count, 256, (unsigned)c->n_sm * 8), 256, 0, c->compute>>>(
+			y, vec_of(bias), (int)w->rows, count);
+		CK_LAUNCH(be);
+	}
+	return DJN_OK;
+}

@@ -1,0 +1,351 @@
+/* lmodel.c - djinn.load, djinn.models and the djinn.Model methods: the
+ * model's facts, its tokenizer, and the sessions made on it. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua/ldjinn.h"
+
+/* Weak-keyed table {model userdata = load sequence number}: djinn.models(). */
+static const char models_key = 'm';
+static lua_Integer load_seq;
+
+struct ldj_model *ldj_model_check(lua_State *L, int idx)
+{
+	struct ldj_model *lm = luaL_checkudata(L, idx, LDJ_MODEL);
+
+	if (!lm->m)
+		luaL_error(L, "model is closed");
+	return lm;
+}
+
+void ldj_model_close(lua_State *L, struct ldj_model *lm)
+{
+	while (lm->sessions)
+		ldj_session_close(lm->sessions);
+	if (!lm->m)
+		return;
+	if (!lm->borrowed) {
+		djn_model_unref(lm->m);
+		ldj_backend_put(L, lm->be);
+	}
+	lm->m = NULL;
+	lm->be = NULL;
+}
+
+static struct ldj_model *push_model(lua_State *L)
+{
+	struct ldj_model *lm = lua_newuserdatauv(L, sizeof(*lm), 0);
+
+	memset(lm, 0, sizeof(*lm));
+	luaL_setmetatable(L, LDJ_MODEL);
+	return lm;
+}
+
+struct ldj_model *ldj_model_push_borrowed(lua_State *L, struct djn_model *m,
+					  struct djn_backend *be)
+{
+	struct ldj_model *lm = push_model(L);
+
+	lm->m = m;
+	lm->be = be;
+	lm->borrowed = true;
+	return lm;
+}
+
+static void free_model(void *p)
+{
+	djn_model_unref(p);
+}
+
+/* djinn.load(path [, {device=, dtype=, tokenizer=, threads=}]) -> Model | nil, msg */
+static int l_load(lua_State *L)
+{
+	static const char *const keys[] = { "device", "dtype", "tokenizer", "threads", NULL };
+	const char *path = luaL_checkstring(L, 1);
+	const char *device, *dtype, *tok;
+	lua_Integer threads;
+	struct djn_err err = { 0 };
+	struct djn_backend *be;
+	struct ldj_model *lm;
+	struct ldj_box *box;
+
+	ldj_check_opts(L, 2, "djinn.load", keys);
+	device = ldj_opt_string(L, 2, "djinn.load", "device", "auto");
+	dtype = ldj_opt_string(L, 2, "djinn.load", "dtype", "f32");
+	tok = ldj_opt_string(L, 2, "djinn.load", "tokenizer", NULL);
+	threads = ldj_opt_integer(L, 2, "djinn.load", "threads", 0);
+	if (strcmp(dtype, "f32") && strcmp(dtype, "auto"))
+		return ldj_error(L, "djinn.load: dtype '%s' is not supported (activations are f32; "
+				 "weights keep their stored type)", dtype);
+	if (threads < 0 || threads > 256)
+		return ldj_error(L, "djinn.load: threads %lld outside 0..256", (long long)threads);
+
+	box = ldj_box_new(L, free_model);
+	lm = push_model(L);
+	if (!(box->p = djn_model_load(path, tok, &err))) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "djinn.load: %s", err.msg);
+		return 2;
+	}
+	if (!(be = ldj_backend_get(L, device, (int)threads, &err))) {
+		ldj_box_free(box);
+		lua_pushnil(L);
+		lua_pushfstring(L, "djinn.load: %s: %s", path, err.msg);
+		return 2;
+	}
+	/* the userdata owns both from here (nothing in between can raise) */
+	lm->m = box->p;
+	lm->be = be;
+	box->p = NULL;
+
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &models_key);
+	lua_pushvalue(L, -2);
+	lua_pushinteger(L, ++load_seq);
+	lua_rawset(L, -3);
+	lua_pop(L, 1);
+	return 1;
+}
+
+static int by_seq(const void *a, const void *b)
+{
+	const lua_Integer *x = a, *y = b;
+
+	return (x[0] > y[0]) - (x[0] < y[0]);
+}
+
+/* djinn.models() -> {Model...}: the open models, in load order. */
+static int l_models(lua_State *L)
+{
+	int n = 0, i = 0;
+	lua_Integer(*order)[2];
+
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &models_key);
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		n += ((struct ldj_model *)lua_touserdata(L, -2))->m != NULL;
+		lua_pop(L, 1);
+	}
+	/* {seq, position in a scratch table}: sort without C memory at risk */
+	order = lua_newuserdatauv(L, sizeof(*order) * (size_t)(n ? n : 1), 0);
+	lua_createtable(L, n, 0); /* scratch: models by position */
+	lua_pushnil(L);
+	while (lua_next(L, -4)) {
+		if (((struct ldj_model *)lua_touserdata(L, -2))->m && i < n) {
+			order[i][0] = lua_tointeger(L, -1);
+			order[i][1] = i + 1;
+			lua_pushvalue(L, -2);
+			lua_rawseti(L, -4, ++i);
+		}
+		lua_pop(L, 1);
+	}
+	qsort(order, (size_t)i, sizeof(*order), by_seq);
+	lua_createtable(L, i, 0);
+	for (int k = 0; k < i; k++) {
+		lua_rawgeti(L, -2, order[k][1]);
+		lua_rawseti(L, -2, k + 1);
+	}
+	return 1;
+}
+
+static const char *arch_name(enum djn_arch a)
+{
+	return a == DJN_ARCH_GPT2 ? "gpt2" : "llama";
+}
+
+static const char *format_name(enum djn_format f)
+{
+	switch (f) {
+	case DJN_FORMAT_LLAMA2C:
+		return "llama2c";
+	case DJN_FORMAT_GGUF:
+		return "gguf";
+	case DJN_FORMAT_HF:
+		return "hf";
+	}
+	return "?";
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v)
+{
+	lua_pushinteger(L, v);
+	lua_setfield(L, -2, k);
+}
+
+static void set_str(lua_State *L, const char *k, const char *v)
+{
+	lua_pushstring(L, v);
+	lua_setfield(L, -2, k);
+}
+
+/* m:info() -> {arch, dim, hidden_dim, n_layer, n_head, n_kv_head, head_dim,
+ * vocab, seq_len, format, name, path, weight_bytes, device, n_sites} */
+static int m_info(lua_State *L)
+{
+	struct ldj_model *lm = ldj_model_check(L, 1);
+	const struct djn_config *c = &lm->m->cfg;
+
+	lua_createtable(L, 0, 20);
+	set_str(L, "arch", arch_name(c->arch));
+	set_int(L, "dim", c->dim);
+	set_int(L, "hidden_dim", c->hidden_dim);
+	set_int(L, "n_layer", c->n_layer);
+	set_int(L, "n_head", c->n_head);
+	set_int(L, "n_kv_head", c->n_kv_head);
+	set_int(L, "head_dim", c->head_dim);
+	set_int(L, "vocab", c->vocab_size);
+	set_int(L, "seq_len", c->seq_len);
+	set_int(L, "n_sites", djn_site_count(c));
+	set_str(L, "format", format_name(lm->m->format));
+	set_str(L, "name", lm->m->name);
+	set_str(L, "path", lm->m->path);
+	set_int(L, "weight_bytes", (lua_Integer)djn_model_weight_bytes(lm->m));
+	set_str(L, "device", lm->be->i->name);
+	if (lm->m->tok) {
+		set_int(L, "bos", djn_tok_bos(lm->m->tok));
+		set_int(L, "eos", djn_tok_eos(lm->m->tok));
+	}
+	lua_pushboolean(L, lm->borrowed);
+	lua_setfield(L, -2, "borrowed");
+	return 1;
+}
+
+/* m:sites() -> {"embed", "L0.attn_norm", ..., "logits"} */
+static int m_sites(lua_State *L)
+{
+	struct ldj_model *lm = ldj_model_check(L, 1);
+	const struct djn_config *c = &lm->m->cfg;
+	int n = djn_site_count(c);
+	char name[32];
+
+	lua_createtable(L, n, 0);
+	for (int i = 0; i < n; i++) {
+		djn_site_name(c, i, name, sizeof(name));
+		lua_pushstring(L, name);
+		lua_rawseti(L, -2, i + 1);
+	}
+	return 1;
+}
+
+static const struct djn_tokenizer *check_tok(lua_State *L, struct ldj_model *lm, const char *fn)
+{
+	if (!lm->m->tok)
+		ldj_error(L, "%s: model '%s' has no tokenizer (load it with {tokenizer = FILE})", fn,
+			  lm->m->name);
+	return lm->m->tok;
+}
+
+/* m:tokenize(text [, bos]) -> {ids...}; bos defaults to the tokenizer's rule. */
+static int m_tokenize(lua_State *L)
+{
+	struct ldj_model *lm = ldj_model_check(L, 1);
+	size_t len;
+	const char *text = luaL_checklstring(L, 2, &len);
+	const struct djn_tokenizer *tok = check_tok(L, lm, "tokenize");
+	bool bos = lua_isnoneornil(L, 3) ? djn_tok_add_bos(tok) : lua_toboolean(L, 3);
+	struct djn_err err = { 0 };
+	struct ldj_box *box = ldj_box_new(L, free);
+	int32_t *ids;
+	int n;
+
+	if (djn_tok_encode(tok, text, len, bos, false, &ids, &n, &err))
+		return ldj_error(L, "tokenize: %s", err.msg);
+	box->p = ids;
+	lua_createtable(L, n, 0);
+	for (int i = 0; i < n; i++) {
+		lua_pushinteger(L, ids[i]);
+		lua_rawseti(L, -2, i + 1);
+	}
+	ldj_box_free(box);
+	return 1;
+}
+
+/* m:detokenize(ids [, prev]) -> string; prev is the token before ids[1]. */
+static int m_detokenize(lua_State *L)
+{
+	struct ldj_model *lm = ldj_model_check(L, 1);
+	const struct djn_tokenizer *tok = check_tok(L, lm, "detokenize");
+	int n_vocab = djn_tok_n_vocab(tok);
+	lua_Integer prev = luaL_optinteger(L, 3, -1);
+	luaL_Buffer b;
+	lua_Integer n;
+
+	luaL_checktype(L, 2, LUA_TTABLE);
+	n = luaL_len(L, 2);
+	luaL_buffinit(L, &b);
+	for (lua_Integer i = 1; i <= n; i++) {
+		int ok;
+		lua_geti(L, 2, i);
+		lua_Integer id = lua_tointegerx(L, -1, &ok);
+		lua_pop(L, 1);
+		if (!ok || id < 0 || id >= n_vocab)
+			return luaL_argerror(L, 2, lua_pushfstring(L, "ids[%I] is not a token id "
+								      "in 0..%d", i, n_vocab - 1));
+		size_t len;
+		const char *p = djn_tok_decode(tok, (int)prev, (int)id, &len);
+		luaL_addlstring(&b, p, len);
+		prev = id;
+	}
+	luaL_pushresult(&b);
+	return 1;
+}
+
+static int m_close(lua_State *L)
+{
+	ldj_model_close(L, luaL_checkudata(L, 1, LDJ_MODEL));
+	return 0;
+}
+
+static int m_tostring(lua_State *L)
+{
+	struct ldj_model *lm = luaL_checkudata(L, 1, LDJ_MODEL);
+
+	if (!lm->m)
+		lua_pushliteral(L, "djinn.Model (closed)");
+	else
+		lua_pushfstring(L, "djinn.Model (%s, %d layers, %s%s)", lm->m->name,
+				lm->m->cfg.n_layer, lm->be->i->name,
+				lm->borrowed ? ", borrowed" : "");
+	return 1;
+}
+
+static const luaL_Reg methods[] = {
+	{ "info", m_info },
+	{ "sites", m_sites },
+	{ "session", ldj_model_session },
+	{ "tokenize", m_tokenize },
+	{ "detokenize", m_detokenize },
+	{ "close", m_close },
+	{ NULL, NULL },
+};
+
+static const luaL_Reg metamethods[] = {
+	{ "__index", NULL },
+	{ "__gc", m_close },
+	{ "__close", m_close },
+	{ "__tostring", m_tostring },
+	{ NULL, NULL },
+};
+
+static const luaL_Reg funcs[] = {
+	{ "load", l_load },
+	{ "models", l_models },
+	{ NULL, NULL },
+};
+
+void ldj_open_model(lua_State *L)
+{
+	luaL_newmetatable(L, LDJ_MODEL);
+	luaL_setfuncs(L, metamethods, 0);
+	luaL_newlib(L, methods);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
+
+	lua_newtable(L);
+	lua_newtable(L);
+	lua_pushliteral(L, "k");
+	lua_setfield(L, -2, "__mode");
+	lua_setmetatable(L, -2);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &models_key);
+
+	luaL_setfuncs(L, funcs, 0);
+}

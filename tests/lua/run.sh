@@ -1,0 +1,58 @@
+#!/bin/sh
+# run.sh BUILD_DIR - the Lua tests, through BUILD_DIR/djinn on stories260K (CPU):
+#   tests/lua/test_*.lua  must exit 0;
+#   tests/lua/bad/*.lua   must exit 1 with "djinn: <message>" and a Lua traceback
+#                         on stderr, the message given by the script's
+#                         "-- expect: " line;
+#   lua/exp/whitebox.lua and lua/exp/generate_trace.lua run end to end and
+#   their JSON is checked by tests/lua/check_results.lua.
+set -u
+BUILD=${1:-build}
+cd "$(dirname "$0")/../.." || exit 2
+DJINN=$BUILD/djinn
+MODEL=models/stories260K.gguf
+[ -x "$DJINN" ] || { echo "run.sh: no $DJINN (build first)" >&2; exit 2; }
+[ -f "$MODEL" ] || { echo "run.sh: no $MODEL (make models)" >&2; exit 2; }
+TMP=$(mktemp -d) || exit 2
+trap 'rm -rf "$TMP"' EXIT INT TERM
+pass=0 fail=0
+
+ok()  { pass=$((pass + 1)); printf 'ok    %s\n' "$1"; }
+bad() { fail=$((fail + 1)); printf 'FAIL  %s: %s\n' "$1" "$2"; sed 's/^/      /' "$TMP/err" | head -20; }
+
+for t in tests/lua/test_*.lua; do
+	if "$DJINN" "$t" "$MODEL" >"$TMP/out" 2>"$TMP/err"; then ok "$t"
+	else cat "$TMP/out" >>"$TMP/err"; bad "$t" "exit $?"; fi
+done
+
+for t in tests/lua/bad/*.lua; do
+	expect=$(sed -n 's/^-- expect: //p' "$t" | head -1)
+	"$DJINN" "$t" "$MODEL" >"$TMP/out" 2>"$TMP/err"
+	rc=$?
+	if [ "$rc" -ne 1 ]; then bad "$t" "exit $rc, want 1"
+	elif ! head -1 "$TMP/err" | grep -q '^djinn: '; then bad "$t" "no 'djinn: ' prefix"
+	elif ! grep -qF -- "$expect" "$TMP/err"; then bad "$t" "no '$expect'"
+	elif ! grep -q '^stack traceback:' "$TMP/err"; then bad "$t" "no traceback"
+	else ok "$t"; fi
+done
+
+# a missing script is an error too, and so is a missing model given to a protocol
+"$DJINN" tests/lua/bad/no-such-script.lua >"$TMP/out" 2>"$TMP/err"
+if [ $? -eq 1 ] && grep -q 'cannot open tests/lua/bad/no-such-script.lua' "$TMP/err"; then ok "missing script"
+else bad "missing script" "want exit 1 and 'cannot open'"; fi
+
+if "$DJINN" lua/exp/whitebox.lua "$MODEL" --device cpu --layers 1,3 --prompts 2 --n 32 \
+	--repeats 2 --out "$TMP/wb.json" >"$TMP/out" 2>"$TMP/err" &&
+   "$DJINN" tests/lua/check_results.lua whitebox "$TMP/wb.json" >>"$TMP/out" 2>>"$TMP/err"; then
+	ok "lua/exp/whitebox.lua"
+else bad "lua/exp/whitebox.lua" "see above"; fi
+
+if "$DJINN" lua/exp/generate_trace.lua --seed 3 --n 6 --models a,b --out "$TMP/t1.json" >"$TMP/out" 2>"$TMP/err" &&
+   "$DJINN" lua/exp/generate_trace.lua --seed 3 --n 6 --models a,b --out "$TMP/t2.json" >>"$TMP/out" 2>>"$TMP/err" &&
+   cmp -s "$TMP/t1.json" "$TMP/t2.json" &&
+   "$DJINN" tests/lua/check_results.lua trace "$TMP/t1.json" >>"$TMP/out" 2>>"$TMP/err"; then
+	ok "lua/exp/generate_trace.lua"
+else bad "lua/exp/generate_trace.lua" "see above"; fi
+
+echo "lua tests: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -83,13 +83,25 @@ void djn_site_name(const struct djn_config *c, int site, char *buf, size_t n)
 
 int djn_site_find(const struct djn_config *c, const char *name)
 {
-	char buf[48];
+	int last = djn_site_count(c) - 1;
+	char *end;
+	long l;
 
-	for (int s = 0; s < djn_site_count(c); s++) {
-		djn_site_name(c, s, buf, sizeof(buf));
-		if (!strcmp(buf, name))
-			return s;
-	}
+	/* parsed, not searched: the shell and Lua look names up on every call */
+	if (!strcmp(name, "embed"))
+		return 0;
+	if (!strcmp(name, "final_norm"))
+		return last - 1;
+	if (!strcmp(name, "logits"))
+		return last;
+	if (name[0] != 'L' || name[1] < '0' || name[1] > '9')
+		return -1;
+	l = strtol(name + 1, &end, 10);
+	if (*end != '.' || l >= c->n_layer || (end - name > 2 && name[1] == '0'))
+		return -1;
+	for (int k = DJN_SITE_ATTN_NORM; k <= DJN_SITE_RESID_POST; k++)
+		if (!strcmp(end + 1, kind_names[k]))
+			return 1 + (int)l * DJN_SITES_PER_LAYER + (k - DJN_SITE_ATTN_NORM);
 	return -1;
 }
 

@@ -72,6 +72,14 @@ Test(exec, site_names_and_patterns)
 	cr_assert_str_eq(buf, "L2.resid_post");
 	cr_assert_eq(djn_site_find(c, "logits"), djn_site_count(c) - 1);
 	cr_assert_eq(djn_site_find(c, "L9.q"), -1);
+	for (int t = 0; t < djn_site_count(c); t++) {
+		djn_site_name(c, t, buf, sizeof(buf));
+		cr_assert_eq(djn_site_find(c, buf), t, "%s", buf);
+	}
+	cr_assert_eq(djn_site_find(c, "L01.q"), -1);
+	cr_assert_eq(djn_site_find(c, "L1.q "), -1);
+	cr_assert_eq(djn_site_find(c, "L-1.q"), -1);
+	cr_assert_eq(djn_site_find(c, "L1"), -1);
 	for (int s = 0; s < djn_site_count(c); s++)
 		n += djn_site_match(c, "L*.resid_post", s);
 	cr_assert_eq(n, 5);

@@ -124,7 +124,18 @@ struct djn_backend_i {
 	/* Statistics of x[0..n-1] into host *out. */
 	enum djn_status (*stats)(struct djn_backend *be, const float *x, int64_t n,
 				 struct djn_stats *out);
+	/* Deferred statistics, for breakpoint conditions on the fast path:
+	 * stats_defer enqueues the reduction of x into slot `slot` (0 ..
+	 * DJN_STATS_SLOTS-1) and returns at once; stats_collect waits once and
+	 * returns slots 0 .. n_slots-1 to the host.  A slot is valid until it
+	 * is deferred into again. */
+	enum djn_status (*stats_defer)(struct djn_backend *be, const float *x, int64_t n,
+				       int slot);
+	enum djn_status (*stats_collect)(struct djn_backend *be, struct djn_stats *out,
+					 int n_slots);
 };
+
+#define DJN_STATS_SLOTS 1024
 
 struct djn_backend {
 	const struct djn_backend_i *i;

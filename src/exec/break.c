@@ -186,33 +186,142 @@ static enum djn_stop stop_on(struct djn_session *s, int idx)
 	return why;
 }
 
+static struct bp *bp_by_id(struct djn_session *s, int id, int *idx)
+{
+	for (int i = 0; i < s->n_bps; i++) {
+		if (s->bps[i].id == id) {
+			*idx = i;
+			return &s->bps[i];
+		}
+	}
+	return NULL;
+}
+
+static struct djn_cond_env env_at(const struct djn_session *s, int site)
+{
+	int last_row = s->r.pos + s->r.n_rows - 1;
+	struct djn_cond_env env = { NULL, last_row, djn_site_layer(s->c, site), s->tokens[last_row] };
+
+	return env;
+}
+
+void djn_breaks_discard(struct djn_session *s)
+{
+	s->n_pend = 0;
+	s->n_slots = 0;
+	s->slot_site = -1;
+}
+
+/* Re-execute the chunk from its start up to `site`, with no checks: the
+ * chunk's inputs (ids, the cache before pos) are unchanged, so this
+ * recomputes exactly what the speculative pass computed. */
+static enum djn_status replay_to(struct djn_session *s, int site)
+{
+	enum djn_status st = djn_chunk_begin(s, s->r.pos, s->r.n_rows);
+
+	for (int t = 0; !st && t <= site; t++) {
+		st = djn_site_exec(s, t);
+		s->r.site = t;
+		if (!st && s->armed[t])
+			st = djn_steers_apply(s, t, false);
+	}
+	return st;
+}
+
+enum djn_stop djn_breaks_flush(struct djn_session *s)
+{
+	struct djn_stats st[DJN_STATS_SLOTS];
+	int hit = -1, hit_site = -1;
+
+	if (s->n_pend == 0)
+		return DJN_STOP_STEP;
+	if (s->n_slots && s->be->i->stats_collect(s->be, st, s->n_slots)) {
+		djn_session_fail(s, DJN_ERR_DEVICE, "condition: %s", s->be->err.msg);
+		djn_breaks_discard(s);
+		return DJN_STOP_ERROR;
+	}
+	for (int i = 0; i < s->n_pend; i++) {
+		const struct pending *p = &s->pend[i];
+		struct djn_cond_env env = env_at(s, p->site);
+		int idx;
+		struct bp *b = bp_by_id(s, p->bp_id, &idx);
+		if (hit >= 0 && p->site != hit_site)
+			break; /* later sites run again after the stop */
+		if (!b)
+			continue;
+		env.st = p->slot >= 0 ? &st[p->slot] : NULL;
+		if (hits(s, b, &env) && hit < 0) {
+			hit = b->id;
+			hit_site = p->site;
+		}
+	}
+	djn_breaks_discard(s);
+	if (hit < 0)
+		return DJN_STOP_STEP;
+	if (hit_site != s->r.site && replay_to(s, hit_site))
+		return DJN_STOP_ERROR;
+	int idx;
+	if (!bp_by_id(s, hit, &idx)) { /* a temporary one, already removed */
+		s->last_hit = hit;
+		return DJN_STOP_BREAKPOINT;
+	}
+	return stop_on(s, idx);
+}
+
+/* At a site with armed breakpoints: conditions that need no statistics are
+ * decided at once (while nothing is pending, to keep gdb's order of hits);
+ * the others are queued with their statistics reduced on the backend. */
 enum djn_stop djn_breaks_check(struct djn_session *s, int site)
 {
-	struct djn_stats st;
-	bool have_stats = false;
-	int n = s->r.n_rows, cols = djn_site_width(s->c, site);
+	int cols = djn_site_width(s->c, site), rows = s->buf_rows[site];
 	int hit = -1;
-	struct djn_cond_env env = { NULL, s->r.pos + n - 1, djn_site_layer(s->c, site),
-				    s->tokens[s->r.pos + n - 1] };
+	struct djn_cond_env env = env_at(s, site);
 
 	for (int i = 0; i < s->n_bps; i++) {
 		struct bp *b = &s->bps[i];
+		bool need = b->cond && djn_cond_needs_stats(b->cond);
 		if (!b->enabled || b->kind == DJN_BP_TOKEN || !b->mask[site])
 			continue;
-		if (b->cond && djn_cond_needs_stats(b->cond) && !have_stats) {
-			/* conditions read the chunk's last row: the token in flight */
-			int rows = s->buf_rows[site];
-			if (s->be->i->stats(s->be, s->buf[site] + (size_t)(rows - 1) * cols, cols, &st)) {
-				djn_session_fail(s, DJN_ERR_DEVICE, "condition: %s", s->be->err.msg);
-				return DJN_STOP_ERROR;
-			}
-			have_stats = true;
-			env.st = &st;
+		if (s->n_pend == 0 && !need) {
+			if (hits(s, b, &env) && hit < 0)
+				hit = i;
+			continue;
 		}
-		if (hits(s, b, &env) && hit < 0)
-			hit = i;
+		if (s->n_pend == DJN_STATS_SLOTS) {
+			enum djn_stop why = djn_breaks_flush(s);
+			if (why != DJN_STOP_STEP)
+				return why;
+		}
+		int slot = -1;
+		if (need) {
+			if (s->slot_site != site || s->n_slots == 0) {
+				/* conditions read the chunk's last row: the token in flight */
+				if (s->be->i->stats_defer(s->be, s->buf[site] + (size_t)(rows - 1) * cols,
+							  cols, s->n_slots)) {
+					djn_session_fail(s, DJN_ERR_DEVICE, "condition: %s",
+							 s->be->err.msg);
+					return DJN_STOP_ERROR;
+				}
+				s->n_slots++;
+				s->slot_site = site;
+			}
+			slot = s->n_slots - 1;
+		}
+		s->pend[s->n_pend++] = (struct pending){ b->id, site, slot };
 	}
-	return hit >= 0 ? stop_on(s, hit) : DJN_STOP_STEP;
+	if (hit >= 0) {
+		int id = s->bps[hit].id, idx;
+		/* same-site checks queued after it count their hits too; the
+		 * first breakpoint is the one reported */
+		if (djn_breaks_flush(s) == DJN_STOP_ERROR)
+			return DJN_STOP_ERROR;
+		if (!bp_by_id(s, id, &idx)) { /* a temporary one, already removed */
+			s->last_hit = id;
+			return DJN_STOP_BREAKPOINT;
+		}
+		return stop_on(s, idx);
+	}
+	return DJN_STOP_STEP;
 }
 
 bool djn_breaks_token(struct djn_session *s)
@@ -233,6 +342,8 @@ bool djn_breaks_token(struct djn_session *s)
 
 void djn_breaks_free(struct djn_session *s)
 {
+	free(s->pend);
+	s->pend = NULL;
 	for (int i = 0; i < s->n_bps; i++)
 		bp_release(&s->bps[i]);
 	free(s->bps);

@@ -96,6 +96,7 @@ enum djn_status djn_checkpoint_restore(struct djn_session *s, int id)
 		return djn_session_fail(s, st, "restore: %s", be->err.msg);
 	s->r = k->r;
 	s->forced = -1;
+	djn_breaks_discard(s);
 	if (s->text_cap < k->r.text_len + 1) {
 		s->text_cap = k->r.text_len + 1;
 		s->text = djn_xrealloc(s->text, s->text_cap);

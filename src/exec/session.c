@@ -44,6 +44,8 @@ struct djn_session *djn_session_new(struct djn_model *m, struct djn_backend *be,
 	s->buf = djn_xcalloc((size_t)s->n_sites, sizeof(float *));
 	s->buf_rows = djn_xcalloc((size_t)s->n_sites, sizeof(int));
 	s->armed = djn_xcalloc((size_t)s->n_sites, 1);
+	s->pend = djn_xcalloc(DJN_STATS_SLOTS, sizeof(*s->pend));
+	s->slot_site = -1;
 	s->logits_host = djn_xmalloc(sizeof(float) * (size_t)m->cfg.vocab_size);
 	s->next_bp_id = s->next_steer_id = s->next_ckpt_id = 1;
 	s->r.state = DJN_RUN_IDLE;
@@ -128,6 +130,7 @@ enum djn_status djn_session_start(struct djn_session *s, const int32_t *ids, int
 	s->r.state = DJN_RUN_PAUSED;
 	s->interrupt = 0;
 	s->forced = -1;
+	djn_breaks_discard(s);
 	st = djn_chunk_begin(s, 0, n < DJN_MAX_CHUNK ? n : DJN_MAX_CHUNK);
 	if (st) {
 		s->r = old;
@@ -155,6 +158,7 @@ enum djn_status djn_session_force_token(struct djn_session *s, int32_t id)
 
 void djn_session_kill(struct djn_session *s)
 {
+	djn_breaks_discard(s);
 	s->r.state = DJN_RUN_IDLE;
 	s->r.site = -1;
 }
@@ -259,6 +263,20 @@ static enum djn_stop advance_chunk(struct djn_session *s)
 	return DJN_STOP_STEP;
 }
 
+/* Every way out of the run loop but an error first settles the pending
+ * breakpoint checks: a condition that held earlier wins over the reason. */
+static enum djn_stop settle(struct djn_session *s, enum djn_stop why)
+{
+	enum djn_stop hit;
+
+	if (why == DJN_STOP_ERROR) {
+		djn_breaks_discard(s);
+		return why;
+	}
+	hit = djn_breaks_flush(s);
+	return hit != DJN_STOP_STEP ? hit : why;
+}
+
 enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, long count)
 {
 	int last = s->n_sites - 1;
@@ -276,11 +294,14 @@ enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, lon
 	for (;;) {
 		if (s->interrupt) {
 			s->interrupt = 0;
-			return DJN_STOP_INTERRUPT;
+			return settle(s, DJN_STOP_INTERRUPT);
 		}
 		if (s->r.site == last) {
 			int chunk_pos = s->r.pos;
-			enum djn_stop why = advance_chunk(s);
+			enum djn_stop why = djn_breaks_flush(s);
+			if (why != DJN_STOP_STEP)
+				return why;
+			why = advance_chunk(s);
 			if (why != DJN_STOP_STEP)
 				return why;
 			if (mode == DJN_RUN_STEP && ++steps >= count)
@@ -293,11 +314,11 @@ enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, lon
 		}
 		int site = s->r.site + 1;
 		if (djn_site_exec(s, site))
-			return DJN_STOP_ERROR;
+			return settle(s, DJN_STOP_ERROR);
 		s->r.site = site;
 		if (s->armed[site]) {
-			if (djn_steers_apply(s, site))
-				return DJN_STOP_ERROR;
+			if (djn_steers_apply(s, site, true))
+				return settle(s, DJN_STOP_ERROR);
 			enum djn_stop why = djn_breaks_check(s, site);
 			if (why != DJN_STOP_STEP)
 				return why;
@@ -305,16 +326,16 @@ enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, lon
 		switch (mode) {
 		case DJN_RUN_STEP:
 			if (++steps >= count)
-				return DJN_STOP_STEP;
+				return settle(s, DJN_STOP_STEP);
 			break;
 		case DJN_RUN_NEXT:
 			if ((djn_site_kind(s->c, site) == DJN_SITE_RESID_POST || site == last) &&
 			    ++steps >= count)
-				return DJN_STOP_STEP;
+				return settle(s, DJN_STOP_STEP);
 			break;
 		case DJN_RUN_FINISH:
 			if (site == last)
-				return DJN_STOP_STEP;
+				return settle(s, DJN_STOP_STEP);
 			break;
 		default:
 			break;

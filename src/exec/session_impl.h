@@ -24,6 +24,15 @@ struct bp {
 	unsigned char *mask; /* per site: matches */
 };
 
+/* A breakpoint check whose condition reads tensor statistics: the stats are
+ * reduced on the backend without waiting (slot), and the condition is
+ * evaluated at the next flush - once a token on the fast path. */
+struct pending {
+	int bp_id;
+	int site;
+	int slot; /* stats slot, or -1 */
+};
+
 struct steer {
 	int id;
 	char *pattern;
@@ -83,6 +92,9 @@ struct djn_session {
 
 	struct bp *bps;
 	int n_bps, next_bp_id, last_hit;
+	struct pending *pend;   /* DJN_STATS_SLOTS entries at most */
+	int n_pend, n_slots;
+	int slot_site;          /* site whose stats are in slot n_slots - 1 */
 	struct steer *steers;
 	int n_steers, next_steer_id;
 	unsigned char *armed;   /* per site: a breakpoint, watchpoint or steer matches */
@@ -104,10 +116,14 @@ enum djn_status djn_session_fail(struct djn_session *s, enum djn_status st, cons
 	__attribute__((format(printf, 3, 4)));
 void djn_session_rearm(struct djn_session *s);
 /* steer.c */
-enum djn_status djn_steers_apply(struct djn_session *s, int site);
+enum djn_status djn_steers_apply(struct djn_session *s, int site, bool count);
 void djn_steers_free(struct djn_session *s);
 /* break.c */
 enum djn_stop djn_breaks_check(struct djn_session *s, int site);
+/* Evaluate the pending checks; on a hit at an earlier site, re-execute the
+ * chunk up to it (rollback) so the stop is where the condition first held. */
+enum djn_stop djn_breaks_flush(struct djn_session *s);
+void djn_breaks_discard(struct djn_session *s);
 bool djn_breaks_token(struct djn_session *s);
 void djn_breaks_free(struct djn_session *s);
 /* checkpoint.c */

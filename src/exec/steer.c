@@ -38,7 +38,7 @@ static enum djn_status apply(struct djn_session *s, int site, enum djn_steer_op 
 	return st ? djn_session_fail(s, st, "steer: %s", be->err.msg) : DJN_OK;
 }
 
-enum djn_status djn_steers_apply(struct djn_session *s, int site)
+enum djn_status djn_steers_apply(struct djn_session *s, int site, bool count)
 {
 	enum djn_status st;
 
@@ -48,7 +48,7 @@ enum djn_status djn_steers_apply(struct djn_session *s, int site)
 			continue;
 		if ((st = apply(s, site, t->op, t->v, t->scale, t->idx, t->n_idx)))
 			return st;
-		t->n_applied++;
+		t->n_applied += count;
 	}
 	return DJN_OK;
 }

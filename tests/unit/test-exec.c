@@ -2,6 +2,7 @@
  * resuming, write-back, breakpoints with gdb's rules, checkpoints. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -346,5 +347,59 @@ Test(exec, watchpoint_on_nan)
 	/* the NaN spreads: the watchpoint fires at the next layer's mlp_out */
 	cr_assert_eq(djn_session_run(s, DJN_RUN_CONTINUE, 1), DJN_STOP_WATCHPOINT);
 	cr_assert_eq(djn_session_cursor(s).site, djn_site_find(&model->cfg, "L2.mlp_out"));
+	djn_session_free(s);
+}
+
+/* A condition on tensor statistics is decided after the token (the stats are
+ * reduced without waiting); the stop must still land on the first site where
+ * it held, with that site's tensor as it was there. */
+Test(exec, deferred_condition_stops_at_the_first_site_it_holds)
+{
+	struct djn_session *s = session();
+	const struct djn_config *c = &model->cfg;
+	float absmax[8], x[64];
+	struct djn_stats st;
+	char cond[128];
+	int k = 0;
+
+	cr_assert_gt(djn_bp_add(s, "L*.resid_post", "pos == 7", false), 0);
+	cr_assert_eq(djn_session_start(s, prompt, 5, &greedy), DJN_OK);
+	for (int l = 0; l < c->n_layer; l++) {
+		cr_assert_eq(djn_session_run(s, DJN_RUN_CONTINUE, 1), DJN_STOP_BREAKPOINT);
+		cr_assert_eq(djn_session_cursor(s).layer, l);
+		cr_assert_eq(djn_session_stats(s, djn_session_cursor(s).site, 0, 0, &st), DJN_OK);
+		absmax[l] = st.absmax;
+		if (absmax[l] > absmax[k])
+			k = l;
+	}
+	cr_assert_gt(k, 0, "the test needs a layer whose absmax exceeds layer 0's");
+	float t = 0;
+	for (int l = 0; l < k; l++)
+		t = absmax[l] > t ? absmax[l] : t;
+	djn_session_free(s);
+
+	s = session();
+	snprintf(cond, sizeof(cond), "absmax > %.9g and pos == 7", (double)t);
+	int id = djn_bp_add(s, "L*.resid_post", cond, false);
+	cr_assert_gt(id, 0, "%s", djn_session_errmsg(s));
+	cr_assert_eq(djn_session_start(s, prompt, 5, &greedy), DJN_OK);
+	cr_assert_eq(djn_session_run(s, DJN_RUN_CONTINUE, 1), DJN_STOP_BREAKPOINT, "%s",
+		     djn_session_errmsg(s));
+	struct djn_cursor cur = djn_session_cursor(s);
+	cr_assert_eq(cur.pos, 7);
+	cr_assert_eq(cur.layer, k);
+	cr_assert_eq(cur.site, djn_site_find(c, "L0.resid_post") + k * DJN_SITES_PER_LAYER);
+	cr_assert_eq(djn_session_last_hit(s), id);
+	cr_assert(!djn_session_site_live(s, cur.site + 1), "the replay stopped at the hit");
+	cr_assert_eq(djn_session_read(s, cur.site, x, 64), DJN_OK);
+	float am = 0;
+	for (int i = 0; i < 64; i++)
+		am = fabsf(x[i]) > am ? fabsf(x[i]) : am;
+	cr_assert_float_eq(am, absmax[k], 0, "the tensor at the stop is the one the condition saw");
+	/* a step from here goes on normally, and the run still ends */
+	cr_assert_eq(djn_session_run(s, DJN_RUN_STEP, 1), DJN_STOP_STEP);
+	cr_assert_eq(djn_session_cursor(s).site, cur.site + 1);
+	djn_bp_delete(s, id);
+	cr_assert_eq(djn_session_run(s, DJN_RUN_CONTINUE, 1), DJN_STOP_DONE);
 	djn_session_free(s);
 }

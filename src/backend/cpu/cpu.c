@@ -11,6 +11,7 @@ static void cpu_free(struct djn_backend *be)
 	struct cpu_ctx *c = be->ctx;
 
 	djn_pool_free(c->pool);
+	free(c->slots);
 	free(c);
 	free(be);
 }
@@ -65,6 +66,29 @@ static enum djn_status cpu_sync(struct djn_backend *be)
 	return DJN_OK;
 }
 
+/* On the CPU there is nothing to overlap: compute now, hand back later. */
+static enum djn_status cpu_stats_defer(struct djn_backend *be, const float *x, int64_t n,
+				       int slot)
+{
+	struct cpu_ctx *c = be->ctx;
+
+	if (slot < 0 || slot >= DJN_STATS_SLOTS)
+		return djn_err_set(&be->err, DJN_ERR_RANGE, "stats slot %d out of range", slot);
+	djn_stats_f32(x, n, &c->slots[slot]);
+	return DJN_OK;
+}
+
+static enum djn_status cpu_stats_collect(struct djn_backend *be, struct djn_stats *out,
+					 int n_slots)
+{
+	struct cpu_ctx *c = be->ctx;
+
+	if (n_slots < 0 || n_slots > DJN_STATS_SLOTS)
+		return djn_err_set(&be->err, DJN_ERR_RANGE, "%d stats slots asked", n_slots);
+	memcpy(out, c->slots, sizeof(*out) * (size_t)n_slots);
+	return DJN_OK;
+}
+
 static const struct djn_backend_i cpu_i = {
 	.name = "cpu",
 	.free = cpu_free,
@@ -91,6 +115,8 @@ static const struct djn_backend_i cpu_i = {
 	.softmax = cpu_softmax,
 	.argmax = cpu_argmax,
 	.stats = cpu_stats,
+	.stats_defer = cpu_stats_defer,
+	.stats_collect = cpu_stats_collect,
 };
 
 struct djn_backend *djn_backend_cpu_new(int n_threads, struct djn_err *err)
@@ -103,6 +129,7 @@ struct djn_backend *djn_backend_cpu_new(int n_threads, struct djn_err *err)
 		n_threads = n > 0 ? (int)(n > 64 ? 64 : n) : 1;
 	}
 	c->pool = djn_pool_new(n_threads);
+	c->slots = djn_xcalloc(DJN_STATS_SLOTS, sizeof(*c->slots));
 	be->i = &cpu_i;
 	be->ctx = c;
 	be->host_memory = true;

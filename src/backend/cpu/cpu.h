@@ -7,6 +7,7 @@
 
 struct cpu_ctx {
 	struct djn_pool *pool;
+	struct djn_stats *slots; /* DJN_STATS_SLOTS, for stats_defer */
 };
 
 static inline struct djn_pool *cpu_pool(struct djn_backend *be)

@@ -250,6 +250,10 @@ static void cuda_free(struct djn_backend *be)
 		free(c->rope_freq_host);
 		if (c->host_res)
 			cudaFreeHost(c->host_res);
+		if (c->stat_slots)
+			cudaFree(c->stat_slots);
+		if (c->stat_slots_host)
+			cudaFreeHost(c->stat_slots_host);
 		if (c->flags)
 			cudaFreeHost(c->flags);
 		if (c->blas)
@@ -386,6 +390,8 @@ static const struct djn_backend_i cuda_i = {
 	.softmax = cuda_softmax,
 	.argmax = cuda_argmax,
 	.stats = cuda_stats,
+	.stats_defer = cuda_stats_defer,
+	.stats_collect = cuda_stats_collect,
 };
 
 extern "C" int djn_cuda_device_count(void)

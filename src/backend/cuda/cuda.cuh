@@ -59,6 +59,8 @@ struct cuda_ctx {
 	int rope_cap, rope_n, rope_rot_dim;
 	float rope_theta;
 	void *host_res;          /* pinned, 4 KiB: results that cross to the host */
+	void *stat_slots;        /* device, DJN_STATS_SLOTS partial sums (reduce.cu) */
+	void *stat_slots_host;   /* pinned copy that stats_collect reads */
 	struct cuda_flags *flags;     /* mapped pinned memory, host address */
 	struct cuda_flags *flags_dev; /* the same, device address */
 	char poison[DJN_ERRMSG_MAX / 2];
@@ -162,6 +164,8 @@ enum djn_status cuda_attention(struct djn_backend *be, float *out, const float *
 			       const struct djn_kv_view *kv, const struct djn_attn_shape *s);
 /* reduce.cu */
 enum djn_status cuda_argmax(struct djn_backend *be, const float *x, int n, int *out);
+enum djn_status cuda_stats_defer(struct djn_backend *be, const float *x, int64_t n, int slot);
+enum djn_status cuda_stats_collect(struct djn_backend *be, struct djn_stats *out, int n_slots);
 enum djn_status cuda_stats(struct djn_backend *be, const float *x, int64_t n,
 			   struct djn_stats *out);
 }

@@ -246,3 +246,115 @@ extern "C" enum djn_status cuda_stats(struct djn_backend *be, const float *x, in
 	stats_finish(&res, n, out);
 	return DJN_OK;
 }
+
+/* --- deferred stats: one slot per armed site, collected once a step ---------- */
+
+/* Small tensors (a hidden-size row) in one block: one launch, no partials. */
+#define STATS_ONE_BLOCK_MAX (1 << 16)
+
+__global__ void __launch_bounds__(RED_THREADS, 4)
+stats_one_kernel(struct spart *slot, const float *__restrict__ x, long long n)
+{
+	__shared__ struct spart sh[RED_THREADS];
+	struct spart s = spart_empty();
+
+	for (long long i = threadIdx.x; i < n; i += blockDim.x) {
+		float v = x[i];
+		if (isnan(v)) {
+			s.n_nan++;
+			continue;
+		}
+		if (isinf(v)) {
+			s.n_inf++;
+			continue;
+		}
+		s.mn = fminf(s.mn, v);
+		if (v > s.mx) {
+			s.mx = v;
+			s.amax = i;
+		}
+		s.sum += v;
+		s.sq += (double)v * v;
+		s.k++;
+	}
+	s = block_reduce(s, sh, spart_pick_f());
+	if (threadIdx.x == 0)
+		*slot = s;
+}
+
+static enum djn_status slots_ready(struct djn_backend *be)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	size_t bytes = sizeof(struct spart) * DJN_STATS_SLOTS;
+
+	if (c->stat_slots)
+		return DJN_OK;
+	if (cudaMalloc(&c->stat_slots, bytes) != cudaSuccess) {
+		c->stat_slots = NULL;
+		return djn_err_set(&be->err, DJN_ERR_NOMEM, "cuda: cannot allocate %zu bytes of stats slots",
+				   bytes);
+	}
+	if (cudaMallocHost(&c->stat_slots_host, bytes) != cudaSuccess) {
+		cudaFree(c->stat_slots);
+		c->stat_slots = c->stat_slots_host = NULL;
+		return djn_err_set(&be->err, DJN_ERR_NOMEM, "cuda: cannot pin %zu bytes of stats slots",
+				   bytes);
+	}
+	return DJN_OK;
+}
+
+extern "C" enum djn_status cuda_stats_defer(struct djn_backend *be, const float *x, int64_t n,
+					    int slot)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	struct spart *slots;
+	enum djn_status st;
+
+	CUDA_OP(be, "stats_defer");
+	if (slot < 0 || slot >= DJN_STATS_SLOTS || n <= 0)
+		return djn_err_set(&be->err, DJN_ERR_RANGE, "cuda: stats slot %d (n %lld) out of range",
+				   slot, (long long)n);
+	if ((st = slots_ready(be)) != DJN_OK)
+		return st;
+	slots = (struct spart *)c->stat_slots;
+	if (n <= STATS_ONE_BLOCK_MAX) {
+		stats_one_kernel<<<1, RED_THREADS, 0, c->compute>>>(slots + slot, x, (long long)n);
+		CK_LAUNCH(be);
+		return DJN_OK;
+	}
+	unsigned blocks = cuda_blocks((size_t)n, RED_THREADS * 4, RED_MAX_BLOCKS);
+	struct spart *part = (struct spart *)cuda_scratch(be, CUDA_SCRATCH_RED,
+							  sizeof(struct spart) * (RED_MAX_BLOCKS + 1));
+	if (!part)
+		return be->err.code;
+	stats_partial_kernel<<<blocks, RED_THREADS, 0, c->compute>>>(part, x, (long long)n);
+	CK_LAUNCH(be);
+	stats_final_kernel<<<1, RED_THREADS, 0, c->compute>>>(slots + slot, part, (int)blocks);
+	CK_LAUNCH(be);
+	return DJN_OK;
+}
+
+extern "C" enum djn_status cuda_stats_collect(struct djn_backend *be, struct djn_stats *out,
+					      int n_slots)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	struct spart *host;
+	enum djn_status st;
+
+	CUDA_OP(be, "stats_collect");
+	if (n_slots < 0 || n_slots > DJN_STATS_SLOTS)
+		return djn_err_set(&be->err, DJN_ERR_RANGE, "cuda: %d stats slots asked", n_slots);
+	if (n_slots == 0)
+		return DJN_OK;
+	if ((st = slots_ready(be)) != DJN_OK)
+		return st;
+	host = (struct spart *)c->stat_slots_host;
+	CK(be, cudaMemcpyAsync(host, c->stat_slots, sizeof(struct spart) * (size_t)n_slots,
+			       cudaMemcpyDeviceToHost, c->compute));
+	if ((st = cuda_sync_compute(be, op_name_)) != DJN_OK)
+		return st;
+	/* n is only needed for the count field; the sums know what they saw */
+	for (int i = 0; i < n_slots; i++)
+		stats_finish(&host[i], host[i].k + host[i].n_nan + host[i].n_inf, &out[i]);
+	return DJN_OK;
+}

@@ -143,7 +143,8 @@ enum djn_run_mode {
  * does).  Returns why it stopped; DJN_STOP_ERROR leaves the message in
  * errmsg and the session paused where it was. */
 enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, long count);
-/* Ask a running djn_session_run to stop at the next site (async-signal-safe). */
+/* Ask a running djn_session_run to stop at the next site (async-signal-safe).
+ * A request made while no run is in flight is dropped when the next starts. */
 void djn_session_interrupt(struct djn_session *s);
 
 enum djn_run_state djn_session_state(const struct djn_session *s);
@@ -246,6 +247,10 @@ enum djn_status djn_bp_ignore(struct djn_session *s, int id, long count);
 bool djn_bp_get(const struct djn_session *s, int i, struct djn_bp_info *out);
 /* The breakpoint that caused the last DJN_STOP_BREAKPOINT / WATCHPOINT. */
 int djn_session_last_hit(const struct djn_session *s);
+/* A copy of that breakpoint as it was when it hit (hits counted), valid
+ * even when it was temporary and is gone; false if the last stop was not a
+ * hit.  The strings live until the next run call. */
+bool djn_session_last_hit_info(const struct djn_session *s, struct djn_bp_info *out);
 
 /* --------------------------------------------------------- checkpoints */
 

@@ -161,6 +161,14 @@ int djn_session_last_hit(const struct djn_session *s)
 	return s->last_hit;
 }
 
+bool djn_session_last_hit_info(const struct djn_session *s, struct djn_bp_info *out)
+{
+	if (!s->last_hit || s->last_info.id != s->last_hit)
+		return false;
+	*out = s->last_info;
+	return true;
+}
+
 /* A candidate stop: condition first (a false one is not a hit, as in gdb),
  * then the ignore count (ignored crossings still count as hits). */
 static bool hits(struct djn_session *s, struct bp *b, const struct djn_cond_env *env)
@@ -181,6 +189,13 @@ static enum djn_stop stop_on(struct djn_session *s, int idx)
 	enum djn_stop why = b->kind == DJN_BP_WATCH ? DJN_STOP_WATCHPOINT : DJN_STOP_BREAKPOINT;
 
 	s->last_hit = b->id;
+	djn_bp_get(s, idx, &s->last_info);
+	free(s->last_pattern);
+	free(s->last_cond);
+	s->last_pattern = djn_xstrdup(b->pattern);
+	s->last_cond = b->cond ? djn_xstrdup(djn_cond_text(b->cond)) : NULL;
+	s->last_info.pattern = s->last_pattern;
+	s->last_info.cond = s->last_cond;
 	if (b->temporary)
 		djn_bp_delete(s, b->id);
 	return why;
@@ -342,6 +357,8 @@ bool djn_breaks_token(struct djn_session *s)
 
 void djn_breaks_free(struct djn_session *s)
 {
+	free(s->last_pattern);
+	free(s->last_cond);
 	free(s->pend);
 	s->pend = NULL;
 	for (int i = 0; i < s->n_bps; i++)

@@ -291,6 +291,7 @@ enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, lon
 	if (count < 1 && mode != DJN_RUN_UNTIL_POS)
 		count = 1;
 	s->last_hit = 0;
+	s->interrupt = 0; /* a Ctrl-C that landed after the last run ended */
 	for (;;) {
 		if (s->interrupt) {
 			s->interrupt = 0;

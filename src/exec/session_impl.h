@@ -92,6 +92,8 @@ struct djn_session {
 
 	struct bp *bps;
 	int n_bps, next_bp_id, last_hit;
+	struct djn_bp_info last_info; /* copy of the last hit, strings owned below */
+	char *last_pattern, *last_cond;
 	struct pending *pend;   /* DJN_STATS_SLOTS entries at most */
 	int n_pend, n_slots;
 	int slot_site;          /* site whose stats are in slot n_slots - 1 */

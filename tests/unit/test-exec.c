@@ -187,6 +187,11 @@ Test(exec, ignore_counts_and_tbreak_follow_gdb)
 	cr_assert_eq(djn_session_run(s, DJN_RUN_CONTINUE, 1), DJN_STOP_BREAKPOINT);
 	cr_assert_eq(djn_session_last_hit(s), t);
 	cr_assert(!djn_bp_get(s, 1, &info), "the tbreak is gone after its stop");
+	cr_assert(djn_session_last_hit_info(s, &info));
+	cr_assert_eq(info.id, t);
+	cr_assert(info.temporary);
+	cr_assert_eq(info.hits, 1);
+	cr_assert_str_eq(info.pattern, "L1.v");
 	cr_assert_eq(djn_session_run(s, DJN_RUN_CONTINUE, 1), DJN_STOP_BREAKPOINT);
 	cr_assert_eq(djn_session_last_hit(s), id);
 	cr_assert_eq(djn_session_cursor(s).pos, 8);

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "djinn/mkmodel.h"
 #include "djinn/lua.h"
 #include "djinn/shell.h"
 
@@ -11,5 +12,7 @@ int main(int argc, char **argv)
 		return djn_generate_main(argc - 1, argv + 1);
 	if (argc >= 2 && strlen(argv[1]) > 4 && !strcmp(argv[1] + strlen(argv[1]) - 4, ".lua"))
 		return djn_lua_main(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "mkmodel"))
+		return djn_mkmodel_main(argc - 1, argv + 1);
 	return djn_shell_main(argc, argv);
 }

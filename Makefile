@@ -47,7 +47,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 GPU_SRCS  := $(wildcard tests/gpu/test-*.c)
 GPU_BINS  := $(GPU_SRCS:tests/gpu/%.c=$(BUILD)/tests/gpu-%)
 
-.PHONY: all lib test test-unit test-gpu demo deps models clean fuzz fuzz-bins bundle test-unit-bins
+.PHONY: all lib test test-unit test-gpu demo deps models clean fuzz fuzz-bins bundle test-unit-bins bench-bins
 
 all: $(BUILD)/djinn $(BUILD)/libdjinn.a
 
@@ -69,6 +69,13 @@ $(BUILD)/%.cu.o: %.cu
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libdjinn.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libdjinn.a $(CUDA_LIBS) -lcriterion $(LDLIBS)
+
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+bench-bins: $(BENCH_BINS)
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libdjinn.a
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libdjinn.a $(CUDA_LIBS) $(LDLIBS)
 
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz-*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)

@@ -89,6 +89,8 @@ def main():
     ap.add_argument("--no-f32", action="store_true",
                     help="skip the second, float32 pass over the same weights")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--logits-npy", help="also save the last prompt position's f16-model logits "
+                    "(float32) here, for a full-vocabulary comparison with djinn")
     a = ap.parse_args()
 
     dtype = getattr(torch, a.dtype)
@@ -110,6 +112,9 @@ def main():
         except Exception as e:  # the manual loop is the reference; this is a cross-check
             gen_error = f"{type(e).__name__}: {e}"
 
+    if a.logits_npy:
+        import numpy as np
+        np.save(a.logits_npy, prompt_logits.numpy().astype(np.float32))
     special = [t for t in (cfg.bos_token_id, cfg.eos_token_id) if t is not None]
     res = {
         "model_dir": os.path.abspath(a.model_dir),

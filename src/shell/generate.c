@@ -9,11 +9,12 @@
 
 #include "djinn/djinn.h"
 #include "djinn/shell.h"
+#include "shell/shell_impl.h"
 
 static const char usage[] =
 	"usage: djinn generate MODEL [-z|--tokenizer FILE] [-p PROMPT] [-n N] [-t TEMP]\n"
 	"                      [--top-p P] [--seed S] [--chat] [--device auto|cpu|cuda[:N]]\n"
-	"                      [--dtype f32|f16|bf16] [--threads N]\n";
+	"                      [--dtype f32|f16|bf16] [--threads N] [--logits-out FILE.npy]\n";
 
 /* Print a piece as llama2.c's safe_printf does: lone unprintable bytes
  * (raw byte tokens of partial characters) are dropped. */
@@ -32,6 +33,8 @@ struct timing {
 	bool on;
 	double t0, t_first, t_last;
 	int n;
+	float *logits; /* --logits-out: one row per generated token */
+	int cap, vocab;
 };
 
 static double now_ms(void)
@@ -46,11 +49,13 @@ static void on_token(struct djn_session *s, int32_t id, void *ud)
 {
 	struct timing *tm = ud;
 
-	if (tm->on) {
+	if (tm->logits && tm->n < tm->cap) /* the logits the token was chosen from */
+		djn_session_read(s, djn_site_count(&djn_session_model(s)->cfg) - 1,
+				 tm->logits + (size_t)tm->n * tm->vocab, (size_t)tm->vocab);
+	if (tm->on)
 		tm->t_last = now_ms();
-		if (tm->n++ == 0)
-			tm->t_first = tm->t_last;
-	}
+	if (tm->n++ == 0)
+		tm->t_first = tm->t_last;
 	int n_total;
 	const int32_t *t = djn_session_tokens(s, &n_total, NULL);
 	size_t n;
@@ -103,6 +108,8 @@ int djn_generate_main(int argc, char **argv)
 				  .seed = 0, .stop_at_eos = true };
 	long threads = 0, v;
 	bool chat = false;
+	const char *logits_out = NULL;
+	float *tm_logits = NULL;
 	enum djn_dtype dtype = DJN_DTYPE_COUNT; /* as stored */
 	struct djn_err err = { 0 };
 	struct djn_model *m = NULL;
@@ -146,6 +153,8 @@ int djn_generate_main(int argc, char **argv)
 				fprintf(stderr, "djinn generate: bad seed '%s'\n", val);
 				return 2;
 			}
+		} else if (!strcmp(a, "--logits-out")) {
+			logits_out = val;
 		} else if (!strcmp(a, "--device")) {
 			device = val;
 		} else if (!strcmp(a, "--dtype")) {
@@ -212,6 +221,11 @@ int djn_generate_main(int argc, char **argv)
 		free(ids);
 	}
 	struct timing tm = { .on = getenv("DJINN_TIMING") != NULL };
+	if (logits_out) {
+		tm.vocab = m->cfg.vocab_size;
+		tm.cap = g.n_new > 0 ? g.n_new : 1;
+		tm.logits = tm_logits = djn_xcalloc((size_t)tm.cap * tm.vocab, sizeof(float));
+	}
 	if (tm.on) {
 		be->i->sync(be);
 		tm.t0 = now_ms();
@@ -223,6 +237,9 @@ int djn_generate_main(int argc, char **argv)
 		goto out;
 	}
 	printf("\n");
+	if (logits_out && djn_npy_save(logits_out, tm.logits, tm.n < tm.cap ? tm.n : tm.cap,
+				       tm.vocab, &err))
+		goto out;
 	if (tm.on) {
 		int n_prompt;
 		djn_session_tokens(s, NULL, &n_prompt);
@@ -237,6 +254,7 @@ out:
 	if (rc)
 		fprintf(stderr, "djinn: %s\n", err.msg);
 	free(chat_prompt);
+	free(tm_logits);
 	djn_session_free(s);
 	djn_model_unref(m);
 	djn_backend_free(be);

@@ -178,7 +178,7 @@ int main(int argc, char **argv)
 	djn_session_start(s, ids, 16, &g);
 	double ins[64];
 	int n_ins = 0;
-	float *row = malloc(sizeof(float) * (size_t)m->cfg.dim);
+	float *row = malloc(sizeof(float) * (size_t)m->cfg.dim * 16); /* the 16-token prompt chunk */
 	for (int k = 0; k < 40 && djn_session_run(s, DJN_RUN_CONTINUE, 1) == DJN_STOP_BREAKPOINT; k++) {
 		struct djn_stats st;
 		double t0 = now_ms();

@@ -8,9 +8,9 @@
 
 static void ckpt_release(struct djn_session *s, struct ckpt *k)
 {
-	for (int i = 0; i < k->n_pages; i++)
-		if (k->pages[i])
-			s->be->i->dealloc(s->be, k->pages[i]);
+	/* one allocation holds every page of a checkpoint (pages[0]) */
+	if (k->pages && k->pages[0])
+		s->be->i->dealloc(s->be, k->pages[0]);
 	if (k->arena)
 		s->be->i->dealloc(s->be, k->arena);
 	free(k->pages);
@@ -36,11 +36,15 @@ int djn_checkpoint_new(struct djn_session *s)
 		return djn_session_fail(s, DJN_ERR_STATE, "the program is not being run");
 	k.r = s->r;
 	k.n_pages = used_pages(s);
-	k.pages = djn_xcalloc((size_t)k.n_pages, sizeof(float *));
+	k.pages = djn_xcalloc((size_t)k.n_pages + 1, sizeof(float *));
+	/* one allocation, not one a page: device allocations cost more than
+	 * the copies at checkpoint sizes */
+	k.pages[0] = be->i->alloc(be, pb * (size_t)k.n_pages);
+	if (!k.pages[0])
+		st = DJN_ERR_NOMEM;
 	for (int i = 0; i < k.n_pages && !st; i++) {
-		k.pages[i] = be->i->alloc(be, pb);
-		st = k.pages[i] ? be->i->copy_d2d(be, k.pages[i], s->kv.host_table[i], pb)
-				: DJN_ERR_NOMEM;
+		k.pages[i] = (float *)((char *)k.pages[0] + pb * (size_t)i);
+		st = be->i->copy_d2d(be, k.pages[i], s->kv.host_table[i], pb);
 	}
 	k.arena_bytes = s->arena.used;
 	if (!st) {

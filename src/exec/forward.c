@@ -1,6 +1,9 @@
 /* forward.c - the forward pass as a list of sites: laying out a chunk's
  * tensors in the Stack arena and executing one site at a time. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "exec/session_impl.h"
 
@@ -76,7 +79,62 @@ static enum djn_status norm(struct djn_session *s, float *out, const float *x,
 	return s->be->i->rmsnorm(s->be, out, x, w, n, c->dim, c->norm_eps);
 }
 
+/* DJINN_PROFILE=1: the time of each site kind, the backend synchronized
+ * around every site, printed to stderr at exit.  For finding where a step's
+ * time goes; it serializes the backend, so totals run slower than normal. */
+static struct {
+	int on; /* 0 unknown, 1 on, -1 off */
+	double ms[DJN_SITE_KIND_COUNT];
+	long n[DJN_SITE_KIND_COUNT];
+} prof;
+
+static double prof_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void prof_report(void)
+{
+	double total = 0;
+
+	for (int k = 0; k < DJN_SITE_KIND_COUNT; k++)
+		total += prof.ms[k];
+	fprintf(stderr, "djinn profile (ms per site kind, all calls):\n");
+	for (int k = 0; k < DJN_SITE_KIND_COUNT; k++)
+		if (prof.n[k])
+			fprintf(stderr, "  %-11s %10.3f ms %6.1f%%  %7ld calls  %8.4f ms/call\n",
+				djn_site_kind_name((enum djn_site_kind)k), prof.ms[k],
+				100 * prof.ms[k] / total, prof.n[k], prof.ms[k] / prof.n[k]);
+}
+
+static enum djn_status site_exec(struct djn_session *s, int site);
+
 enum djn_status djn_site_exec(struct djn_session *s, int site)
+{
+	enum djn_status st;
+	double t0;
+
+	if (!prof.on) {
+		prof.on = getenv("DJINN_PROFILE") ? 1 : -1;
+		if (prof.on > 0)
+			atexit(prof_report);
+	}
+	if (prof.on < 0)
+		return site_exec(s, site);
+	s->be->i->sync(s->be);
+	t0 = prof_now();
+	st = site_exec(s, site);
+	s->be->i->sync(s->be);
+	enum djn_site_kind k = djn_site_kind(s->c, site);
+	prof.ms[k] += prof_now() - t0;
+	prof.n[k]++;
+	return st;
+}
+
+static enum djn_status site_exec(struct djn_session *s, int site)
 {
 	const struct djn_config *c = s->c;
 	const struct djn_backend_i *o = s->be->i;

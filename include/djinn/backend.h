@@ -30,6 +30,7 @@
 #include "djinn/tensor.h"
 
 struct djn_backend;
+struct djn_event; /* opaque: a cudaEvent_t on CUDA, a token on the CPU */
 
 enum djn_rope_style {
 	DJN_ROPE_INTERLEAVED, /* llama2.c / GGUF: rotate pairs (2i, 2i+1) */
@@ -94,6 +95,14 @@ struct djn_backend_i {
 	/* y (n, w->rows) = x (n, w->cols) . W^T (+ bias); bias may be NULL. */
 	enum djn_status (*matmul)(struct djn_backend *be, float *y, const float *x,
 				  const struct djn_weight *w, const struct djn_weight *bias, int n);
+	/* Several weights over the same x, read in one pass where the backend
+	 * can (one launch at decode): ys[i] (n, ws[i]->rows) = x . ws[i]^T, no
+	 * biases; all ws have the same cols.  With swiglu (n_w == 2) ys[0] gets
+	 * silu(x.ws[0]^T) * (x.ws[1]^T) and ys[1] is scratch the backend may
+	 * overwrite.  May be NULL: callers fall back to matmul (+ swiglu). */
+	enum djn_status (*matmul_group)(struct djn_backend *be, float *const *ys, const float *x,
+					const struct djn_weight *const *ws, int n_w, int n,
+					bool swiglu);
 	/* In place on x (n, n_head * head_dim); row i at position pos0 + i.
 	 * Rotates the first rot_dim dims of each head (rot_dim == head_dim usually). */
 	enum djn_status (*rope)(struct djn_backend *be, float *x, int n, int n_head,
@@ -133,6 +142,46 @@ struct djn_backend_i {
 				       int slot);
 	enum djn_status (*stats_collect)(struct djn_backend *be, struct djn_stats *out,
 					 int n_slots);
+	/* stats_defer of n tensors into slots slot0 .. slot0+n-1 in one launch
+	 * (xs, ns: host arrays).  For breakpoints on tensors that stay live to
+	 * the end of the step: one reduction a token, not one a site. */
+	enum djn_status (*stats_defer_many)(struct djn_backend *be, const float *const *xs,
+					    const int64_t *ns, int n, int slot0);
+
+	/* --- streams, events, pinned host memory (the ring buffer, KV swap) ---
+	 * Two streams: DJN_STREAM_COMPUTE runs every op above, DJN_STREAM_COPY
+	 * the weight prefetches and KV swaps.  Work on one stream runs in order;
+	 * across streams only events order it, and no call here makes the host
+	 * wait except event_sync.  On the CPU every copy happens at the call and
+	 * every event is complete: the same code runs, synchronously. */
+	/* Host memory for async copies: page-locked when possible.  When pinning
+	 * fails the backend says why once (stderr) and hands out ordinary
+	 * memory, with *pinned false and the reason in be->err; async copies
+	 * from it still work, staged and slower.  NULL (be->err set) only when
+	 * even that fails.  Free with host_free, passing the same flag. */
+	void *(*host_alloc)(struct djn_backend *be, size_t bytes, bool *pinned);
+	void (*host_free)(struct djn_backend *be, void *p, bool pinned);
+	/* NULL with be->err set on failure; event_free(NULL) is fine. */
+	struct djn_event *(*event_new)(struct djn_backend *be);
+	void (*event_free)(struct djn_backend *be, struct djn_event *ev);
+	/* ev completes when the work queued on `stream` so far has. */
+	enum djn_status (*event_record)(struct djn_backend *be, struct djn_event *ev, int stream);
+	/* Work queued on `stream` after this waits for ev (the host does not). */
+	enum djn_status (*event_wait)(struct djn_backend *be, int stream, struct djn_event *ev);
+	/* The host waits for ev. */
+	enum djn_status (*event_sync)(struct djn_backend *be, struct djn_event *ev);
+	/* n bytes host -> backend / backend -> host, queued on `stream`; the host
+	 * side must stay untouched until an event recorded after it completes. */
+	enum djn_status (*copy_h2d_async)(struct djn_backend *be, void *dst, const void *src,
+					  size_t n, int stream);
+	enum djn_status (*copy_d2h_async)(struct djn_backend *be, void *dst, const void *src,
+					  size_t n, int stream);
+};
+
+/* Stream ids for event_record / event_wait / copy_*_async. */
+enum djn_stream {
+	DJN_STREAM_COMPUTE = 0,
+	DJN_STREAM_COPY = 1,
 };
 
 #define DJN_STATS_SLOTS 1024

@@ -31,6 +31,7 @@
 
 #include "djinn/backend.h"
 #include "djinn/model.h"
+#include "djinn/ringbuf.h"
 #include "djinn/status.h"
 #include "djinn/tensor.h"
 #include "djinn/tokenizer.h"
@@ -277,8 +278,23 @@ struct djn_mem_info {
 	size_t stack_bytes;  /* step arena capacity */
 	size_t stack_used;
 	size_t ckpt_bytes;   /* checkpoints held */
+	size_t swap_bytes;   /* KV pages swapped out to the host (0 when in) */
 };
 void djn_session_mem(const struct djn_session *s, struct djn_mem_info *out);
+
+/* KV swap: copy the session's KV pages to a pinned host pool (on the copy
+ * stream, after the compute queued so far) and free them on the device;
+ * swapin allocates them again and copies them back.  A swapped-out session
+ * keeps its cursor, activations and everything else; anything that needs
+ * its KV (running, a new chunk, a checkpoint) swaps it in first, so a paused
+ * run continues token-identically.  The pool is kept for the next swap and
+ * freed with the session.  Errors: out of memory on swapin (bytes named;
+ * the pages stay on the host). */
+enum djn_status djn_session_swapout(struct djn_session *s);
+enum djn_status djn_session_swapin(struct djn_session *s);
+bool djn_session_swapped(const struct djn_session *s);
+/* The last swap's bytes and wall time of its copies (ms). */
+void djn_session_swap_last(const struct djn_session *s, size_t *bytes, double *ms);
 
 /* --------------------------------------------------- text generation */
 

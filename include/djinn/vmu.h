@@ -12,15 +12,23 @@
 
 #include "djinn/backend.h"
 #include "djinn/model.h"
+#include "djinn/ringbuf.h"
 
 /* ---- Text: a model's weights resident on a backend, reference-counted per
  * model.  On the CPU backend weight.dev aliases weight.host (no copy); on
  * CUDA each weight is copied to device memory once, however many sessions
- * use it.  A model is resident on at most one backend at a time. */
+ * use it.  A model is resident on at most one backend at a time.
+ *
+ * With a VRAM budget (djn_ring_configure, ringbuf.h) the first acquire plans
+ * the placement against the budget and working_set (the acquiring session's
+ * KV cache and activations, in bytes): resident blocks are uploaded as
+ * above, streamed layers go to the ring (djn_ring_of).  Later acquires share
+ * what the first one made. */
 enum djn_status djn_text_acquire(struct djn_model *m, struct djn_backend *be,
-				 struct djn_err *err);
+				 size_t working_set, struct djn_err *err);
 void djn_text_release(struct djn_model *m, struct djn_backend *be);
-/* Bytes of weights held on the backend for m (0 on the CPU, which maps them). */
+/* Bytes of weights held on the backend for m (0 on the CPU, which maps
+ * them): resident blocks, plus the ring's slots. */
 size_t djn_text_bytes(const struct djn_model *m);
 
 /* ---- Data: the KV cache in fixed-size pages.  Pages are allocated as the

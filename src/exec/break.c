@@ -225,6 +225,7 @@ void djn_breaks_discard(struct djn_session *s)
 	s->n_pend = 0;
 	s->n_slots = 0;
 	s->slot_site = -1;
+	s->slots_batched = false;
 }
 
 /* Re-execute the chunk from its start up to `site`, with no checks: the
@@ -250,6 +251,12 @@ enum djn_stop djn_breaks_flush(struct djn_session *s)
 
 	if (s->n_pend == 0)
 		return DJN_STOP_STEP;
+	if (s->n_slots && s->slots_batched &&
+	    s->be->i->stats_defer_many(s->be, s->slot_x, s->slot_n, s->n_slots, 0)) {
+		djn_session_fail(s, DJN_ERR_DEVICE, "condition: %s", s->be->err.msg);
+		djn_breaks_discard(s);
+		return DJN_STOP_ERROR;
+	}
 	if (s->n_slots && s->be->i->stats_collect(s->be, st, s->n_slots)) {
 		djn_session_fail(s, DJN_ERR_DEVICE, "condition: %s", s->be->err.msg);
 		djn_breaks_discard(s);
@@ -311,8 +318,14 @@ enum djn_stop djn_breaks_check(struct djn_session *s, int site)
 		if (need) {
 			if (s->slot_site != site || s->n_slots == 0) {
 				/* conditions read the chunk's last row: the token in flight */
-				if (s->be->i->stats_defer(s->be, s->buf[site] + (size_t)(rows - 1) * cols,
-							  cols, s->n_slots)) {
+				const float *x = s->buf[site] + (size_t)(rows - 1) * cols;
+				/* tensors that stay live to the chunk's end are reduced
+				 * all together at the flush: one launch a token */
+				s->slots_batched = !s->aliased && s->be->i->stats_defer_many;
+				if (s->slots_batched) {
+					s->slot_x[s->n_slots] = x;
+					s->slot_n[s->n_slots] = cols;
+				} else if (s->be->i->stats_defer(s->be, x, cols, s->n_slots)) {
 					djn_session_fail(s, DJN_ERR_DEVICE, "condition: %s",
 							 s->be->err.msg);
 					return DJN_STOP_ERROR;
@@ -357,6 +370,8 @@ bool djn_breaks_token(struct djn_session *s)
 
 void djn_breaks_free(struct djn_session *s)
 {
+	free(s->slot_x);
+	free(s->slot_n);
 	free(s->last_pattern);
 	free(s->last_cond);
 	free(s->pend);

@@ -34,6 +34,8 @@ int djn_checkpoint_new(struct djn_session *s)
 
 	if (s->r.state == DJN_RUN_IDLE)
 		return djn_session_fail(s, DJN_ERR_STATE, "the program is not being run");
+	if ((st = djn_session_swapped_in(s)))
+		return st;
 	k.r = s->r;
 	k.n_pages = used_pages(s);
 	k.pages = djn_xcalloc((size_t)k.n_pages + 1, sizeof(float *));

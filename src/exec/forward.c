@@ -13,24 +13,41 @@
  * buffer and stays inspectable for the whole chunk; otherwise the layer sites
  * share one set of buffers across layers (a past layer's tensors are then
  * no longer live, like an optimized-out variable). */
-enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows)
+static size_t arena_bytes(const struct djn_config *c, int n_rows, bool *aliased)
 {
-	const struct djn_config *c = s->c;
-	size_t all = 0, shared = 0, need;
-	int last = s->n_sites - 1;
-	enum djn_status st;
+	size_t all = 0, shared = 0;
+	int n_sites = djn_site_count(c), last = n_sites - 1;
 
-	for (int site = 0; site < s->n_sites; site++) {
+	for (int site = 0; site < n_sites; site++) {
 		size_t rows = site >= last - 1 ? 1 : (size_t)n_rows;
 		size_t w = (size_t)djn_site_width(c, site) * rows * sizeof(float) + 256;
 		all += w;
 		if (djn_site_layer(c, site) <= 0)
 			shared += w;
 	}
-	s->aliased = all > DJN_ARENA_KEEP_ALL;
-	need = (s->aliased ? shared : all) +
+	*aliased = all > DJN_ARENA_KEEP_ALL;
+	return (*aliased ? shared : all) +
 	       2 * ((size_t)c->hidden_dim * n_rows * sizeof(float) + 256) +
 	       (size_t)n_rows * sizeof(int32_t) + 256;
+}
+
+size_t djn_chunk_arena_bytes(const struct djn_config *c, int n_rows)
+{
+	bool aliased;
+
+	return arena_bytes(c, n_rows, &aliased);
+}
+
+enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows)
+{
+	const struct djn_config *c = s->c;
+	size_t need;
+	int last = s->n_sites - 1;
+	enum djn_status st;
+
+	if ((st = djn_session_swapped_in(s)))
+		return st;
+	need = arena_bytes(c, n_rows, &s->aliased);
 	if ((st = djn_arena_reserve(&s->arena, need, &s->err)))
 		return st;
 	djn_arena_reset(&s->arena);
@@ -67,6 +84,14 @@ static inline int layer_site(int l, enum djn_site_kind k)
 static const struct djn_weight *opt(const struct djn_weight *w)
 {
 	return djn_weight_present(w) ? w : NULL;
+}
+
+/* Q, K and V come from one grouped matmul at the q site on backends that
+ * have one, for decode steps of models without q/k/v biases. */
+static bool grouped_qkv(const struct djn_session *s, const struct djn_layer *L)
+{
+	return s->be->i->matmul_group && s->r.n_rows == 1 && !djn_weight_present(&L->bq) &&
+	       !djn_weight_present(&L->bk) && !djn_weight_present(&L->bv);
 }
 
 static enum djn_status norm(struct djn_session *s, float *out, const float *x,
@@ -148,6 +173,11 @@ static enum djn_status site_exec(struct djn_session *s, int site)
 
 	if (l >= 0)
 		x = l == 0 ? s->buf[0] : s->buf[layer_site(l - 1, DJN_SITE_RESID_POST)];
+	/* a streamed layer's weights are in a slot only between begin and end
+	 * (begin is a no-op while they are; another session or a replay may
+	 * have moved them since this layer's first site) */
+	if (l >= 0 && s->ring && (st = djn_ring_layer_begin(s->ring, l, &s->err)))
+		return st;
 #define B(k) s->buf[layer_site(l, (k))]
 	switch (kind) {
 	case DJN_SITE_EMBED:
@@ -174,14 +204,24 @@ static enum djn_status site_exec(struct djn_session *s, int site)
 		const struct djn_weight *w = kind == DJN_SITE_Q ? &L->wq : &L->wk;
 		const struct djn_weight *b = kind == DJN_SITE_Q ? &L->bq : &L->bk;
 		int nh = kind == DJN_SITE_Q ? c->n_head : c->n_kv_head;
-		st = o->matmul(be, out, B(DJN_SITE_ATTN_NORM), w, opt(b), n);
+		if (kind == DJN_SITE_Q && grouped_qkv(s, L)) {
+			/* q, k and v in one pass over the three weights; k and v
+			 * only depend on attn_norm, so computing them here changes
+			 * nothing a stop at q could see or steer */
+			float *ys[3] = { out, B(DJN_SITE_K), B(DJN_SITE_V) };
+			const struct djn_weight *ws[3] = { &L->wq, &L->wk, &L->wv };
+			st = o->matmul_group(be, ys, B(DJN_SITE_ATTN_NORM), ws, 3, n, false);
+		} else if (!(kind == DJN_SITE_K && grouped_qkv(s, L))) {
+			st = o->matmul(be, out, B(DJN_SITE_ATTN_NORM), w, opt(b), n);
+		}
 		if (!st && c->arch == DJN_ARCH_LLAMA)
 			st = o->rope(be, out, n, nh, c->head_dim, c->head_dim, pos0, c->rope_theta,
 				     c->rope_style);
 		break;
 	}
 	case DJN_SITE_V:
-		st = o->matmul(be, out, B(DJN_SITE_ATTN_NORM), &L->wv, opt(&L->bv), n);
+		if (!grouped_qkv(s, L))
+			st = o->matmul(be, out, B(DJN_SITE_ATTN_NORM), &L->wv, opt(&L->bv), n);
 		break;
 	case DJN_SITE_ATTN: {
 		/* K and V enter the cache here, not at their own sites, so a
@@ -207,6 +247,13 @@ static enum djn_status site_exec(struct djn_session *s, int site)
 			if (!st)
 				st = o->gelu(be, out, s->up, (size_t)n * c->hidden_dim);
 		} else {
+			if (o->matmul_group && n == 1) {
+				/* gate and up read together, silu(gate) * up written once */
+				float *ys[2] = { out, s->up };
+				const struct djn_weight *ws[2] = { &L->w_gate, &L->w_up };
+				st = o->matmul_group(be, ys, B(DJN_SITE_MLP_NORM), ws, 2, n, true);
+				break;
+			}
 			st = o->matmul(be, s->gate, B(DJN_SITE_MLP_NORM), &L->w_gate, NULL, n);
 			if (!st)
 				st = o->matmul(be, s->up, B(DJN_SITE_MLP_NORM), &L->w_up, NULL, n);
@@ -238,5 +285,7 @@ static enum djn_status site_exec(struct djn_session *s, int site)
 		djn_site_name(c, site, name, sizeof(name));
 		return djn_session_fail(s, st, "%s: %s", name, be->err.msg);
 	}
+	if (kind == DJN_SITE_RESID_POST && s->ring)
+		return djn_ring_layer_end(s->ring, l, &s->err);
 	return DJN_OK;
 }

@@ -18,6 +18,21 @@ enum djn_status djn_session_fail(struct djn_session *s, enum djn_status st, cons
 	return st;
 }
 
+/* What one session needs on the device beside the weights, for the VRAM
+ * budget: its KV pages for the whole context, the page table, and the
+ * arena of a full prefill chunk (plus the backend's scratch for it). */
+static size_t working_set(const struct djn_config *c, int page, int ctx)
+{
+	size_t pages = (size_t)(ctx + page - 1) / page;
+	size_t kv = pages * (size_t)page * c->n_layer * 2 * c->n_kv_head * c->head_dim *
+		    sizeof(float);
+	int rows = ctx < DJN_MAX_CHUNK ? ctx : DJN_MAX_CHUNK;
+	int wide = c->hidden_dim > c->dim ? c->hidden_dim : c->dim;
+
+	return kv + pages * sizeof(float *) + djn_chunk_arena_bytes(c, rows) +
+	       2 * (size_t)rows * wide * sizeof(float);
+}
+
 struct djn_session *djn_session_new(struct djn_model *m, struct djn_backend *be,
 				    const struct djn_session_opts *opts, struct djn_err *err)
 {
@@ -31,13 +46,14 @@ struct djn_session *djn_session_new(struct djn_model *m, struct djn_backend *be,
 	}
 	if (ctx > m->cfg.seq_len)
 		ctx = m->cfg.seq_len;
-	if (djn_text_acquire(m, be, err))
+	if (djn_text_acquire(m, be, working_set(&m->cfg, page, ctx), err))
 		return NULL;
 	s = djn_xcalloc(1, sizeof(*s));
 	s->m = m;
 	djn_model_ref(m);
 	s->be = be;
 	s->c = &m->cfg;
+	s->ring = djn_ring_of(m);
 	s->n_sites = djn_site_count(&m->cfg);
 	s->max_ctx = ctx;
 	s->tokens = djn_xcalloc((size_t)ctx + DJN_MAX_CHUNK, sizeof(int32_t));
@@ -45,6 +61,8 @@ struct djn_session *djn_session_new(struct djn_model *m, struct djn_backend *be,
 	s->buf_rows = djn_xcalloc((size_t)s->n_sites, sizeof(int));
 	s->armed = djn_xcalloc((size_t)s->n_sites, 1);
 	s->pend = djn_xcalloc(DJN_STATS_SLOTS, sizeof(*s->pend));
+	s->slot_x = djn_xcalloc(DJN_STATS_SLOTS, sizeof(*s->slot_x));
+	s->slot_n = djn_xcalloc(DJN_STATS_SLOTS, sizeof(*s->slot_n));
 	s->slot_site = -1;
 	s->logits_host = djn_xmalloc(sizeof(float) * (size_t)m->cfg.vocab_size);
 	s->next_bp_id = s->next_steer_id = s->next_ckpt_id = 1;
@@ -71,6 +89,7 @@ void djn_session_free(struct djn_session *s)
 	djn_breaks_free(s);
 	djn_steers_free(s);
 	djn_arena_release(&s->arena);
+	djn_swap_release(&s->swap);
 	djn_kv_release(&s->kv);
 	djn_text_release(s->m, s->be);
 	djn_model_unref(s->m);
@@ -290,6 +309,8 @@ enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, lon
 	}
 	if (count < 1 && mode != DJN_RUN_UNTIL_POS)
 		count = 1;
+	if (djn_session_swapped_in(s))
+		return DJN_STOP_ERROR;
 	s->last_hit = 0;
 	s->interrupt = 0; /* a Ctrl-C that landed after the last run ended */
 	for (;;) {
@@ -464,4 +485,27 @@ void djn_session_mem(const struct djn_session *s, struct djn_mem_info *out)
 	for (int i = 0; i < s->n_ckpts; i++)
 		out->ckpt_bytes += (size_t)s->ckpts[i].n_pages * out->data_page_bytes +
 				   s->ckpts[i].arena_bytes;
+	if (s->swap.out)
+		out->swap_bytes = (size_t)s->swap.n_pages * out->data_page_bytes;
+}
+
+enum djn_status djn_session_swapout(struct djn_session *s)
+{
+	return djn_swap_out(&s->swap, &s->kv, &s->err);
+}
+
+enum djn_status djn_session_swapin(struct djn_session *s)
+{
+	return djn_swap_in(&s->swap, &s->kv, &s->err);
+}
+
+bool djn_session_swapped(const struct djn_session *s)
+{
+	return s->swap.out;
+}
+
+void djn_session_swap_last(const struct djn_session *s, size_t *bytes, double *ms)
+{
+	*bytes = s->swap.last_bytes;
+	*ms = s->swap.last_ms;
 }

@@ -76,6 +76,8 @@ struct djn_session {
 
 	struct djn_kv kv;       /* Data */
 	struct djn_arena arena; /* Stack */
+	struct djn_ring *ring;  /* the model's streamed layers, or NULL (Text's) */
+	struct djn_swap swap;   /* KV pages swapped out to the host */
 
 	struct run_regs r;
 	int32_t *tokens;        /* host, cap max_ctx */
@@ -97,6 +99,9 @@ struct djn_session {
 	struct pending *pend;   /* DJN_STATS_SLOTS entries at most */
 	int n_pend, n_slots;
 	int slot_site;          /* site whose stats are in slot n_slots - 1 */
+	bool slots_batched;     /* slots not yet reduced: one stats_defer_many at flush */
+	const float **slot_x;   /* DJN_STATS_SLOTS: the tensors of batched slots */
+	int64_t *slot_n;
 	struct steer *steers;
 	int n_steers, next_steer_id;
 	unsigned char *armed;   /* per site: a breakpoint, watchpoint or steer matches */
@@ -111,12 +116,19 @@ struct djn_session {
 };
 
 /* forward.c */
+/* Arena bytes a chunk of n_rows needs (what djn_chunk_begin reserves). */
+size_t djn_chunk_arena_bytes(const struct djn_config *c, int n_rows);
 enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows);
 enum djn_status djn_site_exec(struct djn_session *s, int site);
 /* session.c */
 enum djn_status djn_session_fail(struct djn_session *s, enum djn_status st, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void djn_session_rearm(struct djn_session *s);
+/* Bring swapped-out KV pages back before anything reads or grows them. */
+static inline enum djn_status djn_session_swapped_in(struct djn_session *s)
+{
+	return s->swap.out ? djn_session_swapin(s) : DJN_OK;
+}
 /* steer.c */
 enum djn_status djn_steers_apply(struct djn_session *s, int site, bool count);
 void djn_steers_free(struct djn_session *s);

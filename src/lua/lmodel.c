@@ -57,10 +57,51 @@ static void free_model(void *p)
 	djn_model_unref(p);
 }
 
-/* djinn.load(path [, {device=, dtype=, tokenizer=, threads=}]) -> Model | nil, msg */
+/* {vram_budget = 18 * 2^30 | "18G", ring_slots = 1..8 | "sync"} of djinn.load
+ * into o; false when neither is given.  Raises on a bad value. */
+static bool ring_opts(lua_State *L, int idx, struct djn_ring_opts *o)
+{
+	bool any = false;
+	int t;
+
+	memset(o, 0, sizeof(*o));
+	if (!lua_istable(L, idx))
+		return false;
+	t = lua_getfield(L, idx, "vram_budget");
+	if (t != LUA_TNIL) {
+		if (t == LUA_TNUMBER && lua_isinteger(L, -1) && lua_tointeger(L, -1) > 0)
+			o->vram_budget = (size_t)lua_tointeger(L, -1);
+		else if (t != LUA_TSTRING || !djn_size_parse(lua_tostring(L, -1), &o->vram_budget) ||
+			 !o->vram_budget)
+			return ldj_error(L, "djinn.load: vram_budget must be bytes or a size such "
+					 "as \"18G\""), false;
+		any = true;
+	}
+	lua_pop(L, 1);
+	t = lua_getfield(L, idx, "ring_slots");
+	if (t != LUA_TNIL) {
+		if (t == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "sync"))
+			o->sync = true;
+		else if (t == LUA_TNUMBER && lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 1 &&
+			 lua_tointeger(L, -1) <= DJN_RING_MAX_SLOTS)
+			o->n_slots = (int)lua_tointeger(L, -1);
+		else
+			return ldj_error(L, "djinn.load: ring_slots must be 1..%d or \"sync\"",
+					 DJN_RING_MAX_SLOTS), false;
+		any = true;
+	}
+	lua_pop(L, 1);
+	return any;
+}
+
+/* djinn.load(path [, {device=, dtype=, tokenizer=, threads=, vram_budget=,
+ * ring_slots=}]) -> Model | nil, msg */
 static int l_load(lua_State *L)
 {
-	static const char *const keys[] = { "device", "dtype", "tokenizer", "threads", NULL };
+	static const char *const keys[] = { "device", "dtype", "tokenizer", "threads",
+					    "vram_budget", "ring_slots", NULL };
+	struct djn_ring_opts ring;
+	bool want_ring;
 	const char *path = luaL_checkstring(L, 1);
 	const char *device, *dtype, *tok;
 	lua_Integer threads;
@@ -79,10 +120,17 @@ static int l_load(lua_State *L)
 				 "weights keep their stored type)", dtype);
 	if (threads < 0 || threads > 256)
 		return ldj_error(L, "djinn.load: threads %lld outside 0..256", (long long)threads);
+	want_ring = ring_opts(L, 2, &ring);
 
 	box = ldj_box_new(L, free_model);
 	lm = push_model(L);
 	if (!(box->p = djn_model_load(path, tok, &err))) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "djinn.load: %s", err.msg);
+		return 2;
+	}
+	if (want_ring && djn_ring_configure(box->p, &ring, &err)) {
+		ldj_box_free(box);
 		lua_pushnil(L);
 		lua_pushfstring(L, "djinn.load: %s", err.msg);
 		return 2;

@@ -1,5 +1,5 @@
 /* cmd-model.c - loading and describing the model: load, unload, info model,
- * info layers, info sites, info memory, info kv. */
+ * info layers, info sites, info memory, info kv, info ringbuf. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,6 +52,8 @@ static void drop_all(struct djn_shell *sh)
 DJN_CMD_FN(cmd_load)
 {
 	const char *path = NULL, *device = sh->device, *tok = NULL, *dtype = NULL, *busy;
+	const char *budget = NULL, *slots = NULL;
+	struct djn_ring_opts ring = { 0 };
 	struct djn_err err = { 0 };
 	struct djn_model *m;
 	struct djn_backend *be = NULL;
@@ -62,13 +64,17 @@ DJN_CMD_FN(cmd_load)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "--device") || !strcmp(a, "--dtype") || !strcmp(a, "--tokenizer") ||
-		    !strcmp(a, "-z")) {
+		    !strcmp(a, "-z") || !strcmp(a, "--vram-budget") || !strcmp(a, "--ring-slots")) {
 			if (i + 1 >= argc)
 				return sh_fail(sh, "load: option '%s' needs a value", a);
 			if (!strcmp(a, "--device"))
 				device = argv[++i];
 			else if (!strcmp(a, "--dtype"))
 				dtype = argv[++i];
+			else if (!strcmp(a, "--vram-budget"))
+				budget = argv[++i];
+			else if (!strcmp(a, "--ring-slots"))
+				slots = argv[++i];
 			else
 				tok = argv[++i];
 		} else if (a[0] == '-' && a[1]) {
@@ -86,6 +92,18 @@ DJN_CMD_FN(cmd_load)
 	if (dtype && (!djn_dtype_parse(dtype, &want) ||
 		      (want != DJN_DTYPE_F32 && want != DJN_DTYPE_F16 && want != DJN_DTYPE_BF16)))
 		return sh_fail(sh, "load: bad dtype '%s' (f32, f16 or bf16)", dtype);
+	if (budget && (!djn_size_parse(budget, &ring.vram_budget) || !ring.vram_budget))
+		return sh_fail(sh, "load: bad --vram-budget '%s' (a size: 18G, 512M, bytes)", budget);
+	if (slots) {
+		long k;
+		if (!strcmp(slots, "sync"))
+			ring.sync = true;
+		else if (sh_parse_long(slots, 1, DJN_RING_MAX_SLOTS, &k))
+			ring.n_slots = (int)k;
+		else
+			return sh_fail(sh, "load: bad --ring-slots '%s' (1..%d, or sync)", slots,
+				       DJN_RING_MAX_SLOTS);
+	}
 	if (!sh_files_ok(sh))
 		return DJN_CMD_FAIL;
 	if ((busy = paused_session(sh)))
@@ -95,6 +113,10 @@ DJN_CMD_FN(cmd_load)
 	if (!(m = djn_model_load(path, tok, &err)))
 		return sh_fail(sh, "%s", err.msg);
 	if (dtype && m->layers[0].wq.dtype != want && djn_model_cast(m, want, &err)) {
+		djn_model_unref(m);
+		return sh_fail(sh, "load: %s", err.msg);
+	}
+	if ((budget || slots) && djn_ring_configure(m, &ring, &err)) {
 		djn_model_unref(m);
 		return sh_fail(sh, "load: %s", err.msg);
 	}
@@ -131,6 +153,13 @@ DJN_CMD_FN(cmd_load)
 		  m->name, m->cfg.arch == DJN_ARCH_GPT2 ? "gpt2" : "llama", m->cfg.n_layer,
 		  m->cfg.dim, m->cfg.vocab_size, djn_dtype_name(m->layers[0].wq.dtype), size,
 		  sh->be->i->name);
+	if (djn_ring_of(m)) {
+		const struct djn_ring_plan *p = djn_ring_plan(djn_ring_of(m));
+		fmt_bytes(p->stream_bytes, size, sizeof(size));
+		sh_printf(sh, "%d of %d layers stream through %d slot%s (%s per token; "
+			  "\"info ringbuf\")\n", p->n_streamed, m->cfg.n_layer, p->n_slots,
+			  p->n_slots == 1 ? "" : "s", size);
+	}
 	if (!m->tok)
 		sh_printf(sh, "warning: no tokenizer; \"run\" needs one (load with --tokenizer FILE)\n");
 	sh_json_str(sh, "model", m->name);
@@ -280,6 +309,15 @@ DJN_CMD_FN(cmd_info_memory)
 		  sh->n_sess, sh->n_sess == 1 ? "" : "s", b, sh->be->i->name);
 	sh_json_num(sh, "weight_bytes", (double)djn_model_weight_bytes(sh->m));
 	sh_json_num(sh, "text_bytes", (double)mi.text_bytes);
+	if (djn_ring_of(sh->m)) {
+		const struct djn_ring_plan *p = djn_ring_plan(djn_ring_of(sh->m));
+		fmt_bytes(p->host_bytes, a, sizeof(a));
+		fmt_bytes(p->stream_bytes, b, sizeof(b));
+		sh_printf(sh, "  ring: %d layer%s (%s) in host memory, streamed through %d slot%s, "
+			  "%s per token (\"info ringbuf\")\n", p->n_streamed,
+			  p->n_streamed == 1 ? "" : "s", a, p->n_slots, p->n_slots == 1 ? "" : "s", b);
+		sh_json_num(sh, "ring_host_bytes", (double)p->host_bytes);
+	}
 	for (int i = 0; i < sh->n_sess; i++) {
 		djn_session_mem(sh->sess[i].s, &mi);
 		fmt_bytes(mi.data_page_bytes, a, sizeof(a));
@@ -292,6 +330,10 @@ DJN_CMD_FN(cmd_info_memory)
 		sh_printf(sh, "  Stack (activations):  %s, %s in use\n", a, b);
 		fmt_bytes(mi.ckpt_bytes, c, sizeof(c));
 		sh_printf(sh, "  Checkpoints:          %s\n", c);
+		if (mi.swap_bytes) {
+			fmt_bytes(mi.swap_bytes, c, sizeof(c));
+			sh_printf(sh, "  Swapped out:          %s of KV pages in host memory\n", c);
+		}
 		cJSON *e = cJSON_CreateObject();
 		cJSON_AddStringToObject(e, "session", sh->sess[i].name);
 		cJSON_AddNumberToObject(e, "data_bytes", (double)mi.data_bytes);
@@ -299,6 +341,7 @@ DJN_CMD_FN(cmd_info_memory)
 		cJSON_AddNumberToObject(e, "stack_bytes", (double)mi.stack_bytes);
 		cJSON_AddNumberToObject(e, "stack_used", (double)mi.stack_used);
 		cJSON_AddNumberToObject(e, "ckpt_bytes", (double)mi.ckpt_bytes);
+		cJSON_AddNumberToObject(e, "swap_bytes", (double)mi.swap_bytes);
 		cJSON_AddItemToArray(arr, e);
 	}
 	sh_json_add(sh, "sessions", arr);
@@ -331,5 +374,45 @@ DJN_CMD_FN(cmd_info_kv)
 	sh_json_num(sh, "pages", (double)mi.data_pages);
 	sh_json_num(sh, "page_bytes", (double)mi.data_page_bytes);
 	sh_json_num(sh, "positions", held);
+	return DJN_CMD_OK;
+}
+
+DJN_CMD_FN(cmd_info_ringbuf)
+{
+	struct djn_ring *r = djn_ring_of(sh->m);
+	const struct djn_ring_plan *p;
+	struct djn_ring_stats st;
+	char buf[2048];
+
+	if (!r) {
+		sh_printf(sh, "No ring buffer: every weight of %s is resident on %s (load with "
+			  "--vram-budget SIZE to stream layers).\n", sh->m->name, sh->be->i->name);
+		sh_json_bool(sh, "streaming", false);
+		return DJN_CMD_OK;
+	}
+	p = djn_ring_plan(r);
+	djn_ring_stats(r, &st);
+	djn_ring_describe(p, &st, buf, sizeof(buf));
+	sh_printf(sh, "%s", buf);
+	sh_json_bool(sh, "streaming", true);
+	sh_json_num(sh, "budget", (double)p->budget);
+	sh_json_num(sh, "working_set", (double)p->working_set);
+	sh_json_num(sh, "resident_bytes", (double)p->resident_bytes);
+	sh_json_num(sh, "n_streamed", p->n_streamed);
+	cJSON *arr = cJSON_CreateArray();
+	for (int i = 0; i < p->n_streamed; i++)
+		cJSON_AddItemToArray(arr, cJSON_CreateNumber(p->streamed[i]));
+	sh_json_add(sh, "streamed", arr);
+	sh_json_num(sh, "n_slots", p->n_slots);
+	sh_json_bool(sh, "sync", p->sync);
+	sh_json_num(sh, "slot_bytes", (double)p->slot_bytes);
+	sh_json_num(sh, "stream_bytes_per_token", (double)p->stream_bytes);
+	sh_json_num(sh, "host_bytes", (double)p->host_bytes);
+	sh_json_bool(sh, "pinned", st.pinned);
+	sh_json_num(sh, "copies", (double)st.n_copies);
+	sh_json_num(sh, "copies_out_of_order", (double)st.n_resync);
+	sh_json_num(sh, "min_budget", (double)p->min_budget);
+	if (p->note[0])
+		sh_json_str(sh, "note", p->note);
 	return DJN_CMD_OK;
 }

@@ -1,5 +1,5 @@
 /* cmd-session.c - several runs over one loaded model: session new NAME,
- * session NAME, info sessions.  Sessions share the model's weights (the
+ * session NAME, session swapout NAME, session swapin NAME, info sessions.  Sessions share the model's weights (the
  * Text segment is reference-counted), each has its own KV cache,
  * breakpoints, steers and checkpoints. */
 #include <ctype.h>
@@ -92,4 +92,47 @@ DJN_CMD_FN(cmd_info_sessions)
 	}
 	sh_json_add(sh, "sessions", arr);
 	return DJN_CMD_OK;
+}
+
+/* session swapout NAME / session swapin NAME: the KV pages to host memory
+ * and back (the run stays where it is; running it swaps it in). */
+static enum djn_cmd_ret swap(struct djn_shell *sh, const char *name, bool out)
+{
+	int i = find(sh, name);
+	struct djn_session *s;
+	size_t bytes;
+	double ms;
+	char sz[32];
+
+	if (i < 0)
+		return sh_fail(sh, "No session '%s' (see \"info sessions\").", name);
+	s = sh->sess[i].s;
+	if (djn_session_swapped(s) == out) {
+		sh_printf(sh, "[Session '%s' is already swapped %s]\n", name, out ? "out" : "in");
+		sh_json_str(sh, "session", name);
+		sh_json_bool(sh, "swapped", out);
+		return DJN_CMD_OK;
+	}
+	if ((out ? djn_session_swapout(s) : djn_session_swapin(s)))
+		return sh_fail(sh, "session %s: %s", out ? "swapout" : "swapin", djn_session_errmsg(s));
+	djn_session_swap_last(s, &bytes, &ms);
+	djn_size_str(bytes, sz, sizeof(sz));
+	sh_printf(sh, "[Swapped session '%s' %s: %s of KV pages %s host memory in %.1f ms (%.1f GB/s)]\n",
+		  name, out ? "out" : "in", sz, out ? "to" : "from", ms,
+		  ms > 0 ? (double)bytes / (ms * 1e6) : 0.0);
+	sh_json_str(sh, "session", name);
+	sh_json_bool(sh, "swapped", out);
+	sh_json_num(sh, "bytes", (double)bytes);
+	sh_json_num(sh, "ms", ms);
+	return DJN_CMD_OK;
+}
+
+DJN_CMD_FN(cmd_session_swapout)
+{
+	return swap(sh, argv[1], true);
+}
+
+DJN_CMD_FN(cmd_session_swapin)
+{
+	return swap(sh, argv[1], false);
 }

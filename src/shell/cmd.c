@@ -53,6 +53,9 @@ static const struct djn_cmd info_cmds[] = {
 	{ .name = "model", .usage = "info model", .arity = 1,
 	  .summary = "the loaded model: file, architecture, sizes, tokenizer",
 	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_info_model },
+	{ .name = "ringbuf", .usage = "info ringbuf", .arity = 1,
+	  .summary = "the ring buffer: resident and streamed layers, slots, bytes per token",
+	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_info_ringbuf },
 	{ .name = "sessions", .usage = "info sessions", .arity = 1,
 	  .summary = "the sessions over the loaded model", .flags = DJN_CMD_NEEDS_MODEL,
 	  .exec = cmd_info_sessions },
@@ -87,6 +90,15 @@ static const struct djn_cmd session_cmds[] = {
 	{ .name = "new", .usage = "session new NAME", .arity = 2,
 	  .summary = "a new session over the loaded model (weights shared), made current",
 	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_session_new },
+	{ .name = "swapin", .usage = "session swapin NAME", .arity = 2,
+	  .summary = "bring session NAME's swapped-out KV cache back to the device",
+	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_session_swapin, .args = DJN_ARG_SESSION },
+	{ .name = "swapout", .usage = "session swapout NAME", .arity = 2,
+	  .summary = "move session NAME's KV cache to host memory, freeing the device pages",
+	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_session_swapout, .args = DJN_ARG_SESSION,
+	  .help = "The run stays where it is (cursor, activations, breakpoints); running it,\n"
+		  "or a checkpoint of it, brings the pages back first, so it continues\n"
+		  "token-identically.  Prints the bytes moved and the copy bandwidth." },
 	{ 0 }
 };
 
@@ -100,13 +112,18 @@ static const struct djn_cmd steer_cmds[] = {
 const struct djn_cmd djn_cmd_table[] = {
 	/* model */
 	{ .group = "Model", .name = "load", .usage =
-	  "load PATH [--device auto|cpu|cuda[:N]] [--dtype f32|f16|bf16] [--tokenizer FILE]",
-	  .arity = -2, .max = 8, .exec = cmd_load, .args = DJN_ARG_FILE,
+	  "load PATH [--device auto|cpu|cuda[:N]] [--dtype f32|f16|bf16] [--tokenizer FILE] "
+	  "[--vram-budget SIZE] [--ring-slots K|sync]",
+	  .arity = -2, .max = 12, .exec = cmd_load, .args = DJN_ARG_FILE,
 	  .summary = "load a model (llama2.c .bin, .gguf, or a Hugging Face directory)",
 	  .help = "Replaces the loaded model and its sessions; refused while a run is paused\n"
 		  "(kill it first).  A load that fails keeps the old model.  --dtype converts\n"
 		  "the weight matrices (quantized ones are dequantized first); without it\n"
-		  "djinn computes in the stored type." },
+		  "djinn computes in the stored type.  --vram-budget (18G, 512M, bytes) bounds\n"
+		  "the device memory of the weights plus one session's KV cache and\n"
+		  "activations: layers that do not fit stream from pinned host memory through\n"
+		  "K slots (--ring-slots; default 2..4, or sync for no overlap).  See\n"
+		  "\"info ringbuf\"." },
 	{ .name = "unload", .usage = "unload", .arity = 1, .flags = DJN_CMD_NEEDS_MODEL,
 	  .exec = cmd_unload, .summary = "drop the model and its sessions" },
 

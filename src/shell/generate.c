@@ -14,7 +14,8 @@
 static const char usage[] =
 	"usage: djinn generate MODEL [-z|--tokenizer FILE] [-p PROMPT] [-n N] [-t TEMP]\n"
 	"                      [--top-p P] [--seed S] [--chat] [--device auto|cpu|cuda[:N]]\n"
-	"                      [--dtype f32|f16|bf16] [--threads N] [--logits-out FILE.npy]\n";
+	"                      [--dtype f32|f16|bf16] [--threads N] [--logits-out FILE.npy]\n"
+	"                      [--vram-budget SIZE] [--ring-slots K|sync]\n";
 
 /* Print a piece as llama2.c's safe_printf does: lone unprintable bytes
  * (raw byte tokens of partial characters) are dropped. */
@@ -92,6 +93,33 @@ char *djn_chat_format(const struct djn_model *m, const char *msg)
 	return NULL;
 }
 
+/* The ring's part of the DJINN_TIMING line (after the run: it measures the
+ * copy bandwidth), or "". */
+static const char *ring_json(struct djn_model *m)
+{
+	static char buf[512];
+	struct djn_ring *r = djn_ring_of(m);
+	const struct djn_ring_plan *p;
+	struct djn_ring_stats st;
+	double gbps = 0;
+
+	if (!r)
+		return "";
+	p = djn_ring_plan(r);
+	(void)djn_ring_measure(r, &gbps, NULL);
+	djn_ring_stats(r, &st);
+	snprintf(buf, sizeof(buf),
+		 ",\"vram_budget\":%zu,\"working_set\":%zu,\"resident_bytes\":%zu,"
+		 "\"n_layer\":%d,\"n_streamed\":%d,\"n_slots\":%d,\"sync\":%s,\"slot_bytes\":%zu,"
+		 "\"stream_bytes_per_token\":%zu,\"pinned\":%s,\"h2d_gbps\":%.3f,"
+		 "\"pcie_bound_ms\":%.3f",
+		 p->budget, p->working_set, p->resident_bytes, m->cfg.n_layer, p->n_streamed,
+		 p->n_slots, p->sync ? "true" : "false", p->slot_bytes, p->stream_bytes,
+		 st.pinned ? "true" : "false", gbps,
+		 gbps > 0 ? (double)p->stream_bytes / (gbps * 1e9) * 1e3 : 0.0);
+	return buf;
+}
+
 static bool parse_long(const char *s, long lo, long hi, long *out)
 {
 	char *end;
@@ -116,6 +144,9 @@ int djn_generate_main(int argc, char **argv)
 	struct djn_backend *be = NULL;
 	struct djn_session *s = NULL;
 	char *chat_prompt = NULL;
+	struct djn_ring_opts ring = { 0 };
+	struct djn_session_opts sopts = { 0 };
+	bool want_ring = false;
 	int rc = 1;
 
 	for (int i = 1; i < argc; i++) {
@@ -155,6 +186,24 @@ int djn_generate_main(int argc, char **argv)
 			}
 		} else if (!strcmp(a, "--logits-out")) {
 			logits_out = val;
+		} else if (!strcmp(a, "--vram-budget")) {
+			if (!djn_size_parse(val, &ring.vram_budget) || !ring.vram_budget) {
+				fprintf(stderr, "djinn generate: bad vram budget '%s' (18G, 512M, bytes)\n",
+					val);
+				return 2;
+			}
+			want_ring = true;
+		} else if (!strcmp(a, "--ring-slots")) {
+			if (!strcmp(val, "sync")) {
+				ring.sync = true;
+			} else if (parse_long(val, 1, DJN_RING_MAX_SLOTS, &v)) {
+				ring.n_slots = (int)v;
+			} else {
+				fprintf(stderr, "djinn generate: bad ring slots '%s' (1..%d or sync)\n",
+					val, DJN_RING_MAX_SLOTS);
+				return 2;
+			}
+			want_ring = true;
 		} else if (!strcmp(a, "--device")) {
 			device = val;
 		} else if (!strcmp(a, "--dtype")) {
@@ -199,9 +248,24 @@ int djn_generate_main(int argc, char **argv)
 			goto out;
 		}
 	}
+	if (want_ring) {
+		/* the budget counts the KV cache of the context this run needs,
+		 * not the model's whole context */
+		const char *text = chat ? chat_prompt : prompt;
+		int32_t *ids;
+		int n;
+		if (djn_ring_configure(m, &ring, &err))
+			goto out;
+		if (djn_tok_encode(m->tok, text, strlen(text), djn_tok_add_bos(m->tok), false, &ids,
+				   &n, &err))
+			goto out;
+		free(ids);
+		if (g.n_new > 0 && n + g.n_new + 1 < m->cfg.seq_len)
+			sopts.max_ctx = n + g.n_new + 1;
+	}
 	if (!(be = djn_backend_new(device, (int)threads, &err)))
 		goto out;
-	if (!(s = djn_session_new(m, be, NULL, &err)))
+	if (!(s = djn_session_new(m, be, &sopts, &err)))
 		goto out;
 
 	if (!chat && *prompt) {
@@ -245,9 +309,9 @@ int djn_generate_main(int argc, char **argv)
 		djn_session_tokens(s, NULL, &n_prompt);
 		fprintf(stderr,
 			"{\"device\":\"%s\",\"n_prompt\":%d,\"n_new\":%d,\"prefill_ms\":%.3f,"
-			"\"decode_ms_per_token\":%.4f}\n",
+			"\"decode_ms_per_token\":%.4f%s}\n",
 			be->i->name, n_prompt, tm.n, tm.t_first - tm.t0,
-			tm.n > 1 ? (tm.t_last - tm.t_first) / (tm.n - 1) : 0.0);
+			tm.n > 1 ? (tm.t_last - tm.t_first) / (tm.n - 1) : 0.0, ring_json(m));
 	}
 	rc = 0;
 out:

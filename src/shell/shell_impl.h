@@ -317,6 +317,7 @@ DJN_CMD_FN(cmd_info_layers);
 DJN_CMD_FN(cmd_info_sites);
 DJN_CMD_FN(cmd_info_memory);
 DJN_CMD_FN(cmd_info_kv);
+DJN_CMD_FN(cmd_info_ringbuf);
 /* cmd-run.c */
 DJN_CMD_FN(cmd_run);
 DJN_CMD_FN(cmd_start);
@@ -359,6 +360,8 @@ DJN_CMD_FN(cmd_info_checkpoints);
 /* cmd-session.c */
 DJN_CMD_FN(cmd_session);
 DJN_CMD_FN(cmd_session_new);
+DJN_CMD_FN(cmd_session_swapout);
+DJN_CMD_FN(cmd_session_swapin);
 DJN_CMD_FN(cmd_info_sessions);
 /* cmd-misc.c */
 DJN_CMD_FN(cmd_set);

@@ -89,6 +89,60 @@ static enum djn_status cpu_stats_collect(struct djn_backend *be, struct djn_stat
 	return DJN_OK;
 }
 
+/* Streams and events on the CPU: every copy is done when the call returns,
+ * so an event is only a token (never NULL, so callers can check it). */
+static void *cpu_host_alloc(struct djn_backend *be, size_t bytes, bool *pinned)
+{
+	*pinned = false; /* nothing to pin: the "device" is this memory */
+	return cpu_alloc(be, bytes);
+}
+
+static void cpu_host_free(struct djn_backend *be, void *p, bool pinned)
+{
+	free(p);
+}
+
+static struct djn_event *cpu_event_new(struct djn_backend *be)
+{
+	return djn_xmalloc(1);
+}
+
+static void cpu_event_free(struct djn_backend *be, struct djn_event *ev)
+{
+	free(ev);
+}
+
+static enum djn_status cpu_event_op(struct djn_backend *be, struct djn_event *ev, int stream)
+{
+	return DJN_OK;
+}
+
+static enum djn_status cpu_event_wait(struct djn_backend *be, int stream, struct djn_event *ev)
+{
+	return DJN_OK;
+}
+
+static enum djn_status cpu_event_sync(struct djn_backend *be, struct djn_event *ev)
+{
+	return DJN_OK;
+}
+
+static enum djn_status cpu_copy_async(struct djn_backend *be, void *dst, const void *src,
+				      size_t n, int stream)
+{
+	return cpu_copy(be, dst, src, n);
+}
+
+static enum djn_status cpu_stats_defer_many(struct djn_backend *be, const float *const *xs,
+					    const int64_t *ns, int n, int slot0)
+{
+	enum djn_status st = DJN_OK;
+
+	for (int i = 0; i < n && !st; i++)
+		st = cpu_stats_defer(be, xs[i], ns[i], slot0 + i);
+	return st;
+}
+
 static const struct djn_backend_i cpu_i = {
 	.name = "cpu",
 	.free = cpu_free,
@@ -117,6 +171,16 @@ static const struct djn_backend_i cpu_i = {
 	.stats = cpu_stats,
 	.stats_defer = cpu_stats_defer,
 	.stats_collect = cpu_stats_collect,
+	.stats_defer_many = cpu_stats_defer_many,
+	.host_alloc = cpu_host_alloc,
+	.host_free = cpu_host_free,
+	.event_new = cpu_event_new,
+	.event_free = cpu_event_free,
+	.event_record = cpu_event_op,
+	.event_wait = cpu_event_wait,
+	.event_sync = cpu_event_sync,
+	.copy_h2d_async = cpu_copy_async,
+	.copy_d2h_async = cpu_copy_async,
 };
 
 struct djn_backend *djn_backend_cpu_new(int n_threads, struct djn_err *err)

@@ -242,6 +242,8 @@ static void cuda_free(struct djn_backend *be)
 		cudaSetDevice(c->dev);
 		if (!be->poisoned && c->compute)
 			cudaStreamSynchronize(c->compute);
+		if (!be->poisoned && c->copy) /* prefetches and swaps in flight */
+			cudaStreamSynchronize(c->copy);
 		for (int i = 0; i < CUDA_SCRATCH_COUNT; i++)
 			if (c->scratch[i].p)
 				cudaFree(c->scratch[i].p);
@@ -254,6 +256,10 @@ static void cuda_free(struct djn_backend *be)
 			cudaFree(c->stat_slots);
 		if (c->stat_slots_host)
 			cudaFreeHost(c->stat_slots_host);
+		if (c->many_host)
+			cudaFreeHost(c->many_host);
+		if (c->many_dev)
+			cudaFree(c->many_dev);
 		if (c->flags)
 			cudaFreeHost(c->flags);
 		if (c->blas)
@@ -380,6 +386,7 @@ static const struct djn_backend_i cuda_i = {
 	.rmsnorm = cuda_rmsnorm,
 	.layernorm = cuda_layernorm,
 	.matmul = cuda_matmul,
+	.matmul_group = cuda_matmul_group,
 	.rope = cuda_rope,
 	.kv_store = cuda_kv_store,
 	.attention = cuda_attention,
@@ -392,6 +399,16 @@ static const struct djn_backend_i cuda_i = {
 	.stats = cuda_stats,
 	.stats_defer = cuda_stats_defer,
 	.stats_collect = cuda_stats_collect,
+	.stats_defer_many = cuda_stats_defer_many,
+	.host_alloc = cuda_host_alloc,
+	.host_free = cuda_host_free,
+	.event_new = cuda_event_new,
+	.event_free = cuda_event_free,
+	.event_record = cuda_event_record,
+	.event_wait = cuda_event_wait,
+	.event_sync = cuda_event_sync,
+	.copy_h2d_async = cuda_copy_h2d_async,
+	.copy_d2h_async = cuda_copy_d2h_async,
 };
 
 extern "C" int djn_cuda_device_count(void)

@@ -42,7 +42,7 @@ struct cuda_flags {
 struct cuda_ctx {
 	int dev;
 	cudaStream_t compute; /* every op, copy and memset */
-	cudaStream_t copy;    /* reserved for prefetch (the ring buffer); unused by ops */
+	cudaStream_t copy;    /* weight prefetch and KV swap (stream.cu); unused by ops */
 	cublasHandle_t blas;  /* bound to compute, default (no TF32) math */
 	char name[256];
 	int cc_major, cc_minor, n_sm;
@@ -61,6 +61,8 @@ struct cuda_ctx {
 	void *host_res;          /* pinned, 4 KiB: results that cross to the host */
 	void *stat_slots;        /* device, DJN_STATS_SLOTS partial sums (reduce.cu) */
 	void *stat_slots_host;   /* pinned copy that stats_collect reads */
+	void *many_host;         /* pinned staging of stats_defer_many's descriptors */
+	void *many_dev;          /* their device copy */
 	struct cuda_flags *flags;     /* mapped pinned memory, host address */
 	struct cuda_flags *flags_dev; /* the same, device address */
 	char poison[DJN_ERRMSG_MAX / 2];
@@ -155,6 +157,8 @@ enum djn_status cuda_layernorm(struct djn_backend *be, float *out, const float *
 enum djn_status cuda_rope(struct djn_backend *be, float *x, int n, int n_head, int head_dim,
 			  int rot_dim, int pos0, float theta, enum djn_rope_style style);
 /* gemv.cu */
+enum djn_status cuda_matmul_group(struct djn_backend *be, float *const *ys, const float *x,
+				  const struct djn_weight *const *ws, int n_w, int n, bool swiglu);
 enum djn_status cuda_matmul(struct djn_backend *be, float *y, const float *x,
 			    const struct djn_weight *w, const struct djn_weight *bias, int n);
 /* attention.cu */
@@ -166,8 +170,24 @@ enum djn_status cuda_attention(struct djn_backend *be, float *out, const float *
 enum djn_status cuda_argmax(struct djn_backend *be, const float *x, int n, int *out);
 enum djn_status cuda_stats_defer(struct djn_backend *be, const float *x, int64_t n, int slot);
 enum djn_status cuda_stats_collect(struct djn_backend *be, struct djn_stats *out, int n_slots);
+enum djn_status cuda_stats_defer_many(struct djn_backend *be, const float *const *xs,
+				      const int64_t *ns, int n, int slot0);
+enum djn_status cuda_stats_defer_many_slow(struct djn_backend *be, const float *const *xs,
+					   const int64_t *ns, int n, int slot0);
 enum djn_status cuda_stats(struct djn_backend *be, const float *x, int64_t n,
 			   struct djn_stats *out);
+/* stream.cu: the copy stream, events, pinned host memory */
+void *cuda_host_alloc(struct djn_backend *be, size_t bytes, bool *pinned);
+void cuda_host_free(struct djn_backend *be, void *p, bool pinned);
+struct djn_event *cuda_event_new(struct djn_backend *be);
+void cuda_event_free(struct djn_backend *be, struct djn_event *ev);
+enum djn_status cuda_event_record(struct djn_backend *be, struct djn_event *ev, int stream);
+enum djn_status cuda_event_wait(struct djn_backend *be, int stream, struct djn_event *ev);
+enum djn_status cuda_event_sync(struct djn_backend *be, struct djn_event *ev);
+enum djn_status cuda_copy_h2d_async(struct djn_backend *be, void *dst, const void *src,
+				    size_t n, int stream);
+enum djn_status cuda_copy_d2h_async(struct djn_backend *be, void *dst, const void *src,
+				    size_t n, int stream);
 }
 
 /* --- device helpers -------------------------------------------------------- */

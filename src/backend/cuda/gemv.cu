@@ -100,7 +100,7 @@ gemv_plain_kernel(float *__restrict__ y, const float *__restrict__ x,
 		  const uint8_t *__restrict__ W, int rows, int cols, struct vec_ref bias)
 {
 	constexpr int ES = DT == DJN_DTYPE_F32 ? 4 : 2;
-	constexpr int U = DT == DJN_DTYPE_F32 ? 2 : 4;
+	constexpr int U = DT == DJN_DTYPE_F32 ? (NR <= 2 ? 4 : 2) : (NR <= 2 ? 8 : 4); /* bytes in flight */
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	const int r = blockIdx.x * GEMV_WARPS + warp;
 
@@ -619,5 +619,162 @@ extern "C" enum djn_status cuda_matmul(struct djn_backend *be, float *y, const f
 			y, vec_of(bias), (int)w->rows, count);
 		CK_LAUNCH(be);
 	}
+	return DJN_OK;
+}
+
+/* --- grouped GEMV: q, k, v (or gate and up) in one launch ------------------- */
+
+/* Up to three weights over one x: a decode step reads them in one pass, one
+ * launch instead of three, and the rows of all of them fill the GPU at once.
+ * With SWIGLU two weights are read by the same warp, row for row, and the
+ * warp writes silu(gate) * up: the MLP's activation never makes a round trip
+ * to memory.  Plain dtypes, one activation row (decode). */
+struct group_args {
+	const uint8_t *W[3];
+	float *y[3];
+	int rows[3];
+	int n_w, cols;
+};
+
+template <int DT, bool SWIGLU>
+__global__ void __launch_bounds__(GEMV_WARPS * 32, 2)
+gemv_group_kernel(const float *__restrict__ x, const struct group_args a)
+{
+	constexpr int ES = DT == DJN_DTYPE_F32 ? 4 : 2;
+	constexpr int U = DT == DJN_DTYPE_F32 ? 4 : 8; /* 128 bytes a lane in flight */
+	constexpr int NW = SWIGLU ? 2 : 1; /* weights a warp reads */
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	int r = blockIdx.x * GEMV_WARPS + warp, seg = 0;
+
+	if (!SWIGLU) {
+		/* unused segments have 0 rows */
+		if (r >= a.rows[0]) {
+			r -= a.rows[0];
+			seg = 1;
+			if (r >= a.rows[1]) {
+				r -= a.rows[1];
+				seg = 2;
+				if (r >= a.rows[2])
+					return;
+			}
+		}
+	} else if (r >= a.rows[0]) {
+		return;
+	}
+	/* ternaries, not a.W[seg]: a run-time index into the parameter struct
+	 * would copy it to local memory */
+	const uint8_t *w0 = SWIGLU ? a.W[0] : seg == 0 ? a.W[0] : seg == 1 ? a.W[1] : a.W[2];
+	float *yout = SWIGLU ? a.y[0] : seg == 0 ? a.y[0] : seg == 1 ? a.y[1] : a.y[2];
+	const uint8_t *wrow[NW];
+	wrow[0] = w0 + (size_t)r * a.cols * ES;
+	if (SWIGLU)
+		wrow[NW - 1] = a.W[1] + (size_t)r * a.cols * ES;
+	float acc[NW];
+#pragma unroll
+	for (int j = 0; j < NW; j++)
+		acc[j] = 0.0f;
+
+	for (int c0 = lane * 8; c0 < a.cols; c0 += 256 * U) {
+		raw8 raw[NW][U];
+#pragma unroll
+		for (int j = 0; j < NW; j++)
+#pragma unroll
+			for (int u = 0; u < U; u++) {
+				int c = c0 + u * 256;
+				raw[j][u] = c < a.cols ? ld8<DT>(wrow[j], c) : raw8{};
+			}
+#pragma unroll
+		for (int u = 0; u < U; u++) {
+			int c = c0 + u * 256;
+			if (c >= a.cols)
+				break;
+			const float4 *xp = (const float4 *)(x + c);
+			float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+#pragma unroll
+			for (int j = 0; j < NW; j++) {
+				float w[8];
+				cvt8<DT>(raw[j][u], w);
+				float s = acc[j];
+				s = fmaf(w[0], x0.x, s);
+				s = fmaf(w[1], x0.y, s);
+				s = fmaf(w[2], x0.z, s);
+				s = fmaf(w[3], x0.w, s);
+				s = fmaf(w[4], x1.x, s);
+				s = fmaf(w[5], x1.y, s);
+				s = fmaf(w[6], x1.z, s);
+				s = fmaf(w[7], x1.w, s);
+				acc[j] = s;
+			}
+		}
+	}
+#pragma unroll
+	for (int j = 0; j < NW; j++)
+		acc[j] = warp_sum(acc[j]);
+	if (lane == 0) {
+		if (SWIGLU) {
+			/* as the CPU's swiglu: val * (1 / (1 + exp(-val))) * up */
+			float g = acc[0];
+			g = __fmul_rn(g, 1.0f / (1.0f + expf(-g)));
+			yout[r] = __fmul_rn(g, acc[NW - 1]);
+		} else {
+			yout[r] = acc[0];
+		}
+	}
+}
+
+template <int DT>
+static void group_launch(const float *x, const struct group_args &a, bool swiglu, dim3 grid,
+			 cudaStream_t st)
+{
+	if (swiglu)
+		gemv_group_kernel<DT, true><<<grid, GEMV_WARPS * 32, 0, st>>>(x, a);
+	else
+		gemv_group_kernel<DT, false><<<grid, GEMV_WARPS * 32, 0, st>>>(x, a);
+}
+
+extern "C" enum djn_status cuda_matmul_group(struct djn_backend *be, float *const *ys,
+					     const float *x, const struct djn_weight *const *ws,
+					     int n_w, int n, bool swiglu)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	struct group_args a = {};
+	enum djn_status st;
+	bool fused = n == 1 && n_w >= 1 && n_w <= 3 && (!swiglu || n_w == 2) &&
+		     is_aligned(x, 16) && ws[0]->cols % 8 == 0;
+	long long total = 0;
+
+	CUDA_OP(be, "matmul_group");
+	for (int i = 0; i < n_w && fused; i++) {
+		fused = ws[i]->dtype == ws[0]->dtype && ws[i]->cols == ws[0]->cols &&
+			ws[i]->rows <= INT32_MAX && is_aligned(ws[i]->dev, 16) &&
+			(ws[i]->dtype == DJN_DTYPE_F32 || ws[i]->dtype == DJN_DTYPE_F16 ||
+			 ws[i]->dtype == DJN_DTYPE_BF16) &&
+			(!swiglu || ws[i]->rows == ws[0]->rows);
+		if (fused) {
+			a.W[i] = (const uint8_t *)ws[i]->dev;
+			a.y[i] = ys[i];
+			a.rows[i] = (int)ws[i]->rows;
+			total += ws[i]->rows;
+		}
+	}
+	if (!fused) { /* prefill, quantized weights, odd shapes: one matmul each */
+		for (int i = 0; i < n_w; i++)
+			if ((st = cuda_matmul(be, ys[i], x, ws[i], NULL, n)) != DJN_OK)
+				return st;
+		return swiglu ? cuda_swiglu(be, ys[0], ys[0], ys[1], (size_t)n * ws[0]->rows) : DJN_OK;
+	}
+	for (int i = 0; i < n_w; i++)
+		if ((st = cuda_check_weight(be, op_name_, ws[i])) != DJN_OK)
+			return st;
+	a.n_w = n_w;
+	a.cols = (int)ws[0]->cols;
+	long long rows = swiglu ? ws[0]->rows : total;
+	dim3 grid((unsigned)((rows + GEMV_WARPS - 1) / GEMV_WARPS));
+	switch (ws[0]->dtype) {
+	case DJN_DTYPE_F32: group_launch<DJN_DTYPE_F32>(x, a, swiglu, grid, c->compute); break;
+	case DJN_DTYPE_F16: group_launch<DJN_DTYPE_F16>(x, a, swiglu, grid, c->compute); break;
+	default: group_launch<DJN_DTYPE_BF16>(x, a, swiglu, grid, c->compute); break;
+	}
+	CK_LAUNCH(be);
 	return DJN_OK;
 }

@@ -358,3 +358,95 @@ extern "C" enum djn_status cuda_stats_collect(struct djn_backend *be, struct djn
 		stats_finish(&host[i], host[i].k + host[i].n_nan + host[i].n_inf, &out[i]);
 	return DJN_OK;
 }
+
+/* Many small tensors at once: block i reduces tensor i into slot slot0 + i. */
+struct many_desc {
+	const float *x;
+	long long n;
+};
+
+__global__ void __launch_bounds__(RED_THREADS, 4)
+stats_many_kernel(struct spart *slots, const struct many_desc *d)
+{
+	__shared__ struct spart sh[RED_THREADS];
+	struct spart s = spart_empty();
+	const float *x = d[blockIdx.x].x;
+	long long n = d[blockIdx.x].n;
+
+	for (long long i = threadIdx.x; i < n; i += blockDim.x) {
+		float v = x[i];
+		if (isnan(v)) {
+			s.n_nan++;
+			continue;
+		}
+		if (isinf(v)) {
+			s.n_inf++;
+			continue;
+		}
+		s.mn = fminf(s.mn, v);
+		if (v > s.mx) {
+			s.mx = v;
+			s.amax = i;
+		}
+		s.sum += v;
+		s.sq += (double)v * v;
+		s.k++;
+	}
+	s = block_reduce(s, sh, spart_pick_f());
+	if (threadIdx.x == 0)
+		slots[blockIdx.x] = s;
+}
+
+extern "C" enum djn_status cuda_stats_defer_many(struct djn_backend *be, const float *const *xs,
+						 const int64_t *ns, int n, int slot0)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	enum djn_status st;
+
+	CUDA_OP(be, "stats_defer_many");
+	if (n <= 0)
+		return DJN_OK;
+	if (slot0 < 0 || slot0 + n > DJN_STATS_SLOTS)
+		return djn_err_set(&be->err, DJN_ERR_RANGE, "cuda: stats slots %d..%d out of range",
+				   slot0, slot0 + n - 1);
+	if ((st = slots_ready(be)) != DJN_OK)
+		return st;
+	for (int i = 0; i < n; i++)
+		if (ns[i] > STATS_ONE_BLOCK_MAX) /* large ones take the two-level path */
+			return cuda_stats_defer_many_slow(be, xs, ns, n, slot0);
+	/* descriptors: pinned staging, then a device copy, both allocated once */
+	size_t bytes = sizeof(struct many_desc) * (size_t)n;
+	if (!c->many_host) {
+		size_t all = sizeof(struct many_desc) * DJN_STATS_SLOTS;
+		if (cudaMallocHost(&c->many_host, all) != cudaSuccess) {
+			c->many_host = NULL;
+			return djn_err_set(&be->err, DJN_ERR_NOMEM, "cuda: cannot pin %zu bytes", all);
+		}
+		if (cudaMalloc(&c->many_dev, all) != cudaSuccess) {
+			cudaFreeHost(c->many_host);
+			c->many_host = c->many_dev = NULL;
+			return djn_err_set(&be->err, DJN_ERR_NOMEM, "cuda: cannot allocate %zu bytes", all);
+		}
+	}
+	/* no wait for the staging buffer: every batch is followed by a
+	 * stats_collect, which synchronizes, before the next one is written */
+	struct many_desc *d = (struct many_desc *)c->many_dev;
+	struct many_desc *h = (struct many_desc *)c->many_host;
+	for (int i = 0; i < n; i++)
+		h[i] = (struct many_desc){ xs[i], (long long)ns[i] };
+	CK(be, cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, c->compute));
+	stats_many_kernel<<<n, RED_THREADS, 0, c->compute>>>((struct spart *)c->stat_slots + slot0, d);
+	CK_LAUNCH(be);
+	return DJN_OK;
+}
+
+extern "C" enum djn_status cuda_stats_defer_many_slow(struct djn_backend *be,
+						      const float *const *xs, const int64_t *ns,
+						      int n, int slot0)
+{
+	enum djn_status st = DJN_OK;
+
+	for (int i = 0; i < n && st == DJN_OK; i++)
+		st = cuda_stats_defer(be, xs[i], ns[i], slot0 + i);
+	return st;
+}

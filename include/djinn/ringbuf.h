@@ -1,0 +1,189 @@
+/* ringbuf.h - running a model whose weights exceed the VRAM budget: the
+ * planner, the ring of device slots that streamed layers flow through, and
+ * the pinned host pool that a session's KV pages are swapped out to.
+ *
+ * Blocks.  A model's weights are grouped into blocks: block 0 is the
+ * embedding (token, and GPT-2's position table), block 1 + l is everything
+ * of layer l, block n_layer + 1 is the final norm and the output head (when
+ * the embeddings are tied the head lives in block 0).  A block's size counts
+ * each tensor rounded up to DJN_RING_ALIGN bytes, which is how it is laid
+ * out in a slot.
+ *
+ * The plan.  Given a VRAM budget (weights + one session's working set:
+ * its KV cache for the context and its activation arena), the planner keeps
+ * blocks 0 and n_layer + 1 resident, keeps as many layers resident as fit,
+ * and streams the rest through K device slots of slot_bytes each (the
+ * largest streamed block): streamed bytes per token are the smallest the
+ * budget allows.  K is 2..4 from what the budget leaves unless configured.
+ * Each token (and each prefill chunk) copies every streamed block once.
+ *
+ * The ring.  Streamed blocks are copied once into pinned host memory, laid
+ * out exactly as in a slot, so one copy moves a block.  The engine calls
+ * djn_ring_layer_begin before every site of a layer and djn_ring_layer_end
+ * after its last: begin makes the compute stream wait for the block's
+ * `ready` event and points the layer's djn_weight.dev at the slot (a
+ * streamed layer has device addresses only while it is in a slot); end
+ * records `done` on the compute stream and queues, on the copy stream after
+ * `done`, the copy of the streamed block K places later in the order
+ * (wrapping to the next token's first ones) into the slot just freed,
+ * followed by `ready`.  No host thread waits.  A begin out of the expected
+ * order (a breakpoint replaying the chunk, a restored checkpoint, another
+ * session on the same model, a killed run) re-issues the copies it needs.
+ *
+ * Ownership.  The ring belongs to the model's Text segment (src/vmu/text.c),
+ * which creates it on the first session and frees it with the last.
+ * Pointers returned here are borrowed from it.
+ */
+#ifndef DJINN_RINGBUF_H
+#define DJINN_RINGBUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "djinn/backend.h"
+#include "djinn/model.h"
+#include "djinn/status.h"
+
+#define DJN_RING_ALIGN 256     /* every tensor in a slot starts on this boundary */
+#define DJN_RING_MAX_SLOTS 8   /* K at most */
+#define DJN_RING_AUTO_SLOTS 4  /* the planner picks K from 2 up to this */
+
+/* How a model's weights are to be placed.  Zero-initialised: no budget
+ * (every weight resident, as without a ring). */
+struct djn_ring_opts {
+	size_t vram_budget; /* bytes for weights and one session's working set; 0: none */
+	int n_slots;        /* K, 1..DJN_RING_MAX_SLOTS; 0: the planner picks 2..4 */
+	bool sync;          /* ablation: no ring; each streamed block is copied into one
+			     * slot when it is needed, the host waiting (what hooks that
+			     * offload layer by layer do) */
+	int n_stream_min;   /* tests and ablations: stream at least this many layers */
+};
+
+struct djn_ring_plan {
+	size_t budget;        /* as configured */
+	size_t budget_used;   /* what was planned against: the budget, or the free VRAM
+			       * when the budget exceeds it */
+	size_t free_vram;     /* free device memory when planned (0: unknown) */
+	size_t working_set;   /* KV cache + activations of one session, estimated */
+	int n_blocks;         /* n_layer + 2 */
+	size_t *block_bytes;  /* n_blocks, tensors rounded up to DJN_RING_ALIGN */
+	bool *block_streamed; /* n_blocks */
+	int n_streamed;
+	int *streamed;        /* the streamed layers in streaming order (ascending) */
+	int n_slots;          /* K (1 in sync mode) */
+	bool sync;
+	size_t slot_bytes;    /* the largest streamed block */
+	size_t resident_bytes;   /* blocks kept on the device */
+	size_t host_bytes;       /* streamed blocks, held in host memory */
+	size_t stream_bytes;     /* copied per token (per prefill chunk): the streamed blocks */
+	size_t device_bytes;     /* resident + K slots + working set */
+	size_t min_budget;       /* the smallest budget this configuration accepts */
+	char note[256];          /* what the planner changed or noticed, or "" */
+};
+
+/* Plan the placement of m's weights.  free_vram 0 means unknown.  When the
+ * weights and working set fit the budget (or there is none), the plan
+ * streams nothing.  Errors: DJN_ERR_NOMEM when the budget (or the free VRAM,
+ * when it is smaller) is below the minimum - the message names the minimum
+ * in GiB and what it is made of; DJN_ERR_INVALID for bad options.  Release
+ * the plan with djn_ring_plan_release (also after a failure). */
+enum djn_status djn_ring_plan_compute(struct djn_ring_plan *p, const struct djn_model *m,
+				      const struct djn_ring_opts *o, size_t working_set,
+				      size_t free_vram, struct djn_err *err);
+void djn_ring_plan_release(struct djn_ring_plan *p);
+
+#define DJN_RING_BLOCK_MAX_WEIGHTS 17
+
+/* The present weights of block b (0 .. n_layer + 1) into w, in a fixed
+ * order; returns how many.  A tied head is not in the head block. */
+int djn_ring_block_weights(struct djn_model *m, int b, struct djn_weight **w);
+/* Bytes of block b of m, as planned (tensors rounded up to DJN_RING_ALIGN). */
+size_t djn_ring_block_bytes(const struct djn_model *m, int b);
+
+/* ---- the ring (used by the Text segment and the engine) */
+
+struct djn_ring;
+
+/* Build the ring for plan p (which it takes over, leaving *p empty): copy
+ * the streamed blocks into pinned host memory, allocate the K slots and
+ * prefetch the first K streamed blocks.  Resident weights are not touched
+ * (the Text segment uploads them).  NULL with *err set on failure. */
+struct djn_ring *djn_ring_new(struct djn_model *m, struct djn_backend *be,
+			      struct djn_ring_plan *p, struct djn_err *err);
+/* Waits for the copies in flight, frees slots and host memory, and leaves
+ * the streamed layers' dev pointers NULL.  NULL is fine. */
+void djn_ring_free(struct djn_ring *r);
+
+/* Before any site of layer l (every one: it returns at once when the layer
+ * is already in place).  Resident layers: nothing to do. */
+enum djn_status djn_ring_layer_begin(struct djn_ring *r, int layer, struct djn_err *err);
+/* After the last site of layer l. */
+enum djn_status djn_ring_layer_end(struct djn_ring *r, int layer, struct djn_err *err);
+/* Is layer l streamed? */
+bool djn_ring_streams(const struct djn_ring *r, int layer);
+
+const struct djn_ring_plan *djn_ring_plan(const struct djn_ring *r);
+
+struct djn_ring_stats {
+	bool pinned;           /* host copies are page-locked */
+	const char *host_note; /* why not, or "" */
+	long n_copies;         /* blocks copied into slots */
+	long n_resync;         /* of which re-issued out of order (replays, switches) */
+	size_t bytes_copied;
+	double h2d_gbps;       /* measured by djn_ring_measure, 0 if not yet */
+};
+void djn_ring_stats(const struct djn_ring *r, struct djn_ring_stats *out);
+
+/* Measure the host-to-device bandwidth of the copy stream: a few slot-sized
+ * copies from pinned host memory, timed.  Only between runs (it waits for
+ * both streams, and the slot it used is reloaded at its next use). */
+enum djn_status djn_ring_measure(struct djn_ring *r, double *gbps, struct djn_err *err);
+
+/* Lines for `info ringbuf` / `info memory` into buf (plan and stats). */
+void djn_ring_describe(const struct djn_ring_plan *p, const struct djn_ring_stats *st,
+		       char *buf, size_t n);
+
+/* ---- the model-level face (what the shell and Lua use; the state is the
+ * Text segment's, so src/vmu/text.c implements these) */
+
+/* Set the placement for m's weights.  Takes effect when the weights are
+ * next made resident (the first session); DJN_ERR_STATE while a session
+ * holds them.  o NULL clears it.  Set it after djn_model_cast. */
+enum djn_status djn_ring_configure(struct djn_model *m, const struct djn_ring_opts *o,
+				   struct djn_err *err);
+/* m's ring while resident with one, else NULL (borrowed). */
+struct djn_ring *djn_ring_of(const struct djn_model *m);
+
+/* ---- KV swap: a session's pages to a pinned host pool and back */
+
+struct djn_kv; /* vmu.h */
+
+struct djn_swap {
+	struct djn_backend *be;
+	void *host;         /* the pool: page-locked when possible, kept for reuse */
+	size_t cap;
+	bool pinned;
+	struct djn_event *ev;
+	bool out;           /* the pages are on the host */
+	int n_pages;        /* pages held while out */
+	double last_ms;     /* the last swap's wall time (copies included) */
+	size_t last_bytes;
+};
+
+/* Copy kv's pages to the pool (after the compute queued so far) and free
+ * them on the device.  On failure nothing changed.  No-op when out. */
+enum djn_status djn_swap_out(struct djn_swap *sw, struct djn_kv *kv, struct djn_err *err);
+/* Allocate the pages again, copy them back, rebuild the page table.  On
+ * failure (out of memory: bytes named) the pages stay on the host. */
+enum djn_status djn_swap_in(struct djn_swap *sw, struct djn_kv *kv, struct djn_err *err);
+/* Free the pool (waiting for copies in flight). */
+void djn_swap_release(struct djn_swap *sw);
+
+/* ---- sizes */
+
+/* "18G", "18GiB", "1.5g", "512M", "64k", "1073741824" (binary units). */
+bool djn_size_parse(const char *s, size_t *out);
+/* 2.5 GiB, 512 MiB, ... into buf. */
+void djn_size_str(size_t b, char *buf, size_t n);
+
+#endif

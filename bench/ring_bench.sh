@@ -67,6 +67,10 @@ budget_bytes() {
 	case $1 in
 	sixth) echo $((weights / 6)) ;;
 	half) echo $((weights / 2)) ;;
+	*[Kk]) echo $(( ${1%?} << 10 )) ;;
+	*[Mm]) echo $(( ${1%?} << 20 )) ;;
+	*[Gg]) echo $(( ${1%?} << 30 )) ;;
+	*[Tt]) echo $(( ${1%?} << 40 )) ;;
 	*) echo "$1" ;;
 	esac
 }

@@ -16,7 +16,7 @@
 #include "djinn/djinn.h"
 #include "djinn/mkmodel.h"
 
-#define MAX_CHUNKS 80
+#define MAX_CHUNKS 160 /* prompt chunk + up to 120 tokens, with room */
 
 static void need_gpu(void)
 {

@@ -80,6 +80,12 @@ struct djn_backend_i {
 	enum djn_status (*copy_d2h)(struct djn_backend *be, void *dst, const void *src, size_t n);
 	enum djn_status (*copy_d2d)(struct djn_backend *be, void *dst, const void *src, size_t n);
 	enum djn_status (*memset0)(struct djn_backend *be, void *dst, size_t n);
+	/* Gather n_pages pages (pages: a backend-visible array of page pointers)
+	 * into contig, or scatter contig into them (to_pages), in one pass:
+	 * checkpoints of a paged KV cache.  page_bytes a multiple of 16.  May
+	 * be NULL: callers copy page by page. */
+	enum djn_status (*copy_pages)(struct djn_backend *be, void *contig, void *const *pages,
+				      int n_pages, size_t page_bytes, bool to_pages);
 	enum djn_status (*sync)(struct djn_backend *be);
 
 	/* --- ops (f32 activations, row-major, n = rows) --- */

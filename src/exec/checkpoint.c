@@ -18,6 +18,24 @@ static void ckpt_release(struct djn_session *s, struct ckpt *k)
 	free(k->text);
 }
 
+/* The first n KV pages to or from one contiguous checkpoint buffer: one
+ * launch where the backend can gather, else a copy a page. */
+static enum djn_status copy_kv(struct djn_session *s, float *contig, int n, bool to_pages)
+{
+	struct djn_backend *be = s->be;
+	size_t pb = djn_kv_page_bytes(&s->kv);
+	enum djn_status st = DJN_OK;
+
+	if (be->i->copy_pages)
+		return be->i->copy_pages(be, contig, (void *const *)s->kv.dev_table, n, pb, to_pages);
+	for (int i = 0; i < n && !st; i++) {
+		float *c = (float *)((char *)contig + pb * (size_t)i);
+		st = to_pages ? be->i->copy_d2d(be, s->kv.host_table[i], c, pb)
+			      : be->i->copy_d2d(be, c, s->kv.host_table[i], pb);
+	}
+	return st;
+}
+
 static int used_pages(const struct djn_session *s)
 {
 	int end = s->r.pos + s->r.n_rows;
@@ -44,10 +62,10 @@ int djn_checkpoint_new(struct djn_session *s)
 	k.pages[0] = be->i->alloc(be, pb * (size_t)k.n_pages);
 	if (!k.pages[0])
 		st = DJN_ERR_NOMEM;
-	for (int i = 0; i < k.n_pages && !st; i++) {
+	for (int i = 1; i < k.n_pages && !st; i++)
 		k.pages[i] = (float *)((char *)k.pages[0] + pb * (size_t)i);
-		st = be->i->copy_d2d(be, k.pages[i], s->kv.host_table[i], pb);
-	}
+	if (!st)
+		st = copy_kv(s, k.pages[0], k.n_pages, false);
 	k.arena_bytes = s->arena.used;
 	if (!st) {
 		k.arena = be->i->alloc(be, k.arena_bytes);
@@ -85,7 +103,6 @@ enum djn_status djn_checkpoint_restore(struct djn_session *s, int id)
 {
 	struct ckpt *k = find(s, id);
 	struct djn_backend *be = s->be;
-	size_t pb = djn_kv_page_bytes(&s->kv);
 	enum djn_status st;
 
 	if (!k)
@@ -94,8 +111,7 @@ enum djn_status djn_checkpoint_restore(struct djn_session *s, int id)
 	memcpy(s->tokens, k->tokens, sizeof(int32_t) * (size_t)k->r.n_tokens);
 	if ((st = djn_chunk_begin(s, k->r.pos, k->r.n_rows)))
 		return st;
-	for (int i = 0; i < k->n_pages && !st; i++)
-		st = be->i->copy_d2d(be, s->kv.host_table[i], k->pages[i], pb);
+	st = copy_kv(s, k->pages[0], k->n_pages, true);
 	if (!st)
 		st = be->i->copy_d2d(be, s->arena.base, k->arena, k->arena_bytes);
 	if (st)

@@ -61,6 +61,19 @@ static enum djn_status cpu_memset0(struct djn_backend *be, void *dst, size_t n)
 	return DJN_OK;
 }
 
+static enum djn_status cpu_copy_pages(struct djn_backend *be, void *contig, void *const *pages,
+				      int n_pages, size_t page_bytes, bool to_pages)
+{
+	for (int i = 0; i < n_pages; i++) {
+		char *c = (char *)contig + page_bytes * (size_t)i;
+		if (to_pages)
+			memcpy(pages[i], c, page_bytes);
+		else
+			memcpy(c, pages[i], page_bytes);
+	}
+	return DJN_OK;
+}
+
 static enum djn_status cpu_sync(struct djn_backend *be)
 {
 	return DJN_OK;
@@ -154,6 +167,7 @@ static const struct djn_backend_i cpu_i = {
 	.copy_d2h = cpu_copy,
 	.copy_d2d = cpu_copy,
 	.memset0 = cpu_memset0,
+	.copy_pages = cpu_copy_pages,
 	.sync = cpu_sync,
 	.embed = cpu_embed,
 	.rmsnorm = cpu_rmsnorm,

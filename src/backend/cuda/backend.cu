@@ -381,6 +381,7 @@ static const struct djn_backend_i cuda_i = {
 	.copy_d2h = cuda_copy_d2h,
 	.copy_d2d = cuda_copy_d2d,
 	.memset0 = cuda_memset0,
+	.copy_pages = cuda_copy_pages,
 	.sync = cuda_sync,
 	.embed = cuda_embed,
 	.rmsnorm = cuda_rmsnorm,

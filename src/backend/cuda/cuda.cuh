@@ -139,6 +139,8 @@ extern "C" {
 /* elementwise.cu */
 enum djn_status cuda_embed(struct djn_backend *be, float *out, const struct djn_weight *table,
 			   const int32_t *ids, int n);
+enum djn_status cuda_copy_pages(struct djn_backend *be, void *contig, void *const *pages,
+				int n_pages, size_t page_bytes, bool to_pages);
 enum djn_status cuda_swiglu(struct djn_backend *be, float *out, const float *gate,
 			    const float *up, size_t n);
 enum djn_status cuda_gelu(struct djn_backend *be, float *out, const float *x, size_t n);

@@ -204,3 +204,39 @@ extern "C" enum djn_status cuda_softmax(struct djn_backend *be, float *x, int n,
 	CK_LAUNCH(be);
 	return DJN_OK;
 }
+
+/* --- paged copies: a checkpoint of the KV cache in one launch --------------- */
+
+__global__ void __launch_bounds__(256, 4)
+copy_pages_kernel(uint4 *contig, uint4 *const *pages, size_t per_page, size_t total,
+		  bool to_pages)
+{
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+	     i += (size_t)gridDim.x * blockDim.x) {
+		uint4 *page = pages[i / per_page];
+		size_t off = i % per_page;
+		if (to_pages)
+			page[off] = __ldcs(contig + i);
+		else
+			contig[i] = __ldcs(page + off);
+	}
+}
+
+extern "C" enum djn_status cuda_copy_pages(struct djn_backend *be, void *contig,
+					   void *const *pages, int n_pages, size_t page_bytes,
+					   bool to_pages)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	size_t per_page = page_bytes / 16, total = per_page * (size_t)n_pages;
+
+	CUDA_OP(be, "copy_pages");
+	if (n_pages <= 0 || total == 0)
+		return DJN_OK;
+	if (page_bytes % 16 || ((uintptr_t)contig & 15))
+		return djn_err_set(&be->err, DJN_ERR_INVALID,
+				   "copy_pages: %zu-byte pages or an unaligned buffer", page_bytes);
+	copy_pages_kernel<<<cuda_blocks(total, 256, (unsigned)c->n_sm * 8), 256, 0, c->compute>>>(
+		(uint4 *)contig, (uint4 *const *)pages, per_page, total, to_pages);
+	CK_LAUNCH(be);
+	return DJN_OK;
+}

@@ -746,6 +746,7 @@ Test(attention, other_shapes)
 	check_attention(&p, 33, 4, 1, 10, 20);
 	check_attention(&p, 256, 4, 2, 50, 40);
 	check_attention(&p, 256, 4, 2, 500, 1);
+	check_attention(&p, 64, 8, 1, 7, 70); /* multi-query through the GEMM path */
 	pair_close(&p);
 }
 

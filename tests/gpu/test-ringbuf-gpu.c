@@ -49,7 +49,10 @@ static void side_open(struct side *x, const char *path, const char *tok,
 		cr_assert_eq(djn_ring_configure(x->m, o, &err), DJN_OK, "%s", err.msg);
 	x->be = djn_backend_new("cuda", 0, &err);
 	cr_assert_not_null(x->be, "%s", err.msg);
-	x->s = djn_session_new(x->m, x->be, NULL, &err);
+	/* the context the traces need: a model's full context of KV would be
+	 * counted in the working set and crowd small budgets out */
+	struct djn_session_opts so = { .max_ctx = 256 };
+	x->s = djn_session_new(x->m, x->be, &so, &err);
 	cr_assert_not_null(x->s, "%s", err.msg);
 }
 

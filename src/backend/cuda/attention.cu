@@ -414,6 +414,100 @@ static cudaError_t launch_prefill(dim3 grid, size_t smem, cudaStream_t st, float
 	default: CALL(8); break;                                              \
 	}
 
+/* --- long prefill: attention as two batched GEMMs ---------------------------
+
+ * For a long chunk, S = Q K^T and O = P V are matrix products: K and V of
+ * the layer are gathered from their pages into contiguous buffers, cuBLAS
+ * (f32, no TF32) computes every head's scores at once, one kernel applies
+ * the causal mask and the softmax, and cuBLAS multiplies by V straight into
+ * the output's layout.  The scores of a 512-token chunk are 32 MiB for 32
+ * heads; past ATT_GEMM_MAX_SCRATCH the tiled kernel above takes over. */
+#define ATT_GEMM_MIN_ROWS 64
+#define ATT_GEMM_MAX_SCRATCH ((size_t)512 << 20)
+
+__global__ void __launch_bounds__(256, 4)
+kv_gather_kernel(float4 *__restrict__ kc, float4 *__restrict__ vc, float *const *pages,
+		 int layer, int page_tokens, int kv_dim4, int len)
+{
+	size_t total = (size_t)len * kv_dim4;
+
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+	     i += (size_t)gridDim.x * blockDim.x) {
+		int t = (int)(i / kv_dim4), e = (int)(i % kv_dim4);
+		const float4 *page = (const float4 *)pages[t / page_tokens];
+		size_t row = ((size_t)layer * 2 * page_tokens + t % page_tokens) * kv_dim4;
+		kc[i] = page[row + e];
+		vc[i] = page[row + (size_t)page_tokens * kv_dim4 + e];
+	}
+}
+
+/* One block per (head, row): mask positions after pos0 + row, softmax the
+ * rest in place (as the CPU: max, exp(x - max), sum, divide). */
+__global__ void __launch_bounds__(256, 4)
+causal_softmax_kernel(float *__restrict__ S, int n_rows, int len, int pos0)
+{
+	__shared__ float red[32];
+	float *row = S + ((size_t)blockIdx.y * n_rows + blockIdx.x) * len;
+	const int last = pos0 + (int)blockIdx.x; /* attends to 0 .. last */
+	float mx = -INFINITY, sum = 0.0f;
+
+	for (int t = threadIdx.x; t <= last; t += blockDim.x)
+		mx = fmaxf(mx, row[t]);
+	mx = block_max(mx, red);
+	__syncthreads(); /* red is reused by block_sum */
+	for (int t = threadIdx.x; t <= last; t += blockDim.x) {
+		float e = expf(row[t] - mx);
+		row[t] = e;
+		sum += e;
+	}
+	sum = block_sum(sum, red);
+	for (int t = threadIdx.x; t < len; t += blockDim.x)
+		row[t] = t <= last ? row[t] / sum : 0.0f;
+}
+
+static enum djn_status attention_gemm(struct djn_backend *be, const char *op, float *out,
+				      const float *q, const struct djn_kv_view *kv,
+				      const struct djn_attn_shape *s, bool *done)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	const char *const op_name_ = op;
+	const int len = s->pos0 + s->n_rows, hd = s->head_dim, group = s->n_head / s->n_kv_head;
+	const size_t kvs = (size_t)len * kv->kv_dim, sc = (size_t)s->n_head * s->n_rows * len;
+	const size_t bytes = sizeof(float) * (2 * kvs + sc);
+	const float scale = 1.0f / sqrtf((float)hd), one = 1.0f, zero = 0.0f;
+
+	*done = false;
+	if (s->n_rows < ATT_GEMM_MIN_ROWS || bytes > ATT_GEMM_MAX_SCRATCH || kv->kv_dim % 4)
+		return DJN_OK;
+	float *kc = (float *)cuda_scratch(be, CUDA_SCRATCH_ATTN, bytes);
+	if (!kc)
+		return be->err.code;
+	float *vc = kc + kvs, *S = vc + kvs;
+	int kv_dim4 = kv->kv_dim / 4;
+	kv_gather_kernel<<<cuda_blocks((size_t)len * kv_dim4, 256, (unsigned)c->n_sm * 8), 256, 0,
+			   c->compute>>>((float4 *)kc, (float4 *)vc, kv->pages, s->layer,
+					 kv->page_tokens, kv_dim4, len);
+	CK_LAUNCH(be);
+	/* heads h = kvh * group + g share K and V: one batched call per g */
+	for (int g = 0; g < group; g++)
+		CKB(be, cublasSgemmStridedBatched(
+				c->blas, CUBLAS_OP_T, CUBLAS_OP_N, len, s->n_rows, hd, &scale, kc,
+				kv->kv_dim, hd, q + (size_t)g * hd, s->n_head * hd, (long long)group * hd,
+				&zero, S + (size_t)g * s->n_rows * len, len,
+				(long long)group * s->n_rows * len, s->n_kv_head));
+	causal_softmax_kernel<<<dim3((unsigned)s->n_rows, (unsigned)s->n_head), 256, 0, c->compute>>>(
+		S, s->n_rows, len, s->pos0);
+	CK_LAUNCH(be);
+	for (int g = 0; g < group; g++)
+		CKB(be, cublasSgemmStridedBatched(
+				c->blas, CUBLAS_OP_N, CUBLAS_OP_N, hd, s->n_rows, len, &one, vc,
+				kv->kv_dim, hd, S + (size_t)g * s->n_rows * len, len,
+				(long long)group * s->n_rows * len, &zero, out + (size_t)g * hd,
+				s->n_head * hd, (long long)group * hd, s->n_kv_head));
+	*done = true;
+	return DJN_OK;
+}
+
 extern "C" enum djn_status cuda_attention(struct djn_backend *be, float *out, const float *q,
 					  const struct djn_kv_view *kv,
 					  const struct djn_attn_shape *s)
@@ -455,6 +549,9 @@ extern "C" enum djn_status cuda_attention(struct djn_backend *be, float *out, co
 	p.sd = sqrtf((float)s->head_dim);
 	const int vpl = (s->head_dim + 31) / 32;
 
+	bool done;
+	if ((st = attention_gemm(be, op_name_, out, q, kv, s, &done)) != DJN_OK || done)
+		return st;
 	if (s->n_rows > 8 && s->head_dim % 4 == 0) {
 		size_t smem = prefill_smem(s->head_dim, vpl);
 		if (smem + sizeof(float *) * PF_BK <= c->smem_optin) {

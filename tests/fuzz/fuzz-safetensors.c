@@ -6,31 +6,16 @@
 #include <unistd.h>
 
 #include "model/safetensors.h"
+#include "fuzz_file.h"
 
-/* djn_st_open takes a path and maps it; a memfd gives it one without
- * touching the disk, and /proc/self/fd names it. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static int fd = -1;
-	static char path[64];
 	struct djn_err err = { 0 };
 	struct djn_st_file *f;
-	size_t done = 0;
+	const char *path = fuzz_file("fuzz-safetensors", data, size);
 
-	if (fd < 0) {
-		fd = memfd_create("fuzz-safetensors", MFD_CLOEXEC);
-		if (fd < 0)
-			return 0;
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	}
-	if (ftruncate(fd, 0) < 0)
+	if (!path)
 		return 0;
-	while (done < size) {
-		ssize_t n = pwrite(fd, data + done, size - done, (off_t)done);
-		if (n <= 0)
-			return 0;
-		done += (size_t)n;
-	}
 	f = djn_st_open(path, &err);
 	if (!f) {
 		if (!err.code || !err.msg[0])

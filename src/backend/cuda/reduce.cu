@@ -130,6 +130,27 @@ __device__ __forceinline__ struct spart spart_empty(void)
 	return s;
 }
 
+/* One element into a thread's partial: NaN and Inf are counted, not summed. */
+__device__ __forceinline__ void spart_add(struct spart &s, float v, long long i)
+{
+	if (isnan(v)) {
+		s.n_nan++;
+		return;
+	}
+	if (isinf(v)) {
+		s.n_inf++;
+		return;
+	}
+	s.mn = fminf(s.mn, v);
+	if (v > s.mx) {
+		s.mx = v;
+		s.amax = i;
+	}
+	s.sum += v;
+	s.sq += (double)v * v;
+	s.k++;
+}
+
 struct spart_pick_f {
 	__device__ struct spart operator()(struct spart a, struct spart b) const
 	{
@@ -155,23 +176,7 @@ stats_partial_kernel(struct spart *part, const float *__restrict__ x, long long 
 
 	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
 	     i += (long long)gridDim.x * blockDim.x) {
-		float v = x[i];
-		if (isnan(v)) {
-			s.n_nan++;
-			continue;
-		}
-		if (isinf(v)) {
-			s.n_inf++;
-			continue;
-		}
-		s.mn = fminf(s.mn, v);
-		if (v > s.mx) {
-			s.mx = v;
-			s.amax = i;
-		}
-		s.sum += v;
-		s.sq += (double)v * v;
-		s.k++;
+		spart_add(s, x[i], i);
 	}
 	s = block_reduce(s, sh, spart_pick_f());
 	if (threadIdx.x == 0)
@@ -259,23 +264,7 @@ stats_one_kernel(struct spart *slot, const float *__restrict__ x, long long n)
 	struct spart s = spart_empty();
 
 	for (long long i = threadIdx.x; i < n; i += blockDim.x) {
-		float v = x[i];
-		if (isnan(v)) {
-			s.n_nan++;
-			continue;
-		}
-		if (isinf(v)) {
-			s.n_inf++;
-			continue;
-		}
-		s.mn = fminf(s.mn, v);
-		if (v > s.mx) {
-			s.mx = v;
-			s.amax = i;
-		}
-		s.sum += v;
-		s.sq += (double)v * v;
-		s.k++;
+		spart_add(s, x[i], i);
 	}
 	s = block_reduce(s, sh, spart_pick_f());
 	if (threadIdx.x == 0)
@@ -374,23 +363,7 @@ stats_many_kernel(struct spart *slots, const struct many_desc *d)
 	long long n = d[blockIdx.x].n;
 
 	for (long long i = threadIdx.x; i < n; i += blockDim.x) {
-		float v = x[i];
-		if (isnan(v)) {
-			s.n_nan++;
-			continue;
-		}
-		if (isinf(v)) {
-			s.n_inf++;
-			continue;
-		}
-		s.mn = fminf(s.mn, v);
-		if (v > s.mx) {
-			s.mx = v;
-			s.amax = i;
-		}
-		s.sum += v;
-		s.sq += (double)v * v;
-		s.k++;
+		spart_add(s, x[i], i);
 	}
 	s = block_reduce(s, sh, spart_pick_f());
 	if (threadIdx.x == 0)

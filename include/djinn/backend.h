@@ -198,6 +198,10 @@ struct djn_backend {
 	struct djn_err err;
 	bool poisoned;
 	bool host_memory; /* backend memory is host memory (CPU backend) */
+	/* The VMU's Data segment on this backend (src/vmu/kv.c): bytes of KV
+	 * pages held by all sessions, and a limit on them (0: none) past which
+	 * paused sessions are swapped out to make room. */
+	size_t data_bytes, data_limit;
 };
 
 /* Create a backend from "auto", "cpu", "cuda" or "cuda:N".  "auto" picks CUDA

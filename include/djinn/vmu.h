@@ -46,6 +46,11 @@ enum djn_status djn_kv_init(struct djn_kv *kv, struct djn_backend *be, int n_lay
 /* Make sure positions 0 .. n_tokens-1 have pages. */
 enum djn_status djn_kv_reserve(struct djn_kv *kv, int n_tokens, struct djn_err *err);
 void djn_kv_release(struct djn_kv *kv);
+/* One page of backend memory, counted in be->data_bytes against
+ * be->data_limit: NULL with be->err set when the limit or the device says
+ * no.  Free with djn_kv_page_free. */
+float *djn_kv_page_alloc(struct djn_kv *kv);
+void djn_kv_page_free(struct djn_kv *kv, float *p);
 size_t djn_kv_page_bytes(const struct djn_kv *kv);
 
 /* ---- Stack: a bump arena of backend memory, reset at every chunk. */

@@ -65,7 +65,11 @@ enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows)
 	s->up = djn_arena_floats(&s->arena, (size_t)c->hidden_dim * n_rows);
 	s->ids = (int32_t *)djn_arena_floats(&s->arena, (size_t)n_rows);
 	DJN_ASSERT(s->ids != NULL);
-	if ((st = djn_kv_reserve(&s->kv, pos + n_rows, &s->err)))
+	/* a full Data segment swaps paused sessions out, least recently used first */
+	while ((st = djn_kv_reserve(&s->kv, pos + n_rows, &s->err)) == DJN_ERR_NOMEM &&
+	       !djn_session_evict_other(s))
+		;
+	if (st)
 		return st;
 	st = s->be->i->copy_h2d(s->be, s->ids, s->tokens + pos, sizeof(int32_t) * (size_t)n_rows);
 	if (st)

@@ -8,6 +8,37 @@
 #include "exec/cond.h"
 #include "exec/session_impl.h"
 
+/* Live sessions, for swapping out the least recently used when the Data
+ * segment is full.  The engine is single-threaded: no lock. */
+static struct djn_session *live;
+static uint64_t use_clock;
+
+enum djn_status djn_session_evict_other(struct djn_session *s)
+{
+	struct djn_session *lru = NULL;
+
+	for (struct djn_session *o = live; o; o = o->next_live)
+		if (o != s && o->be == s->be && !o->swap.out && o->kv.view.n_pages > 0 &&
+		    (!lru || o->last_used < lru->last_used))
+			lru = o;
+	if (!lru)
+		return DJN_ERR_NOMEM;
+	if (djn_session_swapout(lru))
+		return djn_session_fail(s, DJN_ERR_NOMEM, "making room: %s", djn_session_errmsg(lru));
+	return DJN_OK;
+}
+
+enum djn_status djn_session_swapped_in(struct djn_session *s)
+{
+	enum djn_status st;
+
+	if (!s->swap.out)
+		return DJN_OK;
+	while ((st = djn_session_swapin(s)) == DJN_ERR_NOMEM && !djn_session_evict_other(s))
+		;
+	return st;
+}
+
 enum djn_status djn_session_fail(struct djn_session *s, enum djn_status st, const char *fmt, ...)
 {
 	va_list ap;
@@ -74,6 +105,9 @@ struct djn_session *djn_session_new(struct djn_model *m, struct djn_backend *be,
 		goto out_free;
 	if (djn_arena_init(&s->arena, be, 1 << 20, err))
 		goto out_free;
+	s->next_live = live;
+	live = s;
+	s->last_used = ++use_clock;
 	return s;
 
 out_free:
@@ -85,6 +119,12 @@ void djn_session_free(struct djn_session *s)
 {
 	if (!s)
 		return;
+	for (struct djn_session **pp = &live; *pp; pp = &(*pp)->next_live) {
+		if (*pp == s) {
+			*pp = s->next_live;
+			break;
+		}
+	}
 	djn_ckpts_free(s);
 	djn_breaks_free(s);
 	djn_steers_free(s);
@@ -129,6 +169,7 @@ enum djn_status djn_session_start(struct djn_session *s, const int32_t *ids, int
 	struct run_regs old = s->r;
 	enum djn_status st;
 
+	s->last_used = ++use_clock;
 	if (n < 1)
 		return djn_session_fail(s, DJN_ERR_INVALID, "start: the prompt has no tokens");
 	if (n >= s->max_ctx)
@@ -309,6 +350,7 @@ enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, lon
 	}
 	if (count < 1 && mode != DJN_RUN_UNTIL_POS)
 		count = 1;
+	s->last_used = ++use_clock;
 	if (djn_session_swapped_in(s))
 		return DJN_STOP_ERROR;
 	s->last_hit = 0;

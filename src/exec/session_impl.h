@@ -110,6 +110,8 @@ struct djn_session {
 	int n_ckpts, next_ckpt_id;
 
 	int32_t forced;         /* next token by teacher forcing, or -1 */
+	struct djn_session *next_live; /* every live session, for eviction */
+	uint64_t last_used;            /* a clock tick of its last start or run */
 	volatile sig_atomic_t interrupt;
 	djn_token_fn on_token;
 	void *on_token_ud;
@@ -125,10 +127,12 @@ enum djn_status djn_session_fail(struct djn_session *s, enum djn_status st, cons
 	__attribute__((format(printf, 3, 4)));
 void djn_session_rearm(struct djn_session *s);
 /* Bring swapped-out KV pages back before anything reads or grows them. */
-static inline enum djn_status djn_session_swapped_in(struct djn_session *s)
-{
-	return s->swap.out ? djn_session_swapin(s) : DJN_OK;
-}
+/* Bring a swapped-out session's KV back, swapping others out if room is
+ * short (session.c). */
+enum djn_status djn_session_swapped_in(struct djn_session *s);
+/* Swap out the least recently used other session on s's backend that holds
+ * KV pages; DJN_ERR_NOMEM when there is none. */
+enum djn_status djn_session_evict_other(struct djn_session *s);
 /* steer.c */
 enum djn_status djn_steers_apply(struct djn_session *s, int site, bool count);
 void djn_steers_free(struct djn_session *s);

@@ -72,7 +72,7 @@ enum djn_status djn_swap_out(struct djn_swap *sw, struct djn_kv *kv, struct djn_
 	sw->last_ms = now_ms() - t0; /* the copies, not the frees */
 	sw->last_bytes = (size_t)n * pb;
 	for (int i = 0; i < n; i++) {
-		be->i->dealloc(be, kv->host_table[i]);
+		djn_kv_page_free(kv, kv->host_table[i]);
 		kv->host_table[i] = NULL;
 	}
 	kv->view.n_pages = 0;
@@ -96,7 +96,7 @@ enum djn_status djn_swap_in(struct djn_swap *sw, struct djn_kv *kv, struct djn_e
 		return DJN_OK;
 	DJN_ASSERT(kv->view.n_pages == 0);
 	for (got = 0; got < n; got++) {
-		if (!(kv->host_table[got] = be->i->alloc(be, pb))) {
+		if (!(kv->host_table[got] = djn_kv_page_alloc(kv))) {
 			char need[32];
 			djn_size_str((size_t)n * pb, need, sizeof(need));
 			st = djn_err_set(err, DJN_ERR_NOMEM,
@@ -132,7 +132,7 @@ out_copy:
 	(void)be->i->event_sync(be, sw->ev);
 out_free:
 	for (int i = 0; i < got; i++) {
-		be->i->dealloc(be, kv->host_table[i]);
+		djn_kv_page_free(kv, kv->host_table[i]);
 		kv->host_table[i] = NULL;
 	}
 	return st;

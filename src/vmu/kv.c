@@ -36,6 +36,31 @@ enum djn_status djn_kv_init(struct djn_kv *kv, struct djn_backend *be, int n_lay
 	return DJN_OK;
 }
 
+float *djn_kv_page_alloc(struct djn_kv *kv)
+{
+	struct djn_backend *be = kv->be;
+	size_t pb = djn_kv_page_bytes(kv);
+	float *p;
+
+	if (be->data_limit && be->data_bytes + pb > be->data_limit) {
+		djn_err_set(&be->err, DJN_ERR_NOMEM,
+			    "the KV limit of %zu bytes is reached (%zu in use)", be->data_limit,
+			    be->data_bytes);
+		return NULL;
+	}
+	if ((p = be->i->alloc(be, pb)))
+		be->data_bytes += pb;
+	return p;
+}
+
+void djn_kv_page_free(struct djn_kv *kv, float *p)
+{
+	if (!p)
+		return;
+	kv->be->i->dealloc(kv->be, p);
+	kv->be->data_bytes -= djn_kv_page_bytes(kv);
+}
+
 enum djn_status djn_kv_reserve(struct djn_kv *kv, int n_tokens, struct djn_err *err)
 {
 	int need = (n_tokens + kv->view.page_tokens - 1) / kv->view.page_tokens;
@@ -47,7 +72,7 @@ enum djn_status djn_kv_reserve(struct djn_kv *kv, int n_tokens, struct djn_err *
 				   "kv cache: %d tokens exceed the context of %d", n_tokens,
 				   kv->n_cap * kv->view.page_tokens);
 	while (kv->view.n_pages < need) {
-		float *p = be->i->alloc(be, djn_kv_page_bytes(kv));
+		float *p = djn_kv_page_alloc(kv);
 		if (!p)
 			return djn_err_set(err, DJN_ERR_NOMEM, "kv cache page %d: %s",
 					   kv->view.n_pages, be->err.msg);
@@ -68,7 +93,7 @@ void djn_kv_release(struct djn_kv *kv)
 	if (!kv->host_table)
 		return;
 	for (int i = 0; i < kv->view.n_pages; i++)
-		kv->be->i->dealloc(kv->be, kv->host_table[i]);
+		djn_kv_page_free(kv, kv->host_table[i]);
 	if (kv->dev_table != kv->host_table)
 		kv->be->i->dealloc(kv->be, kv->dev_table);
 	free(kv->host_table);

@@ -408,3 +408,59 @@ Test(exec, deferred_condition_stops_at_the_first_site_it_holds)
 	cr_assert_eq(djn_session_run(s, DJN_RUN_CONTINUE, 1), DJN_STOP_DONE);
 	djn_session_free(s);
 }
+
+/* With a limit on the Data segment, a session that needs KV pages swaps the
+ * least recently used paused session out, and that one comes back (making
+ * room in turn) token-identical when it runs again. */
+Test(exec, full_data_segment_swaps_paused_sessions_out)
+{
+	struct djn_session *a = session(), *b = session(), *ref = session();
+	struct djn_gen_opts g = { .n_new = 90, .temperature = 0, .stop_at_eos = false };
+	int32_t want[128];
+	int n_want, n, page = 5 * 2 * 16 * 32 * 4; /* layers x K,V x tokens x kv_dim x f32 */
+
+	/* the reference: one run, no limit */
+	cr_assert_eq(djn_session_start(ref, prompt, 5, &g), DJN_OK);
+	cr_assert_eq(djn_session_run(ref, DJN_RUN_CONTINUE, 1), DJN_STOP_DONE);
+	const int32_t *t = djn_session_tokens(ref, &n_want, NULL);
+	memcpy(want, t, sizeof(int32_t) * (size_t)n_want);
+	djn_session_free(ref);
+
+	be->data_limit = be->data_bytes + 7 * (size_t)page; /* 95 tokens need 6 pages, 41 need 3 */
+	djn_bp_add(a, "token 40", NULL, true);
+	cr_assert_eq(djn_session_start(a, prompt, 5, &g), DJN_OK);
+	cr_assert_eq(djn_session_run(a, DJN_RUN_CONTINUE, 1), DJN_STOP_BREAKPOINT);
+	cr_assert_eq(djn_session_start(b, prompt, 5, &g), DJN_OK);
+	cr_assert_eq(djn_session_run(b, DJN_RUN_CONTINUE, 1), DJN_STOP_DONE, "%s",
+		     djn_session_errmsg(b));
+	cr_assert(djn_session_swapped(a), "a paused session made room");
+	cr_assert(!djn_session_swapped(b));
+	cr_assert_leq(be->data_bytes, be->data_limit);
+	t = djn_session_tokens(b, &n, NULL);
+	cr_assert_eq(n, n_want);
+	cr_assert_arr_eq(t, want, sizeof(int32_t) * (size_t)n);
+
+	cr_assert_eq(djn_session_run(a, DJN_RUN_CONTINUE, 1), DJN_STOP_DONE, "%s",
+		     djn_session_errmsg(a));
+	cr_assert(djn_session_swapped(b), "b, now the least recent, made room for a");
+	t = djn_session_tokens(a, &n, NULL);
+	cr_assert_eq(n, n_want);
+	cr_assert_arr_eq(t, want, sizeof(int32_t) * (size_t)n);
+
+	/* nothing left to swap: a clear error, and the session stays usable */
+	djn_session_free(a);
+	djn_session_free(b);
+	be->data_limit = be->data_bytes + (size_t)page;
+	struct djn_session *c = session();
+	cr_assert_eq(djn_session_start(c, prompt, 5, &g), DJN_OK);
+	enum djn_stop why;
+	while ((why = djn_session_run(c, DJN_RUN_CONTINUE, 1)) == DJN_STOP_STEP)
+		;
+	cr_assert_eq(why, DJN_STOP_ERROR);
+	cr_assert(strstr(djn_session_errmsg(c), "KV limit"), "%s", djn_session_errmsg(c));
+	cr_assert_eq(djn_session_state(c), DJN_RUN_PAUSED);
+	be->data_limit = 0;
+	cr_assert_eq(djn_session_run(c, DJN_RUN_CONTINUE, 1), DJN_STOP_DONE, "%s",
+		     djn_session_errmsg(c));
+	djn_session_free(c);
+}

@@ -98,6 +98,10 @@ void djn_model_ref(struct djn_model *m);
 /* Drops a reference; the last one frees the model. NULL is fine. */
 void djn_model_unref(struct djn_model *m);
 
+/* Names for `info` and scripts: "llama", "gpt2"; "llama2.c", "gguf", "hf". */
+const char *djn_arch_name(enum djn_arch a);
+const char *djn_format_name(enum djn_format f);
+
 /* Convert every weight matrix to dtype t (f32, f16 or bf16; 1-D norm gains
  * and biases stay as they are), into buffers the model owns.  Quantized
  * sources are dequantized first.  Only before any session uses the model

@@ -195,24 +195,6 @@ static int l_models(lua_State *L)
 	return 1;
 }
 
-static const char *arch_name(enum djn_arch a)
-{
-	return a == DJN_ARCH_GPT2 ? "gpt2" : "llama";
-}
-
-static const char *format_name(enum djn_format f)
-{
-	switch (f) {
-	case DJN_FORMAT_LLAMA2C:
-		return "llama2c";
-	case DJN_FORMAT_GGUF:
-		return "gguf";
-	case DJN_FORMAT_HF:
-		return "hf";
-	}
-	return "?";
-}
-
 static void set_int(lua_State *L, const char *k, lua_Integer v)
 {
 	lua_pushinteger(L, v);
@@ -233,7 +215,7 @@ static int m_info(lua_State *L)
 	const struct djn_config *c = &lm->m->cfg;
 
 	lua_createtable(L, 0, 20);
-	set_str(L, "arch", arch_name(c->arch));
+	set_str(L, "arch", djn_arch_name(c->arch));
 	set_int(L, "dim", c->dim);
 	set_int(L, "hidden_dim", c->hidden_dim);
 	set_int(L, "n_layer", c->n_layer);
@@ -243,7 +225,7 @@ static int m_info(lua_State *L)
 	set_int(L, "vocab", c->vocab_size);
 	set_int(L, "seq_len", c->seq_len);
 	set_int(L, "n_sites", djn_site_count(c));
-	set_str(L, "format", format_name(lm->m->format));
+	set_str(L, "format", djn_format_name(lm->m->format));
 	set_str(L, "name", lm->m->name);
 	set_str(L, "path", lm->m->path);
 	set_int(L, "weight_bytes", (lua_Integer)djn_model_weight_bytes(lm->m));

@@ -8,6 +8,21 @@
 #include "djinn/model.h"
 #include "model/mapping.h"
 
+const char *djn_arch_name(enum djn_arch a)
+{
+	return a == DJN_ARCH_GPT2 ? "gpt2" : "llama";
+}
+
+const char *djn_format_name(enum djn_format f)
+{
+	switch (f) {
+	case DJN_FORMAT_LLAMA2C: return "llama2.c";
+	case DJN_FORMAT_GGUF: return "gguf";
+	case DJN_FORMAT_HF: return "hf";
+	}
+	return "?";
+}
+
 struct djn_model *djn_model_alloc(enum djn_format fmt, const char *path)
 {
 	struct djn_model *m = djn_xcalloc(1, sizeof(*m));

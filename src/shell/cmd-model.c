@@ -182,16 +182,6 @@ DJN_CMD_FN(cmd_unload)
 	return DJN_CMD_OK;
 }
 
-static const char *format_name(enum djn_format f)
-{
-	switch (f) {
-	case DJN_FORMAT_LLAMA2C: return "llama2.c";
-	case DJN_FORMAT_GGUF: return "gguf";
-	case DJN_FORMAT_HF: return "safetensors";
-	}
-	return "?";
-}
-
 DJN_CMD_FN(cmd_info_model)
 {
 	const struct djn_model *m = sh->m;
@@ -200,7 +190,7 @@ DJN_CMD_FN(cmd_info_model)
 
 	fmt_bytes(djn_model_weight_bytes(sh->m), size, sizeof(size));
 	sh->be->i->describe(sh->be, desc, sizeof(desc));
-	sh_printf(sh, "Model:      %s (%s, %s)\n", m->name, m->path, format_name(m->format));
+	sh_printf(sh, "Model:      %s (%s, %s)\n", m->name, m->path, djn_format_name(m->format));
 	sh_printf(sh, "Arch:       %s, %d layers, dim %d, hidden %d, heads %d (kv %d), head_dim %d\n",
 		  c->arch == DJN_ARCH_GPT2 ? "gpt2" : "llama", c->n_layer, c->dim, c->hidden_dim,
 		  c->n_head, c->n_kv_head, c->head_dim);
@@ -216,7 +206,7 @@ DJN_CMD_FN(cmd_info_model)
 	sh_printf(sh, "Device:     %s\n", desc);
 	sh_json_str(sh, "model", m->name);
 	sh_json_str(sh, "path", m->path);
-	sh_json_str(sh, "format", format_name(m->format));
+	sh_json_str(sh, "format", djn_format_name(m->format));
 	sh_json_num(sh, "n_layer", c->n_layer);
 	sh_json_num(sh, "dim", c->dim);
 	sh_json_num(sh, "hidden_dim", c->hidden_dim);

@@ -74,7 +74,7 @@ def fmt(x, spec):
 
 def cmd_merge(a):
     work = a.work
-    out = {"model_dir": os.path.abspath(a.model)}
+    out = {"model": os.path.basename(os.path.normpath(a.model))}  # no machine paths in results
     cfg = read(os.path.join(a.model, "config.json"))
     out["config"] = json.loads(cfg) if cfg else None
 

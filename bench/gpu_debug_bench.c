@@ -241,7 +241,7 @@ int main(int argc, char **argv)
 	       "\"checkpoint_ms\":%.3f,\"restore_ms\":%.3f,\"checkpoint_pct_of_d2d\":%.1f,"
 	       "\"restore_pct_of_d2d\":%.1f,\"device_bytes_used\":%zu,"
 	       "\"device_used_over_weights_plus_kv_pct\":%.2f}\n",
-	       dir, dev, wbytes, d2d, roof_ms, n_prompt, n_new, ttft, d0, 100.0 * roof_ms / d0, d1,
+	       strrchr(dir, '/') && strrchr(dir, '/')[1] ? strrchr(dir, '/') + 1 : dir, dev, wbytes, d2d, roof_ms, n_prompt, n_new, ttft, d0, 100.0 * roof_ms / d0, d1,
 	       100.0 * (d1 / d0 - 1), d2, 100.0 * (d2 / d0 - 1), inspect_ms, stop_ms, sname, ctx, kv_bytes,
 	       ck_ms, rs_ms, 100.0 * (2.0 * kv_bytes / (ck_ms / 1e3)) / d2d,
 	       100.0 * (2.0 * kv_bytes / (rs_ms / 1e3)) / d2d, used,

@@ -117,7 +117,7 @@ def main():
         np.save(a.logits_npy, prompt_logits.numpy().astype(np.float32))
     special = [t for t in (cfg.bos_token_id, cfg.eos_token_id) if t is not None]
     res = {
-        "model_dir": os.path.abspath(a.model_dir),
+        "model": os.path.basename(os.path.normpath(a.model_dir)),  # no machine paths in results
         "model_type": cfg.model_type,
         "dtype": a.dtype,
         "device": bc.device_info(),

@@ -176,7 +176,7 @@ def main():
                  "accumulated_recompile_limit"):
         if hasattr(torch._dynamo.config, knob):
             setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 64))
-    res = {"device": bc.device_info(), "model_dir": os.path.abspath(a.model_dir),
+    res = {"device": bc.device_info(), "model": os.path.basename(os.path.normpath(a.model_dir)),
            "prompt_len": a.prompt_len, "new": a.new, "dtype": "float16", "batch": 1}
     # bandwidth first, while the GPU holds nothing else
     res["bandwidth"] = bw = bc.measure_bandwidth()

@@ -121,7 +121,7 @@ def ratio(a, b):
 def cmd_merge(a):
     work = a.work
     gib = 1 << 30
-    res = {"device": a.gpu, "model_dir": os.path.abspath(a.model), "weight_bytes": a.weights,
+    res = {"device": a.gpu, "model": os.path.basename(os.path.normpath(a.model)), "weight_bytes": a.weights,
            "method": "djinn generate --device cuda -t 0 -n NEW -p PROMPT --vram-budget B "
                      "--ring-slots K with DJINN_TIMING=1; prefill_ms is the time to first "
                      "token; h2d_gbps is measured in the same process (slot-sized copies "

@@ -52,7 +52,8 @@ static void drop_all(struct djn_shell *sh)
 DJN_CMD_FN(cmd_load)
 {
 	const char *path = NULL, *device = sh->device, *tok = NULL, *dtype = NULL, *busy;
-	const char *budget = NULL, *slots = NULL;
+	const char *budget = NULL, *slots = NULL, *kv_limit = NULL;
+	size_t kv_bytes = 0;
 	struct djn_ring_opts ring = { 0 };
 	struct djn_err err = { 0 };
 	struct djn_model *m;
@@ -64,7 +65,8 @@ DJN_CMD_FN(cmd_load)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "--device") || !strcmp(a, "--dtype") || !strcmp(a, "--tokenizer") ||
-		    !strcmp(a, "-z") || !strcmp(a, "--vram-budget") || !strcmp(a, "--ring-slots")) {
+		    !strcmp(a, "-z") || !strcmp(a, "--vram-budget") || !strcmp(a, "--ring-slots") ||
+		    !strcmp(a, "--kv-limit")) {
 			if (i + 1 >= argc)
 				return sh_fail(sh, "load: option '%s' needs a value", a);
 			if (!strcmp(a, "--device"))
@@ -75,6 +77,8 @@ DJN_CMD_FN(cmd_load)
 				budget = argv[++i];
 			else if (!strcmp(a, "--ring-slots"))
 				slots = argv[++i];
+			else if (!strcmp(a, "--kv-limit"))
+				kv_limit = argv[++i];
 			else
 				tok = argv[++i];
 		} else if (a[0] == '-' && a[1]) {
@@ -94,6 +98,8 @@ DJN_CMD_FN(cmd_load)
 		return sh_fail(sh, "load: bad dtype '%s' (f32, f16 or bf16)", dtype);
 	if (budget && (!djn_size_parse(budget, &ring.vram_budget) || !ring.vram_budget))
 		return sh_fail(sh, "load: bad --vram-budget '%s' (a size: 18G, 512M, bytes)", budget);
+	if (kv_limit && (!djn_size_parse(kv_limit, &kv_bytes) || !kv_bytes))
+		return sh_fail(sh, "load: bad --kv-limit '%s' (a size: 2G, 512M, bytes)", kv_limit);
 	if (slots) {
 		long k;
 		if (!strcmp(slots, "sync"))
@@ -126,6 +132,8 @@ DJN_CMD_FN(cmd_load)
 			return sh_fail(sh, "load: %s", err.msg);
 		}
 	}
+	if (kv_limit) /* KV pages of all sessions; paused ones swap out past it */
+		(be ? be : sh->be)->data_limit = kv_bytes;
 	if (!(s = djn_session_new(m, be ? be : sh->be, NULL, &err))) {
 		djn_model_unref(m);
 		djn_backend_free(be);

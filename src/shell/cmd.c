@@ -113,8 +113,8 @@ const struct djn_cmd djn_cmd_table[] = {
 	/* model */
 	{ .group = "Model", .name = "load", .usage =
 	  "load PATH [--device auto|cpu|cuda[:N]] [--dtype f32|f16|bf16] [--tokenizer FILE] "
-	  "[--vram-budget SIZE] [--ring-slots K|sync]",
-	  .arity = -2, .max = 12, .exec = cmd_load, .args = DJN_ARG_FILE,
+	  "[--vram-budget SIZE] [--ring-slots K|sync] [--kv-limit SIZE]",
+	  .arity = -2, .max = 14, .exec = cmd_load, .args = DJN_ARG_FILE,
 	  .summary = "load a model (llama2.c .bin, .gguf, or a Hugging Face directory)",
 	  .help = "Replaces the loaded model and its sessions; refused while a run is paused\n"
 		  "(kill it first).  A load that fails keeps the old model.  --dtype converts\n"
@@ -123,7 +123,9 @@ const struct djn_cmd djn_cmd_table[] = {
 		  "the device memory of the weights plus one session's KV cache and\n"
 		  "activations: layers that do not fit stream from pinned host memory through\n"
 		  "K slots (--ring-slots; default 2..4, or sync for no overlap).  See\n"
-		  "\"info ringbuf\"." },
+		  "\"info ringbuf\".  --kv-limit bounds the KV pages of all sessions: past it\n"
+		  "(or when the device is full) the least recently used paused session is\n"
+		  "swapped out to the host, and comes back when it runs." },
 	{ .name = "unload", .usage = "unload", .arity = 1, .flags = DJN_CMD_NEEDS_MODEL,
 	  .exec = cmd_unload, .summary = "drop the model and its sessions" },
 

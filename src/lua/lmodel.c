@@ -94,12 +94,33 @@ static bool ring_opts(lua_State *L, int idx, struct djn_ring_opts *o)
 	return any;
 }
 
+/* kv_limit = bytes | "64M": the limit on the KV pages of all sessions on the
+ * model's device, past which paused sessions swap out; 0 if not given. */
+static size_t kv_limit_opt(lua_State *L, int idx)
+{
+	size_t v = 0;
+	int t;
+
+	if (!lua_istable(L, idx))
+		return 0;
+	t = lua_getfield(L, idx, "kv_limit");
+	if (t != LUA_TNIL) {
+		if (t == LUA_TNUMBER && lua_isinteger(L, -1) && lua_tointeger(L, -1) > 0)
+			v = (size_t)lua_tointeger(L, -1);
+		else if (t != LUA_TSTRING || !djn_size_parse(lua_tostring(L, -1), &v) || !v)
+			return ldj_error(L, "djinn.load: kv_limit must be bytes or a size such "
+					 "as \"2G\""), 0;
+	}
+	lua_pop(L, 1);
+	return v;
+}
+
 /* djinn.load(path [, {device=, dtype=, tokenizer=, threads=, vram_budget=,
- * ring_slots=}]) -> Model | nil, msg */
+ * ring_slots=, kv_limit=}]) -> Model | nil, msg */
 static int l_load(lua_State *L)
 {
 	static const char *const keys[] = { "device", "dtype", "tokenizer", "threads",
-					    "vram_budget", "ring_slots", NULL };
+					    "vram_budget", "ring_slots", "kv_limit", NULL };
 	struct djn_ring_opts ring;
 	bool want_ring;
 	const char *path = luaL_checkstring(L, 1);
@@ -121,6 +142,7 @@ static int l_load(lua_State *L)
 	if (threads < 0 || threads > 256)
 		return ldj_error(L, "djinn.load: threads %lld outside 0..256", (long long)threads);
 	want_ring = ring_opts(L, 2, &ring);
+	size_t kv_limit = kv_limit_opt(L, 2);
 
 	box = ldj_box_new(L, free_model);
 	lm = push_model(L);
@@ -141,6 +163,8 @@ static int l_load(lua_State *L)
 		lua_pushfstring(L, "djinn.load: %s: %s", path, err.msg);
 		return 2;
 	}
+	if (kv_limit) /* shared by every model on this device */
+		be->data_limit = kv_limit;
 	/* the userdata owns both from here (nothing in between can raise) */
 	lm->m = box->p;
 	lm->be = be;

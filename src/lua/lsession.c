@@ -819,13 +819,14 @@ static int s_checkpoints(lua_State *L)
 	return 1;
 }
 
-/* s:memory() -> {text=, data=, data_pages=, page_bytes=, stack=, stack_used=, checkpoints=} */
+/* s:memory() -> {text=, data=, data_pages=, page_bytes=, stack=, stack_used=, checkpoints=,
+ * swapped=} (swapped: bytes of KV on the host, 0 when resident) */
 static int s_memory(lua_State *L)
 {
 	struct djn_mem_info mi;
 
 	djn_session_mem(check(L)->s, &mi);
-	lua_createtable(L, 0, 7);
+	lua_createtable(L, 0, 8);
 	lua_pushinteger(L, (lua_Integer)mi.text_bytes);
 	lua_setfield(L, -2, "text");
 	lua_pushinteger(L, (lua_Integer)mi.data_bytes);
@@ -840,6 +841,8 @@ static int s_memory(lua_State *L)
 	lua_setfield(L, -2, "stack_used");
 	lua_pushinteger(L, (lua_Integer)mi.ckpt_bytes);
 	lua_setfield(L, -2, "checkpoints");
+	lua_pushinteger(L, (lua_Integer)mi.swap_bytes);
+	lua_setfield(L, -2, "swapped");
 	return 1;
 }
 

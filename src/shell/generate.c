@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "djinn/djinn.h"
+#include "djinn/progress.h"
 #include "djinn/shell.h"
 #include "shell/shell_impl.h"
 
@@ -232,6 +234,7 @@ int djn_generate_main(int argc, char **argv)
 		fprintf(stderr, "%s", usage);
 		return 2;
 	}
+	djn_progress_enable(isatty(STDERR_FILENO) && !getenv("DJINN_TIMING"));
 	if (!(m = djn_model_load(model_path, tok_path, &err)))
 		goto out;
 	if (dtype != DJN_DTYPE_COUNT && djn_model_cast(m, dtype, &err))

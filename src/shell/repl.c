@@ -10,6 +10,7 @@
 #include <readline/history.h>
 #include <readline/readline.h>
 
+#include "djinn/progress.h"
 #include "djinn/shell.h"
 #include "shell/shell_impl.h"
 
@@ -456,6 +457,8 @@ int djn_shell_main(int argc, char **argv)
 	sh->batch = batch;
 	sh->json = json;
 	sh->interactive = !batch && isatty(STDIN_FILENO);
+	/* long loads show a progress line, except to scripts, CI and tools */
+	djn_progress_enable(sh->interactive && !json && isatty(STDERR_FILENO));
 	free(sh->device);
 	sh->device = djn_xstrdup(device);
 	install_sigint();

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "djinn/progress.h"
 #include "djinn/vmu.h"
 
 /* The model records which backend holds it; sessions count references.  A
@@ -22,6 +23,7 @@ struct upload {
 	struct djn_backend *be;
 	enum djn_status st;
 	size_t bytes;
+	size_t total; /* bytes to upload, for the progress line */
 };
 
 static void upload_one(struct djn_weight *w, void *ud)
@@ -42,6 +44,7 @@ static void upload_one(struct djn_weight *w, void *ud)
 	}
 	u->st = u->be->i->copy_h2d(u->be, w->dev, w->host, n);
 	u->bytes += n;
+	djn_progress("loading weights", u->bytes, u->total);
 }
 
 static void free_one(struct djn_weight *w, void *ud)
@@ -118,6 +121,8 @@ enum djn_status djn_text_acquire(struct djn_model *m, struct djn_backend *be,
 	}
 	if (plan.note[0])
 		fprintf(stderr, "warning: %s: %s\n", m->name, plan.note);
+	if (!be->host_memory)
+		u.total = plan.resident_bytes;
 	upload_resident(m, &plan, &u);
 	if (u.st) {
 		st = djn_err_set(err, u.st, "%s: loading weights onto %s: %s", m->name,

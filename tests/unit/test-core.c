@@ -243,3 +243,22 @@ Test(core, backend_spec_errors)
 		djn_backend_free(be);
 	}
 }
+
+#include <criterion/redirect.h>
+
+#include "djinn/progress.h"
+
+Test(core, progress_line_only_when_enabled_and_worth_it, .init = cr_redirect_stderr)
+{
+	size_t big = (size_t)1 << 30;
+
+	djn_progress("quiet", 1, big);             /* off by default */
+	djn_progress_enable(true);
+	djn_progress("small", 1, (size_t)1 << 20); /* under 256 MiB: nothing */
+	djn_progress("load", big / 2, big);
+	djn_progress("load", big / 2 + 1, big);    /* within 100 ms: skipped */
+	djn_progress("load", big, big);            /* the end always prints */
+	djn_progress_enable(false);
+	fflush(stderr);
+	cr_assert_stderr_eq_str("\rload: 0.5/1.1 GB  50%\rload: 1.1/1.1 GB 100%\n");
+}

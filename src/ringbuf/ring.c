@@ -2,12 +2,14 @@
  * copies, slot bookkeeping, the ready/done event protocol, and resyncing
  * when the engine asks for a layer out of the expected order. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "djinn/progress.h"
 #include "djinn/ringbuf.h"
 
 /* Host chunks are about this big: big enough that pinning costs few calls,
@@ -269,6 +271,8 @@ enum djn_status djn_ring_measure(struct djn_ring *r, double *gbps, struct djn_er
 struct filler {
 	struct djn_ring *r;
 	int first, step;
+	_Atomic size_t *done; /* bytes copied by all fillers, for the progress line */
+	size_t total;
 };
 
 static void *fill_some(void *arg)
@@ -280,6 +284,9 @@ static void *fill_some(void *arg)
 		memset(k->host, 0, k->bytes); /* the alignment gaps: copies are deterministic */
 		for (int i = 0; i < k->n_w; i++)
 			memcpy(k->host + k->off[i], k->w[i]->host, djn_weight_bytes(k->w[i]));
+		size_t done = atomic_fetch_add(f->done, k->bytes) + k->bytes;
+		if (f->first == 0 && done < f->total) /* one thread speaks; the end is said after join */
+			djn_progress("copying streamed layers to host memory", done, f->total);
 	}
 	return NULL;
 }
@@ -293,13 +300,18 @@ static void fill_host(struct djn_ring *r)
 	pthread_t t[MAX_FILLERS];
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	int n = r->n < MAX_FILLERS ? r->n : MAX_FILLERS, started = 1;
+	_Atomic size_t done = 0;
+	size_t total = 0;
+
+	for (int b = 0; b < r->n; b++)
+		total += r->blk[b].bytes;
 
 	if (cpus > 0 && cpus < n)
 		n = (int)cpus;
 	if (n < 1)
 		n = 1;
 	for (int i = 0; i < n; i++)
-		f[i] = (struct filler){ r, i, n };
+		f[i] = (struct filler){ r, i, n, &done, total };
 	for (int i = 1; i < n; i++) {
 		if (pthread_create(&t[i], NULL, fill_some, &f[i]) != 0)
 			break;
@@ -311,6 +323,7 @@ static void fill_host(struct djn_ring *r)
 	fill_some(&f[0]);
 	for (int i = 1; i < started; i++)
 		pthread_join(t[i], NULL);
+	djn_progress("copying streamed layers to host memory", total, total);
 }
 
 /* Lay the streamed blocks out (slot offsets) and give each a place in a

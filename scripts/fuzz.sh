@@ -10,7 +10,7 @@ make -s BUILD=$build CC=clang CUDA=0 FUZZ=1 OPT=-O1 -j2 fuzz-bins >/dev/null
 fails=0
 for bin in "$build"/fuzz/fuzz-*; do
 	name=${bin##*/fuzz-}
-	seeds=tests/fuzz/corpus/$name
+	seeds=tests/fixtures/fuzz/$name
 	work=$(mktemp -d)
 	[ -d "$seeds" ] && cp -r "$seeds"/. "$work"/ 2>/dev/null || true
 	if (cd "$work" && "$root/$bin" -max_total_time="$secs" -max_len=65536 -timeout=10 \

@@ -1220,8 +1220,8 @@ Test(gguf, no_tokenizer)
  * its way past the header checks. */
 Test(gguf, fuzz_seeds_load)
 {
-	const char *seeds[] = { "tests/fuzz/corpus/gguf/tiny-f16.gguf",
-				"tests/fuzz/corpus/gguf/tiny-v2-align64.gguf" };
+	const char *seeds[] = { "tests/fixtures/fuzz/gguf/tiny-f16.gguf",
+				"tests/fixtures/fuzz/gguf/tiny-v2-align64.gguf" };
 
 	for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++) {
 		struct djn_err err = { 0 };
@@ -1235,7 +1235,7 @@ Test(gguf, fuzz_seeds_load)
 
 /* --- fuzz seeds --------------------------------------------------------------
  * Not a test: with DJN_GGUF_SEEDS=dir set, writes the fuzz corpus seeds
- * (tests/fuzz/corpus/gguf/) from the writer above, so they can be remade. */
+ * (tests/fixtures/fuzz/gguf/) from the writer above, so they can be remade. */
 
 static void write_seed(const char *dir, const char *name, const struct tfile *f)
 {

@@ -163,6 +163,18 @@ int main(int argc, char **argv)
 	for (int r = 0; r < reps; r++)
 		timed_run(s, ids, n_prompt, n_new, &pf, &dec_bp2[r]);
 	djn_bp_delete(s, 0);
+	long graph_steps = djn_session_graph_steps(s);
+	/* 1b: the same decode op by op (no recorded graph), for comparison */
+	double dec_ops[8];
+	setenv("DJINN_GRAPH", "0", 1);
+	struct djn_session *s_ops = djn_session_new(m, be, &so, &err);
+	unsetenv("DJINN_GRAPH");
+	if (!s_ops)
+		die("session", err.msg);
+	for (int r = 0; r < reps; r++)
+		timed_run(s_ops, ids, n_prompt, n_new, &pf, &dec_ops[r]);
+	djn_session_free(s_ops);
+	double d_ops = median(dec_ops, reps);
 	double ttft = median(pre, reps), d0 = median(dec, reps);
 	double d1 = median(dec_bp, reps), d2 = median(dec_bp2, reps);
 
@@ -235,13 +247,14 @@ int main(int argc, char **argv)
 	printf("{\"model\":\"%s\",\"device\":\"%s\",\"weight_bytes\":%zu,\"d2d_bytes_per_s\":%.4g,"
 	       "\"roofline_ms_per_token\":%.4f,\"prompt\":%d,\"new\":%d,\"ttft_ms\":%.3f,"
 	       "\"decode_ms_per_token\":%.4f,\"pct_of_roofline\":%.2f,"
+	       "\"graph_steps\":%ld,\"decode_ms_per_token_op_by_op\":%.4f,"
 	       "\"decode_ms_bp_stats_never_hit\":%.4f,\"bp_stats_overhead_pct\":%.2f,"
 	       "\"decode_ms_bp_pos_never_hit\":%.4f,\"bp_pos_overhead_pct\":%.2f,"
 	       "\"inspect_ms\":%.4f,\"stop_to_tensor_ready_ms\":%.4f,\"inspect_site\":\"%s\",\"ckpt_ctx\":%d,\"kv_bytes\":%zu,"
 	       "\"checkpoint_ms\":%.3f,\"restore_ms\":%.3f,\"checkpoint_pct_of_d2d\":%.1f,"
 	       "\"restore_pct_of_d2d\":%.1f,\"device_bytes_used\":%zu,"
 	       "\"device_used_over_weights_plus_kv_pct\":%.2f}\n",
-	       strrchr(dir, '/') && strrchr(dir, '/')[1] ? strrchr(dir, '/') + 1 : dir, dev, wbytes, d2d, roof_ms, n_prompt, n_new, ttft, d0, 100.0 * roof_ms / d0, d1,
+	       strrchr(dir, '/') && strrchr(dir, '/')[1] ? strrchr(dir, '/') + 1 : dir, dev, wbytes, d2d, roof_ms, n_prompt, n_new, ttft, d0, 100.0 * roof_ms / d0, graph_steps, d_ops, d1,
 	       100.0 * (d1 / d0 - 1), d2, 100.0 * (d2 / d0 - 1), inspect_ms, stop_ms, sname, ctx, kv_bytes,
 	       ck_ms, rs_ms, 100.0 * (2.0 * kv_bytes / (ck_ms / 1e3)) / d2d,
 	       100.0 * (2.0 * kv_bytes / (rs_ms / 1e3)) / d2d, used,

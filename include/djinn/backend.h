@@ -31,6 +31,7 @@
 
 struct djn_backend;
 struct djn_event; /* opaque: a cudaEvent_t on CUDA, a token on the CPU */
+struct djn_graph; /* opaque: a recorded decode step (a CUDA graph) */
 
 enum djn_rope_style {
 	DJN_ROPE_INTERLEAVED, /* llama2.c / GGUF: rotate pairs (2i, 2i+1) */
@@ -109,6 +110,11 @@ struct djn_backend_i {
 	enum djn_status (*matmul_group)(struct djn_backend *be, float *const *ys, const float *x,
 					const struct djn_weight *const *ws, int n_w, int n,
 					bool swiglu);
+	/* y (n, w->rows) = x . W^T and z = r + y, in one pass: an output
+	 * projection with the residual add after it.  z may alias r.  May be
+	 * NULL: callers use matmul and add. */
+	enum djn_status (*matmul_add)(struct djn_backend *be, float *y, float *z, const float *x,
+				      const struct djn_weight *w, const float *r, int n);
 	/* In place on x (n, n_head * head_dim); row i at position pos0 + i.
 	 * Rotates the first rot_dim dims of each head (rot_dim == head_dim usually). */
 	enum djn_status (*rope)(struct djn_backend *be, float *x, int n, int n_head,
@@ -117,6 +123,13 @@ struct djn_backend_i {
 	/* Write k, v (n, kv_dim) into the cache at positions pos0 .. pos0+n-1. */
 	enum djn_status (*kv_store)(struct djn_backend *be, const struct djn_kv_view *kv,
 				    int layer, int pos0, int n, const float *k, const float *v);
+	/* One decode row: rope on q (n_head heads) and k (n_kv_head heads) in
+	 * place, as rope() does, then k and v into the cache at pos, as
+	 * kv_store() does; one launch.  May be NULL: callers use those two. */
+	enum djn_status (*rope_kv_store)(struct djn_backend *be, float *q, float *k, const float *v,
+					 const struct djn_kv_view *kv, int layer, int pos,
+					 int n_head, int n_kv_head, int head_dim, float theta,
+					 enum djn_rope_style style);
 	/* out (n, n_head*head_dim) = softmax(q k^T / sqrt(head_dim)) v, causal, GQA
 	 * (query head h reads kv head h / (n_head / n_kv_head)). */
 	enum djn_status (*attention)(struct djn_backend *be, float *out, const float *q,
@@ -182,6 +195,23 @@ struct djn_backend_i {
 					  size_t n, int stream);
 	enum djn_status (*copy_d2h_async)(struct djn_backend *be, void *dst, const void *src,
 					  size_t n, int stream);
+
+	/* --- decode-step graphs (all NULL where the backend has none) ---
+	 * graph_begin starts recording the compute stream: the ops called until
+	 * graph_end are captured, not run.  Recorded ops must be one row
+	 * (n == 1) at position `pos`, and those that take a position (rope,
+	 * rope_kv_store, kv_store, attention) record a read of it from device
+	 * memory, so one recording replays at any position of the same KV
+	 * cache, buffers and weights.  graph_end always ends the recording; it
+	 * fails (and *out is NULL) if an op failed or could not be recorded,
+	 * and nothing ran.  graph_launch runs a recording at `pos`; it fails
+	 * with DJN_ERR_STATE, running nothing, when backend state the
+	 * recording refers to (scratch buffers, the rope table) has moved since:
+	 * record again. */
+	enum djn_status (*graph_begin)(struct djn_backend *be, int pos);
+	enum djn_status (*graph_end)(struct djn_backend *be, struct djn_graph **out);
+	enum djn_status (*graph_launch)(struct djn_backend *be, struct djn_graph *g, int pos);
+	void (*graph_free)(struct djn_backend *be, struct djn_graph *g);
 };
 
 /* Stream ids for event_record / event_wait / copy_*_async. */

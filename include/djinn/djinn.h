@@ -296,6 +296,14 @@ bool djn_session_swapped(const struct djn_session *s);
 /* The last swap's bytes and wall time of its copies (ms). */
 void djn_session_swap_last(const struct djn_session *s, size_t *bytes, double *ms);
 
+/* Decode steps this session ran as one recorded backend graph (CUDA graphs),
+ * rather than op by op.  A step is recorded once and replayed while nothing
+ * is steered, the stepping mode does not stop inside it, and the backend can
+ * record; breakpoint conditions are checked after it, in site order, with
+ * every site's tensor as it was when the site ran.  DJINN_GRAPH=0 in the
+ * environment (read when a session is made) turns it off. */
+long djn_session_graph_steps(const struct djn_session *s);
+
 /* --------------------------------------------------- text generation */
 
 /* Sample the next token from host logits (vocab floats, modified in place). */

@@ -98,6 +98,20 @@ static bool grouped_qkv(const struct djn_session *s, const struct djn_layer *L)
 	       !djn_weight_present(&L->bk) && !djn_weight_present(&L->bv);
 }
 
+/* While a step is recorded, ops of neighbouring sites may run as one:
+ * nothing can stop, read or write between them.  Each fused op writes every
+ * site tensor the separate ops would, with the same arithmetic. */
+static bool fuse_rope_store(const struct djn_session *s, const struct djn_layer *L)
+{
+	return s->fusing && s->be->i->rope_kv_store && s->c->arch == DJN_ARCH_LLAMA &&
+	       grouped_qkv(s, L);
+}
+
+static bool fuse_residual(const struct djn_session *s, const struct djn_weight *bias)
+{
+	return s->fusing && s->be->i->matmul_add && !djn_weight_present(bias);
+}
+
 static enum djn_status norm(struct djn_session *s, float *out, const float *x,
 			    const struct djn_weight *w, const struct djn_weight *b, int n)
 {
@@ -139,6 +153,16 @@ static void prof_report(void)
 				100 * prof.ms[k] / total, prof.n[k], prof.ms[k] / prof.n[k]);
 }
 
+static bool prof_enabled(void)
+{
+	if (!prof.on) {
+		prof.on = getenv("DJINN_PROFILE") ? 1 : -1;
+		if (prof.on > 0)
+			atexit(prof_report);
+	}
+	return prof.on > 0;
+}
+
 static enum djn_status site_exec(struct djn_session *s, int site);
 
 enum djn_status djn_site_exec(struct djn_session *s, int site)
@@ -146,12 +170,7 @@ enum djn_status djn_site_exec(struct djn_session *s, int site)
 	enum djn_status st;
 	double t0;
 
-	if (!prof.on) {
-		prof.on = getenv("DJINN_PROFILE") ? 1 : -1;
-		if (prof.on > 0)
-			atexit(prof_report);
-	}
-	if (prof.on < 0)
+	if (!prof_enabled())
 		return site_exec(s, site);
 	s->be->i->sync(s->be);
 	t0 = prof_now();
@@ -215,10 +234,17 @@ static enum djn_status site_exec(struct djn_session *s, int site)
 			float *ys[3] = { out, B(DJN_SITE_K), B(DJN_SITE_V) };
 			const struct djn_weight *ws[3] = { &L->wq, &L->wk, &L->wv };
 			st = o->matmul_group(be, ys, B(DJN_SITE_ATTN_NORM), ws, 3, n, false);
+			if (!st && fuse_rope_store(s, L)) {
+				/* rope on q and k, and k and v into the cache */
+				st = o->rope_kv_store(be, out, B(DJN_SITE_K), B(DJN_SITE_V),
+						      &s->kv.view, l, pos0, c->n_head, c->n_kv_head,
+						      c->head_dim, c->rope_theta, c->rope_style);
+				break;
+			}
 		} else if (!(kind == DJN_SITE_K && grouped_qkv(s, L))) {
 			st = o->matmul(be, out, B(DJN_SITE_ATTN_NORM), w, opt(b), n);
 		}
-		if (!st && c->arch == DJN_ARCH_LLAMA)
+		if (!st && c->arch == DJN_ARCH_LLAMA && !fuse_rope_store(s, L))
 			st = o->rope(be, out, n, nh, c->head_dim, c->head_dim, pos0, c->rope_theta,
 				     c->rope_style);
 		break;
@@ -231,16 +257,22 @@ static enum djn_status site_exec(struct djn_session *s, int site)
 		/* K and V enter the cache here, not at their own sites, so a
 		 * value written back at L.k or L.v is what attention sees. */
 		struct djn_attn_shape sh = { c->n_head, c->n_kv_head, c->head_dim, l, pos0, n };
-		st = o->kv_store(be, &s->kv.view, l, pos0, n, B(DJN_SITE_K), B(DJN_SITE_V));
+		if (!fuse_rope_store(s, L))
+			st = o->kv_store(be, &s->kv.view, l, pos0, n, B(DJN_SITE_K), B(DJN_SITE_V));
 		if (!st)
 			st = o->attention(be, out, B(DJN_SITE_Q), &s->kv.view, &sh);
 		break;
 	}
 	case DJN_SITE_ATTN_OUT:
-		st = o->matmul(be, out, B(DJN_SITE_ATTN), &L->wo, opt(&L->bo), n);
+		if (fuse_residual(s, &L->bo)) /* resid_mid = x + attn_out, written too */
+			st = o->matmul_add(be, out, B(DJN_SITE_RESID_MID), B(DJN_SITE_ATTN), &L->wo,
+					   x, n);
+		else
+			st = o->matmul(be, out, B(DJN_SITE_ATTN), &L->wo, opt(&L->bo), n);
 		break;
 	case DJN_SITE_RESID_MID:
-		st = o->add(be, out, x, B(DJN_SITE_ATTN_OUT), (size_t)n * c->dim);
+		if (!fuse_residual(s, &L->bo))
+			st = o->add(be, out, x, B(DJN_SITE_ATTN_OUT), (size_t)n * c->dim);
 		break;
 	case DJN_SITE_MLP_NORM:
 		st = norm(s, out, B(DJN_SITE_RESID_MID), &L->mlp_norm, &L->mlp_norm_b, n);
@@ -266,10 +298,16 @@ static enum djn_status site_exec(struct djn_session *s, int site)
 		}
 		break;
 	case DJN_SITE_MLP_OUT:
-		st = o->matmul(be, out, B(DJN_SITE_MLP_ACT), &L->w_down, opt(&L->b_down), n);
+		if (fuse_residual(s, &L->b_down)) /* resid_post = resid_mid + mlp_out */
+			st = o->matmul_add(be, out, B(DJN_SITE_RESID_POST), B(DJN_SITE_MLP_ACT),
+					   &L->w_down, B(DJN_SITE_RESID_MID), n);
+		else
+			st = o->matmul(be, out, B(DJN_SITE_MLP_ACT), &L->w_down, opt(&L->b_down), n);
 		break;
 	case DJN_SITE_RESID_POST:
-		st = o->add(be, out, B(DJN_SITE_RESID_MID), B(DJN_SITE_MLP_OUT), (size_t)n * c->dim);
+		if (!fuse_residual(s, &L->b_down))
+			st = o->add(be, out, B(DJN_SITE_RESID_MID), B(DJN_SITE_MLP_OUT),
+				    (size_t)n * c->dim);
 		break;
 	case DJN_SITE_FINAL_NORM: {
 		/* only the chunk's last row goes on to the head */
@@ -292,4 +330,85 @@ static enum djn_status site_exec(struct djn_session *s, int site)
 	if (kind == DJN_SITE_RESID_POST && s->ring)
 		return djn_ring_layer_end(s->ring, l, &s->err);
 	return DJN_OK;
+}
+
+/* --- decode steps as recorded graphs ---------------------------------------- */
+
+bool djn_chunk_graphable(const struct djn_session *s)
+{
+	/* streamed layers wait on copies between sites; GPT-2's learned
+	 * positions are gathered through a host copy; a steered site changes
+	 * its tensor between ops; a profile times each site */
+	return s->be->i->graph_begin && !s->graph_off && s->r.site == -1 && s->r.n_rows == 1 &&
+	       !s->aliased && !s->ring && s->c->arch == DJN_ARCH_LLAMA && s->n_steers == 0 &&
+	       !prof_enabled();
+}
+
+void djn_chunk_graph_free(struct djn_session *s)
+{
+	if (s->graph)
+		s->be->i->graph_free(s->be, s->graph);
+	s->graph = NULL;
+}
+
+/* Record the step's sites into s->graph.  A failure is not the step's: it
+ * runs op by op instead, and reports its own errors (a first recording may
+ * fail because a scratch buffer had to grow: the op-by-op step grows it).
+ * After three failures in a row the session stops trying. */
+static bool graph_record(struct djn_session *s)
+{
+	struct djn_backend *be = s->be;
+	struct djn_err saved = s->err;
+	enum djn_status st;
+
+	if (be->i->graph_begin(be, s->r.pos))
+		goto fail;
+	s->fusing = true;
+	st = DJN_OK;
+	for (int site = 0; site < s->n_sites && !st; site++)
+		st = site_exec(s, site);
+	s->fusing = false;
+	if (be->i->graph_end(be, &s->graph) || st)
+		goto fail;
+	s->graph_key[0] = s->buf[0];
+	s->graph_key[1] = s->kv.view.pages;
+	s->graph_fails = 0;
+	return true;
+fail:
+	djn_chunk_graph_free(s);
+	s->err = saved;
+	if (++s->graph_fails >= 3)
+		s->graph_off = true;
+	return false;
+}
+
+enum djn_status djn_chunk_graph(struct djn_session *s, bool *ran)
+{
+	enum djn_status st;
+
+	*ran = false;
+	if ((st = djn_session_swapped_in(s)))
+		return st;
+	if (s->graph && (s->graph_key[0] != s->buf[0] || s->graph_key[1] != s->kv.view.pages))
+		djn_chunk_graph_free(s);
+	for (int tries = 0; tries < 2; tries++) {
+		if (!s->graph && !graph_record(s))
+			return DJN_OK;
+		st = s->be->i->graph_launch(s->be, s->graph, s->r.pos);
+		if (st == DJN_ERR_STATE) { /* stale: the backend's buffers moved */
+			djn_chunk_graph_free(s);
+			continue;
+		}
+		if (st)
+			return djn_session_fail(s, st, "decode step: %s", s->be->err.msg);
+		*ran = true;
+		s->graph_steps++;
+		return DJN_OK;
+	}
+	return DJN_OK;
+}
+
+long djn_session_graph_steps(const struct djn_session *s)
+{
+	return s->graph_steps;
 }

@@ -95,6 +95,9 @@ struct djn_session *djn_session_new(struct djn_model *m, struct djn_backend *be,
 	s->slot_x = djn_xcalloc(DJN_STATS_SLOTS, sizeof(*s->slot_x));
 	s->slot_n = djn_xcalloc(DJN_STATS_SLOTS, sizeof(*s->slot_n));
 	s->slot_site = -1;
+	/* DJINN_GRAPH=0: run decode steps op by op (for comparing the two) */
+	const char *g = getenv("DJINN_GRAPH");
+	s->graph_off = g && !strcmp(g, "0");
 	s->logits_host = djn_xmalloc(sizeof(float) * (size_t)m->cfg.vocab_size);
 	s->next_bp_id = s->next_steer_id = s->next_ckpt_id = 1;
 	s->r.state = DJN_RUN_IDLE;
@@ -125,6 +128,7 @@ void djn_session_free(struct djn_session *s)
 			break;
 		}
 	}
+	djn_chunk_graph_free(s);
 	djn_ckpts_free(s);
 	djn_breaks_free(s);
 	djn_steers_free(s);
@@ -375,6 +379,28 @@ enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, lon
 			if (s->r.pos != chunk_pos && djn_breaks_token(s))
 				return DJN_STOP_BREAKPOINT;
 			continue;
+		}
+		if (s->r.site == -1 && mode != DJN_RUN_STEP && mode != DJN_RUN_NEXT &&
+		    djn_chunk_graphable(s)) {
+			bool ran;
+			if (djn_chunk_graph(s, &ran))
+				return settle(s, DJN_STOP_ERROR);
+			if (ran) {
+				/* the checks each site would have made, in site order:
+				 * every site's tensor is as it was when the site ran */
+				for (int site = 0; site <= last; site++) {
+					if (!s->armed[site])
+						continue;
+					s->r.site = site;
+					enum djn_stop why = djn_breaks_check(s, site);
+					if (why != DJN_STOP_STEP)
+						return why;
+				}
+				s->r.site = last;
+				if (mode == DJN_RUN_FINISH)
+					return settle(s, DJN_STOP_STEP);
+				continue;
+			}
 		}
 		int site = s->r.site + 1;
 		if (djn_site_exec(s, site))

@@ -109,6 +109,15 @@ struct djn_session {
 	struct ckpt *ckpts;
 	int n_ckpts, next_ckpt_id;
 
+	/* a decode step recorded as one backend graph (forward.c), and what it
+	 * was recorded against: the arena and the KV page table */
+	struct djn_graph *graph;
+	const void *graph_key[2];
+	bool graph_off;         /* DJINN_GRAPH=0, or recording keeps failing */
+	int graph_fails;
+	long graph_steps;       /* steps replayed */
+	bool fusing;            /* site_exec runs for a recording: fuse across sites */
+
 	int32_t forced;         /* next token by teacher forcing, or -1 */
 	struct djn_session *next_live; /* every live session, for eviction */
 	uint64_t last_used;            /* a clock tick of its last start or run */
@@ -122,6 +131,12 @@ struct djn_session {
 size_t djn_chunk_arena_bytes(const struct djn_config *c, int n_rows);
 enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows);
 enum djn_status djn_site_exec(struct djn_session *s, int site);
+/* Whether the chunk just begun (a decode step, nothing steered) may run as a
+ * recorded graph; djn_chunk_graph then runs all its sites at once, with
+ * *ran false when it could not (the caller runs them one by one). */
+bool djn_chunk_graphable(const struct djn_session *s);
+enum djn_status djn_chunk_graph(struct djn_session *s, bool *ran);
+void djn_chunk_graph_free(struct djn_session *s);
 /* session.c */
 enum djn_status djn_session_fail(struct djn_session *s, enum djn_status st, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -157,3 +157,127 @@ Test(cuda_model, smollm2_q4_1_matches_cpu, .timeout = 600)
 	side_close(&c);
 	side_close(&g);
 }
+
+/* --- decode steps replayed as CUDA graphs ------------------------------------ */
+
+/* A GPU session on stories260K (cast to t), with recorded steps or without. */
+static void graph_side(struct side *x, enum djn_dtype t, bool graphs)
+{
+	if (!graphs)
+		setenv("DJINN_GRAPH", "0", 1);
+	side_open(x, "models/stories260K.bin", "models/tok512.bin", "cuda", t);
+	unsetenv("DJINN_GRAPH");
+}
+
+static int greedy_continue(struct side *x, int n_new, int32_t *out, float *logits)
+{
+	struct djn_gen_opts g = { .n_new = n_new, .temperature = 0 };
+	int n, vocab = x->m->cfg.vocab_size, site = djn_site_count(&x->m->cfg) - 1;
+
+	cr_assert_eq(djn_session_start(x->s, once, 5, &g), DJN_OK);
+	/* stop after the last chunk's logits, before the run ends */
+	cr_assert_eq(djn_session_run(x->s, DJN_RUN_UNTIL_POS, 5 + n_new - 2), DJN_STOP_STEP, "%s",
+		     djn_session_errmsg(x->s));
+	cr_assert_eq(djn_session_run(x->s, DJN_RUN_FINISH, 1), DJN_STOP_STEP, "%s",
+		     djn_session_errmsg(x->s));
+	cr_assert_eq(djn_session_read(x->s, site, logits, (size_t)vocab), DJN_OK);
+	const int32_t *t = djn_session_tokens(x->s, &n, NULL);
+	memcpy(out, t, sizeof(int32_t) * (size_t)n);
+	return n;
+}
+
+/* Replayed steps compute what op-by-op steps compute, bit for bit: the
+ * fused ops round as the separate ones, and attention splits its keys alike. */
+static void graph_identical(enum djn_dtype t)
+{
+	struct side a, b;
+	int32_t ta[256], tb[256];
+	float la[512], lb[512];
+
+	need_gpu();
+	graph_side(&a, t, true);
+	graph_side(&b, t, false);
+	int na = greedy_continue(&a, 200, ta, la), nb = greedy_continue(&b, 200, tb, lb);
+	long steps = djn_session_graph_steps(a.s);
+	printf("%s: %ld of %d steps replayed from a graph\n", djn_dtype_name(t), steps, na - 5);
+	cr_assert_geq(steps, 190, "only %ld steps ran as a graph", steps);
+	cr_assert_eq(djn_session_graph_steps(b.s), 0);
+	cr_assert_eq(na, nb);
+	cr_assert_arr_eq(ta, tb, sizeof(int32_t) * (size_t)na, "tokens differ");
+	cr_assert_arr_eq(la, lb, sizeof(float) * 512, "last logits differ");
+	side_close(&a);
+	side_close(&b);
+}
+
+Test(cuda_graph, replay_bit_identical_f32, .timeout = 300)
+{
+	graph_identical(DJN_DTYPE_COUNT);
+}
+
+Test(cuda_graph, replay_bit_identical_f16, .timeout = 300)
+{
+	graph_identical(DJN_DTYPE_F16);
+}
+
+/* Breakpoints checked after a replayed step stop where op-by-op steps stop,
+ * with the same tensors: an immediate condition, and one on statistics
+ * (decided after the step, the chunk replayed op by op up to the hit). */
+static void stop_alike(const char *pattern, const char *cond, const char *expect)
+{
+	struct side a, b;
+	struct side *x[2] = { &a, &b };
+	struct djn_gen_opts g = { .n_new = 64, .temperature = 0 };
+	float va[2][512];
+	int site[2], pos[2];
+
+	need_gpu();
+	graph_side(&a, DJN_DTYPE_COUNT, true);
+	graph_side(&b, DJN_DTYPE_COUNT, false);
+	for (int i = 0; i < 2; i++) {
+		struct djn_session *s = x[i]->s;
+		int rows, cols;
+		cr_assert_gt(djn_bp_add(s, pattern, cond, false), 0);
+		cr_assert_eq(djn_session_start(s, once, 5, &g), DJN_OK);
+		cr_assert_eq(djn_session_run(s, DJN_RUN_CONTINUE, 1), DJN_STOP_BREAKPOINT, "%s",
+			     djn_session_errmsg(s));
+		struct djn_cursor cu = djn_session_cursor(s);
+		pos[i] = cu.pos;
+		site[i] = cu.site;
+		cr_assert_eq(djn_session_site_shape(s, site[i], &rows, &cols), DJN_OK);
+		cr_assert_leq((size_t)rows * cols, 512);
+		cr_assert_eq(djn_session_read(s, site[i], va[i], (size_t)rows * cols), DJN_OK);
+	}
+	cr_assert_gt(djn_session_graph_steps(a.s), 0, "no step ran as a graph before the stop");
+	cr_assert_eq(site[0], site[1]);
+	cr_assert_eq(pos[0], pos[1]);
+	cr_assert_arr_eq(va[0], va[1], sizeof(float) * 64, "the stopped site's tensor differs");
+	/* and both go on to the same tokens */
+	int32_t ta[128], tb[128];
+	int na, nb;
+	for (int i = 0; i < 2; i++) {
+		djn_bp_delete(x[i]->s, 1);
+		cr_assert_eq(djn_session_run(x[i]->s, DJN_RUN_CONTINUE, 1), DJN_STOP_DONE);
+	}
+	memcpy(ta, djn_session_tokens(a.s, &na, NULL), sizeof(int32_t) * 69);
+	memcpy(tb, djn_session_tokens(b.s, &nb, NULL), sizeof(int32_t) * 69);
+	cr_assert_eq(na, nb);
+	cr_assert_arr_eq(ta, tb, sizeof(int32_t) * (size_t)na);
+	char name[32];
+	djn_site_name(&a.m->cfg, site[0], name, sizeof(name));
+	cr_assert_str_eq(name, expect);
+	cr_assert_eq(pos[0], 30);
+	side_close(&a);
+	side_close(&b);
+}
+
+Test(cuda_graph, breakpoint_after_replay_immediate, .timeout = 300)
+{
+	stop_alike("L3.attn_out", "pos == 30", "L3.attn_out");
+}
+
+Test(cuda_graph, breakpoint_after_replay_stats, .timeout = 300)
+{
+	/* statistics in the condition: decided after the step, then the chunk
+	 * is run op by op up to the first site where it held */
+	stop_alike("L*.attn_norm", "pos == 30 and norm > 0 and layer >= 1", "L1.attn_norm");
+}

@@ -583,6 +583,55 @@ Test(rope, both_styles)
 	pair_close(&p);
 }
 
+/* --- fused ops of a recorded step: bit for bit what the separate ops give -- */
+
+Test(fused, matmul_add_equals_matmul_then_add)
+{
+	struct pair p = pair_open(1);
+	static const enum djn_dtype types[] = { DJN_DTYPE_F32, DJN_DTYPE_F16, DJN_DTYPE_BF16,
+						DJN_DTYPE_Q8_0, DJN_DTYPE_Q4_1 };
+	static const int shapes[][3] = { { 4096, 4096, 1 }, { 288, 768, 3 }, { 64, 256, 9 } };
+	struct djn_backend *g = p.gpu;
+
+	rng_seed(81);
+	for (size_t t = 0; t < N_OF(types); t++)
+		for (size_t k = 0; k < N_OF(shapes); k++) {
+			int rows = shapes[k][0], cols = shapes[k][1], n = shapes[k][2];
+			size_t ny = (size_t)n * rows;
+			struct tweight w;
+			tweight_new(&p, &w, types[t], rows, cols, 1.0f / sqrtf((float)cols));
+			float *x = rand_vec((size_t)n * cols, 1.0f), *r = rand_vec(ny, 1.0f);
+			float *xd = gpu_put(g, x, sizeof(float) * n * cols);
+			float *rd = gpu_put(g, r, sizeof(float) * ny);
+			float *y1 = gpu_alloc(g, sizeof(float) * ny), *y2 = gpu_alloc(g, sizeof(float) * ny);
+			float *z1 = gpu_alloc(g, sizeof(float) * ny);
+			float *a = malloc(sizeof(float) * ny), *b = malloc(sizeof(float) * ny);
+			OK(g, g->i->matmul(g, y1, xd, &w.gpu, NULL, n));
+			OK(g, g->i->add(g, z1, rd, y1, ny));
+			/* z aliases r, as the forward pass calls it */
+			OK(g, g->i->matmul_add(g, y2, rd, xd, &w.gpu, rd, n));
+			gpu_get(g, a, y1, sizeof(float) * ny);
+			gpu_get(g, b, y2, sizeof(float) * ny);
+			cr_expect_arr_eq(a, b, sizeof(float) * ny, "matmul_add %s %dx%d n=%d: y differs",
+					 djn_dtype_name(types[t]), rows, cols, n);
+			gpu_get(g, a, z1, sizeof(float) * ny);
+			gpu_get(g, b, rd, sizeof(float) * ny);
+			cr_expect_arr_eq(a, b, sizeof(float) * ny, "matmul_add %s %dx%d n=%d: z differs",
+					 djn_dtype_name(types[t]), rows, cols, n);
+			g->i->dealloc(g, xd);
+			g->i->dealloc(g, rd);
+			g->i->dealloc(g, y1);
+			g->i->dealloc(g, y2);
+			g->i->dealloc(g, z1);
+			tweight_free(&p, &w);
+			free(x);
+			free(r);
+			free(a);
+			free(b);
+		}
+	pair_close(&p);
+}
+
 /* --- attention ------------------------------------------------------------- */
 
 struct tkv {
@@ -705,6 +754,140 @@ static void check_attention(struct pair *p, int head_dim, int n_head, int n_kv_h
 	free(ref);
 	free(got);
 	tkv_free(p, &kv);
+}
+
+/* rope_kv_store against rope, rope and kv_store: q, k and the cache bytes. */
+static void check_rope_store(struct pair *p, int head_dim, int n_head, int n_kv_head, int pos,
+			     enum djn_rope_style style)
+{
+	struct djn_backend *g = p->gpu;
+	const int page_tokens = 16, n_layer = 3, layer = 2, kv_dim = n_kv_head * head_dim;
+	const int n_pages = pos / page_tokens + 2;
+	size_t nq = (size_t)n_head * head_dim, pf = (size_t)n_layer * 2 * page_tokens * kv_dim;
+	struct tkv a, b;
+	float *q = rand_vec(nq, 2.0f), *k = rand_vec(kv_dim, 2.0f), *v = rand_vec(kv_dim, 2.0f);
+	float *q1 = gpu_put(g, q, sizeof(float) * nq), *q2 = gpu_put(g, q, sizeof(float) * nq);
+	float *k1 = gpu_put(g, k, sizeof(float) * kv_dim), *k2 = gpu_put(g, k, sizeof(float) * kv_dim);
+	float *vd = gpu_put(g, v, sizeof(float) * kv_dim);
+	float *h1 = malloc(sizeof(float) * (nq > pf ? nq : pf)), *h2 = malloc(sizeof(float) * (nq > pf ? nq : pf));
+
+	uint64_t seed = rng_s;
+	tkv_new(p, &a, n_pages, page_tokens, n_layer, kv_dim);
+	rng_s = seed; /* the same junk in both caches */
+	tkv_new(p, &b, n_pages, page_tokens, n_layer, kv_dim);
+	OK(g, g->i->rope(g, q1, 1, n_head, head_dim, head_dim, pos, 10000.0f, style));
+	OK(g, g->i->rope(g, k1, 1, n_kv_head, head_dim, head_dim, pos, 10000.0f, style));
+	OK(g, g->i->kv_store(g, &a.gpu, layer, pos, 1, k1, vd));
+	OK(g, g->i->rope_kv_store(g, q2, k2, vd, &b.gpu, layer, pos, n_head, n_kv_head, head_dim,
+				  10000.0f, style));
+	gpu_get(g, h1, q1, sizeof(float) * nq);
+	gpu_get(g, h2, q2, sizeof(float) * nq);
+	cr_expect_arr_eq(h1, h2, sizeof(float) * nq, "rope_kv_store hd=%d pos=%d: q differs",
+			 head_dim, pos);
+	gpu_get(g, h1, k1, sizeof(float) * kv_dim);
+	gpu_get(g, h2, k2, sizeof(float) * kv_dim);
+	cr_expect_arr_eq(h1, h2, sizeof(float) * kv_dim, "rope_kv_store hd=%d pos=%d: k differs",
+			 head_dim, pos);
+	for (int pg = 0; pg < n_pages; pg++) {
+		gpu_get(g, h1, a.gpu_pages_host[pg], sizeof(float) * pf);
+		gpu_get(g, h2, b.gpu_pages_host[pg], sizeof(float) * pf);
+		cr_expect_arr_eq(h1, h2, sizeof(float) * pf,
+				 "rope_kv_store hd=%d pos=%d: cache page %d differs", head_dim, pos, pg);
+	}
+	g->i->dealloc(g, q1);
+	g->i->dealloc(g, q2);
+	g->i->dealloc(g, k1);
+	g->i->dealloc(g, k2);
+	g->i->dealloc(g, vd);
+	tkv_free(p, &a);
+	tkv_free(p, &b);
+	free(q);
+	free(k);
+	free(v);
+	free(h1);
+	free(h2);
+}
+
+Test(fused, rope_kv_store_equals_rope_and_kv_store)
+{
+	struct pair p = pair_open(1);
+
+	rng_seed(82);
+	for (int style = 0; style < 2; style++) {
+		enum djn_rope_style st = style ? DJN_ROPE_HALF : DJN_ROPE_INTERLEAVED;
+		check_rope_store(&p, 128, 32, 32, 555, st);
+		check_rope_store(&p, 64, 9, 3, 17, st);
+		check_rope_store(&p, 8, 8, 4, 0, st);
+	}
+	pair_close(&p);
+}
+
+/* A step recorded at one position and replayed at others computes what the
+ * ops compute when run at those positions, bit for bit. */
+Test(graph, replay_at_other_positions)
+{
+	struct pair p = pair_open(1);
+	struct djn_backend *g = p.gpu;
+	const int hd = 64, nh = 8, nkv = 4, kv_dim = nkv * hd, q_dim = nh * hd;
+	struct tkv kv;
+	struct djn_graph *gr = NULL;
+
+	rng_seed(83);
+	tkv_new(&p, &kv, 200, 16, 2, kv_dim); /* 3200 positions of junk history */
+	float *q = rand_vec(q_dim, 2.0f), *k = rand_vec(kv_dim, 1.0f), *v = rand_vec(kv_dim, 1.0f);
+	float *qd = gpu_alloc(g, sizeof(float) * q_dim), *kd = gpu_alloc(g, sizeof(float) * kv_dim);
+	float *vd = gpu_put(g, v, sizeof(float) * kv_dim), *od = gpu_alloc(g, sizeof(float) * q_dim);
+	float *a = malloc(sizeof(float) * q_dim), *b = malloc(sizeof(float) * q_dim);
+	struct djn_attn_shape sh = { nh, nkv, hd, 1, 0, 1 };
+
+#define STEP(pos)                                                                             \
+	do {                                                                                  \
+		sh.pos0 = (pos);                                                              \
+		OK(g, g->i->rope(g, qd, 1, nh, hd, hd, (pos), 10000.0f, DJN_ROPE_HALF));       \
+		OK(g, g->i->rope(g, kd, 1, nkv, hd, hd, (pos), 10000.0f, DJN_ROPE_HALF));      \
+		OK(g, g->i->kv_store(g, &kv.gpu, 1, (pos), 1, kd, vd));                        \
+		OK(g, g->i->attention(g, od, qd, &kv.gpu, &sh));                               \
+	} while (0)
+	/* warm the scratch buffers, then record at 100 */
+	STEP(100);
+	OK(g, g->i->graph_begin(g, 100));
+	STEP(100);
+	OK(g, g->i->graph_end(g, &gr));
+	cr_assert_not_null(gr);
+	static const int at[] = { 5, 100, 1000, 3100, 63, 64, 65 };
+	for (size_t i = 0; i < N_OF(at); i++) {
+		OK(g, g->i->copy_h2d(g, qd, q, sizeof(float) * q_dim));
+		OK(g, g->i->copy_h2d(g, kd, k, sizeof(float) * kv_dim));
+		OK(g, g->i->graph_launch(g, gr, at[i]));
+		gpu_get(g, a, od, sizeof(float) * q_dim);
+		OK(g, g->i->copy_h2d(g, qd, q, sizeof(float) * q_dim));
+		OK(g, g->i->copy_h2d(g, kd, k, sizeof(float) * kv_dim));
+		STEP(at[i]);
+		gpu_get(g, b, od, sizeof(float) * q_dim);
+		cr_expect_arr_eq(a, b, sizeof(float) * q_dim, "replay at %d differs", at[i]);
+	}
+#undef STEP
+	/* a recording refuses what it cannot replay: two rows, another position */
+	OK(g, g->i->graph_begin(g, 7));
+	cr_expect_eq(g->i->rope(g, qd, 1, nh, hd, hd, 8, 10000.0f, DJN_ROPE_HALF), DJN_ERR_STATE);
+	struct djn_graph *bad = NULL;
+	cr_expect_neq(g->i->graph_end(g, &bad), DJN_OK);
+	cr_expect_null(bad);
+	/* and the backend works normally after */
+	OK(g, g->i->rope(g, qd, 1, nh, hd, hd, 8, 10000.0f, DJN_ROPE_HALF));
+	OK(g, g->i->sync(g));
+	g->i->graph_free(g, gr);
+	g->i->dealloc(g, qd);
+	g->i->dealloc(g, kd);
+	g->i->dealloc(g, vd);
+	g->i->dealloc(g, od);
+	tkv_free(&p, &kv);
+	free(q);
+	free(k);
+	free(v);
+	free(a);
+	free(b);
+	pair_close(&p);
 }
 
 static const int attn_cases[][2] = {

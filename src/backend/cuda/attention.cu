@@ -38,9 +38,9 @@ __device__ __forceinline__ const float *kv_row(float *const *pages, const struct
 
 __global__ void __launch_bounds__(256, 4)
 kv_store_kernel(float *const *pages, int page_tokens, int kv_dim, int layer, int pos0,
-		const float *__restrict__ k, const float *__restrict__ v)
+		const int *dpos, const float *__restrict__ k, const float *__restrict__ v)
 {
-	const int i = blockIdx.x, which = blockIdx.y, t = pos0 + i;
+	const int i = blockIdx.x, which = blockIdx.y, t = (dpos ? *dpos : pos0) + i;
 	float *dst = pages[t / page_tokens] +
 		     (((size_t)layer * 2 + which) * page_tokens + t % page_tokens) * kv_dim;
 	const float *src = (which ? v : k) + (size_t)i * kv_dim;
@@ -76,9 +76,12 @@ extern "C" enum djn_status cuda_kv_store(struct djn_backend *be, const struct dj
 		return st;
 	if (n == 0)
 		return DJN_OK;
+	const int *dpos;
+	if ((st = cuda_step_pos(be, op_name_, pos0, n, &dpos)) != DJN_OK)
+		return st;
 	unsigned threads = kv->kv_dim >= 256 ? 256 : (unsigned)(kv->kv_dim + 31) / 32 * 32;
 	kv_store_kernel<<<dim3((unsigned)n, 2), threads, 0, c->compute>>>(
-		kv->pages, kv->page_tokens, kv->kv_dim, layer, pos0, k, v);
+		kv->pages, kv->page_tokens, kv->kv_dim, layer, pos0, dpos, k, v);
 	CK_LAUNCH(be);
 	return DJN_OK;
 }
@@ -90,18 +93,35 @@ extern "C" enum djn_status cuda_kv_store(struct djn_backend *be, const struct dj
 #define ATT_MAX_SPLIT 128 /* chunks per row, at most */
 #define ATT_MIN_CHUNK 64  /* positions per chunk, at least */
 
+/* Keys per chunk for rows ending at lmax (positions 0 .. lmax-1), with the
+ * keys cut into at most nsz chunks.  nsz depends on the shape only, so the
+ * same chunks come out whether the host or a recorded kernel works them out:
+ * a replayed step sums in the same order as one run op by op. */
+__host__ __device__ __forceinline__ int att_chunk(int lmax, int nsz)
+{
+	int c = (lmax + nsz - 1) / nsz;
+	return c < ATT_MIN_CHUNK ? ATT_MIN_CHUNK : c;
+}
+
 template <int VPL>
 __global__ void __launch_bounds__(ATT_WARPS * 32, 4)
 attn_split_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 		  float *__restrict__ part_ml, const float *__restrict__ q,
-		  float *const *pages, struct attn_params p, int chunk, int n_split)
+		  float *const *pages, struct attn_params p, const int *dpos, int nsz, int n_split)
 {
 	__shared__ float sm_m[ATT_WARPS], sm_l[ATT_WARPS];
 	__shared__ float sm_acc[ATT_WARPS][VPL * 32];
 	const int s = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-	const int hd = p.head_dim, L = p.pos0 + i + 1;
+	pdl_trigger();
+	pdl_wait();
+	const int pos0 = dpos ? *dpos : p.pos0, lmax = pos0 + p.n_rows;
+	const int chunk = att_chunk(lmax, nsz);
+	const int hd = p.head_dim, L = pos0 + i + 1;
 	const int t0 = s * chunk, t1 = min(t0 + chunk, L);
+
+	if (t0 >= lmax) /* a recorded grid has room for longer rows: nothing to do */
+		return;
 	const size_t koff = (size_t)p.layer * 2 * p.page_tokens * p.kv_dim +
 			    (size_t)(h / p.group) * hd;
 	const size_t voff = (size_t)p.page_tokens * p.kv_dim; /* V rows follow K rows */
@@ -204,28 +224,35 @@ attn_split_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 	}
 }
 
-/* Merges the chunks of one (row, head): grid (head, row). */
+/* Merges the chunks of one (row, head): grid (head, row).  The partials of
+ * a (row, head) are n_split apart; the chunks that hold keys are those
+ * before lmax. */
 __global__ void __launch_bounds__(128, 4)
 attn_merge_kernel(float *__restrict__ out, const float *__restrict__ part_acc,
-		  const float *__restrict__ part_ml, int n_split, int hd, int n_head)
+		  const float *__restrict__ part_ml, int pos0, int n_rows, const int *dpos,
+		  int nsz, int n_split, int hd, int n_head)
 {
 	__shared__ float wgt[ATT_MAX_SPLIT];
 	__shared__ float sh[32];
 	const size_t idx = (size_t)blockIdx.y * n_head + blockIdx.x;
 	const float *ml = part_ml + idx * n_split * 2;
+	pdl_trigger();
+	pdl_wait();
+	const int lmax = (dpos ? *dpos : pos0) + n_rows, chunk = att_chunk(lmax, nsz);
+	const int n_act = min((lmax + chunk - 1) / chunk, n_split);
 	float M = -INFINITY, Lsum = 0.0f;
 
-	for (int s = 0; s < n_split; s++)
+	for (int s = 0; s < n_act; s++)
 		M = fmaxf(M, ml[2 * s]);
-	for (int s = threadIdx.x; s < n_split; s += blockDim.x)
+	for (int s = threadIdx.x; s < n_act; s += blockDim.x)
 		wgt[s] = ml[2 * s] == -INFINITY ? 0.0f : expf(ml[2 * s] - M);
 	__syncthreads();
-	for (int s = threadIdx.x; s < n_split; s += blockDim.x)
+	for (int s = threadIdx.x; s < n_act; s += blockDim.x)
 		Lsum += ml[2 * s + 1] * wgt[s];
 	Lsum = block_sum(Lsum, sh);
 	for (int d = threadIdx.x; d < hd; d += blockDim.x) {
 		float a = 0.0f;
-		for (int s = 0; s < n_split; s++)
+		for (int s = 0; s < n_act; s++)
 			a += part_acc[(idx * n_split + s) * hd + d] * wgt[s];
 		out[idx * hd + d] = a / Lsum;
 	}
@@ -379,12 +406,12 @@ attn_prefill_kernel(float *__restrict__ out, const float *__restrict__ q, float 
 /* --- dispatch -------------------------------------------------------------- */
 
 template <int VPL>
-static void launch_split(dim3 grid, cudaStream_t st, float *out, float *pa, float *pm,
-			 const float *q, float *const *pages, const struct attn_params &p,
-			 int chunk, int n_split)
+static cudaError_t launch_split(const struct cuda_ctx *c, dim3 grid, float *out, float *pa,
+				float *pm, const float *q, float *const *pages,
+				const struct attn_params &p, const int *dpos, int nsz, int n_split)
 {
-	attn_split_kernel<VPL><<<grid, ATT_WARPS * 32, 0, st>>>(out, pa, pm, q, pages, p, chunk,
-								 n_split);
+	return cuda_launch(c, attn_split_kernel<VPL>, grid, dim3(ATT_WARPS * 32), 0, out, pa, pm,
+			   q, pages, p, dpos, nsz, n_split);
 }
 
 template <int VPL>
@@ -549,6 +576,9 @@ extern "C" enum djn_status cuda_attention(struct djn_backend *be, float *out, co
 	p.sd = sqrtf((float)s->head_dim);
 	const int vpl = (s->head_dim + 31) / 32;
 
+	const int *dpos; /* recording: one row, its position read at replay */
+	if ((st = cuda_step_pos(be, op_name_, s->pos0, s->n_rows, &dpos)) != DJN_OK)
+		return st;
 	bool done;
 	if ((st = attention_gemm(be, op_name_, out, q, kv, s, &done)) != DJN_OK || done)
 		return st;
@@ -564,37 +594,39 @@ extern "C" enum djn_status cuda_attention(struct djn_backend *be, float *out, co
 		}
 	}
 
-	/* enough blocks to fill the GPU, but chunks of at least ATT_MIN_CHUNK keys */
+	/* Enough blocks to fill the GPU (nsz chunks a row, from the shape), but
+	 * chunks of at least ATT_MIN_CHUNK keys: the grid has the chunks that
+	 * hold keys, or all nsz when recorded (the length is known at replay). */
 	const int lmax = s->pos0 + s->n_rows;
 	const int base = s->n_head * s->n_rows;
-	int n_split = (8 * c->n_sm + base - 1) / base;
-	int most = (lmax + ATT_MIN_CHUNK - 1) / ATT_MIN_CHUNK;
-	if (n_split > most)
-		n_split = most;
-	if (n_split > ATT_MAX_SPLIT)
-		n_split = ATT_MAX_SPLIT;
-	if (n_split < 1)
-		n_split = 1;
-	const int chunk = (lmax + n_split - 1) / n_split;
-	n_split = (lmax + chunk - 1) / chunk;
+	int nsz = (8 * c->n_sm + base - 1) / base;
+	if (nsz > ATT_MAX_SPLIT)
+		nsz = ATT_MAX_SPLIT;
+	if (nsz < 1)
+		nsz = 1;
+	const int chunk = att_chunk(lmax, nsz);
+	const int n_split = dpos ? nsz : (lmax + chunk - 1) / chunk;
 
 	float *pa = NULL, *pm = NULL;
-	if (n_split > 1) {
-		size_t n_part = (size_t)base * n_split;
+	if (nsz > 1) {
+		/* sized for nsz even while one chunk does: the op-by-op steps
+		 * before a recording make room for it, which cannot grow */
+		size_t n_part = (size_t)base * nsz;
 		pa = (float *)cuda_scratch(be, CUDA_SCRATCH_ATTN,
 					   sizeof(float) * n_part * ((size_t)s->head_dim + 2));
 		if (!pa)
 			return be->err.code;
-		pm = pa + n_part * s->head_dim;
+		pm = pa + (size_t)base * n_split * s->head_dim;
 	}
 	dim3 grid((unsigned)n_split, (unsigned)s->n_head, (unsigned)s->n_rows);
-#define SPLIT(V) launch_split<V>(grid, c->compute, out, pa, pm, q, kv->pages, p, chunk, n_split)
+#define SPLIT(V) CK(be, launch_split<V>(c, grid, out, pa, pm, q, kv->pages, p, dpos, nsz, n_split))
 	VPL_SWITCH(vpl, SPLIT);
 #undef SPLIT
 	CK_LAUNCH(be);
 	if (n_split > 1) {
-		attn_merge_kernel<<<dim3((unsigned)s->n_head, (unsigned)s->n_rows), 128, 0,
-				    c->compute>>>(out, pa, pm, n_split, s->head_dim, s->n_head);
+		CK(be, cuda_launch(c, attn_merge_kernel, dim3((unsigned)s->n_head, (unsigned)s->n_rows),
+				   dim3(128), 0, out, (const float *)pa, (const float *)pm, s->pos0,
+				   s->n_rows, dpos, nsz, n_split, s->head_dim, s->n_head));
 		CK_LAUNCH(be);
 	}
 	return DJN_OK;

@@ -166,6 +166,8 @@ void *cuda_scratch(struct djn_backend *be, enum cuda_scratch_slot slot, size_t b
 		return c->scratch[slot].p;
 	/* grow by half again, so a sequence of growing calls reallocates rarely */
 	cap = bytes + bytes / 2;
+	if (cuda_state_moves(be, "scratch", "a scratch buffer") != DJN_OK)
+		return NULL;
 	if (c->scratch[slot].p) {
 		/* kernels already queued may still read the old buffer */
 		e = cudaStreamSynchronize(c->compute);
@@ -250,6 +252,8 @@ static void cuda_free(struct djn_backend *be)
 		if (c->rope_freq)
 			cudaFree(c->rope_freq);
 		free(c->rope_freq_host);
+		if (c->step_pos)
+			cudaFree(c->step_pos);
 		if (c->host_res)
 			cudaFreeHost(c->host_res);
 		if (c->stat_slots)
@@ -388,8 +392,10 @@ static const struct djn_backend_i cuda_i = {
 	.layernorm = cuda_layernorm,
 	.matmul = cuda_matmul,
 	.matmul_group = cuda_matmul_group,
+	.matmul_add = cuda_matmul_add,
 	.rope = cuda_rope,
 	.kv_store = cuda_kv_store,
+	.rope_kv_store = cuda_rope_kv_store,
 	.attention = cuda_attention,
 	.swiglu = cuda_swiglu,
 	.gelu = cuda_gelu,
@@ -410,6 +416,10 @@ static const struct djn_backend_i cuda_i = {
 	.event_sync = cuda_event_sync,
 	.copy_h2d_async = cuda_copy_h2d_async,
 	.copy_d2h_async = cuda_copy_d2h_async,
+	.graph_begin = cuda_graph_begin,
+	.graph_end = cuda_graph_end,
+	.graph_launch = cuda_graph_launch,
+	.graph_free = cuda_graph_free,
 };
 
 extern "C" int djn_cuda_device_count(void)
@@ -470,6 +480,11 @@ extern "C" struct djn_backend *djn_backend_cuda_new(int dev, struct djn_err *err
 	c->cc_minor = prop.minor;
 	c->n_sm = prop.multiProcessorCount;
 	c->smem_optin = prop.sharedMemPerBlockOptin;
+	{
+		/* DJINN_PDL=0: plain launches, for comparing the two */
+		const char *pdl = getenv("DJINN_PDL");
+		c->pdl = prop.major >= 9 && !(pdl && !strcmp(pdl, "0"));
+	}
 	if (prop.major < 7) {
 		djn_err_set(err, DJN_ERR_UNSUPPORTED,
 			    "cuda:%d: %s is compute capability %d.%d; djinn needs 7.0 or newer", dev,

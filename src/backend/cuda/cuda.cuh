@@ -66,6 +66,15 @@ struct cuda_ctx {
 	struct cuda_flags *flags;     /* mapped pinned memory, host address */
 	struct cuda_flags *flags_dev; /* the same, device address */
 	char poison[DJN_ERRMSG_MAX / 2];
+	/* decode-step graphs (graph.cu) */
+	int *step_pos;           /* device: the position a recording replays at */
+	bool capturing;          /* between graph_begin and graph_end */
+	bool cap_failed;         /* an op failed or could not be recorded */
+	int cap_pos;             /* the position being recorded */
+	unsigned gen;            /* bumped when a scratch buffer or the rope table
+				    moves: recordings of an older gen are stale */
+	bool pdl;                /* launch the decode kernels with programmatic
+				    dependent launch (cuda_launch) */
 };
 
 static inline struct cuda_ctx *cuda_ctx(struct djn_backend *be)
@@ -85,6 +94,15 @@ enum djn_status cublas_fail(struct djn_backend *be, cublasStatus_t s, const char
 /* Scratch slot of at least `bytes`; NULL with be->err set (out of memory).
  * Growing it waits for the work already queued, which may use the old one. */
 void *cuda_scratch(struct djn_backend *be, enum cuda_scratch_slot slot, size_t bytes);
+/* While a graph is recorded: *dpos is the device word the recorded kernels
+ * read their position from, else NULL (use pos0).  Fails, and spoils the
+ * recording, for what cannot be replayed at another position: more than one
+ * row, or a position other than the one being recorded. */
+enum djn_status cuda_step_pos(struct djn_backend *be, const char *op, int pos0, int n,
+			      const int **dpos);
+/* Backend state a recording refers to is about to change (or cannot, while
+ * recording): DJN_ERR_STATE when recording, else bumps ctx->gen. */
+enum djn_status cuda_state_moves(struct djn_backend *be, const char *op, const char *what);
 /* Waits for the compute stream, then reports device-side flags. */
 enum djn_status cuda_sync_compute(struct djn_backend *be, const char *op);
 /* A weight an op can read: device copy present, known dtype, whole blocks. */
@@ -158,7 +176,13 @@ enum djn_status cuda_layernorm(struct djn_backend *be, float *out, const float *
 /* rope.cu */
 enum djn_status cuda_rope(struct djn_backend *be, float *x, int n, int n_head, int head_dim,
 			  int rot_dim, int pos0, float theta, enum djn_rope_style style);
+enum djn_status cuda_rope_kv_store(struct djn_backend *be, float *q, float *k, const float *v,
+				   const struct djn_kv_view *kv, int layer, int pos, int n_head,
+				   int n_kv_head, int head_dim, float theta,
+				   enum djn_rope_style style);
 /* gemv.cu */
+enum djn_status cuda_matmul_add(struct djn_backend *be, float *y, float *z, const float *x,
+				const struct djn_weight *w, const float *r, int n);
 enum djn_status cuda_matmul_group(struct djn_backend *be, float *const *ys, const float *x,
 				  const struct djn_weight *const *ws, int n_w, int n, bool swiglu);
 enum djn_status cuda_matmul(struct djn_backend *be, float *y, const float *x,
@@ -178,6 +202,11 @@ enum djn_status cuda_stats_defer_many_slow(struct djn_backend *be, const float *
 					   const int64_t *ns, int n, int slot0);
 enum djn_status cuda_stats(struct djn_backend *be, const float *x, int64_t n,
 			   struct djn_stats *out);
+/* graph.cu */
+enum djn_status cuda_graph_begin(struct djn_backend *be, int pos);
+enum djn_status cuda_graph_end(struct djn_backend *be, struct djn_graph **out);
+enum djn_status cuda_graph_launch(struct djn_backend *be, struct djn_graph *g, int pos);
+void cuda_graph_free(struct djn_backend *be, struct djn_graph *g);
 /* stream.cu: the copy stream, events, pinned host memory */
 void *cuda_host_alloc(struct djn_backend *be, size_t bytes, bool *pinned);
 void cuda_host_free(struct djn_backend *be, void *p, bool pinned);
@@ -190,6 +219,53 @@ enum djn_status cuda_copy_h2d_async(struct djn_backend *be, void *dst, const voi
 				    size_t n, int stream);
 enum djn_status cuda_copy_d2h_async(struct djn_backend *be, void *dst, const void *src,
 				    size_t n, int stream);
+}
+
+/* --- programmatic dependent launch ------------------------------------------
+ *
+ * On sm_90 a kernel launched by cuda_launch may begin while the kernel before
+ * it on the stream is still finishing: its blocks fill the SMs the earlier
+ * kernel's last blocks leave idle, and a GEMV's blocks issue their weight
+ * loads (weights never change during a step) before they wait.  The rules,
+ * for every kernel launched so:
+ *   - pdl_wait() before reading or writing any buffer an earlier kernel
+ *     writes or reads (activations, the KV cache, scratch): it returns once
+ *     the kernel before has completed and its writes are visible, and as that
+ *     kernel obeyed the same rule, once every earlier one has;
+ *   - a block that exits before pdl_wait() writes nothing;
+ *   - pdl_trigger() first thing, so that the kernel after may launch once
+ *     every block of this one has started.
+ * Kernels launched plainly may call both: they are no-ops there. */
+__device__ __forceinline__ void pdl_wait(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+	asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_trigger(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+	asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+template <typename... K, typename... A>
+static inline cudaError_t cuda_launch(const struct cuda_ctx *c, void (*kernel)(K...), dim3 grid,
+				      dim3 block, size_t smem, A... args)
+{
+	cudaLaunchAttribute attr;
+	cudaLaunchConfig_t cfg = {};
+
+	attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+	attr.val.programmaticStreamSerializationAllowed = 1;
+	cfg.gridDim = grid;
+	cfg.blockDim = block;
+	cfg.dynamicSmemBytes = smem;
+	cfg.stream = c->compute;
+	cfg.attrs = &attr;
+	cfg.numAttrs = c->pdl ? 1 : 0;
+	return cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
 /* --- device helpers -------------------------------------------------------- */

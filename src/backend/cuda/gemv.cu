@@ -78,32 +78,47 @@ __device__ __forceinline__ void cvt8(const raw8 &r, float w[8])
 	}
 }
 
+/* Where a GEMV's rows go: y, and with z (matmul_add) z = res + y too, the
+ * same single f32 add as the add op's. */
+struct gemv_out {
+	float *y;
+	float *z;
+	const float *res;
+	struct vec_ref bias;
+};
+
 /* Ends a GEMV: reduce each accumulator over the warp; lane 0 stores it. */
 template <int NR>
-__device__ __forceinline__ void gemv_store(float *y, float (&acc)[NR], int r, int rows,
-					   const struct vec_ref &bias, int lane)
+__device__ __forceinline__ void gemv_store(const struct gemv_out &o, float (&acc)[NR], int r,
+					   int rows, int lane)
 {
 #pragma unroll
 	for (int k = 0; k < NR; k++)
 		acc[k] = warp_sum(acc[k]);
 	if (lane == 0) {
-		float b = bias.p ? vec_at(bias, r) : 0.0f;
+		float b = o.bias.p ? vec_at(o.bias, r) : 0.0f;
 #pragma unroll
-		for (int k = 0; k < NR; k++)
-			y[(size_t)k * rows + r] = bias.p ? acc[k] + b : acc[k];
+		for (int k = 0; k < NR; k++) {
+			const size_t i = (size_t)k * rows + r;
+			const float v = o.bias.p ? acc[k] + b : acc[k];
+			o.y[i] = v;
+			if (o.z)
+				o.z[i] = o.res[i] + v;
+		}
 	}
 }
 
 template <int DT, int NR>
 __global__ void __launch_bounds__(GEMV_WARPS * 32, 2)
-gemv_plain_kernel(float *__restrict__ y, const float *__restrict__ x,
-		  const uint8_t *__restrict__ W, int rows, int cols, struct vec_ref bias)
+gemv_plain_kernel(const struct gemv_out o, const float *__restrict__ x,
+		  const uint8_t *__restrict__ W, int rows, int cols)
 {
 	constexpr int ES = DT == DJN_DTYPE_F32 ? 4 : 2;
 	constexpr int U = DT == DJN_DTYPE_F32 ? (NR <= 2 ? 4 : 2) : (NR <= 2 ? 8 : 4); /* bytes in flight */
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	const int r = blockIdx.x * GEMV_WARPS + warp;
 
+	pdl_trigger();
 	if (r >= rows)
 		return;
 	const uint8_t *wrow = W + (size_t)r * cols * ES;
@@ -112,13 +127,16 @@ gemv_plain_kernel(float *__restrict__ y, const float *__restrict__ x,
 	for (int k = 0; k < NR; k++)
 		acc[k] = 0.0f;
 
-	for (int c0 = lane * 8; c0 < cols; c0 += 256 * U) {
-		raw8 raw[U];
+	/* the first loads of W go out before the wait for x */
+	raw8 raw[U];
+	for (int c0 = lane * 8;; ) {
 #pragma unroll
 		for (int u = 0; u < U; u++) {
 			int c = c0 + u * 256;
 			raw[u] = c < cols ? ld8<DT>(wrow, c) : raw8{};
 		}
+		if (c0 == lane * 8)
+			pdl_wait();
 #pragma unroll
 		for (int u = 0; u < U; u++) {
 			int c = c0 + u * 256;
@@ -142,8 +160,11 @@ gemv_plain_kernel(float *__restrict__ y, const float *__restrict__ x,
 				acc[k] = a;
 			}
 		}
+		c0 += 256 * U;
+		if (c0 >= cols)
+			break;
 	}
-	gemv_store<NR>(y, acc, r, rows, bias, lane);
+	gemv_store<NR>(o, acc, r, rows, lane);
 }
 
 /* --- quantized dtypes ------------------------------------------------------ */
@@ -193,8 +214,8 @@ __device__ __forceinline__ void stage_load(const uint8_t *wrow, int s, int nb, i
 
 template <int DT, int NR>
 __global__ void __launch_bounds__(GEMV_WARPS * 32, 2)
-gemv_quant_kernel(float *__restrict__ y, const float *__restrict__ x,
-		  const uint8_t *__restrict__ W, int rows, int cols, struct vec_ref bias)
+gemv_quant_kernel(const struct gemv_out o, const float *__restrict__ x,
+		  const uint8_t *__restrict__ W, int rows, int cols)
 {
 	constexpr int BS = qblock<DT>::bytes;
 	constexpr int NV = (QSB * BS + 15 + 15) / 16; /* words a stage can touch */
@@ -204,6 +225,7 @@ gemv_quant_kernel(float *__restrict__ y, const float *__restrict__ x,
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	const int r = blockIdx.x * GEMV_WARPS + warp;
 
+	pdl_trigger();
 	if (r >= rows) /* whole warps leave: only __syncwarp below */
 		return;
 	const int nb = cols / DJN_QK, nstage = (nb + QSB - 1) / QSB;
@@ -219,6 +241,7 @@ gemv_quant_kernel(float *__restrict__ y, const float *__restrict__ x,
 	for (int k = 0; k < NR; k++)
 		acc[k] = 0.0f;
 	stage_load<BS, LV>(wrow, 0, nb, lane, buf, off, nv);
+	pdl_wait(); /* W's first stage is on its way; x is the kernel before's */
 	for (int s = 0; s < nstage; s++) {
 #pragma unroll
 		for (int v = 0; v < LV; v++)
@@ -283,21 +306,22 @@ gemv_quant_kernel(float *__restrict__ y, const float *__restrict__ x,
 		}
 		__syncwarp(); /* the stage buffer is rewritten next iteration */
 	}
-	gemv_store<NR>(y, acc, r, rows, bias, lane);
+	gemv_store<NR>(o, acc, r, rows, lane);
 }
 
 /* --- any dtype, any alignment ---------------------------------------------- */
 
 template <int NR>
 __global__ void __launch_bounds__(GEMV_WARPS * 32, 2)
-gemv_generic_kernel(float *__restrict__ y, const float *__restrict__ x,
-		    const uint8_t *__restrict__ W, int dtype, size_t row_bytes, int rows, int cols,
-		    struct vec_ref bias)
+gemv_generic_kernel(const struct gemv_out o, const float *__restrict__ x,
+		    const uint8_t *__restrict__ W, int dtype, size_t row_bytes, int rows, int cols)
 {
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	const int r = blockIdx.x * GEMV_WARPS + warp;
 	float acc[NR];
 
+	pdl_trigger();
+	pdl_wait();
 	if (r >= rows)
 		return;
 #pragma unroll
@@ -309,7 +333,7 @@ gemv_generic_kernel(float *__restrict__ y, const float *__restrict__ x,
 		for (int k = 0; k < NR; k++)
 			acc[k] = fmaf(w, x[(size_t)k * cols + c], acc[k]);
 	}
-	gemv_store<NR>(y, acc, r, rows, bias, lane);
+	gemv_store<NR>(o, acc, r, rows, lane);
 }
 
 /* --- launch ---------------------------------------------------------------- */
@@ -317,41 +341,40 @@ gemv_generic_kernel(float *__restrict__ y, const float *__restrict__ x,
 enum gemv_kind { GEMV_PLAIN, GEMV_QUANT, GEMV_GENERIC };
 
 struct gemv_args {
-	float *y;
+	struct gemv_out o;
 	const float *x;
 	const uint8_t *W;
 	int dtype, rows, cols;
 	size_t row_bytes;
-	struct vec_ref bias;
 };
 
 template <int DT, int NR>
-static void gemv_launch_dt(const struct gemv_args &a, dim3 grid, cudaStream_t st)
+static cudaError_t gemv_launch_dt(const struct cuda_ctx *c, const struct gemv_args &a, dim3 grid)
 {
-	const unsigned t = GEMV_WARPS * 32;
+	const dim3 t(GEMV_WARPS * 32);
 
 	if constexpr (DT == DJN_DTYPE_F32 || DT == DJN_DTYPE_F16 || DT == DJN_DTYPE_BF16)
-		gemv_plain_kernel<DT, NR><<<grid, t, 0, st>>>(a.y, a.x, a.W, a.rows, a.cols, a.bias);
+		return cuda_launch(c, gemv_plain_kernel<DT, NR>, grid, t, 0, a.o, a.x, a.W, a.rows,
+				   a.cols);
 	else
-		gemv_quant_kernel<DT, NR><<<grid, t, 0, st>>>(a.y, a.x, a.W, a.rows, a.cols, a.bias);
+		return cuda_launch(c, gemv_quant_kernel<DT, NR>, grid, t, 0, a.o, a.x, a.W, a.rows,
+				   a.cols);
 }
 
 template <int NR>
-static void gemv_launch_n(enum gemv_kind kind, const struct gemv_args &a, dim3 grid,
-			  cudaStream_t st)
+static cudaError_t gemv_launch_n(const struct cuda_ctx *c, enum gemv_kind kind,
+				 const struct gemv_args &a, dim3 grid)
 {
-	if (kind == GEMV_GENERIC) {
-		gemv_generic_kernel<NR><<<grid, GEMV_WARPS * 32, 0, st>>>(
-			a.y, a.x, a.W, a.dtype, a.row_bytes, a.rows, a.cols, a.bias);
-		return;
-	}
+	if (kind == GEMV_GENERIC)
+		return cuda_launch(c, gemv_generic_kernel<NR>, grid, dim3(GEMV_WARPS * 32), 0, a.o,
+				   a.x, a.W, a.dtype, a.row_bytes, a.rows, a.cols);
 	switch (a.dtype) {
-	case DJN_DTYPE_F32: gemv_launch_dt<DJN_DTYPE_F32, NR>(a, grid, st); break;
-	case DJN_DTYPE_F16: gemv_launch_dt<DJN_DTYPE_F16, NR>(a, grid, st); break;
-	case DJN_DTYPE_BF16: gemv_launch_dt<DJN_DTYPE_BF16, NR>(a, grid, st); break;
-	case DJN_DTYPE_Q8_0: gemv_launch_dt<DJN_DTYPE_Q8_0, NR>(a, grid, st); break;
-	case DJN_DTYPE_Q4_0: gemv_launch_dt<DJN_DTYPE_Q4_0, NR>(a, grid, st); break;
-	case DJN_DTYPE_Q4_1: gemv_launch_dt<DJN_DTYPE_Q4_1, NR>(a, grid, st); break;
+	case DJN_DTYPE_F32: return gemv_launch_dt<DJN_DTYPE_F32, NR>(c, a, grid);
+	case DJN_DTYPE_F16: return gemv_launch_dt<DJN_DTYPE_F16, NR>(c, a, grid);
+	case DJN_DTYPE_BF16: return gemv_launch_dt<DJN_DTYPE_BF16, NR>(c, a, grid);
+	case DJN_DTYPE_Q8_0: return gemv_launch_dt<DJN_DTYPE_Q8_0, NR>(c, a, grid);
+	case DJN_DTYPE_Q4_0: return gemv_launch_dt<DJN_DTYPE_Q4_0, NR>(c, a, grid);
+	default: return gemv_launch_dt<DJN_DTYPE_Q4_1, NR>(c, a, grid);
 	}
 }
 
@@ -386,14 +409,14 @@ static enum djn_status gemv(struct djn_backend *be, const char *op, const struct
 	dim3 grid((unsigned)((a.rows + GEMV_WARPS - 1) / GEMV_WARPS));
 
 	switch (n) {
-	case 1: gemv_launch_n<1>(kind, a, grid, c->compute); break;
-	case 2: gemv_launch_n<2>(kind, a, grid, c->compute); break;
-	case 3: gemv_launch_n<3>(kind, a, grid, c->compute); break;
-	case 4: gemv_launch_n<4>(kind, a, grid, c->compute); break;
-	case 5: gemv_launch_n<5>(kind, a, grid, c->compute); break;
-	case 6: gemv_launch_n<6>(kind, a, grid, c->compute); break;
-	case 7: gemv_launch_n<7>(kind, a, grid, c->compute); break;
-	case 8: gemv_launch_n<8>(kind, a, grid, c->compute); break;
+	case 1: CK(be, gemv_launch_n<1>(c, kind, a, grid)); break;
+	case 2: CK(be, gemv_launch_n<2>(c, kind, a, grid)); break;
+	case 3: CK(be, gemv_launch_n<3>(c, kind, a, grid)); break;
+	case 4: CK(be, gemv_launch_n<4>(c, kind, a, grid)); break;
+	case 5: CK(be, gemv_launch_n<5>(c, kind, a, grid)); break;
+	case 6: CK(be, gemv_launch_n<6>(c, kind, a, grid)); break;
+	case 7: CK(be, gemv_launch_n<7>(c, kind, a, grid)); break;
+	case 8: CK(be, gemv_launch_n<8>(c, kind, a, grid)); break;
 	default: DJN_ASSERT(!"gemv: n out of 1..8");
 	}
 	CK_LAUNCH(be);
@@ -595,9 +618,9 @@ extern "C" enum djn_status cuda_matmul(struct djn_backend *be, float *y, const f
 	}
 
 	if (n <= GEMV_MAX_N) {
-		struct gemv_args a = { y, x, (const uint8_t *)w->dev, (int)w->dtype, (int)w->rows,
-				       (int)w->cols, djn_dtype_row_bytes(w->dtype, w->cols),
-				       vec_of(bias) };
+		struct gemv_args a = { { y, NULL, NULL, vec_of(bias) }, x, (const uint8_t *)w->dev,
+				       (int)w->dtype, (int)w->rows, (int)w->cols,
+				       djn_dtype_row_bytes(w->dtype, w->cols) };
 		return gemv(be, op_name_, a, n);
 	}
 
@@ -628,6 +651,28 @@ extern "C" enum djn_status cuda_matmul(struct djn_backend *be, float *y, const f
 	return DJN_OK;
 }
 
+extern "C" enum djn_status cuda_matmul_add(struct djn_backend *be, float *y, float *z,
+					   const float *x, const struct djn_weight *w,
+					   const float *r, int n)
+{
+	enum djn_status st;
+
+	CUDA_OP(be, "matmul_add");
+	if (n <= 0)
+		return DJN_OK;
+	if (n > GEMV_MAX_N || w->rows > INT32_MAX || w->cols > INT32_MAX) {
+		if ((st = cuda_matmul(be, y, x, w, NULL, n)) != DJN_OK)
+			return st;
+		return cuda_add(be, z, r, y, (size_t)n * w->rows);
+	}
+	if ((st = cuda_check_weight(be, op_name_, w)) != DJN_OK)
+		return st;
+	struct gemv_args a = { { y, z, r, vec_of(NULL) }, x, (const uint8_t *)w->dev,
+			       (int)w->dtype, (int)w->rows, (int)w->cols,
+			       djn_dtype_row_bytes(w->dtype, w->cols) };
+	return gemv(be, op_name_, a, n);
+}
+
 /* --- grouped GEMV: q, k, v (or gate and up) in one launch ------------------- */
 
 /* Up to three weights over one x: a decode step reads them in one pass, one
@@ -652,6 +697,7 @@ gemv_group_kernel(const float *__restrict__ x, const struct group_args a)
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	int r = blockIdx.x * GEMV_WARPS + warp, seg = 0;
 
+	pdl_trigger();
 	if (!SWIGLU) {
 		/* unused segments have 0 rows */
 		if (r >= a.rows[0]) {
@@ -680,8 +726,9 @@ gemv_group_kernel(const float *__restrict__ x, const struct group_args a)
 	for (int j = 0; j < NW; j++)
 		acc[j] = 0.0f;
 
-	for (int c0 = lane * 8; c0 < a.cols; c0 += 256 * U) {
-		raw8 raw[NW][U];
+	/* the first loads of W go out before the wait for x */
+	raw8 raw[NW][U];
+	for (int c0 = lane * 8;; ) {
 #pragma unroll
 		for (int j = 0; j < NW; j++)
 #pragma unroll
@@ -689,6 +736,8 @@ gemv_group_kernel(const float *__restrict__ x, const struct group_args a)
 				int c = c0 + u * 256;
 				raw[j][u] = c < a.cols ? ld8<DT>(wrow[j], c) : raw8{};
 			}
+		if (c0 == lane * 8)
+			pdl_wait();
 #pragma unroll
 		for (int u = 0; u < U; u++) {
 			int c = c0 + u * 256;
@@ -712,6 +761,9 @@ gemv_group_kernel(const float *__restrict__ x, const struct group_args a)
 				acc[j] = s;
 			}
 		}
+		c0 += 256 * U;
+		if (c0 >= a.cols)
+			break;
 	}
 #pragma unroll
 	for (int j = 0; j < NW; j++)
@@ -729,13 +781,14 @@ gemv_group_kernel(const float *__restrict__ x, const struct group_args a)
 }
 
 template <int DT>
-static void group_launch(const float *x, const struct group_args &a, bool swiglu, dim3 grid,
-			 cudaStream_t st)
+static cudaError_t group_launch(const struct cuda_ctx *c, const float *x,
+				const struct group_args &a, bool swiglu, dim3 grid)
 {
+	const dim3 t(GEMV_WARPS * 32);
+
 	if (swiglu)
-		gemv_group_kernel<DT, true><<<grid, GEMV_WARPS * 32, 0, st>>>(x, a);
-	else
-		gemv_group_kernel<DT, false><<<grid, GEMV_WARPS * 32, 0, st>>>(x, a);
+		return cuda_launch(c, gemv_group_kernel<DT, true>, grid, t, 0, x, a);
+	return cuda_launch(c, gemv_group_kernel<DT, false>, grid, t, 0, x, a);
 }
 
 extern "C" enum djn_status cuda_matmul_group(struct djn_backend *be, float *const *ys,
@@ -777,9 +830,9 @@ extern "C" enum djn_status cuda_matmul_group(struct djn_backend *be, float *cons
 	long long rows = swiglu ? ws[0]->rows : total;
 	dim3 grid((unsigned)((rows + GEMV_WARPS - 1) / GEMV_WARPS));
 	switch (ws[0]->dtype) {
-	case DJN_DTYPE_F32: group_launch<DJN_DTYPE_F32>(x, a, swiglu, grid, c->compute); break;
-	case DJN_DTYPE_F16: group_launch<DJN_DTYPE_F16>(x, a, swiglu, grid, c->compute); break;
-	default: group_launch<DJN_DTYPE_BF16>(x, a, swiglu, grid, c->compute); break;
+	case DJN_DTYPE_F32: CK(be, group_launch<DJN_DTYPE_F32>(c, x, a, swiglu, grid)); break;
+	case DJN_DTYPE_F16: CK(be, group_launch<DJN_DTYPE_F16>(c, x, a, swiglu, grid)); break;
+	default: CK(be, group_launch<DJN_DTYPE_BF16>(c, x, a, swiglu, grid)); break;
 	}
 	CK_LAUNCH(be);
 	return DJN_OK;

@@ -11,6 +11,8 @@ rmsnorm_kernel(float *out, const float *x, struct vec_ref g, int dim, float eps)
 	float *o = out + (size_t)blockIdx.x * dim;
 	float ss = 0.0f;
 
+	pdl_trigger();
+	pdl_wait();
 	for (int j = threadIdx.x; j < dim; j += blockDim.x)
 		ss += xr[j] * xr[j];
 	ss = block_sum(ss, sh);
@@ -71,8 +73,8 @@ extern "C" enum djn_status cuda_rmsnorm(struct djn_backend *be, float *out, cons
 		return DJN_OK;
 	if ((st = check_gain(be, op_name_, w, dim)) != DJN_OK)
 		return st;
-	rmsnorm_kernel<<<(unsigned)n, row_threads(dim), 0, c->compute>>>(out, x, vec_of(w), dim,
-									   eps);
+	CK(be, cuda_launch(c, rmsnorm_kernel, dim3((unsigned)n), dim3(row_threads(dim)), 0, out, x,
+			   vec_of(w), dim, eps));
 	CK_LAUNCH(be);
 	return DJN_OK;
 }

@@ -35,11 +35,14 @@ o = sys.argv[1]
 d = json.load(open(f"{o}/debug.json"))
 hs = json.load(open(f"{o}/hf_speed.json")) if os.path.exists(f"{o}/hf_speed.json") else {}
 print(f"roofline {d['roofline_ms_per_token']:.3f} ms/token (weights {d['weight_bytes']/1e9:.2f} GB / d2d {d['d2d_bytes_per_s']/1e12:.2f} TB/s)")
-print(f"djinn decode {d['decode_ms_per_token']:.3f} ms/token = {d['pct_of_roofline']:.1f}% of roofline; TTFT {d['ttft_ms']:.1f} ms")
+print(f"djinn decode {d['decode_ms_per_token']:.3f} ms/token = {d['pct_of_roofline']:.1f}% of roofline ({d['graph_steps']} steps replayed from graphs); op by op {d['decode_ms_per_token_op_by_op']:.3f} ms/token; TTFT {d['ttft_ms']:.1f} ms")
 for k, v in hs.items():
     if isinstance(v, dict) and "decode_ms_per_token" in v:
         print(f"transformers {k}: decode {v['decode_ms_per_token']:.3f} ms/token, TTFT {v.get('ttft_ms', float('nan')):.1f} ms")
 print(f"armed never-hit bps (stats cond): +{d['bp_stats_overhead_pct']:.2f}%  (pos cond): +{d['bp_pos_overhead_pct']:.2f}%")
 print(f"inspect at a hit: {d['inspect_ms']:.3f} ms; checkpoint {d['checkpoint_ms']:.2f} ms ({d['checkpoint_pct_of_d2d']:.0f}% of d2d), restore {d['restore_ms']:.2f} ms ({d['restore_pct_of_d2d']:.0f}%)")
 print(f"device memory over weights+KV: {d['device_used_over_weights_plus_kv_pct']:.1f}%")
+if os.path.exists(f"{o}/compare.json"):
+    c = json.load(open(f"{o}/compare.json"))
+    print("correctness:", json.dumps(c)[:400])
 PY

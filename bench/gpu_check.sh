@@ -56,6 +56,17 @@ PY
 if [ "${BENCH:-1}" != 0 ]; then
 	bench debug
 	[ "${BENCH_PDL0:-0}" = 0 ] || bench debug-pdl0 DJINN_PDL=0
+	[ -z "${BENCH_ENV:-}" ] || bench debug-env $BENCH_ENV
+fi
+if [ -n "${AB:-}" ]; then # AB="A=1;A=0 B=2": decode alone under each setting, twice, interleaved
+	IFS=';' read -ra settings <<<"$AB"
+	for round in 1 2; do
+		for i in "${!settings[@]}"; do
+			env ${settings[$i]} ./run.sh bin/bench/gpu_debug_bench "$m" --prompt 512 --new 128 \
+				--ctx 2048 --decode-only >"$out/ab$i-$round.json" 2>>"$out/ab.err"
+			note "ab $round [${settings[$i]}]: $(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"{d['decode_ms_per_token']:.4f} ms/token {d['pct_of_roofline']:.1f}% of {d['roofline_ms_per_token']:.3f}\")" "$out/ab$i-$round.json")"
+		done
+	done
 fi
 
 if [ "${NCU:-1}" != 0 ] && command -v ncu >/dev/null; then

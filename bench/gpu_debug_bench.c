@@ -93,6 +93,7 @@ int main(int argc, char **argv)
 {
 	const char *dir = NULL, *dev = "cuda";
 	int n_prompt = 512, n_new = 128, ctx = 2048, reps = 3;
+	bool decode_only = false;
 	struct djn_err err = { 0 };
 
 	for (int i = 1; i < argc; i++) {
@@ -106,6 +107,8 @@ int main(int argc, char **argv)
 			ctx = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
 			reps = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--decode-only")) /* for comparing builds or settings */
+			decode_only = true;
 		else
 			dir = argv[i];
 	}
@@ -153,6 +156,18 @@ int main(int argc, char **argv)
 	timed_run(s, ids, n_prompt, 8, &pf, &dec[0]); /* warm-up */
 	for (int r = 0; r < reps; r++)
 		timed_run(s, ids, n_prompt, n_new, &pre[r], &dec[r]);
+	if (decode_only) {
+		double d0 = median(dec, reps);
+		printf("{\"device\":\"%s\",\"weight_bytes\":%zu,\"d2d_bytes_per_s\":%.4g,"
+		       "\"roofline_ms_per_token\":%.4f,\"decode_ms_per_token\":%.4f,"
+		       "\"pct_of_roofline\":%.2f,\"graph_steps\":%ld}\n",
+		       dev, wbytes, d2d, roof_ms, d0, 100.0 * roof_ms / d0, djn_session_graph_steps(s));
+		free(ids);
+		djn_session_free(s);
+		djn_model_unref(m);
+		djn_backend_free(be);
+		return 0;
+	}
 	int id1 = djn_bp_add(s, "L*.resid_post", "norm > 1e30", false);
 	if (id1 < 0)
 		die("break", djn_session_errmsg(s));

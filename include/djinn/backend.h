@@ -66,6 +66,15 @@ struct djn_attn_shape {
 	int n_rows; /* query rows; row i attends to positions 0 .. pos0 + i */
 };
 
+/* RoPE and the KV-cache store that follow a decode step's q/k/v projection,
+ * for a matmul_group that does them in the same pass. */
+struct djn_qkv_rope {
+	const struct djn_kv_view *kv;
+	int layer, pos, head_dim;
+	float theta;
+	enum djn_rope_style style;
+};
+
 struct djn_backend_i {
 	const char *name; /* "cpu", "cuda" */
 	void (*free)(struct djn_backend *be);
@@ -106,10 +115,13 @@ struct djn_backend_i {
 	 * can (one launch at decode): ys[i] (n, ws[i]->rows) = x . ws[i]^T, no
 	 * biases; all ws have the same cols.  With swiglu (n_w == 2) ys[0] gets
 	 * silu(x.ws[0]^T) * (x.ws[1]^T) and ys[1] is scratch the backend may
-	 * overwrite.  May be NULL: callers fall back to matmul (+ swiglu). */
+	 * overwrite.  With rope (n == 1, n_w == 3: q, k and v, no swiglu), q and
+	 * k are then rotated in place as rope() rotates them and k and v stored
+	 * into the cache at rope->pos as kv_store() stores them.  May be NULL:
+	 * callers fall back to matmul (+ swiglu, rope, kv_store). */
 	enum djn_status (*matmul_group)(struct djn_backend *be, float *const *ys, const float *x,
 					const struct djn_weight *const *ws, int n_w, int n,
-					bool swiglu);
+					bool swiglu, const struct djn_qkv_rope *rope);
 	/* y (n, w->rows) = x . W^T and z = r + y, in one pass: an output
 	 * projection with the residual add after it.  z may alias r.  May be
 	 * NULL: callers use matmul and add. */
@@ -123,13 +135,6 @@ struct djn_backend_i {
 	/* Write k, v (n, kv_dim) into the cache at positions pos0 .. pos0+n-1. */
 	enum djn_status (*kv_store)(struct djn_backend *be, const struct djn_kv_view *kv,
 				    int layer, int pos0, int n, const float *k, const float *v);
-	/* One decode row: rope on q (n_head heads) and k (n_kv_head heads) in
-	 * place, as rope() does, then k and v into the cache at pos, as
-	 * kv_store() does; one launch.  May be NULL: callers use those two. */
-	enum djn_status (*rope_kv_store)(struct djn_backend *be, float *q, float *k, const float *v,
-					 const struct djn_kv_view *kv, int layer, int pos,
-					 int n_head, int n_kv_head, int head_dim, float theta,
-					 enum djn_rope_style style);
 	/* out (n, n_head*head_dim) = softmax(q k^T / sqrt(head_dim)) v, causal, GQA
 	 * (query head h reads kv head h / (n_head / n_kv_head)). */
 	enum djn_status (*attention)(struct djn_backend *be, float *out, const float *q,

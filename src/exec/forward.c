@@ -103,8 +103,7 @@ static bool grouped_qkv(const struct djn_session *s, const struct djn_layer *L)
  * site tensor the separate ops would, with the same arithmetic. */
 static bool fuse_rope_store(const struct djn_session *s, const struct djn_layer *L)
 {
-	return s->fusing && s->be->i->rope_kv_store && s->c->arch == DJN_ARCH_LLAMA &&
-	       grouped_qkv(s, L);
+	return s->fusing && s->c->arch == DJN_ARCH_LLAMA && grouped_qkv(s, L);
 }
 
 static bool fuse_residual(const struct djn_session *s, const struct djn_weight *bias)
@@ -233,14 +232,14 @@ static enum djn_status site_exec(struct djn_session *s, int site)
 			 * nothing a stop at q could see or steer */
 			float *ys[3] = { out, B(DJN_SITE_K), B(DJN_SITE_V) };
 			const struct djn_weight *ws[3] = { &L->wq, &L->wk, &L->wv };
-			st = o->matmul_group(be, ys, B(DJN_SITE_ATTN_NORM), ws, 3, n, false);
-			if (!st && fuse_rope_store(s, L)) {
-				/* rope on q and k, and k and v into the cache */
-				st = o->rope_kv_store(be, out, B(DJN_SITE_K), B(DJN_SITE_V),
-						      &s->kv.view, l, pos0, c->n_head, c->n_kv_head,
-						      c->head_dim, c->rope_theta, c->rope_style);
+			/* fused: rope on q and k, and k and v into the cache */
+			const bool rs = fuse_rope_store(s, L);
+			struct djn_qkv_rope rp = { &s->kv.view, l, pos0, c->head_dim, c->rope_theta,
+						   c->rope_style };
+			st = o->matmul_group(be, ys, B(DJN_SITE_ATTN_NORM), ws, 3, n, false,
+					     rs ? &rp : NULL);
+			if (rs)
 				break;
-			}
 		} else if (!(kind == DJN_SITE_K && grouped_qkv(s, L))) {
 			st = o->matmul(be, out, B(DJN_SITE_ATTN_NORM), w, opt(b), n);
 		}
@@ -287,7 +286,7 @@ static enum djn_status site_exec(struct djn_session *s, int site)
 				/* gate and up read together, silu(gate) * up written once */
 				float *ys[2] = { out, s->up };
 				const struct djn_weight *ws[2] = { &L->w_gate, &L->w_up };
-				st = o->matmul_group(be, ys, B(DJN_SITE_MLP_NORM), ws, 2, n, true);
+				st = o->matmul_group(be, ys, B(DJN_SITE_MLP_NORM), ws, 2, n, true, NULL);
 				break;
 			}
 			st = o->matmul(be, s->gate, B(DJN_SITE_MLP_NORM), &L->w_gate, NULL, n);

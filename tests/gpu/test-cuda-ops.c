@@ -476,7 +476,8 @@ Test(elementwise, embed_bad_id)
 Test(norm, rmsnorm)
 {
 	struct pair p = pair_open(1);
-	static const int shapes[][2] = { { 7, 4096 }, { 3, 64 }, { 5, 1000 }, { 1, 2048 } };
+	static const int shapes[][2] = { { 7, 4096 }, { 3, 64 }, { 5, 1000 }, { 1, 2048 },
+					 { 2, 16384 }, { 3, 4094 }, { 2, 24576 } };
 	static const enum djn_dtype gt[] = { DJN_DTYPE_F32, DJN_DTYPE_F16, DJN_DTYPE_BF16 };
 
 	rng_seed(51);
@@ -756,72 +757,6 @@ static void check_attention(struct pair *p, int head_dim, int n_head, int n_kv_h
 	tkv_free(p, &kv);
 }
 
-/* rope_kv_store against rope, rope and kv_store: q, k and the cache bytes. */
-static void check_rope_store(struct pair *p, int head_dim, int n_head, int n_kv_head, int pos,
-			     enum djn_rope_style style)
-{
-	struct djn_backend *g = p->gpu;
-	const int page_tokens = 16, n_layer = 3, layer = 2, kv_dim = n_kv_head * head_dim;
-	const int n_pages = pos / page_tokens + 2;
-	size_t nq = (size_t)n_head * head_dim, pf = (size_t)n_layer * 2 * page_tokens * kv_dim;
-	struct tkv a, b;
-	float *q = rand_vec(nq, 2.0f), *k = rand_vec(kv_dim, 2.0f), *v = rand_vec(kv_dim, 2.0f);
-	float *q1 = gpu_put(g, q, sizeof(float) * nq), *q2 = gpu_put(g, q, sizeof(float) * nq);
-	float *k1 = gpu_put(g, k, sizeof(float) * kv_dim), *k2 = gpu_put(g, k, sizeof(float) * kv_dim);
-	float *vd = gpu_put(g, v, sizeof(float) * kv_dim);
-	float *h1 = malloc(sizeof(float) * (nq > pf ? nq : pf)), *h2 = malloc(sizeof(float) * (nq > pf ? nq : pf));
-
-	uint64_t seed = rng_s;
-	tkv_new(p, &a, n_pages, page_tokens, n_layer, kv_dim);
-	rng_s = seed; /* the same junk in both caches */
-	tkv_new(p, &b, n_pages, page_tokens, n_layer, kv_dim);
-	OK(g, g->i->rope(g, q1, 1, n_head, head_dim, head_dim, pos, 10000.0f, style));
-	OK(g, g->i->rope(g, k1, 1, n_kv_head, head_dim, head_dim, pos, 10000.0f, style));
-	OK(g, g->i->kv_store(g, &a.gpu, layer, pos, 1, k1, vd));
-	OK(g, g->i->rope_kv_store(g, q2, k2, vd, &b.gpu, layer, pos, n_head, n_kv_head, head_dim,
-				  10000.0f, style));
-	gpu_get(g, h1, q1, sizeof(float) * nq);
-	gpu_get(g, h2, q2, sizeof(float) * nq);
-	cr_expect_arr_eq(h1, h2, sizeof(float) * nq, "rope_kv_store hd=%d pos=%d: q differs",
-			 head_dim, pos);
-	gpu_get(g, h1, k1, sizeof(float) * kv_dim);
-	gpu_get(g, h2, k2, sizeof(float) * kv_dim);
-	cr_expect_arr_eq(h1, h2, sizeof(float) * kv_dim, "rope_kv_store hd=%d pos=%d: k differs",
-			 head_dim, pos);
-	for (int pg = 0; pg < n_pages; pg++) {
-		gpu_get(g, h1, a.gpu_pages_host[pg], sizeof(float) * pf);
-		gpu_get(g, h2, b.gpu_pages_host[pg], sizeof(float) * pf);
-		cr_expect_arr_eq(h1, h2, sizeof(float) * pf,
-				 "rope_kv_store hd=%d pos=%d: cache page %d differs", head_dim, pos, pg);
-	}
-	g->i->dealloc(g, q1);
-	g->i->dealloc(g, q2);
-	g->i->dealloc(g, k1);
-	g->i->dealloc(g, k2);
-	g->i->dealloc(g, vd);
-	tkv_free(p, &a);
-	tkv_free(p, &b);
-	free(q);
-	free(k);
-	free(v);
-	free(h1);
-	free(h2);
-}
-
-Test(fused, rope_kv_store_equals_rope_and_kv_store)
-{
-	struct pair p = pair_open(1);
-
-	rng_seed(82);
-	for (int style = 0; style < 2; style++) {
-		enum djn_rope_style st = style ? DJN_ROPE_HALF : DJN_ROPE_INTERLEAVED;
-		check_rope_store(&p, 128, 32, 32, 555, st);
-		check_rope_store(&p, 64, 9, 3, 17, st);
-		check_rope_store(&p, 8, 8, 4, 0, st);
-	}
-	pair_close(&p);
-}
-
 /* A step recorded at one position and replayed at others computes what the
  * ops compute when run at those positions, bit for bit. */
 Test(graph, replay_at_other_positions)
@@ -887,6 +822,89 @@ Test(graph, replay_at_other_positions)
 	free(v);
 	free(a);
 	free(b);
+	pair_close(&p);
+}
+
+/* The fused q/k/v step, matmul_group with rope, against matmul_group, rope
+ * on q and k and kv_store: q, k, v and the cache, bit for bit. */
+static void check_qkv_step(struct pair *p, enum djn_dtype t, int dim, int n_head, int n_kv_head,
+			   int head_dim, int pos, enum djn_rope_style style)
+{
+	struct djn_backend *g = p->gpu;
+	const int page_tokens = 16, n_layer = 2, layer = 1, kv_dim = n_kv_head * head_dim;
+	const int rows[3] = { n_head * head_dim, kv_dim, kv_dim };
+	const int n_pages = pos / page_tokens + 1;
+	size_t pf = (size_t)n_layer * 2 * page_tokens * kv_dim;
+	struct tweight w[3], gain;
+	const struct djn_weight *ws[3];
+	float *y1[3], *y2[3];
+	struct tkv a, b;
+
+	tweight_new(p, &gain, DJN_DTYPE_F32, 1, dim, 1.0f);
+	for (int i = 0; i < 3; i++) {
+		tweight_new(p, &w[i], t, rows[i], dim, 1.0f / sqrtf((float)dim));
+		ws[i] = &w[i].gpu;
+		y1[i] = gpu_alloc(g, sizeof(float) * rows[i]);
+		y2[i] = gpu_alloc(g, sizeof(float) * rows[i]);
+	}
+	uint64_t seed = rng_s;
+	tkv_new(p, &a, n_pages, page_tokens, n_layer, kv_dim);
+	rng_s = seed;
+	tkv_new(p, &b, n_pages, page_tokens, n_layer, kv_dim);
+	float *x = rand_vec(dim, 2.0f), *xd = gpu_put(g, x, sizeof(float) * dim);
+	float *n1 = gpu_alloc(g, sizeof(float) * dim);
+	size_t big = pf > (size_t)rows[0] ? pf : (size_t)rows[0];
+	float *h1 = malloc(sizeof(float) * big), *h2 = malloc(sizeof(float) * big);
+
+	OK(g, g->i->rmsnorm(g, n1, xd, &gain.gpu, 1, dim, 1e-6f));
+	OK(g, g->i->matmul_group(g, y1, n1, ws, 3, 1, false, NULL));
+	OK(g, g->i->rope(g, y1[0], 1, n_head, head_dim, head_dim, pos, 10000.0f, style));
+	OK(g, g->i->rope(g, y1[1], 1, n_kv_head, head_dim, head_dim, pos, 10000.0f, style));
+	OK(g, g->i->kv_store(g, &a.gpu, layer, pos, 1, y1[1], y1[2]));
+	struct djn_qkv_rope rp = { &b.gpu, layer, pos, head_dim, 10000.0f, style };
+	OK(g, g->i->matmul_group(g, y2, n1, ws, 3, 1, false, &rp));
+
+	for (int i = 0; i < 3; i++) {
+		gpu_get(g, h1, y1[i], sizeof(float) * rows[i]);
+		gpu_get(g, h2, y2[i], sizeof(float) * rows[i]);
+		cr_expect_arr_eq(h1, h2, sizeof(float) * rows[i],
+				 "qkv step %s dim %d hd %d %s: %c differs", djn_dtype_name(t), dim,
+				 head_dim, style == DJN_ROPE_HALF ? "half" : "interleaved", "qkv"[i]);
+	}
+	for (int pg = 0; pg < n_pages; pg++) {
+		gpu_get(g, h1, a.gpu_pages_host[pg], sizeof(float) * pf);
+		gpu_get(g, h2, b.gpu_pages_host[pg], sizeof(float) * pf);
+		cr_expect_arr_eq(h1, h2, sizeof(float) * pf, "qkv step dim %d: cache page %d differs",
+				 dim, pg);
+	}
+	for (int i = 0; i < 3; i++) {
+		tweight_free(p, &w[i]);
+		g->i->dealloc(g, y1[i]);
+		g->i->dealloc(g, y2[i]);
+	}
+	tweight_free(p, &gain);
+	tkv_free(p, &a);
+	tkv_free(p, &b);
+	g->i->dealloc(g, xd);
+	g->i->dealloc(g, n1);
+	free(x);
+	free(h1);
+	free(h2);
+}
+
+Test(fused, qkv_step_equals_separate_ops)
+{
+	struct pair p = pair_open(1);
+
+	rng_seed(85);
+	for (int style = 0; style < 2; style++) {
+		enum djn_rope_style st = style ? DJN_ROPE_HALF : DJN_ROPE_INTERLEAVED;
+		check_qkv_step(&p, DJN_DTYPE_F16, 4096, 32, 32, 128, 700, st);  /* Llama-2-7B */
+		check_qkv_step(&p, DJN_DTYPE_BF16, 2048, 16, 4, 128, 33, st);   /* GQA */
+		check_qkv_step(&p, DJN_DTYPE_F16, 576, 9, 3, 64, 5, st);        /* SmolLM2-135M */
+		check_qkv_step(&p, DJN_DTYPE_F32, 64, 8, 4, 8, 250, st);        /* stories260K */
+		check_qkv_step(&p, DJN_DTYPE_F16, 96, 2, 1, 12, 0, st); /* k rows 12: rope done apart */
+	}
 	pair_close(&p);
 }
 

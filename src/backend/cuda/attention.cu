@@ -226,7 +226,9 @@ attn_split_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 
 /* Merges the chunks of one (row, head): grid (head, row).  The partials of
  * a (row, head) are n_split apart; the chunks that hold keys are those
- * before lmax. */
+ * before lmax.  (Merging in the split kernel instead, by the last of a row's
+ * blocks to finish, measured no faster on an H200: its fences and atomics
+ * cost what the launch saved.) */
 __global__ void __launch_bounds__(128, 4)
 attn_merge_kernel(float *__restrict__ out, const float *__restrict__ part_acc,
 		  const float *__restrict__ part_ml, int pos0, int n_rows, const int *dpos,

@@ -395,7 +395,6 @@ static const struct djn_backend_i cuda_i = {
 	.matmul_add = cuda_matmul_add,
 	.rope = cuda_rope,
 	.kv_store = cuda_kv_store,
-	.rope_kv_store = cuda_rope_kv_store,
 	.attention = cuda_attention,
 	.swiglu = cuda_swiglu,
 	.gelu = cuda_gelu,

@@ -184,7 +184,8 @@ enum djn_status cuda_rope_kv_store(struct djn_backend *be, float *q, float *k, c
 enum djn_status cuda_matmul_add(struct djn_backend *be, float *y, float *z, const float *x,
 				const struct djn_weight *w, const float *r, int n);
 enum djn_status cuda_matmul_group(struct djn_backend *be, float *const *ys, const float *x,
-				  const struct djn_weight *const *ws, int n_w, int n, bool swiglu);
+				  const struct djn_weight *const *ws, int n_w, int n, bool swiglu,
+				  const struct djn_qkv_rope *rope);
 enum djn_status cuda_matmul(struct djn_backend *be, float *y, const float *x,
 			    const struct djn_weight *w, const struct djn_weight *bias, int n);
 /* attention.cu */
@@ -219,6 +220,27 @@ enum djn_status cuda_copy_h2d_async(struct djn_backend *be, void *dst, const voi
 				    size_t n, int stream);
 enum djn_status cuda_copy_d2h_async(struct djn_backend *be, void *dst, const void *src,
 				    size_t n, int stream);
+}
+
+/* Makes ctx->rope_freq hold the table for (theta, rot_dim) (rope.cu). */
+enum djn_status cuda_rope_table(struct djn_backend *be, const char *op, float theta, int rot_dim);
+
+/* RoPE of a pair (v0, v1) at position pos, frequency freq: rope_cs gives the
+ * cosine and sine, rope_rot the first (second = false) or the second element
+ * rotated.  Every kernel that applies RoPE calls these, so they round alike,
+ * and as the CPU reference does. */
+__device__ __forceinline__ void rope_cs(int pos, float freq, float *fcr, float *fci)
+{
+	float val = __fmul_rn((float)pos, freq);
+
+	*fcr = cosf(val);
+	*fci = sinf(val);
+}
+
+__device__ __forceinline__ float rope_rot(float v0, float v1, bool second, float fcr, float fci)
+{
+	return second ? __fadd_rn(__fmul_rn(v0, fci), __fmul_rn(v1, fcr))
+		      : __fsub_rn(__fmul_rn(v0, fcr), __fmul_rn(v1, fci));
 }
 
 /* --- programmatic dependent launch ------------------------------------------

@@ -186,9 +186,27 @@ struct rows_args {
 	int rows[3]; /* unused segments have 0 rows */
 	int cols;
 	struct gemv_out o; /* o.z, o.res, o.bias: the single-weight case only */
+	/* rope (segments q, k, v; rows[0] and rows[1] multiples of GEMV_RB):
+	 * a block's rows in q and k are two rope pairs, slots 0/2 and 1/3, so
+	 * the block rotates them itself; k and v rows also go into the cache
+	 * page of the position (dpos, else pos) */
+	const float *freq;
+	float *const *pages;
+	const int *dpos;
+	int pos, head_dim, page_tokens, kv_dim, layer;
+	bool interleaved;
 };
 
-template <int DT, bool SWIGLU>
+/* Row of pair slot j (0..3) of the block whose first row is r0, in a segment
+ * rotated by rope: pairs r0/2 and r0/2 + 1, first elements in slots 0 and 1. */
+__device__ __forceinline__ int rope_row(const struct rows_args &a, int r0, int j)
+{
+	const int half = a.head_dim / 2, p = r0 / 2 + (j & 1), h = p / half, i = p % half;
+
+	return h * a.head_dim + (a.interleaved ? 2 * i + (j >> 1) : i + (j >> 1) * half);
+}
+
+template <int DT, bool SWIGLU, bool ROPE>
 __global__ void __launch_bounds__(256, 4)
 gemv_rows_kernel(const float *__restrict__ x, const struct rows_args a)
 {
@@ -212,6 +230,8 @@ gemv_rows_kernel(const float *__restrict__ x, const struct rows_args a)
 			}
 		}
 		const bool ok = r < (g == 0 ? a.rows[0] : g == 1 ? a.rows[1] : a.rows[2]);
+		if (ROPE && g < 2) /* the block lies in one segment: its rows from the pairs */
+			r = rope_row(a, r - j, j);
 		/* ternaries, not a.W[g]: a run-time index would put a in local memory */
 		const uint8_t *w0 = g == 0 ? a.W[0] : g == 1 ? a.W[1] : a.W[2];
 		seg[j] = ok ? g : -1;
@@ -219,6 +239,28 @@ gemv_rows_kernel(const float *__restrict__ x, const struct rows_args a)
 		wrow[j][0] = ok ? w0 + (size_t)r * a.cols * ES : NULL;
 		if (SWIGLU)
 			wrow[j][NW - 1] = ok ? a.W[1] + (size_t)r * a.cols * ES : NULL;
+	}
+	/* ROPE: what the epilogue of thread t < GEMV_RB needs, fetched now, while
+	 * the weights stream (the position, the page table and the frequencies
+	 * are not written by the kernel before) */
+	float fcr = 1.0f, fci = 0.0f, *kv_dst = NULL;
+	if (ROPE && t < GEMV_RB) {
+		int g = -1, r = 0;
+#pragma unroll
+		for (int j = 0; j < GEMV_RB; j++)
+			if (j == t) {
+				g = seg[j];
+				r = row[j];
+			}
+		const int pos = a.dpos ? *a.dpos : a.pos;
+		if (g == 0 || g == 1) {
+			const int half = a.head_dim / 2, d = r % a.head_dim;
+			rope_cs(pos, a.freq[a.interleaved ? d / 2 : d % half], &fcr, &fci);
+		}
+		if (g > 0) /* k and v into the cache: [layer][K, V][token][kv_dim] */
+			kv_dst = a.pages[pos / a.page_tokens] +
+				 (((size_t)a.layer * 2 + (g - 1)) * a.page_tokens + pos % a.page_tokens) *
+					 a.kv_dim + r;
 	}
 	float acc[GEMV_RB][NW];
 #pragma unroll
@@ -242,6 +284,7 @@ gemv_rows_kernel(const float *__restrict__ x, const struct rows_args a)
 			break;
 		const float4 *xp = (const float4 *)(x + c);
 		const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+		const float xv[8] = { x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w };
 #pragma unroll
 		for (int j = 0; j < GEMV_RB; j++)
 #pragma unroll
@@ -249,14 +292,9 @@ gemv_rows_kernel(const float *__restrict__ x, const struct rows_args a)
 				float w[8];
 				cvt8<DT>(raw[j][k], w);
 				float s = acc[j][k];
-				s = fmaf(w[0], x0.x, s);
-				s = fmaf(w[1], x0.y, s);
-				s = fmaf(w[2], x0.z, s);
-				s = fmaf(w[3], x0.w, s);
-				s = fmaf(w[4], x1.x, s);
-				s = fmaf(w[5], x1.y, s);
-				s = fmaf(w[6], x1.z, s);
-				s = fmaf(w[7], x1.w, s);
+#pragma unroll
+				for (int i = 0; i < 8; i++)
+					s = fmaf(w[i], xv[i], s);
 				acc[j][k] = s;
 			}
 		c += 256 * 8;
@@ -280,6 +318,12 @@ gemv_rows_kernel(const float *__restrict__ x, const struct rows_args a)
 		for (int w = 0; w < GEMV_WARPS; w++)
 			v[k] += sh[w][t * NW + k];
 	}
+	float pv = 0.0f; /* ROPE: the other element of this slot's pair */
+	if (ROPE) {
+#pragma unroll
+		for (int w = 0; w < GEMV_WARPS; w++)
+			pv += sh[w][t ^ 2];
+	}
 	/* thread t finishes row t of the block: pick its own entries */
 	int g = -1, r = 0;
 #pragma unroll
@@ -297,6 +341,17 @@ gemv_rows_kernel(const float *__restrict__ x, const struct rows_args a)
 		y[r] = __fmul_rn(gt, v[NW - 1]);
 		return;
 	}
+	if (ROPE) {
+		float out = v[0];
+		if (g < 2) {
+			const bool second = t >= 2;
+			out = rope_rot(second ? pv : v[0], second ? v[0] : pv, second, fcr, fci);
+		}
+		y[r] = out;
+		if (kv_dst)
+			*kv_dst = out;
+		return;
+	}
 	float out = a.o.bias.p ? v[0] + vec_at(a.o.bias, r) : v[0];
 	y[r] = out;
 	if (a.o.z)
@@ -311,8 +366,10 @@ static cudaError_t rows_launch(const struct cuda_ctx *c, const float *x,
 	const dim3 grid((unsigned)((total + GEMV_RB - 1) / GEMV_RB)), t(GEMV_WARPS * 32);
 
 	if (swiglu)
-		return cuda_launch(c, gemv_rows_kernel<DT, true>, grid, t, 0, x, a);
-	return cuda_launch(c, gemv_rows_kernel<DT, false>, grid, t, 0, x, a);
+		return cuda_launch(c, gemv_rows_kernel<DT, true, false>, grid, t, 0, x, a);
+	if (a.freq)
+		return cuda_launch(c, gemv_rows_kernel<DT, false, true>, grid, t, 0, x, a);
+	return cuda_launch(c, gemv_rows_kernel<DT, false, false>, grid, t, 0, x, a);
 }
 
 static cudaError_t rows_dispatch(const struct cuda_ctx *c, int dtype, const float *x,
@@ -850,44 +907,102 @@ extern "C" enum djn_status cuda_matmul_add(struct djn_backend *be, float *y, flo
  * With SWIGLU two weights are read by the same block, row for row, and it
  * writes silu(gate) * up: the MLP's activation never makes a round trip to
  * memory.  Plain dtypes, one activation row (decode): gemv_rows_kernel. */
-extern "C" enum djn_status cuda_matmul_group(struct djn_backend *be, float *const *ys,
-					     const float *x, const struct djn_weight *const *ws,
-					     int n_w, int n, bool swiglu)
+/* Fills a for one launch of the grouped GEMV; false when the weights, x or
+ * n do not fit it (then one matmul each). */
+static bool group_args(struct rows_args &a, float *const *ys, const float *x,
+		       const struct djn_weight *const *ws, int n_w, int n, bool swiglu)
 {
-	struct cuda_ctx *c = cuda_ctx(be);
-	struct rows_args a = {};
-	enum djn_status st;
-	bool fused = n == 1 && n_w >= 1 && n_w <= 3 && (!swiglu || n_w == 2) &&
-		     is_aligned(x, 16) && ws[0]->cols % 8 == 0;
 	long long total = 0;
 
-	CUDA_OP(be, "matmul_group");
-	for (int i = 0; i < n_w && fused; i++) {
-		fused = ws[i]->dtype == ws[0]->dtype && ws[i]->cols == ws[0]->cols &&
-			ws[i]->rows <= INT32_MAX && is_aligned(ws[i]->dev, 16) &&
-			(ws[i]->dtype == DJN_DTYPE_F32 || ws[i]->dtype == DJN_DTYPE_F16 ||
-			 ws[i]->dtype == DJN_DTYPE_BF16) &&
-			(!swiglu || ws[i]->rows == ws[0]->rows);
-		if (fused) {
-			a.W[i] = (const uint8_t *)ws[i]->dev;
-			a.y[i] = ys[i];
-			a.rows[i] = (int)ws[i]->rows;
-			total += ws[i]->rows;
-		}
+	a = rows_args{};
+	if (n != 1 || n_w < 1 || n_w > 3 || (swiglu && n_w != 2) || !is_aligned(x, 16) ||
+	    ws[0]->cols % 8 || ws[0]->cols > INT32_MAX)
+		return false;
+	for (int i = 0; i < n_w; i++) {
+		if (ws[i]->dtype != ws[0]->dtype || ws[i]->cols != ws[0]->cols || !ws[i]->dev ||
+		    !is_aligned(ws[i]->dev, 16) ||
+		    (ws[i]->dtype != DJN_DTYPE_F32 && ws[i]->dtype != DJN_DTYPE_F16 &&
+		     ws[i]->dtype != DJN_DTYPE_BF16) ||
+		    (swiglu && ws[i]->rows != ws[0]->rows))
+			return false;
+		a.W[i] = (const uint8_t *)ws[i]->dev;
+		a.y[i] = ys[i];
+		a.rows[i] = (int)ws[i]->rows;
+		total += ws[i]->rows;
 	}
-	if (!fused) { /* prefill, quantized weights, odd shapes: one matmul each */
+	a.cols = (int)ws[0]->cols;
+	return total <= INT32_MAX;
+}
+
+/* Whether the grouped GEMV can do rope's rotation and the cache store
+ * itself: whole heads, rope pairs that fall in one block, k rows that are
+ * the cache's kv_dim.  Fills a's rope fields. */
+static enum djn_status rope_args(struct djn_backend *be, const char *op, struct rows_args &a,
+				 const struct djn_qkv_rope *r, bool *ok)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	const struct djn_kv_view *kv = r->kv;
+	enum djn_status st;
+
+	*ok = false;
+	if (r->head_dim % 2 || a.rows[0] % r->head_dim || a.rows[1] % r->head_dim ||
+	    a.rows[0] % (2 * GEMV_RB) || a.rows[1] % (2 * GEMV_RB) || !kv || !kv->pages ||
+	    kv->kv_dim != a.rows[1] || a.rows[2] != a.rows[1] || kv->page_tokens <= 0 ||
+	    r->layer < 0 || r->layer >= kv->n_layer || r->pos < 0 ||
+	    (int64_t)r->pos >= (int64_t)kv->n_pages * kv->page_tokens)
+		return DJN_OK; /* the separate op checks and says what is wrong */
+	if ((st = cuda_step_pos(be, op, r->pos, 1, &a.dpos)) != DJN_OK)
+		return st;
+	if ((st = cuda_rope_table(be, op, r->theta, r->head_dim)) != DJN_OK)
+		return st;
+	a.freq = c->rope_freq;
+	a.pages = kv->pages;
+	a.pos = r->pos;
+	a.head_dim = r->head_dim;
+	a.page_tokens = kv->page_tokens;
+	a.kv_dim = kv->kv_dim;
+	a.layer = r->layer;
+	a.interleaved = r->style == DJN_ROPE_INTERLEAVED;
+	*ok = true;
+	return DJN_OK;
+}
+
+extern "C" enum djn_status cuda_matmul_group(struct djn_backend *be, float *const *ys,
+					     const float *x, const struct djn_weight *const *ws,
+					     int n_w, int n, bool swiglu,
+					     const struct djn_qkv_rope *rope)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	struct rows_args a;
+	enum djn_status st;
+	bool roped = false;
+
+	CUDA_OP(be, "matmul_group");
+	if (rope && (n != 1 || n_w != 3 || swiglu || rope->head_dim <= 0))
+		return djn_err_set(&be->err, DJN_ERR_INVALID,
+				   "%s: rope needs one row of q, k and v (3 weights, no swiglu) and "
+				   "head_dim > 0",
+				   op_name_);
+	if (group_args(a, ys, x, ws, n_w, n, swiglu)) {
+		for (int i = 0; i < n_w; i++)
+			if ((st = cuda_check_weight(be, op_name_, ws[i])) != DJN_OK)
+				return st;
+		if (rope && (st = rope_args(be, op_name_, a, rope, &roped)) != DJN_OK)
+			return st;
+		CK(be, rows_dispatch(c, (int)ws[0]->dtype, x, a, swiglu));
+		CK_LAUNCH(be);
+	} else {
+		/* prefill, quantized weights, odd shapes: one matmul each */
 		for (int i = 0; i < n_w; i++)
 			if ((st = cuda_matmul(be, ys[i], x, ws[i], NULL, n)) != DJN_OK)
 				return st;
-		return swiglu ? cuda_swiglu(be, ys[0], ys[0], ys[1], (size_t)n * ws[0]->rows) : DJN_OK;
+		if (swiglu)
+			return cuda_swiglu(be, ys[0], ys[0], ys[1], (size_t)n * ws[0]->rows);
 	}
-	for (int i = 0; i < n_w; i++)
-		if ((st = cuda_check_weight(be, op_name_, ws[i])) != DJN_OK)
-			return st;
-	a.cols = (int)ws[0]->cols;
-	if (total > INT32_MAX)
-		return djn_err_set(&be->err, DJN_ERR_UNSUPPORTED, "matmul_group: %lld rows", total);
-	CK(be, rows_dispatch(c, (int)ws[0]->dtype, x, a, swiglu));
-	CK_LAUNCH(be);
-	return DJN_OK;
+	if (!rope || roped)
+		return DJN_OK;
+	return cuda_rope_kv_store(be, ys[0], ys[1], ys[2], rope->kv, rope->layer, rope->pos,
+				  (int)(ws[0]->rows / rope->head_dim),
+				  (int)(ws[1]->rows / rope->head_dim), rope->head_dim, rope->theta,
+				  rope->style);
 }

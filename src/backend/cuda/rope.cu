@@ -11,18 +11,16 @@
 
 #include "backend/cuda/cuda.cuh"
 
-/* Rotates pair i of one head (v) at position pos; returns the rotated
- * values through v.  Shared by rope and rope_kv_store, so both round alike. */
+/* Rotates pair i of one head (v) at position pos, in place. */
 __device__ __forceinline__ void rope_pair(float *v, int i, int half, int pos,
 					  const float *__restrict__ freq, bool interleaved)
 {
-	float val = __fmul_rn((float)pos, freq[i]);
-	float fcr = cosf(val), fci = sinf(val);
 	int a = interleaved ? 2 * i : i;
 	int b = interleaved ? 2 * i + 1 : i + half;
-	float v0 = v[a], v1 = v[b];
-	v[a] = __fsub_rn(__fmul_rn(v0, fcr), __fmul_rn(v1, fci));
-	v[b] = __fadd_rn(__fmul_rn(v0, fci), __fmul_rn(v1, fcr));
+	float v0 = v[a], v1 = v[b], fcr, fci;
+	rope_cs(pos, freq[i], &fcr, &fci);
+	v[a] = rope_rot(v0, v1, false, fcr, fci);
+	v[b] = rope_rot(v0, v1, true, fcr, fci);
 }
 
 /* One block per row; a thread per (head, pair).  dpos: the position of row
@@ -75,9 +73,7 @@ rope_kv_store_kernel(float *q, float *k, const float *__restrict__ v, float *con
 		vd[d] = v[(size_t)h * head_dim + d];
 }
 
-/* Makes ctx->rope_freq hold the table for (theta, rot_dim). */
-static enum djn_status rope_table(struct djn_backend *be, const char *op, float theta,
-				  int rot_dim)
+enum djn_status cuda_rope_table(struct djn_backend *be, const char *op, float theta, int rot_dim)
 {
 	struct cuda_ctx *c = cuda_ctx(be);
 	const char *const op_name_ = op;
@@ -132,7 +128,7 @@ extern "C" enum djn_status cuda_rope(struct djn_backend *be, float *x, int n, in
 	const int *dpos;
 	if ((st = cuda_step_pos(be, op_name_, pos0, n, &dpos)) != DJN_OK)
 		return st;
-	if ((st = rope_table(be, op_name_, theta, rot_dim)) != DJN_OK)
+	if ((st = cuda_rope_table(be, op_name_, theta, rot_dim)) != DJN_OK)
 		return st;
 	unsigned threads = (unsigned)(n_head * half);
 	threads = threads >= 1024 ? 1024 : (threads + 31) / 32 * 32;
@@ -169,7 +165,7 @@ extern "C" enum djn_status cuda_rope_kv_store(struct djn_backend *be, float *q, 
 				   (long long)kv->n_pages * kv->page_tokens);
 	if ((st = cuda_step_pos(be, op_name_, pos, 1, &dpos)) != DJN_OK)
 		return st;
-	if ((st = rope_table(be, op_name_, theta, head_dim)) != DJN_OK)
+	if ((st = cuda_rope_table(be, op_name_, theta, head_dim)) != DJN_OK)
 		return st;
 	unsigned threads = half >= 256 ? 256 : (unsigned)(half + 31) / 32 * 32;
 	CK(be, cuda_launch(c, rope_kv_store_kernel, dim3((unsigned)(n_head + n_kv_head)),

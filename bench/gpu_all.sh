@@ -40,7 +40,7 @@ for k, v in hs.items():
     if isinstance(v, dict) and "decode_ms_per_token" in v:
         print(f"transformers {k}: decode {v['decode_ms_per_token']:.3f} ms/token, TTFT {v.get('ttft_ms', float('nan')):.1f} ms")
 print(f"armed never-hit bps (stats cond): +{d['bp_stats_overhead_pct']:.2f}%  (pos cond): +{d['bp_pos_overhead_pct']:.2f}%")
-print(f"inspect at a hit: {d['inspect_ms']:.3f} ms; checkpoint {d['checkpoint_ms']:.2f} ms ({d['checkpoint_pct_of_d2d']:.0f}% of d2d), restore {d['restore_ms']:.2f} ms ({d['restore_pct_of_d2d']:.0f}%)")
+print(f"inspect at a hit: {d['inspect_ms']:.3f} ms; checkpoint of {d['ckpt_bytes']/2**30:.2f} GiB (KV {d['kv_bytes']/2**30:.2f} GiB + activations) {d['checkpoint_ms']:.2f} ms ({d['checkpoint_pct_of_d2d']:.0f}% of d2d; KV bytes alone {d['checkpoint_kv_only_pct_of_d2d']:.0f}%), restore {d['restore_ms']:.2f} ms ({d['restore_pct_of_d2d']:.0f}%; {d['restore_kv_only_pct_of_d2d']:.0f}%)")
 print(f"device memory over weights+KV: {d['device_used_over_weights_plus_kv_pct']:.1f}%")
 if os.path.exists(f"{o}/compare.json"):
     c = json.load(open(f"{o}/compare.json"))

@@ -50,7 +50,7 @@ d = json.load(open(sys.argv[1]))
 print(f"roofline {d['roofline_ms_per_token']:.3f} ms/token ({d['weight_bytes']/1e9:.2f} GB / {d['d2d_bytes_per_s']/1e12:.2f} TB/s d2d)")
 print(f"decode graph {d['decode_ms_per_token']:.3f} ms/token = {d['pct_of_roofline']:.1f}% ({d['graph_steps']} steps replayed); op by op {d['decode_ms_per_token_op_by_op']:.3f}; TTFT {d['ttft_ms']:.1f} ms")
 print(f"armed never-hit bps: stats +{d['bp_stats_overhead_pct']:.2f}%, pos +{d['bp_pos_overhead_pct']:.2f}%; inspect {d['inspect_ms']:.3f} ms")
-print(f"checkpoint {d['checkpoint_pct_of_d2d']:.0f}% / restore {d['restore_pct_of_d2d']:.0f}% of d2d; memory +{d['device_used_over_weights_plus_kv_pct']:.1f}%")
+print(f"checkpoint {d['checkpoint_pct_of_d2d']:.0f}% / restore {d['restore_pct_of_d2d']:.0f}% of d2d ({d['ckpt_bytes']/2**30:.2f} GiB each way); memory +{d['device_used_over_weights_plus_kv_pct']:.1f}%")
 PY
 }
 if [ "${BENCH:-1}" != 0 ]; then

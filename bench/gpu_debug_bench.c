@@ -255,6 +255,9 @@ int main(int argc, char **argv)
 	}
 	double ck_ms = median(ck, 5), rs_ms = median(rs, 5);
 	size_t kv_bytes = mi.data_bytes;
+	/* what a checkpoint copies, each way: the KV pages and the step's
+	 * activations (the arena of a 512-row prompt chunk) */
+	size_t ck_bytes = kv_bytes + mi.stack_used;
 	size_t free1;
 	be->i->mem_info(be, &free1, &total);
 	size_t used = free0 - free1; /* everything djinn holds now (peak: nothing was freed) */
@@ -266,12 +269,16 @@ int main(int argc, char **argv)
 	       "\"decode_ms_bp_stats_never_hit\":%.4f,\"bp_stats_overhead_pct\":%.2f,"
 	       "\"decode_ms_bp_pos_never_hit\":%.4f,\"bp_pos_overhead_pct\":%.2f,"
 	       "\"inspect_ms\":%.4f,\"stop_to_tensor_ready_ms\":%.4f,\"inspect_site\":\"%s\",\"ckpt_ctx\":%d,\"kv_bytes\":%zu,"
-	       "\"checkpoint_ms\":%.3f,\"restore_ms\":%.3f,\"checkpoint_pct_of_d2d\":%.1f,"
-	       "\"restore_pct_of_d2d\":%.1f,\"device_bytes_used\":%zu,"
+	       "\"ckpt_bytes\":%zu,\"checkpoint_ms\":%.3f,\"restore_ms\":%.3f,"
+	       "\"checkpoint_pct_of_d2d\":%.1f,\"restore_pct_of_d2d\":%.1f,"
+	       "\"checkpoint_kv_only_pct_of_d2d\":%.1f,\"restore_kv_only_pct_of_d2d\":%.1f,"
+	       "\"device_bytes_used\":%zu,"
 	       "\"device_used_over_weights_plus_kv_pct\":%.2f}\n",
 	       strrchr(dir, '/') && strrchr(dir, '/')[1] ? strrchr(dir, '/') + 1 : dir, dev, wbytes, d2d, roof_ms, n_prompt, n_new, ttft, d0, 100.0 * roof_ms / d0, graph_steps, d_ops, d1,
 	       100.0 * (d1 / d0 - 1), d2, 100.0 * (d2 / d0 - 1), inspect_ms, stop_ms, sname, ctx, kv_bytes,
-	       ck_ms, rs_ms, 100.0 * (2.0 * kv_bytes / (ck_ms / 1e3)) / d2d,
+	       ck_bytes, ck_ms, rs_ms, 100.0 * (2.0 * ck_bytes / (ck_ms / 1e3)) / d2d,
+	       100.0 * (2.0 * ck_bytes / (rs_ms / 1e3)) / d2d,
+	       100.0 * (2.0 * kv_bytes / (ck_ms / 1e3)) / d2d,
 	       100.0 * (2.0 * kv_bytes / (rs_ms / 1e3)) / d2d, used,
 	       100.0 * ((double)used / (double)(wbytes + kv_bytes) - 1));
 	free(ids);

@@ -207,19 +207,28 @@ extern "C" enum djn_status cuda_softmax(struct djn_backend *be, float *x, int n,
 
 /* --- paged copies: a checkpoint of the KV cache in one launch --------------- */
 
+/* Grid (blocks per page, page): a block streams its share of one page, four
+ * 16-byte loads in flight a thread before their stores; no division by the
+ * page size and one page-pointer load a block. */
 __global__ void __launch_bounds__(256, 4)
-copy_pages_kernel(uint4 *contig, uint4 *const *pages, size_t per_page, size_t total,
-		  bool to_pages)
+copy_pages_kernel(uint4 *contig, uint4 *const *pages, size_t per_page, bool to_pages)
 {
-	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-	     i += (size_t)gridDim.x * blockDim.x) {
-		uint4 *page = pages[i / per_page];
-		size_t off = i % per_page;
-		if (to_pages)
-			page[off] = __ldcs(contig + i);
-		else
-			contig[i] = __ldcs(page + off);
+	const size_t p = blockIdx.y, stride = (size_t)gridDim.x * blockDim.x;
+	uint4 *flat = contig + p * per_page, *page = pages[p];
+	uint4 *dst = to_pages ? page : flat;
+	const uint4 *src = to_pages ? flat : page;
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+
+	for (; i + 3 * stride < per_page; i += 4 * stride) {
+		uint4 a = __ldcs(src + i), b = __ldcs(src + i + stride);
+		uint4 c = __ldcs(src + i + 2 * stride), d = __ldcs(src + i + 3 * stride);
+		__stcs(dst + i, a);
+		__stcs(dst + i + stride, b);
+		__stcs(dst + i + 2 * stride, c);
+		__stcs(dst + i + 3 * stride, d);
 	}
+	for (; i < per_page; i += stride)
+		__stcs(dst + i, __ldcs(src + i));
 }
 
 extern "C" enum djn_status cuda_copy_pages(struct djn_backend *be, void *contig,
@@ -227,16 +236,25 @@ extern "C" enum djn_status cuda_copy_pages(struct djn_backend *be, void *contig,
 					   bool to_pages)
 {
 	struct cuda_ctx *c = cuda_ctx(be);
-	size_t per_page = page_bytes / 16, total = per_page * (size_t)n_pages;
+	size_t per_page = page_bytes / 16;
 
 	CUDA_OP(be, "copy_pages");
-	if (n_pages <= 0 || total == 0)
+	if (n_pages <= 0 || per_page == 0)
 		return DJN_OK;
 	if (page_bytes % 16 || ((uintptr_t)contig & 15))
 		return djn_err_set(&be->err, DJN_ERR_INVALID,
 				   "copy_pages: %zu-byte pages or an unaligned buffer", page_bytes);
-	copy_pages_kernel<<<cuda_blocks(total, 256, (unsigned)c->n_sm * 8), 256, 0, c->compute>>>(
-		(uint4 *)contig, (uint4 *const *)pages, per_page, total, to_pages);
-	CK_LAUNCH(be);
+	/* about 16 blocks an SM over all the pages, and no more than a page needs;
+	 * a grid's y is at most 65535 pages */
+	for (int p0 = 0; p0 < n_pages; p0 += 65535) {
+		unsigned np = (unsigned)(n_pages - p0 < 65535 ? n_pages - p0 : 65535);
+		unsigned per = cuda_blocks((size_t)c->n_sm * 16, np, 1u << 16);
+		unsigned most = cuda_blocks(per_page, 256 * 4, 1u << 16);
+		dim3 grid(per < most ? per : most, np);
+		copy_pages_kernel<<<grid, 256, 0, c->compute>>>(
+			(uint4 *)contig + (size_t)p0 * per_page, (uint4 *const *)pages + p0, per_page,
+			to_pages);
+		CK_LAUNCH(be);
+	}
 	return DJN_OK;
 }

@@ -205,9 +205,9 @@ struct djn_backend_i {
 	 * graph_begin starts recording the compute stream: the ops called until
 	 * graph_end are captured, not run.  Recorded ops must be one row
 	 * (n == 1) at position `pos`, and those that take a position (rope,
-	 * rope_kv_store, kv_store, attention) record a read of it from device
-	 * memory, so one recording replays at any position of the same KV
-	 * cache, buffers and weights.  graph_end always ends the recording; it
+	 * kv_store, attention, matmul_group with rope) record a read of it from
+	 * device memory, so one recording replays at any position of the same
+	 * KV cache, buffers and weights.  graph_end always ends the recording; it
 	 * fails (and *out is NULL) if an op failed or could not be recorded,
 	 * and nothing ran.  graph_launch runs a recording at `pos`; it fails
 	 * with DJN_ERR_STATE, running nothing, when backend state the

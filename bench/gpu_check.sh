@@ -21,7 +21,7 @@ if [ "${TESTS:-1}" != 0 ]; then
 		./run.sh bin/tests/$t --jobs 1 >"$out/$t.log" 2>&1
 		note "$t: rc=$? $(grep -o 'Tested: .*' "$out/$t.log" | tail -1)"
 	done
-	for t in test-exec test-ringbuf; do
+	for t in test-exec test-ringbuf test-hf-fixtures; do
 		[ -x bin/tests/$t ] || continue
 		DJINN_TEST_DEVICE=cuda ./run.sh bin/tests/$t --jobs 1 >"$out/$t-cuda.log" 2>&1
 		note "$t on cuda: rc=$? $(grep -o 'Tested: .*' "$out/$t-cuda.log" | tail -1)"

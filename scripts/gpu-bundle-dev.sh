@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # gpu-bundle-dev.sh - a bundle for one call of the GPU machine while working on the CUDA backend:
-# djinn, the GPU tests, test-exec and test-ringbuf (run there with DJINN_TEST_DEVICE=cuda), the
-# benchmark programs and bench/, the small test models; stripped, to stay under the 64 MiB a call
-# carries.  usage: scripts/gpu-bundle-dev.sh [BUILD_DIR]   (then: carry bundle, run bench/gpu_check.sh)
+# djinn, the GPU tests, test-exec, test-ringbuf and test-hf-fixtures (run there with
+# DJINN_TEST_DEVICE=cuda), the benchmark programs and bench/, the small test models; stripped,
+# to stay under the 64 MiB a call carries.  usage: scripts/gpu-bundle-dev.sh [BUILD_DIR]   (then: carry bundle, run bench/gpu_check.sh)
 set -euo pipefail
 build=${1:-build/cuda}
 make -s BUILD="$build" -j2 all test-unit-bins bench-bins
@@ -14,6 +14,6 @@ cp ../"$build"/bench/gpu_debug_bench bin/bench/
 nvcc -O3 -std=c++17 -gencode=arch=compute_90,code=sm_90 ../bench/gemv_bench.cu -o bin/bench/gemv_bench
 rm -rf bench
 cp -r ../bench .
-(cd bin/tests && for t in *; do case $t in gpu-*|test-exec|test-ringbuf) ;; *) rm -f "$t" ;; esac; done)
+(cd bin/tests && for t in *; do case $t in gpu-*|test-exec|test-ringbuf|test-hf-fixtures) ;; *) rm -f "$t" ;; esac; done)
 strip bin/djinn bin/tests/* bin/bench/* 2>/dev/null || true
 du -sh .

@@ -1,10 +1,13 @@
 /* gemv.cu - y = x W^T on the GPU for every weight dtype.
  *
  * Decode (n <= 8 rows) is memory-bound: the whole weight is read once per
- * call, so the kernels here are GEMVs built around the load of W.  One warp
- * owns one output row and all n activation rows (W is read once, x comes from
- * L1/L2); a block holds 8 warps = 8 output rows.  Accumulation is f32 in
- * registers, then a warp shuffle reduction.
+ * call, so the kernels here are GEMVs built around the load of W.  With one
+ * activation row and f32/f16/bf16 weights, a block of 256 threads takes four
+ * output rows together (gemv_rows_kernel, below: the grouped and fused forms
+ * of a decode step use it too).  Otherwise one warp owns one output row and
+ * all n activation rows (W is read once, x comes from L1/L2); a block holds 8
+ * warps = 8 output rows.  Accumulation is f32 in registers, then a warp
+ * shuffle reduction.
  *   - f32/f16/bf16 with 16-byte aligned rows: each lane loads 16 bytes of W
  *     per step (8 halves, or 8 floats as two loads) and unrolls 4 steps
  *     (f32: 2), so 64 bytes per lane are in flight before the first FMA.

@@ -82,13 +82,19 @@ DJN_CMD_FN(cmd_info_sessions)
 		char where[256] = "";
 		if (st != DJN_RUN_IDLE)
 			sh_cursor_str(sh, s, where, sizeof(where));
-		sh_printf(sh, "%c %-16s %-9s %s%s\n", i == sh->cur ? '*' : ' ', sh->sess[i].name,
-			  state_str(st), where, djn_session_swapped(s) ? " [KV swapped out]" : "");
+		char replays[48] = ""; /* decode steps run as recorded CUDA graphs */
+		long g = djn_session_graph_steps(s);
+		if (g > 0)
+			snprintf(replays, sizeof(replays), " [%ld steps replayed]", g);
+		sh_printf(sh, "%c %-16s %-9s %s%s%s\n", i == sh->cur ? '*' : ' ', sh->sess[i].name,
+			  state_str(st), where, djn_session_swapped(s) ? " [KV swapped out]" : "",
+			  replays);
 		cJSON *e = cJSON_CreateObject();
 		cJSON_AddStringToObject(e, "name", sh->sess[i].name);
 		cJSON_AddStringToObject(e, "state", state_str(st));
 		cJSON_AddBoolToObject(e, "current", i == sh->cur);
 		cJSON_AddBoolToObject(e, "swapped", djn_session_swapped(s));
+		cJSON_AddNumberToObject(e, "graph_steps", (double)djn_session_graph_steps(s));
 		cJSON_AddItemToArray(arr, e);
 	}
 	sh_json_add(sh, "sessions", arr);

@@ -8,11 +8,10 @@
 
 static void ckpt_release(struct djn_session *s, struct ckpt *k)
 {
-	/* one allocation holds every page of a checkpoint (pages[0]) */
+	/* one allocation holds every page of a checkpoint and its arena copy
+	 * (pages[0]) */
 	if (k->pages && k->pages[0])
 		s->be->i->dealloc(s->be, k->pages[0]);
-	if (k->arena)
-		s->be->i->dealloc(s->be, k->arena);
 	free(k->pages);
 	free(k->tokens);
 	free(k->text);
@@ -57,20 +56,20 @@ int djn_checkpoint_new(struct djn_session *s)
 	k.r = s->r;
 	k.n_pages = used_pages(s);
 	k.pages = djn_xcalloc((size_t)k.n_pages + 1, sizeof(float *));
-	/* one allocation, not one a page: device allocations cost more than
-	 * the copies at checkpoint sizes */
-	k.pages[0] = be->i->alloc(be, pb * (size_t)k.n_pages);
+	k.arena_bytes = s->arena.used;
+	/* one allocation for the pages and the arena, not one a page: device
+	 * allocations cost more than the copies at checkpoint sizes */
+	size_t kv_end = (pb * (size_t)k.n_pages + 255) & ~(size_t)255;
+	k.pages[0] = be->i->alloc(be, kv_end + k.arena_bytes);
 	if (!k.pages[0])
 		st = DJN_ERR_NOMEM;
 	for (int i = 1; i < k.n_pages && !st; i++)
 		k.pages[i] = (float *)((char *)k.pages[0] + pb * (size_t)i);
 	if (!st)
 		st = copy_kv(s, k.pages[0], k.n_pages, false);
-	k.arena_bytes = s->arena.used;
 	if (!st) {
-		k.arena = be->i->alloc(be, k.arena_bytes);
-		st = k.arena ? be->i->copy_d2d(be, k.arena, s->arena.base, k.arena_bytes)
-			     : DJN_ERR_NOMEM;
+		k.arena = (char *)k.pages[0] + kv_end;
+		st = be->i->copy_d2d(be, k.arena, s->arena.base, k.arena_bytes);
 	}
 	if (!st)
 		st = be->i->sync(be);

@@ -63,7 +63,7 @@ struct ckpt {
 	char *text;
 	float **pages; /* backend copies of the first n_pages KV pages */
 	int n_pages;
-	void *arena;   /* backend copy of the arena's used bytes */
+	void *arena;   /* backend copy of the arena's used bytes, in pages[0]'s allocation */
 	size_t arena_bytes;
 };
 

@@ -385,9 +385,7 @@ enum djn_status djn_chunk_graph(struct djn_session *s, bool *ran)
 {
 	enum djn_status st;
 
-	*ran = false;
-	if ((st = djn_session_swapped_in(s)))
-		return st;
+	*ran = false; /* djn_chunk_begin has swapped the KV in */
 	if (s->graph && (s->graph_key[0] != s->buf[0] || s->graph_key[1] != s->kv.view.pages))
 		djn_chunk_graph_free(s);
 	for (int tries = 0; tries < 2; tries++) {

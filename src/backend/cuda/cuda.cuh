@@ -176,10 +176,6 @@ enum djn_status cuda_layernorm(struct djn_backend *be, float *out, const float *
 /* rope.cu */
 enum djn_status cuda_rope(struct djn_backend *be, float *x, int n, int n_head, int head_dim,
 			  int rot_dim, int pos0, float theta, enum djn_rope_style style);
-enum djn_status cuda_rope_kv_store(struct djn_backend *be, float *q, float *k, const float *v,
-				   const struct djn_kv_view *kv, int layer, int pos, int n_head,
-				   int n_kv_head, int head_dim, float theta,
-				   enum djn_rope_style style);
 /* gemv.cu */
 enum djn_status cuda_matmul_add(struct djn_backend *be, float *y, float *z, const float *x,
 				const struct djn_weight *w, const float *r, int n);

@@ -1004,8 +1004,12 @@ extern "C" enum djn_status cuda_matmul_group(struct djn_backend *be, float *cons
 	}
 	if (!rope || roped)
 		return DJN_OK;
-	return cuda_rope_kv_store(be, ys[0], ys[1], ys[2], rope->kv, rope->layer, rope->pos,
-				  (int)(ws[0]->rows / rope->head_dim),
-				  (int)(ws[1]->rows / rope->head_dim), rope->head_dim, rope->theta,
-				  rope->style);
+	/* shapes the fused epilogue does not take: the ops one by one */
+	const int hd = rope->head_dim;
+	if ((st = cuda_rope(be, ys[0], 1, (int)(ws[0]->rows / hd), hd, hd, rope->pos, rope->theta,
+			    rope->style)) != DJN_OK ||
+	    (st = cuda_rope(be, ys[1], 1, (int)(ws[1]->rows / hd), hd, hd, rope->pos, rope->theta,
+			    rope->style)) != DJN_OK)
+		return st;
+	return cuda_kv_store(be, rope->kv, rope->layer, rope->pos, 1, ys[1], ys[2]);
 }

@@ -11,18 +11,6 @@
 
 #include "backend/cuda/cuda.cuh"
 
-/* Rotates pair i of one head (v) at position pos, in place. */
-__device__ __forceinline__ void rope_pair(float *v, int i, int half, int pos,
-					  const float *__restrict__ freq, bool interleaved)
-{
-	int a = interleaved ? 2 * i : i;
-	int b = interleaved ? 2 * i + 1 : i + half;
-	float v0 = v[a], v1 = v[b], fcr, fci;
-	rope_cs(pos, freq[i], &fcr, &fci);
-	v[a] = rope_rot(v0, v1, false, fcr, fci);
-	v[b] = rope_rot(v0, v1, true, fcr, fci);
-}
-
 /* One block per row; a thread per (head, pair).  dpos: the position of row
  * 0 from device memory (a recorded step), else pos0. */
 __global__ void __launch_bounds__(1024, 1)
@@ -33,44 +21,14 @@ rope_kernel(float *x, int n_head, int head_dim, int half, int pos0, const int *d
 
 	for (int t = threadIdx.x; t < n_head * half; t += blockDim.x) {
 		int h = t / half, i = t % half;
-		rope_pair(x + ((size_t)r * n_head + h) * head_dim, i, half, pos, freq, interleaved);
+		float *v = x + ((size_t)r * n_head + h) * head_dim;
+		int a = interleaved ? 2 * i : i;
+		int b = interleaved ? 2 * i + 1 : i + half;
+		float v0 = v[a], v1 = v[b], fcr, fci;
+		rope_cs(pos, freq[i], &fcr, &fci);
+		v[a] = rope_rot(v0, v1, false, fcr, fci);
+		v[b] = rope_rot(v0, v1, true, fcr, fci);
 	}
-}
-
-/* One decode row: block h < n_head rotates q's head h; block n_head + h
- * rotates k's head h and writes it, and v's head h, into the cache page of
- * pos.  Each k value is stored by the thread that rotated it. */
-__global__ void __launch_bounds__(256, 4)
-rope_kv_store_kernel(float *q, float *k, const float *__restrict__ v, float *const *pages,
-		     int page_tokens, int kv_dim, int layer, int n_head, int head_dim, int half,
-		     int pos0, const int *dpos, const float *__restrict__ freq, bool interleaved)
-{
-	pdl_trigger();
-	pdl_wait();
-	const int pos = dpos ? *dpos : pos0;
-	const int b = blockIdx.x;
-
-	if (b < n_head) {
-		for (int i = threadIdx.x; i < half; i += blockDim.x)
-			rope_pair(q + (size_t)b * head_dim, i, half, pos, freq, interleaved);
-		return;
-	}
-	const int h = b - n_head;
-	float *kh = k + (size_t)h * head_dim;
-	float *page = pages[pos / page_tokens];
-	float *kd = page + ((size_t)layer * 2 * page_tokens + pos % page_tokens) * kv_dim +
-		    (size_t)h * head_dim;
-	float *vd = kd + (size_t)page_tokens * kv_dim; /* V rows follow K rows */
-	for (int i = threadIdx.x; i < half; i += blockDim.x) {
-		rope_pair(kh, i, half, pos, freq, interleaved);
-		int a = interleaved ? 2 * i : i, c = interleaved ? 2 * i + 1 : i + half;
-		kd[a] = kh[a];
-		kd[c] = kh[c];
-	}
-	for (int d = 2 * half + threadIdx.x; d < head_dim; d += blockDim.x)
-		kd[d] = kh[d]; /* dims past rot_dim, if any */
-	for (int d = threadIdx.x; d < head_dim; d += blockDim.x)
-		vd[d] = v[(size_t)h * head_dim + d];
 }
 
 enum djn_status cuda_rope_table(struct djn_backend *be, const char *op, float theta, int rot_dim)
@@ -135,43 +93,6 @@ extern "C" enum djn_status cuda_rope(struct djn_backend *be, float *x, int n, in
 	rope_kernel<<<(unsigned)n, threads, 0, c->compute>>>(x, n_head, head_dim, half, pos0, dpos,
 							      c->rope_freq,
 							      style == DJN_ROPE_INTERLEAVED);
-	CK_LAUNCH(be);
-	return DJN_OK;
-}
-
-extern "C" enum djn_status cuda_rope_kv_store(struct djn_backend *be, float *q, float *k,
-					      const float *v, const struct djn_kv_view *kv,
-					      int layer, int pos, int n_head, int n_kv_head,
-					      int head_dim, float theta, enum djn_rope_style style)
-{
-	struct cuda_ctx *c = cuda_ctx(be);
-	enum djn_status st;
-	const int *dpos;
-	int half = head_dim / 2;
-
-	CUDA_OP(be, "rope_kv_store");
-	if (n_head <= 0 || n_kv_head <= 0 || head_dim <= 0 || pos < 0)
-		return djn_err_set(&be->err, DJN_ERR_INVALID,
-				   "rope_kv_store: %d heads, %d kv heads, head_dim %d, position %d",
-				   n_head, n_kv_head, head_dim, pos);
-	if (!kv || !kv->pages || kv->page_tokens <= 0 || layer < 0 || layer >= kv->n_layer ||
-	    (int64_t)n_kv_head * head_dim > kv->kv_dim)
-		return djn_err_set(&be->err, DJN_ERR_INVALID,
-				   "rope_kv_store: layer %d, %d kv heads of %d: not in the cache", layer,
-				   n_kv_head, head_dim);
-	if ((int64_t)pos >= (int64_t)kv->n_pages * kv->page_tokens)
-		return djn_err_set(&be->err, DJN_ERR_RANGE,
-				   "rope_kv_store: position %d beyond the %lld cached", pos,
-				   (long long)kv->n_pages * kv->page_tokens);
-	if ((st = cuda_step_pos(be, op_name_, pos, 1, &dpos)) != DJN_OK)
-		return st;
-	if ((st = cuda_rope_table(be, op_name_, theta, head_dim)) != DJN_OK)
-		return st;
-	unsigned threads = half >= 256 ? 256 : (unsigned)(half + 31) / 32 * 32;
-	CK(be, cuda_launch(c, rope_kv_store_kernel, dim3((unsigned)(n_head + n_kv_head)),
-			   dim3(threads), 0, q, k, v, kv->pages, kv->page_tokens, kv->kv_dim, layer,
-			   n_head, head_dim, half, pos, dpos, (const float *)c->rope_freq,
-			   style == DJN_ROPE_INTERLEAVED));
 	CK_LAUNCH(be);
 	return DJN_OK;
 }

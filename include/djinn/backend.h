@@ -66,6 +66,29 @@ struct djn_attn_shape {
 	int n_rows; /* query rows; row i attends to positions 0 .. pos0 + i */
 };
 
+/* The rows of a batch of sessions (the scheduler's step): row i belongs to
+ * the paged KV cache whose page table is tables[i] (a backend-visible array
+ * of page pointers, as djn_kv_view.pages) and sits at position pos[i].  A
+ * row with pos[i] < 0 is padding: nothing is stored for it and its
+ * attention output is zero.  tables and pos are backend memory; their
+ * contents may change between calls and between replays of a recorded
+ * graph, their addresses do not.  Every cache of a batch has the same
+ * page_tokens, n_layer and kv_dim; max_len bounds pos[i] + 1 (the
+ * sessions' context), so that launches can be sized without reading pos.
+ * The caller guarantees that tables[i] has pages for positions 0 .. pos[i]
+ * (djn_kv_reserve) and that two rows of one cache never store the same
+ * position.  The CPU checks pos[i] < max_len and the pages it touches and
+ * fails with DJN_ERR_RANGE; CUDA cannot read pos without a wait, so there
+ * these are the caller's invariants (a row past max_len is still computed
+ * correctly, only more slowly). */
+struct djn_kv_rows {
+	float *const *const *tables; /* n_rows */
+	const int32_t *pos;          /* n_rows */
+	int n_rows;
+	int page_tokens, n_layer, kv_dim;
+	int max_len;
+};
+
 /* RoPE and the KV-cache store that follow a decode step's q/k/v projection,
  * for a matmul_group that does them in the same pass. */
 struct djn_qkv_rope {
@@ -139,6 +162,33 @@ struct djn_backend_i {
 	 * (query head h reads kv head h / (n_head / n_kv_head)). */
 	enum djn_status (*attention)(struct djn_backend *be, float *out, const float *q,
 				     const struct djn_kv_view *kv, const struct djn_attn_shape *s);
+	/* --- the rows of a batch of sessions (struct djn_kv_rows above): each
+	 * row at its own position in its own cache, all rows in one call (one
+	 * launch on CUDA).  For every row the result is what the per-session op
+	 * gives for it; the CPU's is bit-identical to rope / kv_store /
+	 * attention / argmax on that row.  All four may be NULL: callers then
+	 * run the per-session ops session by session. */
+	/* rope() on each row of x (kv->n_rows, n_head * head_dim) at its own
+	 * position kv->pos[i]; padding rows are left as they are. */
+	enum djn_status (*rope_rows)(struct djn_backend *be, float *x, const struct djn_kv_rows *kv,
+				     int n_head, int head_dim, int rot_dim, float theta,
+				     enum djn_rope_style style);
+	/* kv_store() of row i of k, v (n_rows, kv_dim) into cache tables[i] at
+	 * pos[i]; nothing for padding rows. */
+	enum djn_status (*kv_store_rows)(struct djn_backend *be, const struct djn_kv_rows *kv,
+					 int layer, const float *k, const float *v);
+	/* attention() of row i of q (n_rows, n_head * head_dim) over positions
+	 * 0 .. pos[i] of cache tables[i], into out (same shape); zeros for
+	 * padding rows.  out must not alias q. */
+	enum djn_status (*attention_rows)(struct djn_backend *be, float *out, const float *q,
+					  const struct djn_kv_rows *kv, int n_head, int n_kv_head,
+					  int head_dim, int layer);
+	/* Index of the largest value of each of n rows of x (n, dim), first on
+	 * ties, NaN never (all NaN: 0), as argmax() per row, into host out[n]:
+	 * one wait for all rows.  Not recordable (it returns to the host). */
+	enum djn_status (*argmax_rows)(struct djn_backend *be, const float *x, int n, int dim,
+				       int *out);
+
 	/* out = silu(gate) * up */
 	enum djn_status (*swiglu)(struct djn_backend *be, float *out, const float *gate,
 				  const float *up, size_t n);
@@ -203,16 +253,33 @@ struct djn_backend_i {
 
 	/* --- decode-step graphs (all NULL where the backend has none) ---
 	 * graph_begin starts recording the compute stream: the ops called until
-	 * graph_end are captured, not run.  Recorded ops must be one row
-	 * (n == 1) at position `pos`, and those that take a position (rope,
-	 * kv_store, attention, matmul_group with rope) record a read of it from
-	 * device memory, so one recording replays at any position of the same
-	 * KV cache, buffers and weights.  graph_end always ends the recording; it
-	 * fails (and *out is NULL) if an op failed or could not be recorded,
-	 * and nothing ran.  graph_launch runs a recording at `pos`; it fails
-	 * with DJN_ERR_STATE, running nothing, when backend state the
-	 * recording refers to (scratch buffers, the rope table) has moved since:
-	 * record again. */
+	 * graph_end are captured, not run.  What may be recorded:
+	 *   - the ops that take a position (rope, kv_store, attention,
+	 *     matmul_group with rope): one row (n == 1) at position `pos`; they
+	 *     record a read of it from device memory, so one recording replays
+	 *     at any position of the same KV cache, buffers and weights;
+	 *   - the *_rows ops (a batch of sessions), at any n_rows: they read
+	 *     tables and pos from backend memory when they run, so a replay
+	 *     sees the contents the caller put there before graph_launch (whose
+	 *     `pos` they ignore: a step of only *_rows ops records and replays
+	 *     at any pos >= 0, say 0);
+	 *   - the ops without a position (embed, rmsnorm, layernorm, matmul,
+	 *     matmul_group without rope, matmul_add, swiglu, gelu, add, axpby,
+	 *     softmax) at any n, which the recording fixes, as it fixes every
+	 *     pointer and shape: a batch padded to another n is another
+	 *     recording.  matmul with n > 8 (cuBLAS, and for f16/bf16/quantized
+	 *     weights a scratch buffer) records as well, provided its scratch is
+	 *     already big enough: run the step op by op once at that n first.
+	 * Not recordable: whatever returns data to the host (argmax,
+	 * argmax_rows, stats, copy_d2h, sync) and allocation.  graph_end always
+	 * ends the recording; it fails (and *out is NULL) if an op failed or
+	 * could not be recorded (a scratch buffer that had to grow, the rope
+	 * table for another theta, a position op with n > 1 or another pos),
+	 * and nothing ran: the caller runs the step op by op, which makes the
+	 * room, and records again.  graph_launch runs a recording at `pos`; it
+	 * fails with DJN_ERR_STATE, running nothing, when backend state the
+	 * recording refers to (scratch buffers, the rope table) has moved
+	 * since: record again. */
 	enum djn_status (*graph_begin)(struct djn_backend *be, int pos);
 	enum djn_status (*graph_end)(struct djn_backend *be, struct djn_graph **out);
 	enum djn_status (*graph_launch)(struct djn_backend *be, struct djn_graph *g, int pos);

@@ -37,6 +37,29 @@ struct attn_ctx {
 	const struct djn_attn_shape *s;
 };
 
+void cpu_attention_head(float *xb, const float *q, const struct djn_kv_view *kv, int layer,
+			int head_dim, int kvh, int pos, float *att)
+{
+	int hd = head_dim;
+
+	for (int u = 0; u <= pos; u++) {
+		const float *k = kv_row(kv, layer, 0, u) + (size_t)kvh * hd;
+		float score = 0.0f;
+		for (int i = 0; i < hd; i++)
+			score += q[i] * k[i];
+		score /= sqrtf((float)hd);
+		att[u] = score;
+	}
+	cpu_softmax_row(att, pos + 1);
+	memset(xb, 0, sizeof(float) * hd);
+	for (int u = 0; u <= pos; u++) {
+		const float *v = kv_row(kv, layer, 1, u) + (size_t)kvh * hd;
+		float a = att[u];
+		for (int i = 0; i < hd; i++)
+			xb[i] += a * v[i];
+	}
+}
+
 static void attn_range(void *p, int64_t begin, int64_t end)
 {
 	struct attn_ctx *c = p;
@@ -46,26 +69,10 @@ static void attn_range(void *p, int64_t begin, int64_t end)
 
 	for (int64_t t = begin; t < end; t++) {
 		int r = (int)(t / s->n_head), h = (int)(t % s->n_head);
-		int pos = s->pos0 + r, kvh = h / group;
 		const float *q = c->q + ((size_t)r * s->n_head + h) * hd;
 		float *xb = c->out + ((size_t)r * s->n_head + h) * hd;
 
-		for (int u = 0; u <= pos; u++) {
-			const float *k = kv_row(c->kv, s->layer, 0, u) + (size_t)kvh * hd;
-			float score = 0.0f;
-			for (int i = 0; i < hd; i++)
-				score += q[i] * k[i];
-			score /= sqrtf((float)hd);
-			att[u] = score;
-		}
-		cpu_softmax_row(att, pos + 1);
-		memset(xb, 0, sizeof(float) * hd);
-		for (int u = 0; u <= pos; u++) {
-			const float *v = kv_row(c->kv, s->layer, 1, u) + (size_t)kvh * hd;
-			float a = att[u];
-			for (int i = 0; i < hd; i++)
-				xb[i] += a * v[i];
-		}
+		cpu_attention_head(xb, q, c->kv, s->layer, hd, h / group, s->pos0 + r, att);
 	}
 	free(att);
 }

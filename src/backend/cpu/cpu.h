@@ -44,6 +44,26 @@ enum djn_status cpu_kv_store(struct djn_backend *be, const struct djn_kv_view *k
 			     int pos0, int n, const float *k, const float *v);
 enum djn_status cpu_attention(struct djn_backend *be, float *out, const float *q,
 			      const struct djn_kv_view *kv, const struct djn_attn_shape *s);
+/* One query head of attention: xb (head_dim) = softmax(q k^T / sqrt(head_dim)) v
+ * over positions 0 .. pos of kv head kvh of `layer`; att holds pos + 1
+ * floats of scratch.  cpu_attention and cpu_attention_rows both call it, so
+ * a row's result is the same bit for bit whichever op computed it. */
+void cpu_attention_head(float *xb, const float *q, const struct djn_kv_view *kv, int layer,
+			int head_dim, int kvh, int pos, float *att);
+/* ops.c: rope() of one row (n_head * head_dim) at position pos */
+void cpu_rope_row(float *x, int n_head, int head_dim, int rot_dim, int pos, float theta,
+		  enum djn_rope_style style);
+/* batch.c: the rows of a batch of sessions (struct djn_kv_rows) */
+enum djn_status cpu_rope_rows(struct djn_backend *be, float *x, const struct djn_kv_rows *kv,
+			      int n_head, int head_dim, int rot_dim, float theta,
+			      enum djn_rope_style style);
+enum djn_status cpu_kv_store_rows(struct djn_backend *be, const struct djn_kv_rows *kv,
+				  int layer, const float *k, const float *v);
+enum djn_status cpu_attention_rows(struct djn_backend *be, float *out, const float *q,
+				   const struct djn_kv_rows *kv, int n_head, int n_kv_head,
+				   int head_dim, int layer);
+enum djn_status cpu_argmax_rows(struct djn_backend *be, const float *x, int n, int dim,
+				int *out);
 
 /* Softmax of x[0..n-1] in place, as llama2.c's run.c computes it. */
 void cpu_softmax_row(float *x, int n);

@@ -83,27 +83,32 @@ enum djn_status cpu_layernorm(struct djn_backend *be, float *out, const float *x
 	return DJN_OK;
 }
 
-enum djn_status cpu_rope(struct djn_backend *be, float *x, int n, int n_head, int head_dim,
-			 int rot_dim, int pos0, float theta, enum djn_rope_style style)
+void cpu_rope_row(float *x, int n_head, int head_dim, int rot_dim, int pos, float theta,
+		  enum djn_rope_style style)
 {
 	int half = rot_dim / 2;
 
-	for (int r = 0; r < n; r++) {
-		int pos = pos0 + r;
-		for (int h = 0; h < n_head; h++) {
-			float *v = x + ((size_t)r * n_head + h) * head_dim;
-			for (int i = 0; i < half; i++) {
-				float freq = 1.0f / powf(theta, (float)(2 * i) / (float)rot_dim);
-				float val = pos * freq;
-				float fcr = cosf(val), fci = sinf(val);
-				int a = style == DJN_ROPE_INTERLEAVED ? 2 * i : i;
-				int b = style == DJN_ROPE_INTERLEAVED ? 2 * i + 1 : i + half;
-				float v0 = v[a], v1 = v[b];
-				v[a] = v0 * fcr - v1 * fci;
-				v[b] = v0 * fci + v1 * fcr;
-			}
+	for (int h = 0; h < n_head; h++) {
+		float *v = x + (size_t)h * head_dim;
+		for (int i = 0; i < half; i++) {
+			float freq = 1.0f / powf(theta, (float)(2 * i) / (float)rot_dim);
+			float val = pos * freq;
+			float fcr = cosf(val), fci = sinf(val);
+			int a = style == DJN_ROPE_INTERLEAVED ? 2 * i : i;
+			int b = style == DJN_ROPE_INTERLEAVED ? 2 * i + 1 : i + half;
+			float v0 = v[a], v1 = v[b];
+			v[a] = v0 * fcr - v1 * fci;
+			v[b] = v0 * fci + v1 * fcr;
 		}
 	}
+}
+
+enum djn_status cpu_rope(struct djn_backend *be, float *x, int n, int n_head, int head_dim,
+			 int rot_dim, int pos0, float theta, enum djn_rope_style style)
+{
+	for (int r = 0; r < n; r++)
+		cpu_rope_row(x + (size_t)r * n_head * head_dim, n_head, head_dim, rot_dim, pos0 + r,
+			     theta, style);
 	return DJN_OK;
 }
 

@@ -57,6 +57,9 @@ struct djn_ring_opts {
 			     * slot when it is needed, the host waiting (what hooks that
 			     * offload layer by layer do) */
 	int n_stream_min;   /* tests and ablations: stream at least this many layers */
+	bool shared;        /* plan in the backend's shared pool (several models):
+			     * vram_budget is then the pool's, for every model in
+			     * it; n_slots, sync and n_stream_min do not apply */
 };
 
 struct djn_ring_plan {
@@ -110,6 +113,16 @@ struct djn_ring;
  * (the Text segment uploads them).  NULL with *err set on failure. */
 struct djn_ring *djn_ring_new(struct djn_model *m, struct djn_backend *be,
 			      struct djn_ring_plan *p, struct djn_err *err);
+/* The ring of a model in the backend's shared pool (ringbuf.h's pool
+ * section): reserves fixed_bytes (the model's embedding, head and
+ * working_set), evicting other models' layers if it must, makes the host
+ * copies of every layer and brings in as many layers as fit.  budget sets
+ * the pool's (the latest one given wins).  DJN_ERR_NOMEM, naming the
+ * minimum, when the budget cannot hold the fixed parts of every model in
+ * the pool and one layer of this one. */
+struct djn_ring *djn_ring_new_shared(struct djn_model *m, struct djn_backend *be,
+				     size_t fixed_bytes, size_t working_set, size_t budget,
+				     struct djn_err *err);
 /* Waits for the copies in flight, frees slots and host memory, and leaves
  * the streamed layers' dev pointers NULL.  NULL is fine. */
 void djn_ring_free(struct djn_ring *r);
@@ -153,6 +166,65 @@ enum djn_status djn_ring_configure(struct djn_model *m, const struct djn_ring_op
 				   struct djn_err *err);
 /* m's ring while resident with one, else NULL (borrowed). */
 struct djn_ring *djn_ring_of(const struct djn_model *m);
+
+/* ---- the shared pool: several models on one backend, one budget
+ *
+ * Models configured with `shared` share one pool per backend.  Per model,
+ * the embedding and head blocks and one session's working set are reserved
+ * while the model is resident (a model's fixed part); every layer has a
+ * host copy laid out as on the device (pinned on CUDA, made once: nothing
+ * is read from the model file twice), and is either resident (a device
+ * block of its own) or in host memory only.  The pool's clock stamps a
+ * layer at every djn_ring_layer_begin (LRU over blocks).
+ *
+ * Placement is decided as layers are needed.  Making a model resident (its
+ * first session) reserves its fixed part and brings in as many of its
+ * layers as fit; a begin of a layer that is not resident brings in that
+ * layer and every other missing one of the model, in order, on the copy
+ * stream (one copy per layer, back to back: PCIe speed; the compute stream
+ * waits for each layer's `ready` only when it reaches it).  Room is made by
+ * evicting the least recently used layers of the other models, whole
+ * layers, never one that is begun and not ended (a session stopped inside
+ * it).  A layer that cannot be made resident (the model does not fit
+ * beside what cannot be evicted) streams through one slot of the model's
+ * largest layer, prefetched at the end of the layer before it.
+ *
+ * A pooled model always has a ring (djn_ring_of), so the engine brackets
+ * every layer with begin/end; when its layers are resident a begin is a
+ * flag test and a clock stamp.  (Decode steps are not recorded as graphs
+ * for it: an eviction moves its weights.) */
+
+struct djn_residency {
+	bool shared;            /* in a shared pool (the rest is zero if not) */
+	int n_layer;
+	int n_resident;         /* layers with a device block of their own */
+	int n_streamed;         /* not resident; the last use went through the slot */
+	int n_host;             /* not resident, not streamed since it left */
+	size_t fixed_bytes;     /* embedding + head + working set, reserved */
+	size_t working_set;
+	size_t resident_bytes;  /* resident layers */
+	size_t slot_bytes;      /* the streaming slot, once made */
+	size_t missing_bytes;   /* layers not on the device */
+	size_t host_bytes;      /* host copies of the layers */
+	bool pinned;            /* they are page-locked */
+	long n_admitted, n_evicted, n_streamed_copies;
+	size_t bytes_admitted, bytes_streamed;
+	/* the pool this model is in */
+	size_t pool_budget, pool_used;
+	int pool_models;
+};
+
+/* Fill *out for m (resident or not; zero when m is not in a pool). */
+void djn_ring_residency(const struct djn_model *m, struct djn_residency *out);
+/* One letter per layer into buf (n >= n_layer + 1): R resident, S
+ * streamed, H host only; "" when m is not resident in a pool. */
+void djn_ring_layer_map(const struct djn_model *m, char *buf, size_t n);
+/* Bring every missing layer of m in now (evicting as above) and wait for
+ * the copies: *bytes copied (0 when all were resident).  For measuring a
+ * switch apart from the run; a run does the same without waiting.  Layers
+ * that do not fit stay in host memory (not an error).  DJN_ERR_STATE when m
+ * is not resident in a pool. */
+enum djn_status djn_ring_prefetch(struct djn_model *m, size_t *bytes, struct djn_err *err);
 
 /* ---- KV swap: a session's pages to a pinned host pool and back */
 

@@ -11,6 +11,7 @@
 
 #include "djinn/progress.h"
 #include "djinn/ringbuf.h"
+#include "ringbuf/pool.h"
 
 /* Host chunks are about this big: big enough that pinning costs few calls,
  * small enough that a fragmented host can still pin them. */
@@ -62,6 +63,8 @@ struct djn_ring {
 	long n_copies, n_resync;
 	size_t bytes_copied;
 	double h2d_gbps;
+
+	struct djn_pooled *pooled; /* a model in the shared pool: all of the above unused */
 };
 
 static enum djn_status fail(struct djn_ring *r, struct djn_err *err, enum djn_status st,
@@ -142,9 +145,12 @@ static enum djn_status resync(struct djn_ring *r, int i, struct djn_err *err)
 enum djn_status djn_ring_layer_begin(struct djn_ring *r, int layer, struct djn_err *err)
 {
 	struct djn_backend *be = r->be;
-	int i = r->index_of[layer], j;
+	int i, j;
 	enum djn_status st;
 
+	if (r->pooled)
+		return djn_pooled_begin(r->pooled, layer, err);
+	i = r->index_of[layer];
 	if (i < 0 || r->active == i)
 		return DJN_OK;
 	if (r->plan.sync) {
@@ -175,8 +181,11 @@ enum djn_status djn_ring_layer_begin(struct djn_ring *r, int layer, struct djn_e
 
 enum djn_status djn_ring_layer_end(struct djn_ring *r, int layer, struct djn_err *err)
 {
-	int i = r->index_of[layer], j;
+	int i, j;
 
+	if (r->pooled)
+		return djn_pooled_end(r->pooled, layer, err);
+	i = r->index_of[layer];
 	if (i < 0 || r->active != i)
 		return DJN_OK;
 	j = r->active_slot;
@@ -194,16 +203,29 @@ enum djn_status djn_ring_layer_end(struct djn_ring *r, int layer, struct djn_err
 
 bool djn_ring_streams(const struct djn_ring *r, int layer)
 {
+	if (r && r->pooled)
+		return djn_pooled_streams(r->pooled, layer);
 	return r && layer >= 0 && layer < r->m->cfg.n_layer && r->index_of[layer] >= 0;
 }
 
 const struct djn_ring_plan *djn_ring_plan(const struct djn_ring *r)
 {
+	if (r->pooled)
+		return djn_pooled_plan(r->pooled);
 	return &r->plan;
+}
+
+struct djn_pooled *djn_ring_pooled(const struct djn_ring *r)
+{
+	return r ? r->pooled : NULL;
 }
 
 void djn_ring_stats(const struct djn_ring *r, struct djn_ring_stats *out)
 {
+	if (r->pooled) {
+		djn_pooled_stats(r->pooled, out);
+		return;
+	}
 	out->pinned = r->pinned;
 	out->host_note = r->host_note;
 	out->n_copies = r->n_copies;
@@ -242,7 +264,7 @@ enum djn_status djn_ring_measure(struct djn_ring *r, double *gbps, struct djn_er
 	double t0, t;
 	enum djn_status st;
 
-	if (!r->n)
+	if (r->pooled || !r->n)
 		return djn_err_set(err, DJN_ERR_STATE, "ring: nothing is streamed");
 	for (int b = 1; b < r->n; b++)
 		if (r->blk[b].bytes > r->blk[big].bytes)
@@ -438,12 +460,34 @@ out_free:
 	return NULL;
 }
 
+struct djn_ring *djn_ring_new_shared(struct djn_model *m, struct djn_backend *be,
+				     size_t fixed_bytes, size_t working_set, size_t budget,
+				     struct djn_err *err)
+{
+	struct djn_pooled *p = djn_pooled_new(m, be, fixed_bytes, working_set, budget, err);
+	struct djn_ring *r;
+
+	if (!p)
+		return NULL;
+	r = djn_xcalloc(1, sizeof(*r));
+	r->m = m;
+	r->be = be;
+	r->pooled = p;
+	r->active = -1;
+	return r;
+}
+
 void djn_ring_free(struct djn_ring *r)
 {
 	struct djn_backend *be;
 
 	if (!r)
 		return;
+	if (r->pooled) {
+		djn_pooled_free(r->pooled);
+		free(r);
+		return;
+	}
 	be = r->be;
 	if (r->drained && !be->poisoned)
 		(void)drain(r);

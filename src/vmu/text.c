@@ -92,6 +92,42 @@ static void unload(struct djn_model *m, struct text_state *ts, struct djn_backen
 	ts->bytes = 0;
 }
 
+/* A model in the backend's shared pool: the ring holds the layers (and
+ * decides where each is); the embedding and head are uploaded here and stay
+ * while the model is resident. */
+static enum djn_status acquire_shared(struct djn_model *m, struct text_state *ts,
+				      struct djn_backend *be, size_t working_set,
+				      struct djn_err *err)
+{
+	int top[2] = { 0, m->cfg.n_layer + 1 };
+	size_t fixed = working_set;
+	struct djn_weight *w[DJN_RING_BLOCK_MAX_WEIGHTS];
+	struct upload u = { be, DJN_OK, 0, 0 };
+
+	for (int i = 0; i < 2; i++)
+		fixed += djn_ring_block_bytes(m, top[i]);
+	if (!(ts->ring = djn_ring_new_shared(m, be, fixed, working_set, ts->cfg.vram_budget, err)))
+		return err && err->code ? err->code : DJN_ERR_NOMEM;
+	u.total = be->host_memory ? 0 : fixed - working_set;
+	for (int i = 0; i < 2 && !u.st; i++) {
+		int n = djn_ring_block_weights(m, top[i], w);
+		for (int k = 0; k < n; k++)
+			upload_one(w[k], &u);
+	}
+	if (u.st) {
+		enum djn_status st = djn_err_set(err, u.st, "%s: loading weights onto %s: %s",
+						 m->name, be->i->name, be->err.msg);
+		unload(m, ts, be);
+		return st;
+	}
+	if (m->cfg.tied_embeddings && m->output.host == m->tok_embd.host)
+		m->output.dev = m->tok_embd.dev;
+	ts->be = be;
+	ts->refs = 1;
+	ts->bytes = u.bytes;
+	return DJN_OK;
+}
+
 enum djn_status djn_text_acquire(struct djn_model *m, struct djn_backend *be,
 				 size_t working_set, struct djn_err *err)
 {
@@ -109,6 +145,8 @@ enum djn_status djn_text_acquire(struct djn_model *m, struct djn_backend *be,
 		ts->refs++;
 		return DJN_OK;
 	}
+	if (ts && ts->configured && ts->cfg.shared)
+		return acquire_shared(m, ts, be, working_set, err);
 	if (ts && ts->configured) {
 		if (be->i->mem_info(be, &free_b, &total_b))
 			free_b = 0; /* unknown: plan against the budget alone */
@@ -181,7 +219,14 @@ void djn_text_release(struct djn_model *m, struct djn_backend *be)
 
 size_t djn_text_bytes(const struct djn_model *m)
 {
-	return state(m) ? state(m)->bytes : 0;
+	struct djn_residency r;
+
+	if (!state(m))
+		return 0;
+	if (!state(m)->cfg.shared || state(m)->be == NULL || state(m)->be->host_memory)
+		return state(m)->bytes;
+	djn_ring_residency(m, &r);
+	return state(m)->bytes + r.resident_bytes + r.slot_bytes;
 }
 
 enum djn_status djn_ring_configure(struct djn_model *m, const struct djn_ring_opts *o,

@@ -1,0 +1,661 @@
+/* pool.c - the shared VRAM pool: several models' layers under one budget on
+ * a backend, brought in when needed, the least recently used evicted, and a
+ * slot for what does not fit. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "djinn/progress.h"
+#include "djinn/ringbuf.h"
+#include "djinn/vmu.h"
+#include "ringbuf/pool.h"
+
+/* Host copies are made in chunks about this big (as the ring's are). */
+#define HOST_CHUNK ((size_t)1 << 30)
+
+struct pool_layer {
+	int n_w;
+	struct djn_weight *w[DJN_RING_BLOCK_MAX_WEIGHTS];
+	size_t off[DJN_RING_BLOCK_MAX_WEIGHTS];
+	size_t bytes;
+	char *host;              /* the host copy, laid out as on the device */
+	char *frame;             /* its device block while resident, else NULL */
+	struct djn_event *ready; /* copy stream: the frame is filled */
+	bool pending;            /* the compute stream has not waited on ready yet */
+	bool open;               /* begun, not ended: a session may be stopped inside */
+	bool streamed;           /* not resident, and its last use was through the slot */
+	bool in_slot;            /* its bytes are in the slot (or on their way) */
+	uint64_t used;           /* the pool's clock at its last begin */
+};
+
+struct host_chunk {
+	char *p;
+	bool pinned;
+};
+
+struct djn_pool;
+
+struct djn_pooled {
+	struct djn_pool *pool;
+	struct djn_pooled *next;    /* the pool's members */
+	struct djn_model *m;
+	struct djn_backend *be;
+	int n;
+	struct pool_layer *L;
+	size_t fixed, working_set, largest;
+	struct host_chunk *chunk;
+	int n_chunks;
+	bool pinned;
+	char host_note[DJN_ERRMSG_MAX];
+
+	/* the slot for layers that cannot be made resident */
+	char *slot;
+	struct djn_event *slot_ready, *slot_done;
+	int slot_layer;             /* whose bytes are in the slot, or -1 */
+	int pointed;                /* the layer whose weights point at the slot, or -1 */
+
+	long n_admitted, n_evicted, n_stream_copies;
+	size_t bytes_admitted, bytes_streamed;
+	struct djn_ring_plan plan;  /* what djn_ring_plan shows, refreshed on demand */
+};
+
+/* One per backend, made with its first member and freed with its last. */
+struct djn_pool {
+	struct djn_backend *be;
+	size_t budget, used;
+	uint64_t clock;
+	struct djn_pooled *members;
+	struct djn_pool *next;
+};
+
+static struct djn_pool *pools; /* the engine is single-threaded: no lock */
+
+static struct djn_pool *pool_of(struct djn_backend *be, bool make)
+{
+	struct djn_pool *p;
+
+	for (p = pools; p; p = p->next)
+		if (p->be == be)
+			return p;
+	if (!make)
+		return NULL;
+	p = djn_xcalloc(1, sizeof(*p));
+	p->be = be;
+	p->next = pools;
+	pools = p;
+	return p;
+}
+
+static void pool_drop_if_empty(struct djn_pool *p)
+{
+	if (p->members)
+		return;
+	for (struct djn_pool **pp = &pools; *pp; pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	}
+	free(p);
+}
+
+static size_t align_up(size_t n)
+{
+	return (n + DJN_RING_ALIGN - 1) & ~(size_t)(DJN_RING_ALIGN - 1);
+}
+
+static void point(struct pool_layer *L, char *base)
+{
+	for (int i = 0; i < L->n_w; i++)
+		L->w[i]->dev = base ? base + L->off[i] : NULL;
+}
+
+/* Give layer l of q's model its device block back to the pool.  The
+ * backend's dealloc waits for the device (CUDA's cudaFree does), so no
+ * queued kernel still reads it. */
+static void evict(struct djn_pooled *q, int l)
+{
+	struct pool_layer *L = &q->L[l];
+
+	DJN_ASSERT(L->frame && !L->open);
+	point(L, NULL);
+	q->be->i->dealloc(q->be, L->frame);
+	L->frame = NULL;
+	L->pending = false;
+	q->pool->used -= L->bytes;
+	q->n_evicted++;
+}
+
+/* The least recently used layer of the other members that may go: resident,
+ * not begun-and-not-ended. */
+static bool lru_victim(struct djn_pool *pool, const struct djn_pooled *self,
+		       struct djn_pooled **out_q, int *out_l)
+{
+	struct djn_pooled *best = NULL;
+	int best_l = -1;
+
+	for (struct djn_pooled *q = pool->members; q; q = q->next) {
+		if (q == self)
+			continue;
+		for (int l = 0; l < q->n; l++) {
+			struct pool_layer *L = &q->L[l];
+			if (!L->frame || L->open)
+				continue;
+			if (!best || L->used < best->L[best_l].used) {
+				best = q;
+				best_l = l;
+			}
+		}
+	}
+	*out_q = best;
+	*out_l = best_l;
+	return best != NULL;
+}
+
+/* Make room for bytes in the pool, evicting others' layers; false (nothing
+ * evicted beyond what was needed so far) when that is not enough. */
+static bool reserve(struct djn_pool *pool, const struct djn_pooled *self, size_t bytes)
+{
+	struct djn_pooled *q;
+	int l;
+
+	/* fail early, evicting nothing, when even every evictable layer is short */
+	size_t could = pool->budget > pool->used ? pool->budget - pool->used : 0;
+	for (struct djn_pooled *o = pool->members; o && could < bytes; o = o->next)
+		if (o != self)
+			for (int k = 0; k < o->n; k++)
+				if (o->L[k].frame && !o->L[k].open)
+					could += o->L[k].bytes;
+	if (could < bytes)
+		return false;
+	while (pool->used + bytes > pool->budget) {
+		if (!lru_victim(pool, self, &q, &l))
+			return false;
+		evict(q, l);
+	}
+	pool->used += bytes;
+	return true;
+}
+
+/* Queue the copy of layer l into a new device block; false when there is no
+ * room for it (nothing changed).  Errors of the copy itself are returned. */
+static enum djn_status admit(struct djn_pooled *p, int l, bool *ok, struct djn_err *err)
+{
+	struct pool_layer *L = &p->L[l];
+	struct djn_backend *be = p->be;
+	enum djn_status st;
+
+	*ok = false;
+	if (!reserve(p->pool, p, L->bytes))
+		return DJN_OK;
+	if (!(L->frame = be->i->alloc(be, L->bytes))) {
+		p->pool->used -= L->bytes; /* the device has less than the budget says */
+		return DJN_OK;
+	}
+	if ((st = be->i->copy_h2d_async(be, L->frame, L->host, L->bytes, DJN_STREAM_COPY)) ||
+	    (st = be->i->event_record(be, L->ready, DJN_STREAM_COPY))) {
+		be->i->dealloc(be, L->frame);
+		L->frame = NULL;
+		p->pool->used -= L->bytes;
+		return djn_err_set(err, st, "%s: copying L%d into the pool: %s", p->m->name, l,
+				   be->err.msg);
+	}
+	if (L->in_slot && p->pointed == l)
+		p->pointed = -1;
+	point(L, L->frame);
+	L->pending = true;
+	L->streamed = false;
+	p->n_admitted++;
+	p->bytes_admitted += L->bytes;
+	*ok = true;
+	return DJN_OK;
+}
+
+/* Bring in every missing layer, from `from` on and around: in the order the
+ * run needs them, so the compute waits least.  Stops at the first that does
+ * not fit (those after it would need the same room). */
+static enum djn_status admit_all(struct djn_pooled *p, int from, size_t *bytes,
+				 struct djn_err *err)
+{
+	enum djn_status st;
+	bool ok;
+
+	for (int i = 0; i < p->n; i++) {
+		int l = (from + i) % p->n;
+		if (p->L[l].frame)
+			continue;
+		if ((st = admit(p, l, &ok, err)))
+			return st;
+		if (!ok)
+			break;
+		if (bytes)
+			*bytes += p->L[l].bytes;
+	}
+	return DJN_OK;
+}
+
+/* Copy layer l into the slot once the compute queued so far is past
+ * whatever read it. */
+static enum djn_status slot_load(struct djn_pooled *p, int l, struct djn_err *err)
+{
+	struct djn_backend *be = p->be;
+	struct pool_layer *L = &p->L[l];
+	enum djn_status st;
+
+	if (p->slot_layer >= 0) {
+		p->L[p->slot_layer].in_slot = false;
+		if (p->pointed == p->slot_layer)
+			point(&p->L[p->slot_layer], NULL);
+	}
+	p->pointed = -1;
+	p->slot_layer = -1;
+	if ((st = be->i->event_record(be, p->slot_done, DJN_STREAM_COMPUTE)) ||
+	    (st = be->i->event_wait(be, DJN_STREAM_COPY, p->slot_done)) ||
+	    (st = be->i->copy_h2d_async(be, p->slot, L->host, L->bytes, DJN_STREAM_COPY)) ||
+	    (st = be->i->event_record(be, p->slot_ready, DJN_STREAM_COPY)))
+		return djn_err_set(err, st, "%s: streaming L%d: %s", p->m->name, l, be->err.msg);
+	p->slot_layer = l;
+	L->in_slot = true;
+	p->n_stream_copies++;
+	p->bytes_streamed += L->bytes;
+	return DJN_OK;
+}
+
+static enum djn_status slot_make(struct djn_pooled *p, struct djn_err *err)
+{
+	struct djn_backend *be = p->be;
+	char sz[32];
+
+	if (p->slot)
+		return DJN_OK;
+	djn_size_str(p->largest, sz, sizeof(sz));
+	/* the model does not fit beside the others: give up its own least
+	 * recently used layers for the slot if need be (it streams them) */
+	bool ok;
+	while (!(ok = reserve(p->pool, p, p->largest))) {
+		int v = -1;
+		for (int l = 0; l < p->n; l++)
+			if (p->L[l].frame && !p->L[l].open &&
+			    (v < 0 || p->L[l].used < p->L[v].used))
+				v = l;
+		if (v < 0)
+			break;
+		evict(p, v);
+	}
+	if (!ok)
+		return djn_err_set(err, DJN_ERR_NOMEM,
+				   "%s: no room in the vram budget for a slot of %s to stream "
+				   "through (the rest is held by layers that paused sessions are "
+				   "stopped in)", p->m->name, sz);
+	if (!(p->slot = be->i->alloc(be, p->largest))) {
+		p->pool->used -= p->largest;
+		return djn_err_set(err, DJN_ERR_NOMEM, "%s: a slot of %s: %s", p->m->name, sz,
+				   be->err.msg);
+	}
+	return DJN_OK;
+}
+
+enum djn_status djn_pooled_begin(struct djn_pooled *p, int layer, struct djn_err *err)
+{
+	struct pool_layer *L = &p->L[layer];
+	struct djn_backend *be = p->be;
+	enum djn_status st;
+
+	L->used = ++p->pool->clock;
+	L->open = true;
+	if (!L->frame && !(L->in_slot && p->pointed == layer)) {
+		/* missing: bring it in with every other missing layer, or stream it */
+		if ((st = admit_all(p, layer, NULL, err)))
+			return st;
+		if (!L->frame) {
+			if ((st = slot_make(p, err)))
+				return st;
+			if (!L->in_slot && (st = slot_load(p, layer, err)))
+				return st;
+			if ((st = be->i->event_wait(be, DJN_STREAM_COMPUTE, p->slot_ready)))
+				return djn_err_set(err, st, "%s: waiting for L%d: %s", p->m->name,
+						   layer, be->err.msg);
+			point(L, p->slot);
+			p->pointed = layer;
+			L->streamed = true;
+			return DJN_OK;
+		}
+	}
+	if (L->pending) {
+		if ((st = be->i->event_wait(be, DJN_STREAM_COMPUTE, L->ready)))
+			return djn_err_set(err, st, "%s: waiting for L%d: %s", p->m->name, layer,
+					   be->err.msg);
+		L->pending = false;
+	}
+	return DJN_OK;
+}
+
+enum djn_status djn_pooled_end(struct djn_pooled *p, int layer, struct djn_err *err)
+{
+	struct pool_layer *L = &p->L[layer];
+
+	L->open = false;
+	if (L->frame || !L->in_slot)
+		return DJN_OK;
+	/* the slot is free once this layer's kernels ran: prefetch the next
+	 * layer that streams, so its copy overlaps the resident ones between */
+	for (int i = 1; i < p->n; i++) {
+		int l = (layer + i) % p->n;
+		if (!p->L[l].frame)
+			return slot_load(p, l, err);
+	}
+	return DJN_OK;
+}
+
+bool djn_pooled_streams(const struct djn_pooled *p, int layer)
+{
+	return layer >= 0 && layer < p->n && !p->L[layer].frame;
+}
+
+/* ---- making and freeing */
+
+/* Host chunks, and each layer's place in one: layers packed whole. */
+static enum djn_status host_copies(struct djn_pooled *p, struct djn_err *err)
+{
+	struct djn_backend *be = p->be;
+	size_t *chunk_bytes = djn_xcalloc((size_t)p->n, sizeof(size_t));
+	size_t *at = djn_xcalloc((size_t)p->n, sizeof(size_t));
+	int *chunk_of = djn_xcalloc((size_t)p->n, sizeof(int));
+	enum djn_status st = DJN_OK;
+	size_t total = 0, done = 0;
+	int c = -1;
+
+	for (int l = 0; l < p->n; l++) {
+		size_t b = p->L[l].bytes;
+		if (c < 0 || (chunk_bytes[c] + b > HOST_CHUNK && chunk_bytes[c] > 0))
+			c++;
+		chunk_of[l] = c;
+		at[l] = chunk_bytes[c];
+		chunk_bytes[c] += b;
+		total += b;
+	}
+	p->n_chunks = c + 1;
+	p->chunk = djn_xcalloc((size_t)p->n_chunks, sizeof(*p->chunk));
+	p->pinned = true;
+	for (int i = 0; i < p->n_chunks; i++) {
+		p->chunk[i].p = be->i->host_alloc(be, chunk_bytes[i], &p->chunk[i].pinned);
+		if (!p->chunk[i].p) {
+			char sz[32];
+			djn_size_str(chunk_bytes[i], sz, sizeof(sz));
+			st = djn_err_set(err, DJN_ERR_NOMEM, "%s: host memory for %s of layers: %s",
+					 p->m->name, sz, be->err.msg);
+			goto out_free;
+		}
+		if (!p->chunk[i].pinned && p->pinned) {
+			p->pinned = false;
+			snprintf(p->host_note, sizeof(p->host_note), "%s",
+				 be->host_memory ? "the cpu backend needs no pinning" : be->err.msg);
+		}
+	}
+	for (int l = 0; l < p->n; l++) {
+		struct pool_layer *L = &p->L[l];
+		L->host = p->chunk[chunk_of[l]].p + at[l];
+		memset(L->host, 0, L->bytes); /* the alignment gaps: copies are deterministic */
+		for (int i = 0; i < L->n_w; i++)
+			memcpy(L->host + L->off[i], L->w[i]->host, djn_weight_bytes(L->w[i]));
+		done += L->bytes;
+		djn_progress("copying layers to host memory", done, total);
+	}
+out_free:
+	free(chunk_bytes);
+	free(at);
+	free(chunk_of);
+	return st;
+}
+
+struct djn_pooled *djn_pooled_new(struct djn_model *m, struct djn_backend *be,
+				  size_t fixed_bytes, size_t working_set, size_t budget,
+				  struct djn_err *err)
+{
+	struct djn_pool *pool = pool_of(be, true);
+	struct djn_pooled *p = djn_xcalloc(1, sizeof(*p));
+	size_t others = 0, need;
+
+	p->pool = pool;
+	p->m = m;
+	p->be = be;
+	p->n = m->cfg.n_layer;
+	p->working_set = working_set; /* p->fixed once it is reserved */
+	p->slot_layer = p->pointed = -1;
+	p->L = djn_xcalloc((size_t)p->n, sizeof(*p->L));
+	for (int l = 0; l < p->n; l++) {
+		struct pool_layer *L = &p->L[l];
+		size_t off = 0;
+		L->n_w = djn_ring_block_weights(m, 1 + l, L->w);
+		for (int i = 0; i < L->n_w; i++) {
+			L->off[i] = off;
+			off += align_up(djn_weight_bytes(L->w[i]));
+			L->w[i]->dev = NULL;
+		}
+		L->bytes = off;
+		if (off > p->largest)
+			p->largest = off;
+	}
+	pool->budget = budget;
+	for (struct djn_pooled *q = pool->members; q; q = q->next)
+		others += q->fixed + (q->slot ? q->largest : 0);
+	need = others + fixed_bytes + p->largest;
+	if (budget < need) {
+		char a[32], b[32], c[32], d[32], e[32];
+		djn_size_str(budget, a, sizeof(a));
+		djn_size_str(need, b, sizeof(b));
+		djn_size_str(fixed_bytes - working_set, c, sizeof(c));
+		djn_size_str(p->largest, d, sizeof(d));
+		djn_size_str(working_set, e, sizeof(e));
+		djn_err_set(err, DJN_ERR_NOMEM,
+			    "%s: vram budget %s is below the minimum of %s for the shared pool "
+			    "(embedding and head %s + one layer of %s + working set %s, beside "
+			    "what the other models hold for theirs)", m->name, a, b, c, d, e);
+		goto out_free;
+	}
+	p->next = pool->members;
+	pool->members = p;
+	if (!reserve(pool, p, fixed_bytes)) {
+		djn_err_set(err, DJN_ERR_NOMEM, "%s: no room in the vram budget for the embedding, "
+			    "head and working set: the rest is held by layers that paused sessions "
+			    "are stopped in", m->name);
+		goto out_free;
+	}
+	p->fixed = fixed_bytes; /* reserved from here: freed with p */
+	for (int l = 0; l < p->n; l++)
+		if (!(p->L[l].ready = be->i->event_new(be))) {
+			djn_err_set(err, DJN_ERR_DEVICE, "%s: events: %s", m->name, be->err.msg);
+			goto out_free;
+		}
+	if (!(p->slot_ready = be->i->event_new(be)) || !(p->slot_done = be->i->event_new(be))) {
+		djn_err_set(err, DJN_ERR_DEVICE, "%s: events: %s", m->name, be->err.msg);
+		goto out_free;
+	}
+	if (host_copies(p, err))
+		goto out_free;
+	/* a model being loaded is the most recent use: what it displaces is
+	 * the others' least recent */
+	for (int l = 0; l < p->n; l++)
+		p->L[l].used = ++pool->clock;
+	if (admit_all(p, 0, NULL, err))
+		goto out_free;
+	return p;
+
+out_free:
+	djn_pooled_free(p);
+	return NULL;
+}
+
+void djn_pooled_free(struct djn_pooled *p)
+{
+	struct djn_backend *be;
+	struct djn_pool *pool;
+	bool member = false;
+
+	if (!p)
+		return;
+	be = p->be;
+	pool = p->pool;
+	for (struct djn_pooled **pp = &pool->members; *pp; pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			member = true;
+			break;
+		}
+	}
+	for (int l = 0; l < p->n; l++) {
+		struct pool_layer *L = &p->L[l];
+		point(L, NULL);
+		if (L->frame) {
+			be->i->dealloc(be, L->frame); /* waits for the copies and kernels */
+			pool->used -= L->bytes;
+		}
+		be->i->event_free(be, L->ready);
+	}
+	if (p->slot) {
+		be->i->dealloc(be, p->slot);
+		pool->used -= p->largest;
+	}
+	be->i->event_free(be, p->slot_ready);
+	be->i->event_free(be, p->slot_done);
+	if (member)
+		pool->used -= p->fixed;
+	for (int i = 0; i < p->n_chunks; i++)
+		if (p->chunk[i].p)
+			be->i->host_free(be, p->chunk[i].p, p->chunk[i].pinned);
+	free(p->chunk);
+	free(p->L);
+	djn_ring_plan_release(&p->plan);
+	free(p);
+	pool_drop_if_empty(pool);
+}
+
+/* ---- what the shell and Lua see */
+
+const struct djn_ring_plan *djn_pooled_plan(struct djn_pooled *p)
+{
+	struct djn_ring_plan *q = &p->plan;
+	int n = 0;
+
+	if (!q->streamed) {
+		q->n_blocks = p->n + 2;
+		q->streamed = djn_xcalloc((size_t)p->n + 1, sizeof(int));
+		q->block_streamed = djn_xcalloc((size_t)p->n + 2, sizeof(bool));
+		q->block_bytes = djn_xcalloc((size_t)p->n + 2, sizeof(size_t));
+		for (int b = 0; b < p->n + 2; b++)
+			q->block_bytes[b] = djn_ring_block_bytes(p->m, b);
+	}
+	q->budget = q->budget_used = p->pool->budget;
+	q->working_set = p->working_set;
+	q->resident_bytes = p->fixed - p->working_set;
+	q->host_bytes = q->stream_bytes = 0;
+	for (int l = 0; l < p->n; l++) {
+		q->block_streamed[1 + l] = !p->L[l].frame;
+		if (p->L[l].frame) {
+			q->resident_bytes += p->L[l].bytes;
+		} else {
+			q->streamed[n++] = l;
+			q->host_bytes += p->L[l].bytes;
+			q->stream_bytes += p->L[l].bytes;
+		}
+	}
+	q->n_streamed = n;
+	q->n_slots = n ? 1 : 0;
+	q->slot_bytes = p->largest;
+	q->device_bytes = q->resident_bytes + p->working_set + (p->slot ? p->largest : 0);
+	q->min_budget = p->fixed + p->largest;
+	n = 0;
+	for (struct djn_pooled *o = p->pool->members; o; o = o->next)
+		n++;
+	snprintf(q->note, sizeof(q->note), "shared pool of %d model%s; missing layers are brought "
+		 "in when used, evicting the least recently used", n, n == 1 ? "" : "s");
+	return q;
+}
+
+void djn_pooled_stats(const struct djn_pooled *p, struct djn_ring_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->pinned = p->pinned;
+	out->host_note = p->host_note;
+	out->n_copies = p->n_admitted + p->n_stream_copies;
+	out->bytes_copied = p->bytes_admitted + p->bytes_streamed;
+}
+
+void djn_ring_residency(const struct djn_model *m, struct djn_residency *out)
+{
+	struct djn_pooled *p = djn_ring_pooled(djn_ring_of(m));
+
+	memset(out, 0, sizeof(*out));
+	if (!p)
+		return;
+	out->shared = true;
+	out->n_layer = p->n;
+	for (int l = 0; l < p->n; l++) {
+		const struct pool_layer *L = &p->L[l];
+		if (L->frame) {
+			out->n_resident++;
+			out->resident_bytes += L->bytes;
+		} else {
+			out->missing_bytes += L->bytes;
+			if (L->streamed)
+				out->n_streamed++;
+			else
+				out->n_host++;
+		}
+		out->host_bytes += L->bytes;
+	}
+	out->fixed_bytes = p->fixed;
+	out->working_set = p->working_set;
+	out->slot_bytes = p->slot ? p->largest : 0;
+	out->pinned = p->pinned;
+	out->n_admitted = p->n_admitted;
+	out->n_evicted = p->n_evicted;
+	out->n_streamed_copies = p->n_stream_copies;
+	out->bytes_admitted = p->bytes_admitted;
+	out->bytes_streamed = p->bytes_streamed;
+	out->pool_budget = p->pool->budget;
+	out->pool_used = p->pool->used;
+	for (struct djn_pooled *o = p->pool->members; o; o = o->next)
+		out->pool_models++;
+}
+
+void djn_ring_layer_map(const struct djn_model *m, char *buf, size_t n)
+{
+	struct djn_pooled *p = djn_ring_pooled(djn_ring_of(m));
+	size_t i = 0;
+
+	if (!n)
+		return;
+	for (int l = 0; p && l < p->n && i + 1 < n; l++)
+		buf[i++] = p->L[l].frame ? 'R' : p->L[l].streamed ? 'S' : 'H';
+	buf[i] = '\0';
+}
+
+enum djn_status djn_ring_prefetch(struct djn_model *m, size_t *bytes, struct djn_err *err)
+{
+	struct djn_pooled *p = djn_ring_pooled(djn_ring_of(m));
+	struct djn_backend *be;
+	enum djn_status st;
+
+	*bytes = 0;
+	if (!p)
+		return djn_err_set(err, DJN_ERR_STATE, "%s: not resident in a shared pool", m->name);
+	be = p->be;
+	/* a prefetch is a use: stamp the model so that its own admissions do
+	 * not look older than what they displace */
+	for (int l = 0; l < p->n; l++)
+		p->L[l].used = ++p->pool->clock;
+	if ((st = admit_all(p, 0, bytes, err)))
+		return st;
+	for (int l = 0; l < p->n; l++) {
+		struct pool_layer *L = &p->L[l];
+		if (!L->pending)
+			continue;
+		/* every copy is on the one copy stream: the last one's event
+		 * covers them all, but each pending flag is settled here */
+		if ((st = be->i->event_sync(be, L->ready)))
+			return djn_err_set(err, st, "%s: waiting for L%d: %s", m->name, l,
+					   be->err.msg);
+	}
+	return DJN_OK;
+}

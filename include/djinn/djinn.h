@@ -296,6 +296,10 @@ bool djn_session_swapped(const struct djn_session *s);
 /* The last swap's bytes and wall time of its copies (ms). */
 void djn_session_swap_last(const struct djn_session *s, size_t *bytes, double *ms);
 
+/* Bytes of KV pages the run needs at most: to the end of its run (the
+ * prompt and n_new tokens, or the whole context when n_new is 0). */
+size_t djn_session_kv_need(const struct djn_session *s);
+
 /* Decode steps this session ran as one recorded backend graph (CUDA graphs),
  * rather than op by op.  A step is recorded once and replayed while nothing
  * is steered, the stepping mode does not stop inside it, and the backend can
@@ -303,6 +307,47 @@ void djn_session_swap_last(const struct djn_session *s, size_t *bytes, double *m
  * every site's tensor as it was when the site ran.  DJINN_GRAPH=0 in the
  * environment (read when a session is made) turns it off. */
 long djn_session_graph_steps(const struct djn_session *s);
+
+/* ------------------------------------------------------ batched steps */
+
+/* One forward pass for the chunks in flight of several sessions of one
+ * model (the scheduler's step, djinn/sched.h): each weight is read once for
+ * all their rows, and each row attends over its own session's KV cache.  A
+ * batch belongs to one backend; it owns the buffers of the step (and the
+ * recorded graphs of decode batches of 1, 2, 4 ... rows) and is freed with
+ * djn_batch_free, after its sessions' last step. */
+struct djn_batch;
+struct djn_batch *djn_batch_new(struct djn_backend *be, struct djn_err *err);
+void djn_batch_free(struct djn_batch *b);
+const char *djn_batch_errmsg(const struct djn_batch *b);
+/* Steps replayed as recorded graphs. */
+long djn_batch_graph_steps(const struct djn_batch *b);
+/* Can s join a batched step now?  It is paused before the first site of a
+ * chunk of a llama-family model kept resident (not streamed), and nothing
+ * can stop or change it inside the step: no enabled breakpoint or
+ * watchpoint, no steer.  A session that is not batchable runs alone
+ * (djn_session_run), on the exact per-site path. */
+bool djn_session_batchable(const struct djn_session *s);
+/* Cut the chunk in flight (not begun: cursor before embed) to at most
+ * n_rows rows; the rest of the prompt follows in later chunks (chunked
+ * prefill).  Results do not depend on how a prompt is cut. */
+enum djn_status djn_session_chunk_limit(struct djn_session *s, int n_rows);
+/* Run the chunk in flight of each of ss[0..n) (all batchable, one model and
+ * backend) as one forward pass, then take each one's token as
+ * djn_session_run would: why[i] is DJN_STOP_STEP (its next chunk begun),
+ * DJN_STOP_DONE, or DJN_STOP_ERROR when its next chunk could not be laid
+ * out (its token was taken; the message is in djn_session_errmsg, and the
+ * session retries the layout when it runs again).  Every member is swapped in first (others may be swapped
+ * out to make room, never a member).  On failure the message is in
+ * djn_batch_errmsg and the members that had not sampled are still before
+ * their chunk. */
+enum djn_status djn_batch_run(struct djn_batch *b, struct djn_session *const *ss, int n,
+			      enum djn_stop *why);
+/* Free the KV cache of a session paused before a chunk's first site (its
+ * pages, or its swapped-out copy); its next run recomputes positions
+ * 0 .. pos-1 as a prefill first and then goes on as it would have, token for
+ * token (vLLM's preemption by recompute). */
+enum djn_status djn_session_drop_kv(struct djn_session *s);
 
 /* --------------------------------------------------- text generation */
 

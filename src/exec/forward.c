@@ -71,12 +71,28 @@ enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows)
 		;
 	if (st)
 		return st;
-	st = s->be->i->copy_h2d(s->be, s->ids, s->tokens + pos, sizeof(int32_t) * (size_t)n_rows);
-	if (st)
-		return djn_session_fail(s, st, "%s", s->be->err.msg);
+	/* the ids go to the backend when embed runs: a chunk run in a batch
+	 * never needs its own copy */
+	s->ids_dirty = true;
+	s->needs_begin = false;
+	s->r.batched = false;
 	s->r.pos = pos;
 	s->r.n_rows = n_rows;
 	s->r.site = -1;
+	return DJN_OK;
+}
+
+enum djn_status djn_chunk_ids(struct djn_session *s)
+{
+	enum djn_status st;
+
+	if (!s->ids_dirty)
+		return DJN_OK;
+	st = s->be->i->copy_h2d(s->be, s->ids, s->tokens + s->r.pos,
+				sizeof(int32_t) * (size_t)s->r.n_rows);
+	if (st)
+		return djn_session_fail(s, st, "%s", s->be->err.msg);
+	s->ids_dirty = false;
 	return DJN_OK;
 }
 
@@ -203,6 +219,8 @@ static enum djn_status site_exec(struct djn_session *s, int site)
 #define B(k) s->buf[layer_site(l, (k))]
 	switch (kind) {
 	case DJN_SITE_EMBED:
+		if (s->ids_dirty && !s->fusing && djn_chunk_ids(s))
+			return s->err.code;
 		st = o->embed(be, out, &s->m->tok_embd, s->ids, n);
 		if (!st && c->arch == DJN_ARCH_GPT2) {
 			/* learned positions: gather rows pos0.. through the same op */
@@ -386,6 +404,8 @@ enum djn_status djn_chunk_graph(struct djn_session *s, bool *ran)
 	enum djn_status st;
 
 	*ran = false; /* djn_chunk_begin has swapped the KV in */
+	if ((st = djn_chunk_ids(s)))
+		return st;
 	if (s->graph && (s->graph_key[0] != s->buf[0] || s->graph_key[1] != s->kv.view.pages))
 		djn_chunk_graph_free(s);
 	for (int tries = 0; tries < 2; tries++) {

@@ -18,7 +18,8 @@ enum djn_status djn_session_evict_other(struct djn_session *s)
 	struct djn_session *lru = NULL;
 
 	for (struct djn_session *o = live; o; o = o->next_live)
-		if (o != s && o->be == s->be && !o->swap.out && o->kv.view.n_pages > 0 &&
+		if (o != s && o->be == s->be && !o->swap.out && !o->in_batch &&
+		    o->kv.view.n_pages > 0 &&
 		    (!lru || o->last_used < lru->last_used))
 			lru = o;
 	if (!lru)
@@ -191,6 +192,7 @@ enum djn_status djn_session_start(struct djn_session *s, const int32_t *ids, int
 	s->r.rng = g->seed ? g->seed : 0x9e3779b97f4a7c15ull;
 	s->r.n_tokens = n;
 	s->r.n_prompt = n;
+	s->r.fill_end = n;
 	s->r.state = DJN_RUN_PAUSED;
 	s->interrupt = 0;
 	s->forced = -1;
@@ -209,7 +211,7 @@ enum djn_status djn_session_start(struct djn_session *s, const int32_t *ids, int
 enum djn_status djn_session_force_token(struct djn_session *s, int32_t id)
 {
 	if (s->r.state != DJN_RUN_PAUSED || s->r.site != s->n_sites - 1 ||
-	    s->r.pos + s->r.n_rows < s->r.n_prompt)
+	    s->r.pos + s->r.n_rows < s->r.fill_end)
 		return djn_session_fail(s, DJN_ERR_STATE,
 					"a token can be forced only when paused at logits of a "
 					"sampling step");
@@ -277,37 +279,62 @@ static void text_append(struct djn_session *s, int prev, int id)
 	s->text[s->r.text_len] = '\0';
 }
 
-/* The cursor is at logits: sample, and either finish the run or begin the
- * next chunk (the rest of the prompt, or the token just sampled). */
-static enum djn_stop advance_chunk(struct djn_session *s)
+bool djn_session_greedy(const struct djn_session *s)
 {
-	int end = s->r.pos + s->r.n_rows, next;
+	return s->forced < 0 && s->r.gen.temperature <= 0;
+}
+
+/* The token the chunk at logits samples, from the session's own logits. */
+static enum djn_status pick(struct djn_session *s, int *next)
+{
 	const struct djn_gen_opts *g = &s->r.gen;
 	enum djn_status st;
 
-	if (end < s->r.n_prompt) {
-		int n = s->r.n_prompt - end;
-		if (djn_chunk_begin(s, end, n < DJN_MAX_CHUNK ? n : DJN_MAX_CHUNK))
-			return DJN_STOP_ERROR;
-		return DJN_STOP_STEP;
-	}
 	if (s->forced >= 0) {
-		next = s->forced;
+		*next = s->forced;
 		s->forced = -1;
-		st = DJN_OK;
-	} else if (g->temperature <= 0) {
-		st = s->be->i->argmax(s->be, s->buf[s->n_sites - 1], s->c->vocab_size, &next);
+		return DJN_OK;
+	}
+	if (g->temperature <= 0) {
+		st = s->be->i->argmax(s->be, s->buf[s->n_sites - 1], s->c->vocab_size, next);
 	} else {
 		st = s->be->i->copy_d2h(s->be, s->logits_host, s->buf[s->n_sites - 1],
 					sizeof(float) * (size_t)s->c->vocab_size);
 		if (!st)
-			next = djn_sample(s->logits_host, s->c->vocab_size, g->temperature,
-					  g->top_p, &s->r.rng);
+			*next = djn_sample(s->logits_host, s->c->vocab_size, g->temperature,
+					   g->top_p, &s->r.rng);
 	}
-	if (st) {
-		djn_session_fail(s, st, "sampling: %s", s->be->err.msg);
+	return st ? djn_session_fail(s, st, "sampling: %s", s->be->err.msg) : DJN_OK;
+}
+
+/* Begin the chunk after the one at logits.  When that fails (out of KV
+ * pages) the token is taken all the same: the cursor moves before the new
+ * chunk, laid out when the session runs again, so a retry goes on from
+ * there rather than sampling twice. */
+static enum djn_stop next_chunk(struct djn_session *s, int pos, int n_rows)
+{
+	if (!djn_chunk_begin(s, pos, n_rows))
+		return DJN_STOP_STEP;
+	s->r.pos = pos;
+	s->r.n_rows = n_rows;
+	s->r.site = -1;
+	s->r.batched = false;
+	s->needs_begin = true;
+	return DJN_STOP_ERROR;
+}
+
+enum djn_stop djn_session_advance(struct djn_session *s, int next)
+{
+	int end = s->r.pos + s->r.n_rows;
+	const struct djn_gen_opts *g = &s->r.gen;
+
+	if (end < s->r.fill_end) {
+		int n = s->r.fill_end - end;
+		return next_chunk(s, end, n < DJN_MAX_CHUNK ? n : DJN_MAX_CHUNK);
+	}
+	if (next < 0 && pick(s, &next))
 		return DJN_STOP_ERROR;
-	}
+	s->r.fill_end = s->r.n_tokens; /* a recomputed cache is whole again */
 	if (g->stop_at_eos && s->m->tok &&
 	    (next == djn_tok_eos(s->m->tok) || next == djn_tok_bos(s->m->tok))) {
 		s->r.state = DJN_RUN_DONE;
@@ -322,9 +349,7 @@ static enum djn_stop advance_chunk(struct djn_session *s)
 		s->r.state = DJN_RUN_DONE;
 		return DJN_STOP_DONE;
 	}
-	if (djn_chunk_begin(s, s->r.n_tokens - 1, 1))
-		return DJN_STOP_ERROR;
-	return DJN_STOP_STEP;
+	return next_chunk(s, s->r.n_tokens - 1, 1);
 }
 
 /* Every way out of the run loop but an error first settles the pending
@@ -355,7 +380,7 @@ enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, lon
 	if (count < 1 && mode != DJN_RUN_UNTIL_POS)
 		count = 1;
 	s->last_used = ++use_clock;
-	if (djn_session_swapped_in(s))
+	if (djn_session_begun(s) || djn_session_swapped_in(s))
 		return DJN_STOP_ERROR;
 	s->last_hit = 0;
 	s->interrupt = 0; /* a Ctrl-C that landed after the last run ended */
@@ -369,7 +394,7 @@ enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, lon
 			enum djn_stop why = djn_breaks_flush(s);
 			if (why != DJN_STOP_STEP)
 				return why;
-			why = advance_chunk(s);
+			why = djn_session_advance(s, -1);
 			if (why != DJN_STOP_STEP)
 				return why;
 			if (mode == DJN_RUN_STEP && ++steps >= count)
@@ -439,6 +464,8 @@ bool djn_session_site_live(const struct djn_session *s, int site)
 
 	if (s->r.state == DJN_RUN_IDLE || site < 0 || site >= s->n_sites || site > cur)
 		return false;
+	if (s->r.batched && site < s->n_sites - 2)
+		return false; /* a batch step keeps only the head's tensors per session */
 	l = djn_site_layer(s->c, site);
 	if (s->aliased && l >= 0) {
 		/* a later layer's site has overwritten the shared buffer */
@@ -576,4 +603,51 @@ void djn_session_swap_last(const struct djn_session *s, size_t *bytes, double *m
 {
 	*bytes = s->swap.last_bytes;
 	*ms = s->swap.last_ms;
+}
+
+enum djn_status djn_session_drop_kv(struct djn_session *s)
+{
+	int end = s->r.pos + s->r.n_rows;
+
+	if (s->r.state != DJN_RUN_PAUSED || s->r.site != -1)
+		return djn_session_fail(s, DJN_ERR_STATE,
+					"the KV cache can be dropped only before a chunk begins "
+					"(paused at a chunk boundary)");
+	djn_chunk_graph_free(s);
+	if (s->swap.out) {
+		s->swap.out = false; /* the host copy is dropped; the pool stays for reuse */
+		s->swap.n_pages = 0;
+	}
+	for (int i = 0; i < s->kv.view.n_pages; i++) {
+		djn_kv_page_free(&s->kv, s->kv.host_table[i]);
+		s->kv.host_table[i] = NULL;
+	}
+	s->kv.view.n_pages = 0;
+	if (end > s->r.fill_end)
+		s->r.fill_end = end;
+	/* the first chunk of the recompute is laid out when it runs: the
+	 * pages stay free until then */
+	s->r.pos = 0;
+	s->r.n_rows = s->r.fill_end < DJN_MAX_CHUNK ? s->r.fill_end : DJN_MAX_CHUNK;
+	s->needs_begin = true;
+	return DJN_OK;
+}
+
+enum djn_status djn_session_begun(struct djn_session *s)
+{
+	if (!s->needs_begin)
+		return DJN_OK;
+	if (djn_chunk_begin(s, s->r.pos, s->r.n_rows))
+		return s->err.code;
+	return DJN_OK;
+}
+
+size_t djn_session_kv_need(const struct djn_session *s)
+{
+	int n = s->max_ctx, pt = s->kv.view.page_tokens;
+
+	if (s->r.state != DJN_RUN_IDLE && s->r.gen.n_new > 0 &&
+	    s->r.n_prompt + s->r.gen.n_new < n)
+		n = s->r.n_prompt + s->r.gen.n_new;
+	return (size_t)((n + pt - 1) / pt) * djn_kv_page_bytes(&s->kv);
 }

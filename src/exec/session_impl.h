@@ -51,9 +51,13 @@ struct run_regs {
 	enum djn_run_state state;
 	struct djn_gen_opts gen;
 	int n_tokens, n_prompt, n_generated;
+	int fill_end;   /* chunks end before this position sample nothing: the
+			 * prompt's length, or the tokens so far when a dropped
+			 * KV cache is recomputed */
 	uint64_t rng;
 	size_t text_len;
 	int pos, n_rows, site;
+	bool batched;   /* the chunk ran in a batch: only final_norm and logits are live */
 };
 
 struct ckpt {
@@ -118,6 +122,10 @@ struct djn_session {
 	long graph_steps;       /* steps replayed */
 	bool fusing;            /* site_exec runs for a recording: fuse across sites */
 
+	bool ids_dirty;         /* ids not yet copied for the chunk begun (embed copies them) */
+	bool in_batch;          /* a batch step holds its pages: never evicted */
+	bool needs_begin;       /* the chunk at the cursor is not laid out yet (KV dropped) */
+
 	int32_t forced;         /* next token by teacher forcing, or -1 */
 	struct djn_session *next_live; /* every live session, for eviction */
 	uint64_t last_used;            /* a clock tick of its last start or run */
@@ -137,7 +145,16 @@ enum djn_status djn_site_exec(struct djn_session *s, int site);
 bool djn_chunk_graphable(const struct djn_session *s);
 enum djn_status djn_chunk_graph(struct djn_session *s, bool *ran);
 void djn_chunk_graph_free(struct djn_session *s);
+/* Copy the chunk's ids to the backend if the chunk begun has not yet. */
+enum djn_status djn_chunk_ids(struct djn_session *s);
 /* session.c */
+/* The cursor is at logits: take `next` (a token picked from the logits, or
+ * -1 to pick it here from the session's logits buffer) and finish the run
+ * or begin the next chunk: DJN_STOP_STEP, DJN_STOP_DONE or DJN_STOP_ERROR. */
+enum djn_stop djn_session_advance(struct djn_session *s, int next);
+/* How the chunk in flight picks its token: by teacher forcing (*forced), by
+ * argmax (greedy), or by sampling (false for both). */
+bool djn_session_greedy(const struct djn_session *s);
 enum djn_status djn_session_fail(struct djn_session *s, enum djn_status st, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void djn_session_rearm(struct djn_session *s);
@@ -145,6 +162,8 @@ void djn_session_rearm(struct djn_session *s);
 /* Bring a swapped-out session's KV back, swapping others out if room is
  * short (session.c). */
 enum djn_status djn_session_swapped_in(struct djn_session *s);
+/* Lay out the chunk at the cursor if djn_session_drop_kv left it for later. */
+enum djn_status djn_session_begun(struct djn_session *s);
 /* Swap out the least recently used other session on s's backend that holds
  * KV pages; DJN_ERR_NOMEM when there is none. */
 enum djn_status djn_session_evict_other(struct djn_session *s);

@@ -1,0 +1,437 @@
+/* sched.c - the scheduler: every runnable session one step forward, the
+ * batchable ones in one forward pass per model, and the IO_WAIT policies. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "djinn/sched.h"
+
+struct member {
+	struct djn_session *s;
+	enum djn_phase phase;
+	uint64_t seq; /* order of arrival, for admission */
+	int fails;    /* steps in a row whose next chunk found no room */
+};
+
+struct model_batch {
+	const struct djn_model *m;
+	struct djn_batch *b;
+};
+
+struct djn_sched {
+	struct djn_backend *be;
+	struct djn_err err;
+	struct djn_sched_opts o;
+	struct member *mem;
+	int n_mem, cap_mem;
+	uint64_t seq;
+	struct model_batch *batches;
+	int n_batches;
+	/* a step's scratch */
+	struct djn_session **pick;
+	enum djn_stop *why;
+	int cap_pick;
+	struct djn_sched_stats st;
+};
+
+static const char *const policy_names[] = { "signal", "lru", "recompute", "none" };
+static const char *const phase_names[] = { "compute", "io_wait", "stopped", "done", "queued" };
+
+bool djn_sched_policy_parse(const char *name, enum djn_sched_policy *out)
+{
+	for (int i = 0; i < 4; i++)
+		if (name && !strcmp(name, policy_names[i])) {
+			*out = (enum djn_sched_policy)i;
+			return true;
+		}
+	return false;
+}
+
+const char *djn_sched_policy_name(enum djn_sched_policy p)
+{
+	return (unsigned)p < 4 ? policy_names[p] : NULL;
+}
+
+const char *djn_phase_name(enum djn_phase p)
+{
+	return (unsigned)p < 5 ? phase_names[p] : NULL;
+}
+
+struct djn_sched *djn_sched_new(struct djn_backend *be, const struct djn_sched_opts *o,
+				struct djn_err *err)
+{
+	struct djn_sched *q;
+
+	if (!be) {
+		djn_err_set(err, DJN_ERR_INVALID, "scheduler: no backend");
+		return NULL;
+	}
+	if (o && (o->token_budget < 0 || o->max_batch < 0 || !djn_sched_policy_name(o->policy))) {
+		djn_err_set(err, DJN_ERR_INVALID,
+			    "scheduler: token budget and batch size must be >= 0, policy known");
+		return NULL;
+	}
+	q = djn_xcalloc(1, sizeof(*q));
+	q->be = be;
+	if (o)
+		q->o = *o;
+	if (!q->o.token_budget)
+		q->o.token_budget = 512;
+	if (!q->o.max_batch)
+		q->o.max_batch = 256;
+	return q;
+}
+
+void djn_sched_free(struct djn_sched *q)
+{
+	if (!q)
+		return;
+	for (int i = 0; i < q->n_batches; i++)
+		djn_batch_free(q->batches[i].b);
+	free(q->batches);
+	free(q->mem);
+	free(q->pick);
+	free(q->why);
+	free(q);
+}
+
+const char *djn_sched_errmsg(const struct djn_sched *q)
+{
+	return q->err.msg;
+}
+
+static struct member *find(const struct djn_sched *q, const struct djn_session *s)
+{
+	for (int i = 0; i < q->n_mem; i++)
+		if (q->mem[i].s == s)
+			return &q->mem[i];
+	return NULL;
+}
+
+bool djn_sched_has(const struct djn_sched *q, const struct djn_session *s)
+{
+	return find(q, s) != NULL;
+}
+
+enum djn_phase djn_sched_phase(const struct djn_sched *q, const struct djn_session *s)
+{
+	const struct member *e = find(q, s);
+
+	return e ? e->phase : DJN_PHASE_DONE;
+}
+
+struct djn_session *djn_sched_session(const struct djn_sched *q, int i)
+{
+	return i >= 0 && i < q->n_mem ? q->mem[i].s : NULL;
+}
+
+void djn_sched_stats(const struct djn_sched *q, struct djn_sched_stats *out)
+{
+	*out = q->st;
+	out->graph_steps = 0;
+	for (int i = 0; i < q->n_batches; i++)
+		out->graph_steps += djn_batch_graph_steps(q->batches[i].b);
+}
+
+/* KV bytes the admitted sessions may come to hold (policy NONE). */
+static size_t admitted_need(const struct djn_sched *q)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < q->n_mem; i++)
+		if (q->mem[i].phase != DJN_PHASE_QUEUED && q->mem[i].phase != DJN_PHASE_DONE)
+			n += djn_session_kv_need(q->mem[i].s);
+	return n;
+}
+
+/* Policy NONE admits in order of arrival while every admitted cache fits. */
+static void admit(struct djn_sched *q)
+{
+	size_t used;
+
+	if (q->o.policy != DJN_POLICY_NONE)
+		return;
+	used = admitted_need(q);
+	for (;;) {
+		struct member *next = NULL;
+		for (int i = 0; i < q->n_mem; i++)
+			if (q->mem[i].phase == DJN_PHASE_QUEUED &&
+			    (!next || q->mem[i].seq < next->seq))
+				next = &q->mem[i];
+		if (!next)
+			return;
+		size_t need = djn_session_kv_need(next->s);
+		if (q->be->data_limit && used + need > q->be->data_limit && used > 0)
+			return;
+		next->phase = DJN_PHASE_COMPUTE;
+		used += need;
+	}
+}
+
+enum djn_status djn_sched_add(struct djn_sched *q, struct djn_session *s)
+{
+	if (!s)
+		return djn_err_set(&q->err, DJN_ERR_INVALID, "scheduler: no session");
+	if (find(q, s))
+		return djn_err_set(&q->err, DJN_ERR_INVALID, "scheduler: the session is in it already");
+	if (djn_session_backend(s) != q->be)
+		return djn_err_set(&q->err, DJN_ERR_INVALID,
+				   "scheduler: the session is on another backend");
+	if (djn_session_state(s) != DJN_RUN_PAUSED)
+		return djn_err_set(&q->err, DJN_ERR_STATE,
+				   "scheduler: the session has no run to go on with (start one)");
+	if (q->o.policy == DJN_POLICY_NONE && q->be->data_limit &&
+	    djn_session_kv_need(s) > q->be->data_limit)
+		return djn_err_set(&q->err, DJN_ERR_NOMEM,
+				   "scheduler: the run needs %zu bytes of KV pages, the limit is %zu",
+				   djn_session_kv_need(s), q->be->data_limit);
+	if (q->n_mem == q->cap_mem) {
+		q->cap_mem = q->cap_mem ? 2 * q->cap_mem : 16;
+		q->mem = djn_xrealloc(q->mem, sizeof(*q->mem) * (size_t)q->cap_mem);
+	}
+	q->mem[q->n_mem++] = (struct member){
+		s, q->o.policy == DJN_POLICY_NONE ? DJN_PHASE_QUEUED : DJN_PHASE_COMPUTE, ++q->seq, 0
+	};
+	admit(q);
+	return DJN_OK;
+}
+
+enum djn_status djn_sched_remove(struct djn_sched *q, struct djn_session *s)
+{
+	struct member *e = find(q, s);
+
+	if (!e)
+		return djn_err_set(&q->err, DJN_ERR_NOTFOUND, "scheduler: no such session in it");
+	memmove(e, e + 1, sizeof(*e) * (size_t)(q->mem + q->n_mem - e - 1));
+	q->n_mem--;
+	admit(q);
+	return DJN_OK;
+}
+
+static void count_swap(struct djn_sched *q, struct djn_session *s, bool out)
+{
+	size_t bytes;
+	double ms;
+
+	djn_session_swap_last(s, &bytes, &ms);
+	if (out) {
+		q->st.swaps_out++;
+		q->st.swap_bytes_out += bytes;
+		q->st.swap_ms_out += ms;
+	} else {
+		q->st.swaps_in++;
+		q->st.swap_bytes_in += bytes;
+		q->st.swap_ms_in += ms;
+	}
+}
+
+enum djn_status djn_sched_io_wait(struct djn_sched *q, struct djn_session *s)
+{
+	struct member *e = find(q, s);
+	enum djn_status st = DJN_OK;
+
+	if (!e)
+		return djn_err_set(&q->err, DJN_ERR_NOTFOUND, "io_wait: the session is not scheduled");
+	if (e->phase != DJN_PHASE_COMPUTE)
+		return djn_err_set(&q->err, DJN_ERR_STATE, "io_wait: the session is %s, not computing",
+				   djn_phase_name(e->phase));
+	if (djn_session_state(s) != DJN_RUN_PAUSED)
+		return djn_err_set(&q->err, DJN_ERR_STATE, "io_wait: the session's run has finished");
+	switch (q->o.policy) {
+	case DJN_POLICY_SIGNAL:
+		if (!djn_session_swapped(s)) {
+			if ((st = djn_session_swapout(s)))
+				return djn_err_set(&q->err, st, "io_wait: %s", djn_session_errmsg(s));
+			count_swap(q, s, true);
+		}
+		break;
+	case DJN_POLICY_RECOMPUTE:
+		/* at a chunk boundary; inside one (a debugger stopped it
+		 * earlier) its pages go to the host instead */
+		if (djn_session_cursor(s).site == -1) {
+			if ((st = djn_session_drop_kv(s)))
+				return djn_err_set(&q->err, st, "io_wait: %s", djn_session_errmsg(s));
+			q->st.recomputes++;
+		} else if (!djn_session_swapped(s)) {
+			if ((st = djn_session_swapout(s)))
+				return djn_err_set(&q->err, st, "io_wait: %s", djn_session_errmsg(s));
+			count_swap(q, s, true);
+		}
+		break;
+	case DJN_POLICY_LRU:
+	case DJN_POLICY_NONE:
+		break;
+	}
+	e->phase = DJN_PHASE_IO_WAIT;
+	return DJN_OK;
+}
+
+enum djn_status djn_sched_resume(struct djn_sched *q, struct djn_session *s)
+{
+	struct member *e = find(q, s);
+
+	if (!e)
+		return djn_err_set(&q->err, DJN_ERR_NOTFOUND, "resume: the session is not scheduled");
+	if (e->phase != DJN_PHASE_IO_WAIT && e->phase != DJN_PHASE_STOPPED)
+		return djn_err_set(&q->err, DJN_ERR_STATE,
+				   "resume: the session is %s, not waiting or stopped",
+				   djn_phase_name(e->phase));
+	if (djn_session_state(s) != DJN_RUN_PAUSED) {
+		e->phase = DJN_PHASE_DONE;
+		return DJN_OK;
+	}
+	/* prefetch: the pages come back now, before its next step; when
+	 * there is no room yet the step brings them (making room) */
+	if (djn_session_swapped(s) && !djn_session_swapin(s))
+		count_swap(q, s, false);
+	e->phase = DJN_PHASE_COMPUTE;
+	return DJN_OK;
+}
+
+static struct djn_batch *batch_for(struct djn_sched *q, const struct djn_model *m)
+{
+	struct djn_batch *b;
+
+	for (int i = 0; i < q->n_batches; i++)
+		if (q->batches[i].m == m)
+			return q->batches[i].b;
+	if (!(b = djn_batch_new(q->be, &q->err)))
+		return NULL;
+	q->batches = djn_xrealloc(q->batches, sizeof(*q->batches) * (size_t)(q->n_batches + 1));
+	q->batches[q->n_batches++] = (struct model_batch){ m, b };
+	return b;
+}
+
+/* One chunk of s alone, on the per-site path (breakpoints, steers). */
+static void step_alone(struct djn_sched *q, struct member *e, struct djn_step_info *info,
+		       int *budget)
+{
+	struct djn_session *s = e->s;
+	struct djn_cursor c = djn_session_cursor(s);
+	bool was_swapped = djn_session_swapped(s);
+	enum djn_stop why;
+
+	if (c.site == -1 && c.n_rows > 1 && *budget > 0 && c.n_rows > *budget)
+		if (!djn_session_chunk_limit(s, *budget))
+			c = djn_session_cursor(s);
+	*budget -= c.n_rows;
+	why = djn_session_run(s, DJN_RUN_UNTIL_POS, c.pos + c.n_rows);
+	if (was_swapped && !djn_session_swapped(s))
+		count_swap(q, s, false);
+	info->n_alone++;
+	q->st.alone_steps++;
+	switch (why) {
+	case DJN_STOP_STEP:
+		break;
+	case DJN_STOP_DONE:
+		e->phase = DJN_PHASE_DONE;
+		info->n_done++;
+		break;
+	default: /* a hit, an interrupt, an error: the debugger has it */
+		e->phase = DJN_PHASE_STOPPED;
+		info->n_stopped++;
+		break;
+	}
+}
+
+enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
+{
+	struct djn_step_info info = { 0 };
+	int budget = q->o.token_budget, n_pick = 0, runnable = 0;
+
+	admit(q);
+	for (int i = 0; i < q->n_mem; i++) {
+		struct member *e = &q->mem[i];
+		if (e->phase == DJN_PHASE_COMPUTE && djn_session_state(e->s) != DJN_RUN_PAUSED)
+			e->phase = DJN_PHASE_DONE;
+		runnable += e->phase == DJN_PHASE_COMPUTE;
+	}
+	if (!runnable) {
+		if (out)
+			*out = info;
+		return djn_err_set(&q->err, DJN_ERR_STATE, "no session is runnable");
+	}
+	if (q->cap_pick < q->n_mem) {
+		q->cap_pick = q->n_mem;
+		q->pick = djn_xrealloc(q->pick, sizeof(*q->pick) * (size_t)q->cap_pick);
+		q->why = djn_xrealloc(q->why, sizeof(*q->why) * (size_t)q->cap_pick);
+	}
+	/* decode rows first (one token each), then prefill chunks cut to what
+	 * is left of the budget, so a long prompt never stalls the others */
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < q->n_mem; i++) {
+			struct member *e = &q->mem[i];
+			if (e->phase != DJN_PHASE_COMPUTE)
+				continue;
+			struct djn_cursor c = djn_session_cursor(e->s);
+			bool decode = c.site == -1 && c.n_rows == 1;
+			if ((pass == 0) != decode)
+				continue;
+			if (!djn_session_batchable(e->s)) {
+				if (pass == 0 || budget > 0)
+					step_alone(q, e, &info, &budget);
+				continue;
+			}
+			if (n_pick >= q->o.max_batch || budget <= 0)
+				continue;
+			if (!decode && djn_session_chunk_limit(e->s, budget))
+				continue;
+			budget -= djn_session_cursor(e->s).n_rows;
+			q->pick[n_pick++] = e->s;
+		}
+	}
+	/* one forward pass per model */
+	for (int i = 0; i < n_pick;) {
+		const struct djn_model *m = djn_session_model(q->pick[i]);
+		int n = 0;
+		for (int j = i; j < n_pick; j++) { /* gather m's sessions at [i, i+n) */
+			if (djn_session_model(q->pick[j]) != m)
+				continue;
+			struct djn_session *t = q->pick[j];
+			q->pick[j] = q->pick[i + n];
+			q->pick[i + n++] = t;
+		}
+		struct djn_batch *b = batch_for(q, m);
+		bool ok = false;
+		if (b) {
+			bool swapped[n];
+			for (int j = 0; j < n; j++)
+				swapped[j] = djn_session_swapped(q->pick[i + j]);
+			ok = !djn_batch_run(b, q->pick + i, n, q->why + i);
+			for (int j = 0; j < n; j++)
+				if (swapped[j] && !djn_session_swapped(q->pick[i + j]))
+					count_swap(q, q->pick[i + j], false);
+			if (!ok)
+				djn_err_set(&q->err, DJN_ERR_STATE, "%s", djn_batch_errmsg(b));
+		}
+		for (int j = 0; j < n; j++) {
+			struct member *e = find(q, q->pick[i + j]);
+			if (!ok) { /* each alone: a failure stays with its session */
+				step_alone(q, e, &info, &budget);
+				continue;
+			}
+			info.n_batched++;
+			if (q->why[i + j] == DJN_STOP_DONE) {
+				e->phase = DJN_PHASE_DONE;
+				info.n_done++;
+			} else if (q->why[i + j] == DJN_STOP_ERROR && ++e->fails >= 3) {
+				/* its next chunk found no room three steps running */
+				e->phase = DJN_PHASE_STOPPED;
+				info.n_stopped++;
+			} else if (q->why[i + j] != DJN_STOP_ERROR) {
+				e->fails = 0;
+			}
+		}
+		if (ok && n > q->st.max_batch)
+			q->st.max_batch = n;
+		i += n;
+	}
+	info.n_rows = q->o.token_budget - budget;
+	q->st.batched_rows += info.n_rows;
+	q->st.steps++;
+	for (int i = 0; i < q->n_mem; i++)
+		info.n_runnable += q->mem[i].phase == DJN_PHASE_COMPUTE;
+	admit(q);
+	if (out)
+		*out = info;
+	return DJN_OK;
+}

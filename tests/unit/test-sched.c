@@ -1,0 +1,387 @@
+/* test-sched.c - the scheduler on stories260K (CPU): batched steps give each
+ * session the tokens and logits it gets alone, bit for bit; debugging one
+ * session of a batch; steering isolation; IO_WAIT under every policy. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "djinn/sched.h"
+
+static struct djn_model *model;
+static struct djn_backend *be;
+
+static void setup(void)
+{
+	struct djn_err err = { 0 };
+
+	model = djn_model_load("models/stories260K.bin", "models/tok512.bin", &err);
+	cr_assert_not_null(model, "%s", err.msg);
+	const char *dev = getenv("DJINN_TEST_DEVICE");
+	be = djn_backend_new(dev ? dev : "cpu", 2, &err);
+	cr_assert_not_null(be, "%s", err.msg);
+}
+
+static void teardown(void)
+{
+	djn_model_unref(model);
+	djn_backend_free(be);
+}
+
+TestSuite(sched, .init = setup, .fini = teardown);
+
+#define N_AGENTS 6
+#define MAX_TOK 160
+
+/* Mixed prompt lengths: 1 to 41 tokens, one longer than a step's budget. */
+static int prompt(int i, int32_t *ids)
+{
+	static const int len[N_AGENTS] = { 5, 1, 41, 12, 3, 27 };
+	ids[0] = 1;
+	for (int j = 1; j < len[i]; j++)
+		ids[j] = 3 + (int32_t)((i * 131 + j * 37) % 500);
+	return len[i];
+}
+
+static struct djn_gen_opts gen(int i)
+{
+	struct djn_gen_opts g = { .n_new = 20 + 7 * i, .temperature = 0, .stop_at_eos = false };
+	if (i == 3) { /* one samples, seeded */
+		g.temperature = 0.8f;
+		g.top_p = 0.9f;
+		g.seed = 42;
+	}
+	return g;
+}
+
+static struct djn_session *started(int i)
+{
+	struct djn_err err = { 0 };
+	struct djn_session *s = djn_session_new(model, be, NULL, &err);
+	int32_t ids[64];
+	struct djn_gen_opts g = gen(i);
+
+	cr_assert_not_null(s, "%s", err.msg);
+	cr_assert_eq(djn_session_start(s, ids, prompt(i, ids), &g), DJN_OK, "%s",
+		     djn_session_errmsg(s));
+	return s;
+}
+
+struct result {
+	int n;
+	int32_t tok[MAX_TOK];
+	float *logits; /* the last step's */
+};
+
+static void take(struct djn_session *s, struct result *r)
+{
+	const int32_t *t = djn_session_tokens(s, &r->n, NULL);
+	int v = model->cfg.vocab_size;
+
+	cr_assert_leq(r->n, MAX_TOK);
+	memcpy(r->tok, t, sizeof(int32_t) * (size_t)r->n);
+	r->logits = malloc(sizeof(float) * (size_t)v);
+	cr_assert_eq(djn_session_read(s, djn_site_count(&model->cfg) - 1, r->logits, (size_t)v),
+		     DJN_OK, "%s", djn_session_errmsg(s));
+}
+
+static void alone(int i, struct result *r)
+{
+	struct djn_session *s = started(i);
+	enum djn_stop why = djn_session_run(s, DJN_RUN_CONTINUE, 1);
+
+	cr_assert_eq(why, DJN_STOP_DONE, "%s", djn_session_errmsg(s));
+	take(s, r);
+	djn_session_free(s);
+}
+
+static void same(const struct result *a, const struct result *b, int i)
+{
+	cr_assert_eq(a->n, b->n, "agent %d: %d tokens batched, %d alone", i, a->n, b->n);
+	for (int j = 0; j < a->n; j++)
+		cr_assert_eq(a->tok[j], b->tok[j], "agent %d: token %d is %d batched, %d alone", i, j,
+			     a->tok[j], b->tok[j]);
+	cr_assert_eq(memcmp(a->logits, b->logits, sizeof(float) * (size_t)model->cfg.vocab_size),
+		     0, "agent %d: last logits differ", i);
+}
+
+static void release(struct result *r, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(r[i].logits);
+}
+
+static struct djn_sched *sched(enum djn_sched_policy p, int budget)
+{
+	struct djn_err err = { 0 };
+	struct djn_sched_opts o = { .policy = p, .token_budget = budget };
+	struct djn_sched *q = djn_sched_new(be, &o, &err);
+
+	cr_assert_not_null(q, "%s", err.msg);
+	return q;
+}
+
+Test(sched, batched_equals_alone_with_joins_and_leaves)
+{
+	struct result ref[N_AGENTS], got[N_AGENTS];
+	struct djn_session *s[N_AGENTS];
+	struct djn_sched *q = sched(DJN_POLICY_SIGNAL, 16);
+	struct djn_step_info info;
+	int steps = 0, most = 0;
+
+	for (int i = 0; i < N_AGENTS; i++)
+		alone(i, &ref[i]);
+	/* four at first, two join later; agent 1 leaves for a while and runs
+	 * alone, then joins again */
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(djn_sched_add(q, s[i] = started(i)), DJN_OK);
+	for (;;) {
+		if (steps == 5)
+			cr_assert_eq(djn_sched_add(q, s[4] = started(4)), DJN_OK);
+		if (steps == 9)
+			cr_assert_eq(djn_sched_add(q, s[5] = started(5)), DJN_OK);
+		if (steps == 12) {
+			cr_assert_eq(djn_sched_remove(q, s[1]), DJN_OK);
+			cr_assert_eq(djn_session_run(s[1], DJN_RUN_UNTIL_POS,
+						     djn_session_cursor(s[1]).pos + 3),
+				     DJN_STOP_STEP, "%s", djn_session_errmsg(s[1]));
+			cr_assert_eq(djn_sched_add(q, s[1]), DJN_OK);
+		}
+		if (djn_sched_step(q, &info))
+			break;
+		steps++;
+		if (info.n_batched > most)
+			most = info.n_batched;
+		/* the budget holds: the 41-token prompt went in chunks */
+		cr_assert_leq(info.n_rows, 16);
+		cr_assert_eq(info.n_alone, 0);
+	}
+	cr_assert_geq(most, 5, "at most %d sessions were batched", most);
+	for (int i = 0; i < N_AGENTS; i++) {
+		cr_assert_eq(djn_sched_phase(q, s[i]), DJN_PHASE_DONE);
+		take(s[i], &got[i]);
+		same(&got[i], &ref[i], i);
+	}
+	for (int i = 0; i < N_AGENTS; i++) {
+		djn_sched_remove(q, s[i]);
+		djn_session_free(s[i]);
+	}
+	djn_sched_free(q);
+	release(ref, N_AGENTS);
+	release(got, N_AGENTS);
+}
+
+Test(sched, breakpoint_in_one_session_while_three_run)
+{
+	struct result ref[4], got[4];
+	struct djn_session *s[4];
+	struct djn_sched *q = sched(DJN_POLICY_SIGNAL, 0);
+	struct djn_step_info info;
+	int site = djn_site_find(&model->cfg, "L2.resid_post"), hits = 0, others_moved = 0;
+
+	for (int i = 0; i < 4; i++)
+		alone(i, &ref[i]);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(djn_sched_add(q, s[i] = started(i)), DJN_OK);
+	cr_assert_gt(djn_bp_add(s[2], "L2.resid_post", "pos >= 45 and pos < 48", false), 0);
+	while (!djn_sched_step(q, &info)) {
+		if (djn_sched_phase(q, s[2]) != DJN_PHASE_STOPPED)
+			continue;
+		/* stopped at its site, with its state intact; the others went on */
+		struct djn_cursor c = djn_session_cursor(s[2]);
+		cr_assert_eq(c.site, site);
+		cr_assert(c.pos >= 45 && c.pos < 48, "stopped at pos %d", c.pos);
+		hits++;
+		int before = djn_session_cursor(s[0]).pos;
+		for (int k = 0; k < 3 && !djn_sched_step(q, &info); k++)
+			;
+		cr_assert_eq(djn_sched_phase(q, s[2]), DJN_PHASE_STOPPED);
+		cr_assert_eq(djn_session_cursor(s[2]).pos, c.pos, "the stopped session moved");
+		if (djn_session_cursor(s[0]).pos > before ||
+		    djn_sched_phase(q, s[0]) == DJN_PHASE_DONE)
+			others_moved++;
+		/* inspect, then let it go */
+		struct djn_stats st;
+		cr_assert_eq(djn_session_stats(s[2], site, 0, 0, &st), DJN_OK, "%s",
+			     djn_session_errmsg(s[2]));
+		cr_assert_eq(djn_sched_resume(q, s[2]), DJN_OK, "%s", djn_sched_errmsg(q));
+	}
+	cr_assert_eq(hits, 3);
+	cr_assert_eq(others_moved, 3);
+	for (int i = 0; i < 4; i++) {
+		take(s[i], &got[i]);
+		same(&got[i], &ref[i], i);
+		djn_sched_remove(q, s[i]);
+		djn_session_free(s[i]);
+	}
+	djn_sched_free(q);
+	release(ref, 4);
+	release(got, 4);
+}
+
+Test(sched, steering_one_session_never_leaks)
+{
+	struct result ref[4], got[4], steered;
+	struct djn_session *s[4];
+	struct djn_sched *q = sched(DJN_POLICY_LRU, 0);
+
+	for (int i = 0; i < 4; i++)
+		alone(i, &ref[i]);
+	/* agent 0 steered, alone */
+	struct djn_session *a = started(0);
+	cr_assert_gt(djn_steer_add(a, "L1.resid_post", DJN_STEER_SCALE, NULL, 0, 0.25f, NULL, 0,
+				   true), 0);
+	cr_assert_eq(djn_session_run(a, DJN_RUN_CONTINUE, 1), DJN_STOP_DONE);
+	take(a, &steered);
+	djn_session_free(a);
+	cr_assert(memcmp(steered.tok, ref[0].tok, sizeof(int32_t) * (size_t)steered.n) != 0,
+		  "the steer changed nothing: the test would prove nothing");
+
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(djn_sched_add(q, s[i] = started(i)), DJN_OK);
+	cr_assert_gt(djn_steer_add(s[0], "L1.resid_post", DJN_STEER_SCALE, NULL, 0, 0.25f, NULL,
+				   0, true), 0);
+	while (!djn_sched_step(q, NULL))
+		;
+	take(s[0], &got[0]);
+	same(&got[0], &steered, 0);
+	for (int i = 1; i < 4; i++) {
+		take(s[i], &got[i]);
+		same(&got[i], &ref[i], i);
+	}
+	for (int i = 0; i < 4; i++) {
+		djn_sched_remove(q, s[i]);
+		djn_session_free(s[i]);
+	}
+	djn_sched_free(q);
+	release(ref, 4);
+	release(got, 4);
+	release(&steered, 1);
+}
+
+/* Agents that wait on a tool every 6 tokens, for 2 steps, under a KV limit
+ * that holds about two of them: every policy, the same tokens as alone. */
+static void agents_under(enum djn_sched_policy p)
+{
+	struct result ref[N_AGENTS], got[N_AGENTS];
+	struct djn_session *s[N_AGENTS];
+	struct djn_sched *q;
+	int wait_until[N_AGENTS] = { 0 }, last_gen[N_AGENTS] = { 0 }, steps = 0;
+	size_t saved = be->data_limit;
+	struct djn_sched_stats st;
+
+	for (int i = 0; i < N_AGENTS; i++)
+		alone(i, &ref[i]);
+	be->data_limit = 12 * 16 * (size_t)model->cfg.n_layer * 2 *
+			 model->cfg.n_kv_head * model->cfg.head_dim * sizeof(float);
+	q = sched(p, 32);
+	for (int i = 0; i < N_AGENTS; i++)
+		cr_assert_eq(djn_sched_add(q, s[i] = started(i)), DJN_OK, "%s", djn_sched_errmsg(q));
+	for (;;) {
+		for (int i = 0; i < N_AGENTS; i++) {
+			enum djn_phase ph = djn_sched_phase(q, s[i]);
+			int n, np;
+			djn_session_tokens(s[i], &n, &np);
+			if (ph == DJN_PHASE_IO_WAIT && steps >= wait_until[i])
+				cr_assert_eq(djn_sched_resume(q, s[i]), DJN_OK, "%s",
+					     djn_sched_errmsg(q));
+			else if (ph == DJN_PHASE_COMPUTE && n - np >= last_gen[i] + 6 &&
+				 djn_session_cursor(s[i]).site == -1) {
+				last_gen[i] = n - np;
+				cr_assert_eq(djn_sched_io_wait(q, s[i]), DJN_OK, "%s",
+					     djn_sched_errmsg(q));
+				wait_until[i] = steps + 2;
+			}
+		}
+		enum djn_status rc = djn_sched_step(q, NULL);
+		bool waiting = false;
+		for (int i = 0; i < N_AGENTS; i++)
+			waiting = waiting || djn_sched_phase(q, s[i]) == DJN_PHASE_IO_WAIT;
+		if (rc && !waiting)
+			break;
+		steps++;
+		cr_assert_lt(steps, 2000, "the agents never finish");
+	}
+	djn_sched_stats(q, &st);
+	for (int i = 0; i < N_AGENTS; i++) {
+		cr_assert_eq(djn_sched_phase(q, s[i]), DJN_PHASE_DONE, "agent %d is %s (%s)", i,
+			     djn_phase_name(djn_sched_phase(q, s[i])), djn_session_errmsg(s[i]));
+		take(s[i], &got[i]);
+		same(&got[i], &ref[i], i);
+	}
+	if (p == DJN_POLICY_SIGNAL)
+		cr_assert_gt(st.swaps_out, 0);
+	if (p == DJN_POLICY_RECOMPUTE)
+		cr_assert_gt(st.recomputes, 0);
+	if (p == DJN_POLICY_LRU)
+		cr_assert_gt(st.swaps_in, 0, "the limit never made room");
+	for (int i = 0; i < N_AGENTS; i++) {
+		djn_sched_remove(q, s[i]);
+		djn_session_free(s[i]);
+	}
+	djn_sched_free(q);
+	be->data_limit = saved;
+	release(ref, N_AGENTS);
+	release(got, N_AGENTS);
+}
+
+Test(sched, io_wait_signal) { agents_under(DJN_POLICY_SIGNAL); }
+Test(sched, io_wait_lru) { agents_under(DJN_POLICY_LRU); }
+Test(sched, io_wait_recompute) { agents_under(DJN_POLICY_RECOMPUTE); }
+Test(sched, io_wait_none) { agents_under(DJN_POLICY_NONE); }
+
+Test(sched, free_while_swapped_out)
+{
+	struct djn_sched *q = sched(DJN_POLICY_SIGNAL, 0);
+	struct djn_session *a = started(0), *b = started(1);
+
+	cr_assert_eq(djn_sched_add(q, a), DJN_OK);
+	cr_assert_eq(djn_sched_add(q, b), DJN_OK);
+	for (int k = 0; k < 8; k++)
+		cr_assert_eq(djn_sched_step(q, NULL), DJN_OK, "%s", djn_sched_errmsg(q));
+	cr_assert_eq(djn_sched_io_wait(q, a), DJN_OK, "%s", djn_sched_errmsg(q));
+	cr_assert(djn_session_swapped(a));
+	cr_assert_eq(djn_sched_remove(q, a), DJN_OK);
+	djn_session_free(a);
+	while (!djn_sched_step(q, NULL))
+		;
+	cr_assert_eq(djn_sched_phase(q, b), DJN_PHASE_DONE);
+	djn_sched_remove(q, b);
+	djn_session_free(b);
+	djn_sched_free(q);
+}
+
+Test(sched, bad_calls_say_why_and_lose_nothing)
+{
+	struct djn_sched *q = sched(DJN_POLICY_SIGNAL, 0);
+	struct djn_session *a = started(0), *b = started(1);
+	struct djn_err err = { 0 };
+	struct djn_sched_opts bad = { .policy = DJN_POLICY_SIGNAL, .token_budget = -1 };
+
+	cr_assert_null(djn_sched_new(be, &bad, &err));
+	cr_assert(strstr(err.msg, "budget"), "%s", err.msg);
+	cr_assert_eq(djn_sched_add(q, a), DJN_OK);
+	cr_assert_eq(djn_sched_add(q, a), DJN_ERR_INVALID);
+	cr_assert(strstr(djn_sched_errmsg(q), "already"), "%s", djn_sched_errmsg(q));
+	cr_assert_eq(djn_sched_resume(q, a), DJN_ERR_STATE);
+	cr_assert_str_eq(djn_sched_errmsg(q), "resume: the session is compute, not waiting or stopped");
+	cr_assert_eq(djn_sched_io_wait(q, b), DJN_ERR_NOTFOUND);
+	cr_assert_str_eq(djn_sched_errmsg(q), "io_wait: the session is not scheduled");
+	cr_assert_eq(djn_sched_io_wait(q, a), DJN_OK);
+	cr_assert_eq(djn_sched_io_wait(q, a), DJN_ERR_STATE);
+	cr_assert(strstr(djn_sched_errmsg(q), "io_wait"), "%s", djn_sched_errmsg(q));
+	/* nothing else is runnable: the step says so; a is still waiting */
+	cr_assert_eq(djn_sched_step(q, NULL), DJN_ERR_STATE);
+	cr_assert_eq(djn_sched_phase(q, a), DJN_PHASE_IO_WAIT);
+	cr_assert_eq(djn_sched_resume(q, a), DJN_OK);
+	while (!djn_sched_step(q, NULL))
+		;
+	cr_assert_eq(djn_sched_io_wait(q, a), DJN_ERR_STATE); /* done */
+	/* a finished session cannot join */
+	cr_assert_eq(djn_sched_remove(q, a), DJN_OK);
+	cr_assert_eq(djn_sched_add(q, a), DJN_ERR_STATE);
+	cr_assert(strstr(djn_sched_errmsg(q), "start one"), "%s", djn_sched_errmsg(q));
+	cr_assert_eq(djn_sched_remove(q, a), DJN_ERR_NOTFOUND);
+	djn_session_free(a);
+	djn_session_free(b);
+	djn_sched_free(q);
+}

@@ -231,6 +231,8 @@ enum djn_status cuda_check_weight(struct djn_backend *be, const char *op,
 
 /* --- the vtable ------------------------------------------------------------ */
 
+#define CUDA_BLAS_WORKSPACE ((size_t)32 << 20)
+
 static void cuda_free(struct djn_backend *be)
 {
 	struct cuda_ctx *c;
@@ -268,6 +270,8 @@ static void cuda_free(struct djn_backend *be)
 			cudaFreeHost(c->flags);
 		if (c->blas)
 			cublasDestroy(c->blas);
+		if (c->blas_ws)
+			cudaFree(c->blas_ws);
 		if (c->copy)
 			cudaStreamDestroy(c->copy);
 		if (c->compute)
@@ -396,6 +400,10 @@ static const struct djn_backend_i cuda_i = {
 	.rope = cuda_rope,
 	.kv_store = cuda_kv_store,
 	.attention = cuda_attention,
+	.rope_rows = cuda_rope_rows,
+	.kv_store_rows = cuda_kv_store_rows,
+	.attention_rows = cuda_attention_rows,
+	.argmax_rows = cuda_argmax_rows,
 	.swiglu = cuda_swiglu,
 	.gelu = cuda_gelu,
 	.add = cuda_add,
@@ -523,6 +531,18 @@ extern "C" struct djn_backend *djn_backend_cuda_new(int dev, struct djn_err *err
 		bs = cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH);
 	if (bs != CUBLAS_STATUS_SUCCESS) {
 		djn_err_set(err, DJN_ERR_DEVICE, "cuda:%d: cublas setup: %s", dev,
+			    cublasGetStatusString(bs));
+		goto out_free;
+	}
+	/* A workspace of our own, set after the stream (cublasSetStream resets
+	 * it): with cuBLAS's default pool a GEMM captured into a graph
+	 * allocates its workspace inside the recording, and may pick another
+	 * algorithm than it does op by op.  32 MiB is what NVIDIA advises for
+	 * Hopper and more than other GPUs use. */
+	NEW_CK(cudaMalloc(&c->blas_ws, CUDA_BLAS_WORKSPACE));
+	bs = cublasSetWorkspace(c->blas, c->blas_ws, CUDA_BLAS_WORKSPACE);
+	if (bs != CUBLAS_STATUS_SUCCESS) {
+		djn_err_set(err, DJN_ERR_DEVICE, "cuda:%d: cublasSetWorkspace: %s", dev,
 			    cublasGetStatusString(bs));
 		goto out_free;
 	}

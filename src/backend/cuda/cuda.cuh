@@ -44,6 +44,9 @@ struct cuda_ctx {
 	cudaStream_t compute; /* every op, copy and memset */
 	cudaStream_t copy;    /* weight prefetch and KV swap (stream.cu); unused by ops */
 	cublasHandle_t blas;  /* bound to compute, default (no TF32) math */
+	void *blas_ws;        /* cuBLAS's workspace, ours: fixed, so a GEMM recorded
+				 in a graph allocates nothing and picks the
+				 algorithm it picks op by op */
 	char name[256];
 	int cc_major, cc_minor, n_sm;
 	size_t smem_optin;    /* max dynamic shared memory per block after opt-in */
@@ -189,6 +192,17 @@ enum djn_status cuda_kv_store(struct djn_backend *be, const struct djn_kv_view *
 			      int pos0, int n, const float *k, const float *v);
 enum djn_status cuda_attention(struct djn_backend *be, float *out, const float *q,
 			       const struct djn_kv_view *kv, const struct djn_attn_shape *s);
+/* batch.cu: the rows of a batch of sessions */
+enum djn_status cuda_rope_rows(struct djn_backend *be, float *x, const struct djn_kv_rows *kv,
+			       int n_head, int head_dim, int rot_dim, float theta,
+			       enum djn_rope_style style);
+enum djn_status cuda_kv_store_rows(struct djn_backend *be, const struct djn_kv_rows *kv,
+				   int layer, const float *k, const float *v);
+enum djn_status cuda_attention_rows(struct djn_backend *be, float *out, const float *q,
+				    const struct djn_kv_rows *kv, int n_head, int n_kv_head,
+				    int head_dim, int layer);
+enum djn_status cuda_argmax_rows(struct djn_backend *be, const float *x, int n, int dim,
+				 int *out);
 /* reduce.cu */
 enum djn_status cuda_argmax(struct djn_backend *be, const float *x, int n, int *out);
 enum djn_status cuda_stats_defer(struct djn_backend *be, const float *x, int64_t n, int slot);

@@ -11,6 +11,10 @@
  *     chunk length is worked out in the kernel from the position;
  *   - the KV pages: kernels find them through the cache's device page table,
  *     whose address is fixed for the life of the session;
+ *   - a batch of sessions (batch.cu's *_rows ops): every row's position and
+ *     page table are read from the caller's device arrays, whose contents
+ *     change between replays and whose addresses do not; the other ops of
+ *     such a step record with their n rows as they are;
  *   - backend buffers that may move (scratch slots, the rope table): moving
  *     one bumps ctx->gen, and a recording of an older gen refuses to replay.
  * Activations live in the session's arena and weights in Text: the session

@@ -2,6 +2,7 @@
  * model's facts, its tokenizer, and the sessions made on it. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lua/ldjinn.h"
 
@@ -91,6 +92,20 @@ static bool ring_opts(lua_State *L, int idx, struct djn_ring_opts *o)
 		any = true;
 	}
 	lua_pop(L, 1);
+	t = lua_getfield(L, idx, "pool");
+	if (t != LUA_TNIL) {
+		if (t != LUA_TBOOLEAN)
+			return ldj_error(L, "djinn.load: pool must be true or false"), false;
+		o->shared = lua_toboolean(L, -1);
+		if (o->shared && !o->vram_budget)
+			return ldj_error(L, "djinn.load: pool = true needs a vram_budget (the "
+					 "pool's, shared by every model in it)"), false;
+		if (o->shared && (o->n_slots || o->sync))
+			return ldj_error(L, "djinn.load: ring_slots does not apply to a shared "
+					 "pool"), false;
+		any = true;
+	}
+	lua_pop(L, 1);
 	return any;
 }
 
@@ -116,11 +131,12 @@ static size_t kv_limit_opt(lua_State *L, int idx)
 }
 
 /* djinn.load(path [, {device=, dtype=, tokenizer=, threads=, vram_budget=,
- * ring_slots=, kv_limit=}]) -> Model | nil, msg */
+ * ring_slots=, kv_limit=, pool=}]) -> Model | nil, msg.  pool = true: the
+ * model joins its device's shared VRAM pool, vram_budget being the pool's. */
 static int l_load(lua_State *L)
 {
 	static const char *const keys[] = { "device", "dtype", "tokenizer", "threads",
-					    "vram_budget", "ring_slots", "kv_limit", NULL };
+					    "vram_budget", "ring_slots", "kv_limit", "pool", NULL };
 	struct djn_ring_opts ring;
 	bool want_ring;
 	const char *path = luaL_checkstring(L, 1);
@@ -343,6 +359,65 @@ static int m_detokenize(lua_State *L)
 	return 1;
 }
 
+/* m:residency() -> {shared, n_layer, resident, streamed, host, layers = "RRH..",
+ * fixed_bytes, resident_bytes, missing_bytes, host_bytes, pinned, admitted,
+ * evicted, bytes_admitted, bytes_streamed, pool_budget, pool_used,
+ * pool_models}; shared false (and zeros) while no session holds the model
+ * in a pool. */
+static int m_residency(lua_State *L)
+{
+	struct ldj_model *lm = ldj_model_check(L, 1);
+	struct djn_residency r;
+	char map[1024];
+
+	djn_ring_residency(lm->m, &r);
+	djn_ring_layer_map(lm->m, map, sizeof(map));
+	lua_createtable(L, 0, 20);
+	lua_pushboolean(L, r.shared);
+	lua_setfield(L, -2, "shared");
+	lua_pushboolean(L, r.pinned);
+	lua_setfield(L, -2, "pinned");
+	set_int(L, "n_layer", lm->m->cfg.n_layer);
+	set_int(L, "resident", r.n_resident);
+	set_int(L, "streamed", r.n_streamed);
+	set_int(L, "host", r.n_host);
+	set_str(L, "layers", map);
+	set_int(L, "fixed_bytes", (lua_Integer)r.fixed_bytes);
+	set_int(L, "resident_bytes", (lua_Integer)r.resident_bytes);
+	set_int(L, "missing_bytes", (lua_Integer)r.missing_bytes);
+	set_int(L, "host_bytes", (lua_Integer)r.host_bytes);
+	set_int(L, "admitted", r.n_admitted);
+	set_int(L, "evicted", r.n_evicted);
+	set_int(L, "bytes_admitted", (lua_Integer)r.bytes_admitted);
+	set_int(L, "bytes_streamed", (lua_Integer)r.bytes_streamed);
+	set_int(L, "pool_budget", (lua_Integer)r.pool_budget);
+	set_int(L, "pool_used", (lua_Integer)r.pool_used);
+	set_int(L, "pool_models", r.pool_models);
+	return 1;
+}
+
+/* m:prefetch() -> bytes, ms | nil, msg: bring the model's missing layers into
+ * the pool now and wait for them (a switch, timed apart from the run). */
+static int m_prefetch(lua_State *L)
+{
+	struct ldj_model *lm = ldj_model_check(L, 1);
+	struct djn_err err = { 0 };
+	struct timespec t0, t1;
+	size_t bytes;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (djn_ring_prefetch(lm->m, &bytes, &err)) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "prefetch: %s", err.msg);
+		return 2;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	lua_pushinteger(L, (lua_Integer)bytes);
+	lua_pushnumber(L, (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+			       (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6);
+	return 2;
+}
+
 static int m_close(lua_State *L)
 {
 	ldj_model_close(L, luaL_checkudata(L, 1, LDJ_MODEL));
@@ -368,6 +443,8 @@ static const luaL_Reg methods[] = {
 	{ "session", ldj_model_session },
 	{ "tokenize", m_tokenize },
 	{ "detokenize", m_detokenize },
+	{ "residency", m_residency },
+	{ "prefetch", m_prefetch },
 	{ "close", m_close },
 	{ NULL, NULL },
 };

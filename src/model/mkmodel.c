@@ -51,6 +51,12 @@ static const struct shape {
 	  5120, 13824, 40, 40, 40, 32000, 4096, 0 },
 	{ "mistral-7b", DJN_ARCH_LLAMA, "MistralForCausalLM", "mistral",
 	  4096, 14336, 32, 32, 8, 32000, 4096, 4096 },
+	/* phi-2's dimensions on the llama architecture (phi's parallel block,
+	 * partial rotary and GELU MLP are not djinn's): a SwiGLU MLP makes it
+	 * 3.6B parameters where phi-2 has 2.8B; for multi-model experiments
+	 * that need a third, smaller shape */
+	{ "phi-2", DJN_ARCH_LLAMA, "LlamaForCausalLM", "llama",
+	  2560, 10240, 32, 32, 32, 51200, 2048, 0 },
 	{ "gpt2-xl", DJN_ARCH_GPT2, "GPT2LMHeadModel", "gpt2",
 	  1600, 6400, 48, 25, 25, 50257, 1024, 0 },
 	/* for tests: every feature of the big ones (GQA, shards) in a few MB */

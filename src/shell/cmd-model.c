@@ -47,12 +47,23 @@ static void drop_all(struct djn_shell *sh)
 	sh->n_sess = sh->cur = 0;
 	djn_model_unref(sh->m);
 	sh->m = NULL;
+	sh_models_free(sh);
+}
+
+static void install_backend(struct djn_shell *sh, struct djn_backend *be, const char *device)
+{
+	char *d = djn_xstrdup(device); /* device may be sh->device */
+
+	djn_backend_free(sh->be);
+	sh->be = be;
+	free(sh->device);
+	sh->device = d;
 }
 
 DJN_CMD_FN(cmd_load)
 {
 	const char *path = NULL, *device = sh->device, *tok = NULL, *dtype = NULL, *busy;
-	const char *budget = NULL, *slots = NULL, *kv_limit = NULL;
+	const char *budget = NULL, *slots = NULL, *kv_limit = NULL, *name = NULL, *why;
 	size_t kv_bytes = 0;
 	struct djn_ring_opts ring = { 0 };
 	struct djn_err err = { 0 };
@@ -66,7 +77,7 @@ DJN_CMD_FN(cmd_load)
 		const char *a = argv[i];
 		if (!strcmp(a, "--device") || !strcmp(a, "--dtype") || !strcmp(a, "--tokenizer") ||
 		    !strcmp(a, "-z") || !strcmp(a, "--vram-budget") || !strcmp(a, "--ring-slots") ||
-		    !strcmp(a, "--kv-limit")) {
+		    !strcmp(a, "--kv-limit") || !strcmp(a, "--name")) {
 			if (i + 1 >= argc)
 				return sh_fail(sh, "load: option '%s' needs a value", a);
 			if (!strcmp(a, "--device"))
@@ -79,6 +90,8 @@ DJN_CMD_FN(cmd_load)
 				slots = argv[++i];
 			else if (!strcmp(a, "--kv-limit"))
 				kv_limit = argv[++i];
+			else if (!strcmp(a, "--name"))
+				name = argv[++i];
 			else
 				tok = argv[++i];
 		} else if (a[0] == '-' && a[1]) {
@@ -112,9 +125,22 @@ DJN_CMD_FN(cmd_load)
 	}
 	if (!sh_files_ok(sh))
 		return DJN_CMD_FAIL;
-	if ((busy = paused_session(sh)))
+	if (name && (why = sh_model_name_check(sh, name)))
+		return sh_fail(sh, "load: --name '%s': %s", name, why);
+	if (name && sh->n_models && strcmp(device, sh->device))
+		return sh_fail(sh, "load: --name: the models share device %s, not %s", sh->device,
+			       device);
+	if (name && slots)
+		return sh_fail(sh, "load: --name: --ring-slots does not apply to a shared pool");
+	if (!name && (busy = paused_session(sh)))
 		return sh_fail(sh, "load: a run is paused in session '%s'; \"kill\" it first "
 				   "(the loaded model stays until then)", busy);
+	if (name && budget) /* the pool's, for every model in it */
+		sh->pool_budget = ring.vram_budget;
+	if (name && sh->pool_budget) {
+		ring.vram_budget = sh->pool_budget;
+		ring.shared = true;
+	}
 
 	if (!(m = djn_model_load(path, tok, &err)))
 		return sh_fail(sh, "%s", err.msg);
@@ -122,7 +148,7 @@ DJN_CMD_FN(cmd_load)
 		djn_model_unref(m);
 		return sh_fail(sh, "load: %s", err.msg);
 	}
-	if ((budget || slots) && djn_ring_configure(m, &ring, &err)) {
+	if ((budget || slots || ring.shared) && djn_ring_configure(m, &ring, &err)) {
 		djn_model_unref(m);
 		return sh_fail(sh, "load: %s", err.msg);
 	}
@@ -139,15 +165,16 @@ DJN_CMD_FN(cmd_load)
 		djn_backend_free(be);
 		return sh_fail(sh, "load: %s", err.msg);
 	}
+	if (name) {
+		if (be) /* the first named model: nothing is on the old backend */
+			install_backend(sh, be, device);
+		sh_model_add(sh, name, m, s);
+		goto loaded;
+	}
 	/* the new model is up: now let the old one go */
 	drop_all(sh);
-	if (be) {
-		char *d = djn_xstrdup(device); /* device may be sh->device */
-		djn_backend_free(sh->be);
-		sh->be = be;
-		free(sh->device);
-		sh->device = d;
-	}
+	if (be)
+		install_backend(sh, be, device);
 	sh->m = m;
 	sh->sess = djn_xcalloc(1, sizeof(*sh->sess));
 	sh->sess[0].name = djn_xstrdup("main");
@@ -155,13 +182,22 @@ DJN_CMD_FN(cmd_load)
 	sh->n_sess = 1;
 	sh->cur = 0;
 
+loaded:
 	fmt_bytes(djn_model_weight_bytes(m), size, sizeof(size));
 	sh->be->i->describe(sh->be, desc, sizeof(desc));
 	sh_printf(sh, "Loaded %s: %s, %d layers, dim %d, vocab %d, %s weights (%s) on %s\n",
 		  m->name, m->cfg.arch == DJN_ARCH_GPT2 ? "gpt2" : "llama", m->cfg.n_layer,
 		  m->cfg.dim, m->cfg.vocab_size, djn_dtype_name(m->layers[0].wq.dtype), size,
 		  sh->be->i->name);
-	if (djn_ring_of(m)) {
+	if (ring.shared) {
+		struct djn_residency r;
+		djn_ring_residency(m, &r);
+		fmt_bytes(r.pool_used, size, sizeof(size));
+		fmt_bytes(r.pool_budget, desc, sizeof(desc));
+		sh_printf(sh, "Shared pool: %d of %d layers of '%s' resident; %s of %s in use by %d "
+			  "model%s (\"info models\")\n", r.n_resident, r.n_layer, name, size, desc,
+			  r.pool_models, r.pool_models == 1 ? "" : "s");
+	} else if (djn_ring_of(m)) {
 		const struct djn_ring_plan *p = djn_ring_plan(djn_ring_of(m));
 		fmt_bytes(p->stream_bytes, size, sizeof(size));
 		sh_printf(sh, "%d of %d layers stream through %d slot%s (%s per token; "
@@ -181,7 +217,11 @@ DJN_CMD_FN(cmd_load)
 
 DJN_CMD_FN(cmd_unload)
 {
-	const char *busy = paused_session(sh);
+	const char *busy;
+
+	if (argc == 2)
+		return sh_unload_named(sh, argv[1]);
+	busy = paused_session(sh);
 
 	if (busy)
 		return sh_fail(sh, "unload: a run is paused in session '%s'; \"kill\" it first", busy);

@@ -30,7 +30,14 @@ DJN_CMD_FN(cmd_session_new)
 {
 	struct djn_err err = { 0 };
 	struct djn_session *s;
+	struct djn_model *m = sh->m;
 
+	if (argc == 4 && !strcmp(argv[2], "--model")) {
+		if (!(m = sh_model_named(sh, argv[3])))
+			return sh_fail(sh, "session: no model '%s' (see \"info models\")", argv[3]);
+	} else if (argc > 2) {
+		return sh_fail(sh, "usage: session new NAME [--model NAME]");
+	}
 	if (!name_ok(argv[1]))
 		return sh_fail(sh, "session: bad name '%s' (letters, digits, _ - .; up to 32)",
 			       argv[1]);
@@ -38,13 +45,14 @@ DJN_CMD_FN(cmd_session_new)
 		return sh_fail(sh, "session: '%s' exists already", argv[1]);
 	if (sh->sandbox && sh->n_sess >= 4)
 		return sh_fail(sh, "session: too many sessions");
-	if (!(s = djn_session_new(sh->m, sh->be, NULL, &err)))
+	if (!(s = djn_session_new(m, sh->be, NULL, &err)))
 		return sh_fail(sh, "session: %s", err.msg);
 	sh->sess = djn_xrealloc(sh->sess, sizeof(*sh->sess) * (size_t)(sh->n_sess + 1));
 	memset(&sh->sess[sh->n_sess], 0, sizeof(*sh->sess));
 	sh->sess[sh->n_sess].name = djn_xstrdup(argv[1]);
 	sh->sess[sh->n_sess].s = s;
 	sh->cur = sh->n_sess++;
+	sh_model_follow(sh);
 	sh_printf(sh, "[New session '%s' over %s; switching to it]\n", argv[1], sh->m->name);
 	sh_json_str(sh, "session", argv[1]);
 	return DJN_CMD_OK;
@@ -63,6 +71,7 @@ DJN_CMD_FN(cmd_session)
 	if (i < 0)
 		return sh_fail(sh, "No session '%s' (see \"info sessions\").", argv[1]);
 	sh->cur = i;
+	sh_model_follow(sh);
 	if (djn_session_state(sh->sess[i].s) != DJN_RUN_IDLE)
 		sh_cursor_str(sh, sh->sess[i].s, where, sizeof(where));
 	sh_printf(sh, "[Switching to session '%s' (%s%s%s)]\n", argv[1],

@@ -53,6 +53,9 @@ static const struct djn_cmd info_cmds[] = {
 	{ .name = "model", .usage = "info model", .arity = 1,
 	  .summary = "the loaded model: file, architecture, sizes, tokenizer",
 	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_info_model },
+	{ .name = "models", .usage = "info models", .arity = 1,
+	  .summary = "the models loaded with --name: layers resident, streamed, in host memory",
+	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_info_models },
 	{ .name = "ringbuf", .usage = "info ringbuf", .arity = 1,
 	  .summary = "the ring buffer: resident and streamed layers, slots, bytes per token",
 	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_info_ringbuf },
@@ -88,8 +91,9 @@ static const struct djn_cmd delete_cmds[] = {
 };
 
 static const struct djn_cmd session_cmds[] = {
-	{ .name = "new", .usage = "session new NAME", .arity = 2,
+	{ .name = "new", .usage = "session new NAME [--model NAME]", .arity = -2, .max = 4,
 	  .summary = "a new session over the loaded model (weights shared), made current",
+	  .help = "--model: over that one of the models loaded with --name (\"info models\").",
 	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_session_new },
 	{ .name = "swapin", .usage = "session swapin NAME", .arity = 2,
 	  .summary = "bring session NAME's swapped-out KV cache back to the device",
@@ -114,8 +118,8 @@ const struct djn_cmd djn_cmd_table[] = {
 	/* model */
 	{ .group = "Model", .name = "load", .usage =
 	  "load PATH [--device auto|cpu|cuda[:N]] [--dtype f32|f16|bf16] [--tokenizer FILE] "
-	  "[--vram-budget SIZE] [--ring-slots K|sync] [--kv-limit SIZE]",
-	  .arity = -2, .max = 14, .exec = cmd_load, .args = DJN_ARG_FILE,
+	  "[--vram-budget SIZE] [--ring-slots K|sync] [--kv-limit SIZE] [--name NAME]",
+	  .arity = -2, .max = 16, .exec = cmd_load, .args = DJN_ARG_FILE,
 	  .summary = "load a model (llama2.c .bin, .gguf, or a Hugging Face directory)",
 	  .help = "Replaces the loaded model and its sessions; refused while a run is paused\n"
 		  "(kill it first).  A load that fails keeps the old model.  --dtype converts\n"
@@ -126,9 +130,17 @@ const struct djn_cmd djn_cmd_table[] = {
 		  "K slots (--ring-slots; default 2..4, or sync for no overlap).  See\n"
 		  "\"info ringbuf\".  --kv-limit bounds the KV pages of all sessions: past it\n"
 		  "(or when the device is full) the least recently used paused session is\n"
-		  "swapped out to the host, and comes back when it runs." },
-	{ .name = "unload", .usage = "unload", .arity = 1, .flags = DJN_CMD_NEEDS_MODEL,
-	  .exec = cmd_unload, .summary = "drop the model and its sessions" },
+		  "swapped out to the host, and comes back when it runs.\n"
+		  "--name NAME keeps the models loaded before (those loaded with --name) and\n"
+		  "adds this one beside them, with a session of the same name: with\n"
+		  "--vram-budget all of them share one VRAM pool (the budget is the pool's),\n"
+		  "each layer resident or in pinned host memory, the least recently used of\n"
+		  "the other models evicted when one needs room.  See \"info models\"." },
+	{ .name = "unload", .usage = "unload [NAME]", .arity = -1, .max = 2,
+	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_unload,
+	  .summary = "drop the model (or model NAME) and its sessions" },
+	{ .name = "use", .usage = "use NAME", .arity = 2, .flags = DJN_CMD_NEEDS_MODEL,
+	  .exec = cmd_use, .summary = "make model NAME current (its session, made if none)" },
 
 	/* running */
 	{ .group = "Running", .name = "run", .alias = "r",

@@ -44,6 +44,7 @@ void djn_shell_free(struct djn_shell *sh)
 		sh_session_release(&sh->sess[i]);
 	free(sh->sess);
 	djn_model_unref(sh->m);
+	sh_models_free(sh);
 	djn_backend_free(sh->be);
 	free(sh->device);
 	sh_value_history_clear(sh);

@@ -174,6 +174,11 @@ struct djn_shell {
 	char *device;
 	struct sh_session *sess;
 	int n_sess, cur;
+	/* models loaded with --name (each holds a reference; m is one of them,
+	 * the current session's); the shared pool's budget, 0: none */
+	struct sh_model { char *name; struct djn_model *m; } *models;
+	int n_models;
+	size_t pool_budget;
 
 	/* settings */
 	bool json;
@@ -318,6 +323,19 @@ DJN_CMD_FN(cmd_info_sites);
 DJN_CMD_FN(cmd_info_memory);
 DJN_CMD_FN(cmd_info_kv);
 DJN_CMD_FN(cmd_info_ringbuf);
+DJN_CMD_FN(cmd_use);
+DJN_CMD_FN(cmd_info_models);
+/* The named model called name, or NULL. */
+struct djn_model *sh_model_named(struct djn_shell *sh, const char *name);
+/* After the current session changed: the current model is its model. */
+void sh_model_follow(struct djn_shell *sh);
+void sh_models_free(struct djn_shell *sh);
+/* load --name: why name cannot be used (NULL: it can); register m (taking
+ * the caller's reference) with its session s, made current. */
+const char *sh_model_name_check(struct djn_shell *sh, const char *name);
+void sh_model_add(struct djn_shell *sh, const char *name, struct djn_model *m,
+		  struct djn_session *s);
+enum djn_cmd_ret sh_unload_named(struct djn_shell *sh, const char *name);
 /* cmd-run.c */
 DJN_CMD_FN(cmd_run);
 DJN_CMD_FN(cmd_start);

@@ -45,6 +45,7 @@ struct ldj_session {
 	struct ldj_session *prev, *next;
 	uint64_t seed;                /* default for s:start */
 	bool borrowed;
+	struct djn_sched *sched;      /* the scheduler holding it (lsched.c), or NULL */
 };
 
 /* rows x cols f32, row-major, stored inline after the header so the whole
@@ -105,6 +106,8 @@ void ldj_session_attach(struct ldj_session *ls, struct ldj_model *lm, struct djn
 			bool borrowed);
 void ldj_session_close(struct ldj_session *ls);
 
+/* lsched.c: djinn.sched into the module table at the top */
+void ldj_open_sched(lua_State *L);
 /* ltensor.c */
 void ldj_open_tensor(lua_State *L);
 /* A new zero-filled rows x cols tensor on the stack. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "djinn/sched.h"
 #include "lua/ldjinn.h"
 
 static struct ldj_session *check(lua_State *L)
@@ -64,6 +65,9 @@ void ldj_session_close(struct ldj_session *ls)
 		ls->owner->sessions = ls->next;
 	if (ls->next)
 		ls->next->prev = ls->prev;
+	if (ls->sched) /* a scheduler never holds a freed session */
+		djn_sched_remove(ls->sched, ls->s);
+	ls->sched = NULL;
 	if (!ls->borrowed)
 		djn_session_free(ls->s);
 	ls->s = NULL;

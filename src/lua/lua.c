@@ -399,6 +399,7 @@ static int luaopen_djinn(lua_State *L)
 	ldj_open_tensor(L);
 	ldj_open_model(L);
 	ldj_open_session(L);
+	ldj_open_sched(L);
 	ldj_open_json(L);
 	lua_pushliteral(L, "0.1");
 	lua_setfield(L, -2, "version");

@@ -203,6 +203,13 @@ enum djn_status djn_sched_remove(struct djn_sched *q, struct djn_session *s)
 		return djn_err_set(&q->err, DJN_ERR_NOTFOUND, "scheduler: no such session in it");
 	memmove(e, e + 1, sizeof(*e) * (size_t)(q->mem + q->n_mem - e - 1));
 	q->n_mem--;
+	if (!q->n_mem) { /* the step buffers go with the last member */
+		for (int i = 0; i < q->n_batches; i++)
+			djn_batch_free(q->batches[i].b);
+		free(q->batches);
+		q->batches = NULL;
+		q->n_batches = 0;
+	}
 	admit(q);
 	return DJN_OK;
 }

@@ -1,0 +1,270 @@
+/* lsched.c - djinn.sched{...} and the djinn.Sched methods: many sessions
+ * stepped together (djinn/sched.h), and the IO_WAIT signals of agents.
+ *
+ * A Sched keeps the session userdatas it holds in its user value (a table
+ * keyed by them), so none is collected while scheduled; a session closed
+ * while scheduled leaves the scheduler first (ldj_session_close). */
+#include <string.h>
+
+#include "djinn/sched.h"
+#include "lua/ldjinn.h"
+
+#define LDJ_SCHED "djinn.Sched"
+
+struct ldj_sched {
+	struct djn_sched *q; /* made at the first add (it needs the backend) */
+	struct djn_sched_opts o;
+	bool closed;
+};
+
+static struct ldj_sched *check(lua_State *L)
+{
+	struct ldj_sched *ls = luaL_checkudata(L, 1, LDJ_SCHED);
+
+	if (ls->closed)
+		luaL_argerror(L, 1, "the scheduler is closed");
+	return ls;
+}
+
+static struct ldj_session *session_arg(lua_State *L, int idx)
+{
+	struct ldj_session *s = luaL_checkudata(L, idx, LDJ_SESSION);
+
+	if (!s->s)
+		luaL_argerror(L, idx, "the session is closed");
+	return s;
+}
+
+/* djinn.sched{policy = "signal"|"lru"|"recompute"|"none", budget = ROWS, max_batch = N} */
+static int l_sched(lua_State *L)
+{
+	static const char *const keys[] = { "policy", "budget", "max_batch", NULL };
+	struct ldj_sched *ls;
+	const char *policy;
+
+	ldj_check_opts(L, 1, "djinn.sched", keys);
+	ls = lua_newuserdatauv(L, sizeof(*ls), 1);
+	memset(ls, 0, sizeof(*ls));
+	luaL_setmetatable(L, LDJ_SCHED);
+	lua_newtable(L);
+	lua_setiuservalue(L, -2, 1);
+	policy = ldj_opt_string(L, 1, "djinn.sched", "policy", "signal");
+	if (!djn_sched_policy_parse(policy, &ls->o.policy))
+		return ldj_error(L, "djinn.sched: unknown policy '%s' (signal, lru, recompute, none)",
+				 policy);
+	lua_Integer budget = ldj_opt_integer(L, 1, "djinn.sched", "budget", 0);
+	lua_Integer max = ldj_opt_integer(L, 1, "djinn.sched", "max_batch", 0);
+	if (budget < 0 || budget > 1 << 20 || max < 0 || max > 1 << 16)
+		return ldj_error(L, "djinn.sched: budget must be 0..1048576 rows, max_batch 0..65536");
+	ls->o.token_budget = (int)budget;
+	ls->o.max_batch = (int)max;
+	return 1;
+}
+
+/* Forget every member (their userdatas stay), then the scheduler. */
+static void sched_close(lua_State *L, struct ldj_sched *ls, int idx)
+{
+	if (ls->closed)
+		return;
+	lua_getiuservalue(L, idx, 1);
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		struct ldj_session *s = lua_touserdata(L, -2);
+		if (s)
+			s->sched = NULL;
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	djn_sched_free(ls->q);
+	ls->q = NULL;
+	ls->closed = true;
+}
+
+static int m_close(lua_State *L)
+{
+	struct ldj_sched *ls = luaL_checkudata(L, 1, LDJ_SCHED);
+
+	sched_close(L, ls, 1);
+	return 0;
+}
+
+/* Keep (or drop) the session userdata at idx in the Sched's user value. */
+static void hold(lua_State *L, int idx, bool on)
+{
+	lua_getiuservalue(L, 1, 1);
+	lua_pushvalue(L, idx);
+	if (on)
+		lua_pushboolean(L, 1);
+	else
+		lua_pushnil(L);
+	lua_rawset(L, -3);
+	lua_pop(L, 1);
+}
+
+static int expected(lua_State *L, const char *msg)
+{
+	lua_pushnil(L);
+	lua_pushstring(L, msg);
+	return 2;
+}
+
+/* q:add(s) -> true | nil, msg */
+static int m_add(lua_State *L)
+{
+	struct ldj_sched *ls = check(L);
+	struct ldj_session *s = session_arg(L, 2);
+	struct djn_err err = { 0 };
+
+	if (s->sched && s->sched != ls->q)
+		return expected(L, "the session is in another scheduler");
+	if (!ls->q && !(ls->q = djn_sched_new(djn_session_backend(s->s), &ls->o, &err)))
+		return expected(L, err.msg);
+	if (djn_sched_has(ls->q, s->s) && djn_sched_phase(ls->q, s->s) == DJN_PHASE_DONE)
+		djn_sched_remove(ls->q, s->s); /* a new run of a finished member */
+	if (djn_sched_add(ls->q, s->s))
+		return expected(L, djn_sched_errmsg(ls->q));
+	s->sched = ls->q;
+	hold(L, 2, true);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int m_remove(lua_State *L)
+{
+	struct ldj_sched *ls = check(L);
+	struct ldj_session *s = session_arg(L, 2);
+
+	if (!ls->q || djn_sched_remove(ls->q, s->s))
+		return expected(L, "the session is not scheduled");
+	s->sched = NULL;
+	hold(L, 2, false);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int signal_call(lua_State *L, enum djn_status (*fn)(struct djn_sched *,
+							     struct djn_session *))
+{
+	struct ldj_sched *ls = check(L);
+	struct ldj_session *s = session_arg(L, 2);
+
+	if (!ls->q || !djn_sched_has(ls->q, s->s))
+		return expected(L, "the session is not scheduled");
+	if (fn(ls->q, s->s))
+		return expected(L, djn_sched_errmsg(ls->q));
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* q:io_wait(s), q:resume(s) -> true | nil, msg */
+static int m_io_wait(lua_State *L)
+{
+	return signal_call(L, djn_sched_io_wait);
+}
+
+static int m_resume(lua_State *L)
+{
+	return signal_call(L, djn_sched_resume);
+}
+
+/* q:phase(s) -> "compute" | "io_wait" | "stopped" | "done" | "queued" | nil */
+static int m_phase(lua_State *L)
+{
+	struct ldj_sched *ls = check(L);
+	struct ldj_session *s = session_arg(L, 2);
+
+	if (!ls->q || !djn_sched_has(ls->q, s->s)) {
+		lua_pushnil(L);
+		return 1;
+	}
+	lua_pushstring(L, djn_phase_name(djn_sched_phase(ls->q, s->s)));
+	return 1;
+}
+
+#define SET_INT(k, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, (k)))
+#define SET_NUM(k, v) (lua_pushnumber(L, (lua_Number)(v)), lua_setfield(L, -2, (k)))
+
+/* q:step() -> {batched, rows, alone, stopped, done, runnable} | nil, msg */
+static int m_step(lua_State *L)
+{
+	struct ldj_sched *ls = check(L);
+	struct djn_step_info info;
+
+	if (!ls->q)
+		return expected(L, "no session is scheduled");
+	if (djn_sched_step(ls->q, &info))
+		return expected(L, djn_sched_errmsg(ls->q));
+	lua_createtable(L, 0, 6);
+	SET_INT("batched", info.n_batched);
+	SET_INT("rows", info.n_rows);
+	SET_INT("alone", info.n_alone);
+	SET_INT("stopped", info.n_stopped);
+	SET_INT("done", info.n_done);
+	SET_INT("runnable", info.n_runnable);
+	return 1;
+}
+
+/* q:stats() -> {steps, rows, alone_steps, graph_steps, swaps_out, ...} */
+static int m_stats(lua_State *L)
+{
+	struct ldj_sched *ls = check(L);
+	struct djn_sched_stats st = { 0 };
+
+	if (ls->q)
+		djn_sched_stats(ls->q, &st);
+	lua_createtable(L, 0, 12);
+	SET_INT("steps", st.steps);
+	SET_INT("rows", st.batched_rows);
+	SET_INT("alone_steps", st.alone_steps);
+	SET_INT("graph_steps", st.graph_steps);
+	SET_INT("swaps_out", st.swaps_out);
+	SET_INT("swaps_in", st.swaps_in);
+	SET_INT("recomputes", st.recomputes);
+	SET_INT("swap_bytes_out", st.swap_bytes_out);
+	SET_INT("swap_bytes_in", st.swap_bytes_in);
+	SET_NUM("swap_ms_out", st.swap_ms_out);
+	SET_NUM("swap_ms_in", st.swap_ms_in);
+	SET_INT("max_batch", st.max_batch);
+	lua_pushstring(L, djn_sched_policy_name(ls->o.policy));
+	lua_setfield(L, -2, "policy");
+	return 1;
+}
+
+static int m_gc(lua_State *L)
+{
+	sched_close(L, lua_touserdata(L, 1), 1);
+	return 0;
+}
+
+static int m_tostring(lua_State *L)
+{
+	struct ldj_sched *ls = luaL_checkudata(L, 1, LDJ_SCHED);
+
+	lua_pushfstring(L, "djinn.Sched (%s%s)", djn_sched_policy_name(ls->o.policy),
+			ls->closed ? ", closed" : "");
+	return 1;
+}
+
+void ldj_open_sched(lua_State *L)
+{
+	static const luaL_Reg methods[] = {
+		{ "add", m_add },         { "remove", m_remove }, { "io_wait", m_io_wait },
+		{ "resume", m_resume },   { "phase", m_phase },   { "step", m_step },
+		{ "stats", m_stats },     { "close", m_close },   { NULL, NULL },
+	};
+	static const luaL_Reg meta[] = {
+		{ "__gc", m_gc },
+		{ "__close", m_gc },
+		{ "__tostring", m_tostring },
+		{ NULL, NULL },
+	};
+
+	if (luaL_newmetatable(L, LDJ_SCHED)) {
+		luaL_setfuncs(L, meta, 0);
+		luaL_newlib(L, methods);
+		lua_setfield(L, -2, "__index");
+	}
+	lua_pop(L, 1);
+	lua_pushcfunction(L, l_sched);
+	lua_setfield(L, -2, "sched");
+}

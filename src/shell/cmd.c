@@ -59,6 +59,9 @@ static const struct djn_cmd info_cmds[] = {
 	{ .name = "ringbuf", .usage = "info ringbuf", .arity = 1,
 	  .summary = "the ring buffer: resident and streamed layers, slots, bytes per token",
 	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_info_ringbuf },
+	{ .name = "sched", .usage = "info sched", .arity = 1,
+	  .summary = "the scheduler: each scheduled session's phase, steps, batches, swaps",
+	  .exec = cmd_info_sched },
 	{ .name = "sessions", .usage = "info sessions", .arity = 1,
 	  .summary = "the sessions over the loaded model, and decode steps replayed as graphs",
 	  .flags = DJN_CMD_NEEDS_MODEL,
@@ -87,6 +90,28 @@ static const struct djn_cmd delete_cmds[] = {
 	  .exec = cmd_delete_checkpoint },
 	{ .name = "display", .usage = "delete display [N...]", .arity = -1,
 	  .summary = "same as undisplay", .exec = cmd_delete_display },
+	{ 0 }
+};
+
+static const struct djn_cmd sched_cmds[] = {
+	{ .name = "add", .usage = "sched add [NAME...]", .arity = -1,
+	  .summary = "schedule sessions with a started run (the current one if none named)",
+	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_sched_add, .args = DJN_ARG_SESSION },
+	{ .name = "remove", .usage = "sched remove [NAME...]", .arity = -1,
+	  .summary = "take sessions out of the scheduler (they stay as they are)",
+	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_sched_remove, .args = DJN_ARG_SESSION },
+	{ .name = "step", .usage = "sched step [N]", .arity = -1, .max = 2,
+	  .summary = "N steps of every runnable session, batched (a token each, or a prompt chunk)",
+	  .flags = DJN_CMD_NEEDS_MODEL | DJN_CMD_REPEAT, .exec = cmd_sched_step },
+	{ .name = "run", .usage = "sched run", .arity = 1,
+	  .summary = "step until no session is runnable or one stops",
+	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_sched_run },
+	{ .name = "policy", .usage = "sched policy signal|lru|recompute|none", .arity = 2,
+	  .summary = "what a session waiting on a tool does with its KV cache",
+	  .exec = cmd_sched_policy },
+	{ .name = "budget", .usage = "sched budget ROWS", .arity = 2,
+	  .summary = "rows a step: decode tokens plus prefill chunks (default 512)",
+	  .exec = cmd_sched_budget },
 	{ 0 }
 };
 
@@ -267,6 +292,23 @@ const struct djn_cmd djn_cmd_table[] = {
 	{ .group = "Sessions", .name = "session", .usage = "session NAME | session new NAME",
 	  .arity = 2, .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_session, .sub = session_cmds,
 	  .args = DJN_ARG_SESSION, .summary = "switch to session NAME" },
+
+	/* many sessions at once */
+	{ .group = "Scheduling", .name = "sched", .usage = "sched add|remove|step|run|policy|budget",
+	  .arity = -1, .exec = cmd_sched, .sub = sched_cmds,
+	  .summary = "step many sessions together, batched; alone: info sched",
+	  .help = "Every runnable scheduled session moves one step a `sched step`: one token\n"
+		  "of decode, or a chunk of its prompt within the token budget.  Sessions\n"
+		  "that nothing can stop run in one batched forward pass (each weight read\n"
+		  "once); a session with a breakpoint, watchpoint or steer steps alone, on\n"
+		  "the per-site path.  A session that stops leaves the batch paused and\n"
+		  "becomes current: inspect it, continue it, then `resume` puts it back." },
+	{ .name = "io_wait", .usage = "io_wait [NAME...]", .arity = -1, .exec = cmd_io_wait,
+	  .flags = DJN_CMD_NEEDS_MODEL, .args = DJN_ARG_SESSION,
+	  .summary = "the session waits on a tool: no steps; its KV cache as the policy says" },
+	{ .name = "resume", .usage = "resume [NAME...]", .arity = -1, .exec = cmd_resume,
+	  .flags = DJN_CMD_NEEDS_MODEL, .args = DJN_ARG_SESSION,
+	  .summary = "a waiting or stopped session is runnable again (KV prefetched)" },
 
 	/* settings and scripting */
 	{ .group = "Settings and scripting", .name = "set", .usage = "set SETTING VALUE",

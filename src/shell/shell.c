@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "djinn/sched.h"
 #include "shell/shell_impl.h"
 
 struct djn_shell *djn_shell_new(FILE *out, FILE *err)
@@ -29,6 +30,8 @@ void sh_session_release(struct sh_session *ss)
 	}
 	free(ss->bps);
 	free(ss->prompt);
+	if (ss->sched)
+		djn_sched_remove(ss->sched, ss->s);
 	djn_session_free(ss->s);
 	free(ss->name);
 	memset(ss, 0, sizeof(*ss));
@@ -42,6 +45,7 @@ void djn_shell_free(struct djn_shell *sh)
 	sh_block_begin(sh, SH_BLOCK_NONE, NULL, 0);
 	for (int i = 0; i < sh->n_sess; i++)
 		sh_session_release(&sh->sess[i]);
+	sh_sched_free(sh);
 	free(sh->sess);
 	djn_model_unref(sh->m);
 	sh_models_free(sh);

@@ -128,9 +128,12 @@ struct sh_bp {
 	int n_cmds;
 };
 
+struct djn_sched;
+
 struct sh_session {
 	char *name;
 	struct djn_session *s;
+	struct djn_sched *sched;  /* the scheduler it is in, or NULL */
 	struct sh_bp *bps;
 	int n_bps;
 	char *prompt;             /* the last run's prompt and options, for a bare `run` */
@@ -179,6 +182,13 @@ struct djn_shell {
 	struct sh_model { char *name; struct djn_model *m; } *models;
 	int n_models;
 	size_t pool_budget;
+
+	/* many sessions at once (cmd-sched.c): made on first use */
+	struct djn_sched *sched;
+	struct djn_backend *sched_be;
+	int sched_policy;         /* enum djn_sched_policy */
+	int sched_budget;         /* rows a step; 0: the default */
+	bool sched_dirty;         /* policy or budget changed since it was made */
 
 	/* settings */
 	bool json;
@@ -375,6 +385,18 @@ DJN_CMD_FN(cmd_checkpoint);
 DJN_CMD_FN(cmd_restore);
 DJN_CMD_FN(cmd_delete_checkpoint);
 DJN_CMD_FN(cmd_info_checkpoints);
+/* cmd-sched.c */
+DJN_CMD_FN(cmd_sched);
+DJN_CMD_FN(cmd_sched_add);
+DJN_CMD_FN(cmd_sched_remove);
+DJN_CMD_FN(cmd_sched_step);
+DJN_CMD_FN(cmd_sched_run);
+DJN_CMD_FN(cmd_sched_policy);
+DJN_CMD_FN(cmd_sched_budget);
+DJN_CMD_FN(cmd_info_sched);
+DJN_CMD_FN(cmd_io_wait);
+DJN_CMD_FN(cmd_resume);
+void sh_sched_free(struct djn_shell *sh);
 /* cmd-session.c */
 DJN_CMD_FN(cmd_session);
 DJN_CMD_FN(cmd_session_new);

@@ -101,7 +101,7 @@ static const struct djn_cmd sched_cmds[] = {
 	  .summary = "take sessions out of the scheduler (they stay as they are)",
 	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_sched_remove, .args = DJN_ARG_SESSION },
 	{ .name = "step", .usage = "sched step [N]", .arity = -1, .max = 2,
-	  .summary = "N steps of every runnable session, batched (a token each, or a prompt chunk)",
+	  .summary = "every runnable session N steps on, batched (a token each, or a prompt chunk)",
 	  .flags = DJN_CMD_NEEDS_MODEL | DJN_CMD_REPEAT, .exec = cmd_sched_step },
 	{ .name = "run", .usage = "sched run", .arity = 1,
 	  .summary = "step until no session is runnable or one stops",

@@ -24,6 +24,26 @@ elseif kind == "trace" then
     assert(s.arrival_s > last and (s.model == "a" or s.model == "b") and #s.steps >= 1)
     last = s.arrival_s
   end
+elseif kind == "multimodel" then
+  assert(r.schema == "djinn.multimodel/1" and #r.requests == 30 and #r.trace == 30, "schema, 30 requests")
+  local sm = r.summary
+  assert(sm.completed == 30 and sm.failed == 0, "30/30 complete")
+  assert(sm.tokens_identical == 30 and sm.tokens_identical_all == true, "tokens equal each model alone")
+  assert(sm.hit + sm.partial + sm.miss == 30 and sm.partial + sm.miss > 0 and sm.hit > 0,
+         "the budget makes some switches copy and some not")
+  assert(sm.p50_ms > 0 and sm.p99_ms >= sm.p50_ms and sm.copied_bytes > 0 and sm.miss_gbps > 0)
+  assert(#r.models == 3 and #r.reference > 0)
+  local seen = {}
+  for _, q in ipairs(r.requests) do
+    assert(q.ok and q.tokens_equal and q.n_generated == r.config.n, "request " .. q.id)
+    assert(q.switch_bytes == q.missing_bytes, "a switch copies exactly the missing layers")
+    assert((q.kind == "hit") == (q.switch_bytes == 0), "hit means nothing copied")
+    assert(q.layers_after == ("R"):rep(r.models[q.model].n_layer), "the model whole after its request")
+    assert(q.total_ms >= q.switch_ms + q.run_ms - 1e-3)
+    seen[q.model .. ":" .. q.prompt] = true
+  end
+  for _, e in ipairs(r.reference) do seen[e.model .. ":" .. e.prompt] = nil end
+  assert(next(seen) == nil, "a reference for every (model, prompt) of the trace")
 else
   error("check_results: unknown kind " .. tostring(kind))
 end

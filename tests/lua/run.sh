@@ -54,5 +54,19 @@ if "$DJINN" lua/exp/generate_trace.lua --seed 3 --n 6 --models a,b --out "$TMP/t
 	ok "lua/exp/generate_trace.lua"
 else bad "lua/exp/generate_trace.lua" "see above"; fi
 
+# issue 12's switching protocol on three tiny llamas (different seeds) under a
+# budget that holds their fixed parts and about one and a half models' layers
+mm_models=
+for i in 1 2 3; do
+	"$DJINN" mkmodel --shape tiny-llama --seed "$i" "$TMP/mm$i" >"$TMP/out" 2>"$TMP/err" || break
+	mm_models="$mm_models $TMP/mm$i"
+done
+# shellcheck disable=SC2086
+if "$DJINN" lua/exp/multimodel.lua $mm_models --vram-budget 17M --device cpu --requests 30 --n 8 \
+	--seed 3 --out "$TMP/mm.json" >"$TMP/out" 2>"$TMP/err" &&
+   "$DJINN" tests/lua/check_results.lua multimodel "$TMP/mm.json" >>"$TMP/out" 2>>"$TMP/err"; then
+	ok "lua/exp/multimodel.lua"
+else bad "lua/exp/multimodel.lua" "see above"; fi
+
 echo "lua tests: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

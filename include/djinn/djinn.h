@@ -155,6 +155,15 @@ const int32_t *djn_session_tokens(const struct djn_session *s, int *n_total, int
 /* Generated text so far (decoded), borrowed until the next run call. */
 const char *djn_session_text(const struct djn_session *s, size_t *len);
 
+/* Go on with more input: append ids (n >= 0, e.g. a tool's output) to the
+ * run's tokens and generate n_more (>= 1) tokens after them.  The run must be finished, or paused before a chunk's
+ * first site; the KV cache is kept, so only the new tokens (and the last
+ * sampled one, not yet run) are computed.  The appended ids count as input,
+ * not as generated tokens.  Errors leave the run as it was: a token outside
+ * the vocabulary, more tokens than the context holds, a run paused inside a
+ * chunk. */
+enum djn_status djn_session_extend(struct djn_session *s, const int32_t *ids, int n, int n_more);
+
 /* Teacher forcing: while paused at `logits` of the chunk that samples (the
  * prompt's last chunk, or a decode step), make the next token `id` instead of
  * sampling one.  Applies once. */
@@ -295,9 +304,19 @@ enum djn_status djn_session_swapin(struct djn_session *s);
 bool djn_session_swapped(const struct djn_session *s);
 /* The last swap's bytes and wall time of its copies (ms). */
 void djn_session_swap_last(const struct djn_session *s, size_t *bytes, double *ms);
+/* Every swap of the session so far, out and in: counts, bytes, copy time. */
+struct djn_swap_totals {
+	long n_out, n_in;
+	size_t bytes_out, bytes_in;
+	double ms_out, ms_in;
+};
+void djn_session_swap_totals(const struct djn_session *s, struct djn_swap_totals *out);
+/* Bytes of KV pages the chunk in flight needs held on the device: every
+ * position up to its end. */
+size_t djn_session_kv_step_bytes(const struct djn_session *s);
 
-/* Bytes of KV pages the run needs at most: to the end of its run (the
- * prompt and n_new tokens, or the whole context when n_new is 0). */
+/* Bytes of KV pages the session may come to hold: its whole context (the
+ * ctx it was made with), however its run grows (djn_session_extend). */
 size_t djn_session_kv_need(const struct djn_session *s);
 
 /* Decode steps this session ran as one recorded backend graph (CUDA graphs),
@@ -343,10 +362,11 @@ enum djn_status djn_session_chunk_limit(struct djn_session *s, int n_rows);
  * their chunk. */
 enum djn_status djn_batch_run(struct djn_batch *b, struct djn_session *const *ss, int n,
 			      enum djn_stop *why);
-/* Free the KV cache of a session paused before a chunk's first site (its
- * pages, or its swapped-out copy); its next run recomputes positions
- * 0 .. pos-1 as a prefill first and then goes on as it would have, token for
- * token (vLLM's preemption by recompute). */
+/* Free the KV cache of a session paused before a chunk's first site, or of
+ * a finished run (its pages, or its swapped-out copy); its next run (or
+ * the run djn_session_extend goes on with) recomputes the positions before
+ * its cursor as a prefill first and then goes on as it would have, token
+ * for token (vLLM's preemption by recompute). */
 enum djn_status djn_session_drop_kv(struct djn_session *s);
 
 /* --------------------------------------------------- text generation */

@@ -240,6 +240,10 @@ struct djn_swap {
 	int n_pages;        /* pages held while out */
 	double last_ms;     /* the last swap's wall time (copies included) */
 	size_t last_bytes;
+	/* every swap so far: counts, bytes and copy time, out and in */
+	long n_out, n_in;
+	size_t bytes_out, bytes_in;
+	double ms_out, ms_in;
 };
 
 /* Copy kv's pages to the pool (after the compute queued so far) and free

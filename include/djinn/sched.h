@@ -78,11 +78,13 @@ bool djn_sched_has(const struct djn_sched *q, const struct djn_session *s);
 enum djn_phase djn_sched_phase(const struct djn_sched *q, const struct djn_session *s);
 
 /* The session waits on a tool: IO_WAIT, with the policy's treatment of its
- * KV pages.  Errors: not in the scheduler, already waiting, finished. */
+ * KV pages.  Its run may have finished (an agent's turn): a resume after
+ * djn_session_extend goes on with the cache it had.  Errors: not in the
+ * scheduler, already waiting, stopped by the debugger, no run. */
 enum djn_status djn_sched_io_wait(struct djn_sched *q, struct djn_session *s);
 /* Back to COMPUTE, from IO_WAIT (its pages are prefetched now, SIGNAL) or
- * from STOPPED (after the debugger let it go).  Errors: not waiting or
- * stopped. */
+ * from STOPPED (after the debugger let it go); DONE when its run has
+ * finished and was not extended.  Errors: not waiting or stopped. */
 enum djn_status djn_sched_resume(struct djn_sched *q, struct djn_session *s);
 
 struct djn_step_info {
@@ -105,6 +107,8 @@ struct djn_sched_stats {
 	size_t swap_bytes_out, swap_bytes_in;
 	double swap_ms_out, swap_ms_in; /* copy time, summed */
 	int max_batch;                  /* most sessions in one forward pass */
+	size_t kv_bytes, kv_peak_bytes; /* KV pages on the backend now, and the most after a step */
+	size_t device_peak_bytes;       /* device memory in use (all of it), the most after a step */
 };
 void djn_sched_stats(const struct djn_sched *q, struct djn_sched_stats *out);
 /* Sessions held, in the order added: i from 0; NULL past the end. */

@@ -75,6 +75,7 @@ enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows)
 	 * never needs its own copy */
 	s->ids_dirty = true;
 	s->needs_begin = false;
+	s->kv_dropped = false;
 	s->r.batched = false;
 	s->r.pos = pos;
 	s->r.n_rows = n_rows;

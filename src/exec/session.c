@@ -599,6 +599,21 @@ bool djn_session_swapped(const struct djn_session *s)
 	return s->swap.out;
 }
 
+void djn_session_swap_totals(const struct djn_session *s, struct djn_swap_totals *out)
+{
+	*out = (struct djn_swap_totals){ s->swap.n_out, s->swap.n_in, s->swap.bytes_out,
+					 s->swap.bytes_in, s->swap.ms_out, s->swap.ms_in };
+}
+
+size_t djn_session_kv_step_bytes(const struct djn_session *s)
+{
+	int pt = s->kv.view.page_tokens, end = s->r.pos + s->r.n_rows;
+
+	if (s->r.state != DJN_RUN_PAUSED)
+		return 0;
+	return (size_t)((end + pt - 1) / pt) * djn_kv_page_bytes(&s->kv);
+}
+
 void djn_session_swap_last(const struct djn_session *s, size_t *bytes, double *ms)
 {
 	*bytes = s->swap.last_bytes;
@@ -608,11 +623,12 @@ void djn_session_swap_last(const struct djn_session *s, size_t *bytes, double *m
 enum djn_status djn_session_drop_kv(struct djn_session *s)
 {
 	int end = s->r.pos + s->r.n_rows;
+	bool done = s->r.state == DJN_RUN_DONE;
 
-	if (s->r.state != DJN_RUN_PAUSED || s->r.site != -1)
+	if (!done && (s->r.state != DJN_RUN_PAUSED || s->r.site != -1))
 		return djn_session_fail(s, DJN_ERR_STATE,
 					"the KV cache can be dropped only before a chunk begins "
-					"(paused at a chunk boundary)");
+					"(paused at a chunk boundary) or after the run");
 	djn_chunk_graph_free(s);
 	if (s->swap.out) {
 		s->swap.out = false; /* the host copy is dropped; the pool stays for reuse */
@@ -623,6 +639,9 @@ enum djn_status djn_session_drop_kv(struct djn_session *s)
 		s->kv.host_table[i] = NULL;
 	}
 	s->kv.view.n_pages = 0;
+	s->kv_dropped = true;
+	if (done) /* djn_session_extend starts over from position 0 */
+		return DJN_OK;
 	if (end > s->r.fill_end)
 		s->r.fill_end = end;
 	/* the first chunk of the recompute is laid out when it runs: the
@@ -646,8 +665,48 @@ size_t djn_session_kv_need(const struct djn_session *s)
 {
 	int n = s->max_ctx, pt = s->kv.view.page_tokens;
 
-	if (s->r.state != DJN_RUN_IDLE && s->r.gen.n_new > 0 &&
-	    s->r.n_prompt + s->r.gen.n_new < n)
-		n = s->r.n_prompt + s->r.gen.n_new;
 	return (size_t)((n + pt - 1) / pt) * djn_kv_page_bytes(&s->kv);
+}
+
+enum djn_status djn_session_extend(struct djn_session *s, const int32_t *ids, int n, int n_more)
+{
+	int at, pos;
+
+	if (n < 0 || n_more < 1)
+		return djn_session_fail(s, DJN_ERR_INVALID,
+					"extend: %d tokens to add and %d to generate (at least 1)", n,
+					n_more);
+	if (s->r.state == DJN_RUN_IDLE)
+		return djn_session_fail(s, DJN_ERR_STATE, "extend: the program is not being run");
+	if (s->r.state == DJN_RUN_PAUSED && s->r.site != -1)
+		return djn_session_fail(s, DJN_ERR_STATE,
+					"extend: the run is paused inside a chunk (finish it first)");
+	at = s->r.n_tokens;
+	if (at + n >= s->max_ctx)
+		return djn_session_fail(s, DJN_ERR_RANGE,
+					"extend: %d tokens more make %d, the context holds %d", n, at + n,
+					s->max_ctx);
+	for (int i = 0; i < n; i++)
+		if (ids[i] < 0 || ids[i] >= s->c->vocab_size)
+			return djn_session_fail(s, DJN_ERR_RANGE,
+						"extend: token %d (at %d) is outside the vocabulary of %d",
+						ids[i], i, s->c->vocab_size);
+	/* the chunk to run next starts where the cache ends: at the cursor of a
+	 * paused run, or at the last sampled token of a finished one */
+	pos = s->r.state == DJN_RUN_PAUSED ? s->r.pos : at - 1;
+	if (s->kv_dropped)
+		pos = 0;
+	memcpy(s->tokens + at, ids, sizeof(int32_t) * (size_t)n);
+	s->r.n_tokens = at + n;
+	if (s->r.fill_end < s->r.n_tokens)
+		s->r.fill_end = s->r.n_tokens;
+	s->r.gen.n_new = s->r.n_generated + n_more;
+	s->r.state = DJN_RUN_PAUSED;
+	s->r.pos = pos;
+	s->r.n_rows = s->r.fill_end - pos < DJN_MAX_CHUNK ? s->r.fill_end - pos : DJN_MAX_CHUNK;
+	s->r.site = -1;
+	s->r.batched = false;
+	s->needs_begin = true;
+	djn_breaks_discard(s);
+	return DJN_OK;
 }

@@ -125,6 +125,7 @@ struct djn_session {
 	bool ids_dirty;         /* ids not yet copied for the chunk begun (embed copies them) */
 	bool in_batch;          /* a batch step holds its pages: never evicted */
 	bool needs_begin;       /* the chunk at the cursor is not laid out yet (KV dropped) */
+	bool kv_dropped;        /* the KV cache was dropped since the last chunk began */
 
 	int32_t forced;         /* next token by teacher forcing, or -1 */
 	struct djn_session *next_live; /* every live session, for eviction */

@@ -225,6 +225,9 @@ static int m_stats(lua_State *L)
 	SET_NUM("swap_ms_out", st.swap_ms_out);
 	SET_NUM("swap_ms_in", st.swap_ms_in);
 	SET_INT("max_batch", st.max_batch);
+	SET_INT("kv_bytes", st.kv_bytes);
+	SET_INT("kv_peak_bytes", st.kv_peak_bytes);
+	SET_INT("device_peak_bytes", st.device_peak_bytes);
 	lua_pushstring(L, djn_sched_policy_name(ls->o.policy));
 	lua_setfield(L, -2, "policy");
 	return 1;

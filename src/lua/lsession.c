@@ -143,6 +143,49 @@ static void free_ids(void *p)
 	free(p);
 }
 
+/* The token ids at idx (a string, encoded with BOS as `bos` says, or a
+ * table of ids) into a box at the top of the stack: *ids, *n.  Raises with
+ * `fn` in the message. */
+static void ids_arg(lua_State *L, int idx, struct djn_model *m, const char *fn, bool bos,
+		    int32_t **out, int *n_out)
+{
+	struct ldj_box *box = ldj_box_new(L, free_ids);
+	int32_t *ids;
+	int n = 0;
+
+	if (lua_type(L, idx) == LUA_TSTRING) {
+		size_t len;
+		const char *text = lua_tolstring(L, idx, &len);
+		struct djn_err err = { 0 };
+		if (!m->tok)
+			ldj_error(L, "%s: model '%s' has no tokenizer: give token ids", fn, m->name);
+		if (djn_tok_encode(m->tok, text, len, bos, false, &ids, &n, &err))
+			ldj_error(L, "%s: %s", fn, err.msg);
+		box->p = ids;
+	} else if (lua_type(L, idx) == LUA_TTABLE) {
+		lua_Integer len = luaL_len(L, idx);
+		if (len > m->cfg.seq_len)
+			ldj_error(L, "%s: %lld tokens, the context holds %d", fn, (long long)len,
+				  m->cfg.seq_len);
+		box->p = ids = djn_xmalloc(sizeof(int32_t) * (size_t)(len ? len : 1));
+		for (n = 0; n < len; n++) {
+			int ok;
+			lua_geti(L, idx, n + 1);
+			lua_Integer id = lua_tointegerx(L, -1, &ok);
+			lua_pop(L, 1);
+			if (!ok || id < 0 || id >= m->cfg.vocab_size)
+				luaL_argerror(L, idx, lua_pushfstring(L, "[%d] is not a token id in "
+									 "0..%d", n + 1,
+								      m->cfg.vocab_size - 1));
+			ids[n] = (int32_t)id;
+		}
+	} else {
+		luaL_typeerror(L, idx, "string or table of token ids");
+	}
+	*out = box->p;
+	*n_out = n;
+}
+
 /* s:start(prompt [, {n=, temperature=, top_p=, seed=, eos=, bos=}]) -> n_prompt
  * prompt: a string (encoded with the model's tokenizer) or a table of ids. */
 static int s_start(lua_State *L)
@@ -172,40 +215,9 @@ static int s_start(lua_State *L)
 	g.n_new = (int)n_new;
 	g.seed = (uint64_t)seed;
 
-	box = ldj_box_new(L, free_ids);
-	if (lua_type(L, 2) == LUA_TSTRING) {
-		size_t len;
-		const char *text = lua_tolstring(L, 2, &len);
-		struct djn_err err = { 0 };
-		bool bos;
-		if (!m->tok)
-			return ldj_error(L, "start: model '%s' has no tokenizer: give token ids",
-					 m->name);
-		bos = ldj_opt_boolean(L, 3, "start", "bos", djn_tok_add_bos(m->tok));
-		if (djn_tok_encode(m->tok, text, len, bos, false, &ids, &n, &err))
-			return ldj_error(L, "start: %s", err.msg);
-		box->p = ids;
-	} else if (lua_type(L, 2) == LUA_TTABLE) {
-		lua_Integer len = luaL_len(L, 2);
-		if (len > m->cfg.seq_len)
-			return ldj_error(L, "start: the prompt has %lld tokens, the context holds %d",
-					 (long long)len, m->cfg.seq_len);
-		box->p = ids = djn_xmalloc(sizeof(int32_t) * (size_t)(len ? len : 1));
-		for (n = 0; n < len; n++) {
-			int ok;
-			lua_geti(L, 2, n + 1);
-			lua_Integer id = lua_tointegerx(L, -1, &ok);
-			lua_pop(L, 1);
-			if (!ok || id < 0 || id >= m->cfg.vocab_size)
-				return luaL_argerror(L, 2, lua_pushfstring(L, "prompt[%d] is not a "
-									      "token id in 0..%d",
-									   n + 1,
-									   m->cfg.vocab_size - 1));
-			ids[n] = (int32_t)id;
-		}
-	} else {
-		return luaL_typeerror(L, 2, "string or table of token ids");
-	}
+	ids_arg(L, 2, m, "start",
+		m->tok && ldj_opt_boolean(L, 3, "start", "bos", djn_tok_add_bos(m->tok)), &ids, &n);
+	box = lua_touserdata(L, -1);
 	if (n == 0)
 		return ldj_error(L, "start: the prompt is empty (and the tokenizer adds no BOS)");
 	if (djn_session_start(ls->s, ids, n, &g))
@@ -269,6 +281,29 @@ static int s_next(lua_State *L)
 static int s_finish(lua_State *L)
 {
 	return run(L, DJN_RUN_FINISH, 1, "finish");
+}
+
+/* s:extend(input, {n=}) -> true: append input (a tool's output: a string,
+ * encoded without BOS, or a table of ids) and generate n (default 1) more
+ * tokens, keeping the KV cache. */
+static int s_extend(lua_State *L)
+{
+	static const char *const keys[] = { "n", NULL };
+	struct ldj_session *ls = check(L);
+	struct djn_model *m = djn_session_model(ls->s);
+	int32_t *ids;
+	int n;
+
+	ldj_check_opts(L, 3, "extend", keys);
+	lua_Integer n_more = ldj_opt_integer(L, 3, "extend", "n", 1);
+	if (n_more < 1 || n_more > 1 << 24)
+		return ldj_error(L, "extend: n %lld outside 1..%d", (long long)n_more, 1 << 24);
+	ids_arg(L, 2, m, "extend", false, &ids, &n);
+	if (djn_session_extend(ls->s, ids, n, (int)n_more))
+		return fail(L, ls, "extend");
+	ldj_box_free(lua_touserdata(L, -1));
+	lua_pushboolean(L, 1);
+	return 1;
 }
 
 /* s:run_until(pos): until the chunk at position >= pos begins. */
@@ -857,6 +892,7 @@ static const luaL_Reg methods[] = {
 	{ "next", s_next },
 	{ "finish", s_finish },
 	{ "run_until", s_run_until },
+	{ "extend", s_extend },
 	{ "generate", s_generate },
 	{ "kill", s_kill },
 	{ "state", s_state },

@@ -1,5 +1,6 @@
 /* lua.c - the embedded interpreter: state, the `djinn` module table, the
  * protected runner that every chunk goes through, and `djinn script.lua`. */
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -336,6 +337,21 @@ static int l_clock(lua_State *L)
 	return 1;
 }
 
+/* djinn.sleep(seconds): the host waits (an experiment's idle time) */
+static int l_sleep(lua_State *L)
+{
+	lua_Number sec = luaL_checknumber(L, 1);
+	struct timespec ts;
+
+	if (!(sec >= 0 && sec <= 3600))
+		return luaL_argerror(L, 1, "seconds in 0..3600");
+	ts.tv_sec = (time_t)sec;
+	ts.tv_nsec = (long)((sec - (lua_Number)ts.tv_sec) * 1e9);
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+	return 0;
+}
+
 /* Remember a borrowed userdata (at the top) so that a rebind can detach it. */
 static void track_borrowed(lua_State *L)
 {
@@ -392,6 +408,7 @@ static int luaopen_djinn(lua_State *L)
 	static const luaL_Reg funcs[] = {
 		{ "clock", l_clock },
 		{ "current", l_current },
+		{ "sleep", l_sleep },
 		{ NULL, NULL },
 	};
 

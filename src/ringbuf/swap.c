@@ -71,6 +71,9 @@ enum djn_status djn_swap_out(struct djn_swap *sw, struct djn_kv *kv, struct djn_
 		goto out_fail;
 	sw->last_ms = now_ms() - t0; /* the copies, not the frees */
 	sw->last_bytes = (size_t)n * pb;
+	sw->n_out++;
+	sw->bytes_out += sw->last_bytes;
+	sw->ms_out += sw->last_ms;
 	for (int i = 0; i < n; i++) {
 		djn_kv_page_free(kv, kv->host_table[i]);
 		kv->host_table[i] = NULL;
@@ -123,6 +126,9 @@ enum djn_status djn_swap_in(struct djn_swap *sw, struct djn_kv *kv, struct djn_e
 	sw->n_pages = 0;
 	sw->last_bytes = (size_t)n * pb;
 	sw->last_ms = now_ms() - t0;
+	sw->n_in++;
+	sw->bytes_in += sw->last_bytes;
+	sw->ms_in += sw->last_ms;
 	return DJN_OK;
 
 out_copy:

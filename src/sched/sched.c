@@ -30,6 +30,8 @@ struct djn_sched {
 	struct djn_session **pick;
 	enum djn_stop *why;
 	int cap_pick;
+	struct djn_swap_totals *snap;
+	int cap_snap;
 	struct djn_sched_stats st;
 };
 
@@ -91,6 +93,7 @@ void djn_sched_free(struct djn_sched *q)
 	free(q->mem);
 	free(q->pick);
 	free(q->why);
+	free(q->snap);
 	free(q);
 }
 
@@ -127,6 +130,7 @@ struct djn_session *djn_sched_session(const struct djn_sched *q, int i)
 void djn_sched_stats(const struct djn_sched *q, struct djn_sched_stats *out)
 {
 	*out = q->st;
+	out->kv_bytes = q->be->data_bytes;
 	out->graph_steps = 0;
 	for (int i = 0; i < q->n_batches; i++)
 		out->graph_steps += djn_batch_graph_steps(q->batches[i].b);
@@ -138,7 +142,7 @@ static size_t admitted_need(const struct djn_sched *q)
 	size_t n = 0;
 
 	for (int i = 0; i < q->n_mem; i++)
-		if (q->mem[i].phase != DJN_PHASE_QUEUED && q->mem[i].phase != DJN_PHASE_DONE)
+		if (q->mem[i].phase != DJN_PHASE_QUEUED) /* a finished run holds its pages too */
 			n += djn_session_kv_need(q->mem[i].s);
 	return n;
 }
@@ -214,21 +218,36 @@ enum djn_status djn_sched_remove(struct djn_sched *q, struct djn_session *s)
 	return DJN_OK;
 }
 
-static void count_swap(struct djn_sched *q, struct djn_session *s, bool out)
+/* Swaps are counted from the sessions' own totals, before and after a
+ * call that may swap (the scheduler's, or an eviction it caused). */
+static void snap(const struct djn_sched *q, struct djn_swap_totals *t)
 {
-	size_t bytes;
-	double ms;
+	for (int i = 0; i < q->n_mem; i++)
+		djn_session_swap_totals(q->mem[i].s, &t[i]);
+}
 
-	djn_session_swap_last(s, &bytes, &ms);
-	if (out) {
-		q->st.swaps_out++;
-		q->st.swap_bytes_out += bytes;
-		q->st.swap_ms_out += ms;
-	} else {
-		q->st.swaps_in++;
-		q->st.swap_bytes_in += bytes;
-		q->st.swap_ms_in += ms;
+static void count(struct djn_sched *q, const struct djn_swap_totals *before)
+{
+	for (int i = 0; i < q->n_mem; i++) {
+		struct djn_swap_totals a;
+		djn_session_swap_totals(q->mem[i].s, &a);
+		q->st.swaps_out += a.n_out - before[i].n_out;
+		q->st.swaps_in += a.n_in - before[i].n_in;
+		q->st.swap_bytes_out += a.bytes_out - before[i].bytes_out;
+		q->st.swap_bytes_in += a.bytes_in - before[i].bytes_in;
+		q->st.swap_ms_out += a.ms_out - before[i].ms_out;
+		q->st.swap_ms_in += a.ms_in - before[i].ms_in;
 	}
+}
+
+static struct djn_swap_totals *snapshot(struct djn_sched *q)
+{
+	if (q->cap_snap < q->n_mem) {
+		q->cap_snap = q->n_mem;
+		q->snap = djn_xrealloc(q->snap, sizeof(*q->snap) * (size_t)q->cap_snap);
+	}
+	snap(q, q->snap);
+	return q->snap;
 }
 
 enum djn_status djn_sched_io_wait(struct djn_sched *q, struct djn_session *s)
@@ -238,36 +257,34 @@ enum djn_status djn_sched_io_wait(struct djn_sched *q, struct djn_session *s)
 
 	if (!e)
 		return djn_err_set(&q->err, DJN_ERR_NOTFOUND, "io_wait: the session is not scheduled");
-	if (e->phase != DJN_PHASE_COMPUTE)
-		return djn_err_set(&q->err, DJN_ERR_STATE, "io_wait: the session is %s, not computing",
+	if (e->phase != DJN_PHASE_COMPUTE && e->phase != DJN_PHASE_DONE)
+		return djn_err_set(&q->err, DJN_ERR_STATE,
+				   "io_wait: the session is %s, not computing or finished",
 				   djn_phase_name(e->phase));
-	if (djn_session_state(s) != DJN_RUN_PAUSED)
-		return djn_err_set(&q->err, DJN_ERR_STATE, "io_wait: the session's run has finished");
+	if (djn_session_state(s) == DJN_RUN_IDLE)
+		return djn_err_set(&q->err, DJN_ERR_STATE, "io_wait: the session has no run");
+	struct djn_swap_totals *before = snapshot(q);
 	switch (q->o.policy) {
 	case DJN_POLICY_SIGNAL:
-		if (!djn_session_swapped(s)) {
-			if ((st = djn_session_swapout(s)))
-				return djn_err_set(&q->err, st, "io_wait: %s", djn_session_errmsg(s));
-			count_swap(q, s, true);
-		}
+		if (!djn_session_swapped(s) && (st = djn_session_swapout(s)))
+			return djn_err_set(&q->err, st, "io_wait: %s", djn_session_errmsg(s));
 		break;
 	case DJN_POLICY_RECOMPUTE:
 		/* at a chunk boundary; inside one (a debugger stopped it
 		 * earlier) its pages go to the host instead */
-		if (djn_session_cursor(s).site == -1) {
+		if (djn_session_cursor(s).site == -1 || djn_session_state(s) == DJN_RUN_DONE) {
 			if ((st = djn_session_drop_kv(s)))
 				return djn_err_set(&q->err, st, "io_wait: %s", djn_session_errmsg(s));
 			q->st.recomputes++;
-		} else if (!djn_session_swapped(s)) {
-			if ((st = djn_session_swapout(s)))
-				return djn_err_set(&q->err, st, "io_wait: %s", djn_session_errmsg(s));
-			count_swap(q, s, true);
+		} else if (!djn_session_swapped(s) && (st = djn_session_swapout(s))) {
+			return djn_err_set(&q->err, st, "io_wait: %s", djn_session_errmsg(s));
 		}
 		break;
 	case DJN_POLICY_LRU:
 	case DJN_POLICY_NONE:
 		break;
 	}
+	count(q, before);
 	e->phase = DJN_PHASE_IO_WAIT;
 	return DJN_OK;
 }
@@ -288,8 +305,11 @@ enum djn_status djn_sched_resume(struct djn_sched *q, struct djn_session *s)
 	}
 	/* prefetch: the pages come back now, before its next step; when
 	 * there is no room yet the step brings them (making room) */
-	if (djn_session_swapped(s) && !djn_session_swapin(s))
-		count_swap(q, s, false);
+	if (djn_session_swapped(s)) {
+		struct djn_swap_totals *before = snapshot(q);
+		(void)djn_session_swapin(s);
+		count(q, before);
+	}
 	e->phase = DJN_PHASE_COMPUTE;
 	return DJN_OK;
 }
@@ -308,13 +328,27 @@ static struct djn_batch *batch_for(struct djn_sched *q, const struct djn_model *
 	return b;
 }
 
+/* Does s's chunk fit what is left of the KV limit this step?  The first
+ * session always does (alone it fails with the bytes named, if at all). */
+static bool fits(const struct djn_sched *q, struct djn_session *s, size_t *left, bool *any)
+{
+	size_t need = djn_session_kv_step_bytes(s);
+
+	if (!q->be->data_limit)
+		return true;
+	if (*any && need > *left)
+		return false;
+	*left = need > *left ? 0 : *left - need;
+	*any = true;
+	return true;
+}
+
 /* One chunk of s alone, on the per-site path (breakpoints, steers). */
 static void step_alone(struct djn_sched *q, struct member *e, struct djn_step_info *info,
 		       int *budget)
 {
 	struct djn_session *s = e->s;
 	struct djn_cursor c = djn_session_cursor(s);
-	bool was_swapped = djn_session_swapped(s);
 	enum djn_stop why;
 
 	if (c.site == -1 && c.n_rows > 1 && *budget > 0 && c.n_rows > *budget)
@@ -322,8 +356,6 @@ static void step_alone(struct djn_sched *q, struct member *e, struct djn_step_in
 			c = djn_session_cursor(s);
 	*budget -= c.n_rows;
 	why = djn_session_run(s, DJN_RUN_UNTIL_POS, c.pos + c.n_rows);
-	if (was_swapped && !djn_session_swapped(s))
-		count_swap(q, s, false);
 	info->n_alone++;
 	q->st.alone_steps++;
 	switch (why) {
@@ -362,6 +394,11 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 		q->pick = djn_xrealloc(q->pick, sizeof(*q->pick) * (size_t)q->cap_pick);
 		q->why = djn_xrealloc(q->why, sizeof(*q->why) * (size_t)q->cap_pick);
 	}
+	struct djn_swap_totals *before = snapshot(q);
+	/* with a KV limit, a step takes the sessions whose pages fit it, in
+	 * order of arrival; the others wait (and may be swapped out for them) */
+	size_t kv_left = q->be->data_limit;
+	bool kv_any = false;
 	/* decode rows first (one token each), then prefill chunks cut to what
 	 * is left of the budget, so a long prompt never stalls the others */
 	for (int pass = 0; pass < 2; pass++) {
@@ -372,6 +409,8 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 			struct djn_cursor c = djn_session_cursor(e->s);
 			bool decode = c.site == -1 && c.n_rows == 1;
 			if ((pass == 0) != decode)
+				continue;
+			if (!fits(q, e->s, &kv_left, &kv_any))
 				continue;
 			if (!djn_session_batchable(e->s)) {
 				if (pass == 0 || budget > 0)
@@ -400,13 +439,7 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 		struct djn_batch *b = batch_for(q, m);
 		bool ok = false;
 		if (b) {
-			bool swapped[n];
-			for (int j = 0; j < n; j++)
-				swapped[j] = djn_session_swapped(q->pick[i + j]);
 			ok = !djn_batch_run(b, q->pick + i, n, q->why + i);
-			for (int j = 0; j < n; j++)
-				if (swapped[j] && !djn_session_swapped(q->pick[i + j]))
-					count_swap(q, q->pick[i + j], false);
 			if (!ok)
 				djn_err_set(&q->err, DJN_ERR_STATE, "%s", djn_batch_errmsg(b));
 		}
@@ -432,7 +465,14 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 			q->st.max_batch = n;
 		i += n;
 	}
+	count(q, before);
 	info.n_rows = q->o.token_budget - budget;
+	if (q->be->data_bytes > q->st.kv_peak_bytes)
+		q->st.kv_peak_bytes = q->be->data_bytes;
+	size_t free_b, total_b;
+	if (!q->be->host_memory && !q->be->i->mem_info(q->be, &free_b, &total_b) &&
+	    total_b - free_b > q->st.device_peak_bytes)
+		q->st.device_peak_bytes = total_b - free_b;
 	q->st.batched_rows += info.n_rows;
 	q->st.steps++;
 	for (int i = 0; i < q->n_mem; i++)

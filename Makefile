@@ -38,7 +38,8 @@ CUDA_LIBS = -L$(CUDA_HOME)/lib64 -Wl,-rpath,'$$ORIGIN/lib' -Wl,-rpath,$(CUDA_HOM
 endif
 
 LIB_SRCS := $(wildcard src/core/*.c src/backend/*.c src/backend/cpu/*.c src/model/*.c \
-              src/vmu/*.c src/ringbuf/*.c src/exec/*.c src/sched/*.c src/shell/*.c src/lua/*.c)
+              src/vmu/*.c src/ringbuf/*.c src/exec/*.c src/sched/*.c src/shell/*.c src/lua/*.c \
+              src/server/*.c)
 CU_SRCS  := $(if $(filter 1,$(CUDA)),$(wildcard src/backend/cuda/*.cu))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.cu.o)
 

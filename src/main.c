@@ -4,6 +4,7 @@
 
 #include "djinn/mkmodel.h"
 #include "djinn/lua.h"
+#include "djinn/server.h"
 #include "djinn/shell.h"
 
 int main(int argc, char **argv)
@@ -12,6 +13,10 @@ int main(int argc, char **argv)
 		return djn_generate_main(argc - 1, argv + 1);
 	if (argc >= 2 && strlen(argv[1]) > 4 && !strcmp(argv[1] + strlen(argv[1]) - 4, ".lua"))
 		return djn_lua_main(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "serve"))
+		return djn_serve_main(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "connect"))
+		return djn_connect_main(argc - 1, argv + 1);
 	if (argc >= 2 && !strcmp(argv[1], "mkmodel"))
 		return djn_mkmodel_main(argc - 1, argv + 1);
 	return djn_shell_main(argc, argv);

@@ -7,6 +7,10 @@
  * -batch / -ex / -x.  Returns the process exit status. */
 int djn_shell_main(int argc, char **argv);
 
+/* `djinn connect HOST:PORT [--token-file F] [--resume T] [shell options]`:
+ * the shell with `target remote` done first. */
+int djn_connect_main(int argc, char **argv);
+
 /* `djinn generate MODEL -p PROMPT ...`: plain generation. */
 int djn_generate_main(int argc, char **argv);
 

@@ -294,7 +294,7 @@ enum djn_cmd_ret sh_print(struct djn_shell *sh, int argc, char **argv, int disp)
 	if (pa.top && (hv ? cols != sh->m->cfg.vocab_size
 			  : djn_site_kind(&sh->m->cfg, site) != DJN_SITE_LOGITS))
 		return sh_fail(sh, "%s: --top needs logits (%s is not)", argv[0], label);
-	if (pa.save && !sh_files_ok(sh))
+	if (pa.save && !sh->host && !sh_files_ok(sh))
 		return DJN_CMD_FAIL;
 
 	if (hv) {
@@ -330,7 +330,8 @@ enum djn_cmd_ret sh_print(struct djn_shell *sh, int argc, char **argv, int disp)
 	}
 	if (pa.save) {
 		struct djn_err e = { 0 };
-		if (djn_npy_save(pa.save, sel, nr, nc, &e)) {
+		if (sh->host ? sh->host->npy_save(sh->host->ud, pa.save, sel, nr, nc, &e)
+			     : djn_npy_save(pa.save, sel, nr, nc, &e)) {
 			free(sel);
 			return sh_fail(sh, "%s: %s", argv[0], e.msg);
 		}

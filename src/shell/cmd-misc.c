@@ -245,6 +245,11 @@ static bool lua_ready(struct djn_shell *sh)
 		sh_fail(sh, "lua: off in this shell");
 		return false;
 	}
+	if (sh->host) {
+		sh_fail(sh, "lua: off on a remote target (script it from the client with "
+			    "djinn.connect)");
+		return false;
+	}
 	if (!sh->lua && !(sh->lua = djn_lua_new(&err))) {
 		sh_fail(sh, "lua: %s", err.msg);
 		return false;
@@ -289,6 +294,9 @@ DJN_CMD_FN(cmd_lua)
 {
 	if (sh->sandbox)
 		return sh_fail(sh, "lua: off in this shell");
+	if (sh->host)
+		return sh_fail(sh, "lua: off on a remote target (script it from the client with "
+				   "djinn.connect)");
 	if (argc == 1) {
 		if (sh->interactive && !sh->batch && sh->depth <= 1)
 			sh_printf(sh, "Type Lua code, one line at a time; end with a line saying "

@@ -123,7 +123,11 @@ DJN_CMD_FN(cmd_load)
 			return sh_fail(sh, "load: bad --ring-slots '%s' (1..%d, or sync)", slots,
 				       DJN_RING_MAX_SLOTS);
 	}
-	if (!sh_files_ok(sh))
+	if (sh->host && (dtype || budget || slots || kv_limit || strcmp(device, sh->device)))
+		return sh_fail(sh, "load: the server fixed how '%s' is loaded (device %s); "
+				   "drop --device, --dtype, --vram-budget, --ring-slots and --kv-limit",
+			       path, sh->device);
+	if (!sh->host && !sh_files_ok(sh))
 		return DJN_CMD_FAIL;
 	if (name && (why = sh_model_name_check(sh, name)))
 		return sh_fail(sh, "load: --name '%s': %s", name, why);
@@ -142,7 +146,8 @@ DJN_CMD_FN(cmd_load)
 		ring.shared = true;
 	}
 
-	if (!(m = djn_model_load(path, tok, &err)))
+	if (!(m = sh->host ? sh->host->open_model(sh->host->ud, path, tok, &err)
+			   : djn_model_load(path, tok, &err)))
 		return sh_fail(sh, "%s", err.msg);
 	if (dtype && m->layers[0].wq.dtype != want && djn_model_cast(m, want, &err)) {
 		djn_model_unref(m);

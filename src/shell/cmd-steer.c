@@ -90,9 +90,11 @@ static float *vector_arg(struct djn_shell *sh, const char *spec, int *n)
 	if (len > 4 && !strcmp(spec + len - 4, ".npy")) {
 		struct djn_err err = { 0 };
 		float *v;
-		if (!sh_files_ok(sh))
-			return NULL;
-		if (djn_npy_load(spec, &v, n, &err)) {
+		if (sh->host ? sh->host->npy_load(sh->host->ud, spec, &v, n, &err)
+			     : !sh_files_ok(sh) ? (enum djn_status)DJN_ERR_INVALID
+			     : djn_npy_load(spec, &v, n, &err)) {
+			if (!err.msg[0]) /* sh_files_ok said why */
+				return NULL;
 			sh_fail(sh, "steer: %s", err.msg);
 			return NULL;
 		}

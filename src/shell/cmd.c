@@ -56,6 +56,12 @@ static const struct djn_cmd info_cmds[] = {
 	{ .name = "models", .usage = "info models", .arity = 1,
 	  .summary = "the models loaded with --name: layers resident, streamed, in host memory",
 	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_info_models },
+	{ .name = "remote", .usage = "info remote", .arity = 1,
+	  .summary = "the remote target: address, token, and where each request's time went",
+	  .exec = cmd_info_remote,
+	  .help = "The phases of a request: serialize and send (client), queue, execute and\n"
+		  "result serialize (server), receive (the rest: the way back and its read).\n"
+		  "Last request and mean over all; --json gives them as numbers." },
 	{ .name = "ringbuf", .usage = "info ringbuf", .arity = 1,
 	  .summary = "the ring buffer: resident and streamed layers, slots, bytes per token",
 	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_info_ringbuf },
@@ -129,6 +135,19 @@ static const struct djn_cmd session_cmds[] = {
 	  .help = "The run stays where it is (cursor, activations, breakpoints); running it,\n"
 		  "or a checkpoint of it, brings the pages back first, so it continues\n"
 		  "token-identically.  Prints the bytes moved and the copy bandwidth." },
+	{ 0 }
+};
+
+static const struct djn_cmd target_cmds[] = {
+	{ .name = "remote", .usage = "target remote HOST:PORT|unix:PATH [--token-file F] "
+	  "[--resume TOKEN]", .arity = -2, .max = 6, .exec = cmd_target_remote,
+	  .summary = "debug on a djinn server (djinn serve): every command runs there",
+	  .help = "After it, each line goes to the server, which runs it in this client's own\n"
+		  "shell over its loaded models and sends the output back; print --save\n"
+		  "writes here and steer's FILE.npy is read here.  detach, source, info\n"
+		  "remote and target stay local.  --resume TOKEN takes back the sessions of\n"
+		  "an earlier connection (the token `target remote` printed).  See\n"
+		  "docs/protocol.md." },
 	{ 0 }
 };
 
@@ -309,6 +328,13 @@ const struct djn_cmd djn_cmd_table[] = {
 	{ .name = "resume", .usage = "resume [NAME...]", .arity = -1, .exec = cmd_resume,
 	  .flags = DJN_CMD_NEEDS_MODEL, .args = DJN_ARG_SESSION,
 	  .summary = "a waiting or stopped session is runnable again (KV prefetched)" },
+
+	/* remote */
+	{ .group = "Remote", .name = "target", .usage = "target remote HOST:PORT|unix:PATH ...",
+	  .arity = -2, .exec = cmd_target_remote, .sub = target_cmds,
+	  .summary = "connect to a djinn server; then every command runs there" },
+	{ .name = "detach", .usage = "detach", .arity = 1, .exec = cmd_detach,
+	  .summary = "leave the remote target; its sessions stay paused on the server" },
 
 	/* settings and scripting */
 	{ .group = "Settings and scripting", .name = "set", .usage = "set SETTING VALUE",
@@ -762,6 +788,8 @@ enum djn_cmd_ret djn_shell_exec(struct djn_shell *sh, const char *line)
 	bool nested = sh->depth > 0;
 	char *copy, *t;
 
+	if (sh->remote && sh_remote_exec(sh, line, &ret))
+		return ret;
 	if (sh->block.kind != SH_BLOCK_NONE)
 		return block_feed(sh, line);
 	copy = djn_xstrdup(line);

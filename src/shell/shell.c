@@ -42,6 +42,7 @@ void djn_shell_free(struct djn_shell *sh)
 	if (!sh)
 		return;
 	sh_lua_free(sh); /* first: it borrows the sessions and the model */
+	sh_remote_close(sh);
 	sh_block_begin(sh, SH_BLOCK_NONE, NULL, 0);
 	for (int i = 0; i < sh->n_sess; i++)
 		sh_session_release(&sh->sess[i]);
@@ -49,7 +50,8 @@ void djn_shell_free(struct djn_shell *sh)
 	free(sh->sess);
 	djn_model_unref(sh->m);
 	sh_models_free(sh);
-	djn_backend_free(sh->be);
+	if (!sh->be_shared)
+		djn_backend_free(sh->be);
 	free(sh->device);
 	sh_value_history_clear(sh);
 	for (int i = 0; i < sh->n_disp; i++) {
@@ -107,6 +109,11 @@ bool sh_files_ok(struct djn_shell *sh)
 {
 	if (sh->sandbox) {
 		sh_fail(sh, "files are off in this shell");
+		return false;
+	}
+	if (sh->host) {
+		sh_fail(sh, "files are off on a remote target (the client's files travel "
+			    "with print --save and steer's FILE.npy)");
 		return false;
 	}
 	return true;

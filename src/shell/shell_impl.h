@@ -167,6 +167,23 @@ struct sh_block {
 };
 
 struct djn_lua;
+struct sh_remote;
+
+/* A shell that serves a remote client (src/server) has a host: the model
+ * comes from the server's loaded ones, and the files a command names are
+ * the client's (sent with the request, or sent back with the result). */
+struct djn_shell_host {
+	/* `load PATH`: a new reference to a served model, or NULL with err */
+	struct djn_model *(*open_model)(void *ud, const char *path, const char *tok,
+					struct djn_err *err);
+	/* steer's FILE.npy: a malloc'd copy of the floats (caller frees) */
+	enum djn_status (*npy_load)(void *ud, const char *path, float **v, int *n,
+				    struct djn_err *err);
+	/* print --save FILE.npy: the values go back to the client */
+	enum djn_status (*npy_save)(void *ud, const char *path, const float *v, int rows,
+				    int cols, struct djn_err *err);
+	void *ud;
+};
 
 struct djn_shell {
 	FILE *out, *err;
@@ -231,6 +248,12 @@ struct djn_shell {
 	struct sh_block block;
 	struct djn_lua *lua;
 	int depth;          /* nesting of source / command lists */
+
+	/* remote debugging: a client's connection (cmd-remote.c), or, in a
+	 * server's shell, its host and the backend it shares (not freed here) */
+	struct sh_remote *remote;
+	const struct djn_shell_host *host;
+	bool be_shared;
 };
 
 struct djn_shell *djn_shell_new(FILE *out, FILE *err);
@@ -412,5 +435,13 @@ DJN_CMD_FN(cmd_help);
 DJN_CMD_FN(cmd_quit);
 DJN_CMD_FN(cmd_lua);
 DJN_CMD_FN(cmd_info);
+/* cmd-remote.c */
+DJN_CMD_FN(cmd_target_remote);
+DJN_CMD_FN(cmd_detach);
+DJN_CMD_FN(cmd_info_remote);
+/* Lines go to the server while `target remote` holds: true when this one
+ * does (everything but the client's own commands), after running it there. */
+bool sh_remote_exec(struct djn_shell *sh, const char *line, enum djn_cmd_ret *ret);
+void sh_remote_close(struct djn_shell *sh);
 
 #endif

@@ -1,0 +1,144 @@
+/* server.h - `djinn serve` (remote sessions over TCP or a Unix socket) and
+ * the client side of its protocol (docs/protocol.md), used by the shell's
+ * `target remote`, `djinn connect` and Lua's djinn.connect.
+ *
+ * Wire format.  A frame is a u32 little-endian payload length, then the
+ * payload: a u32 little-endian JSON length, the JSON text (one object with a
+ * string "type"), then the raw bytes of the attachments the object's "att"
+ * array describes, in order: {"name", "dtype" ("f32" or "u8"), "shape" [..],
+ * "bytes"}.  Tensors always travel as attachments, never as JSON numbers.
+ *
+ * Ownership.  A decoded frame borrows the payload it was decoded from
+ * (attachment data points into it) and owns its cJSON root: release it with
+ * djn_frame_release.  A reply from djn_remote_call owns its payload and JSON;
+ * release it with djn_remote_reply_release.  Errors go to the djn_err passed
+ * in, as "what: why".
+ */
+#ifndef DJINN_SERVER_H
+#define DJINN_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "djinn/status.h"
+
+#define DJN_PROTO_VERSION 1
+#define DJN_FRAME_MAX_DEFAULT ((size_t)64 << 20)  /* client -> server */
+#define DJN_FRAME_MAX_REPLY ((size_t)4 << 30)     /* server -> client */
+#define DJN_FRAME_JSON_MAX ((size_t)1 << 20)      /* the JSON part of any frame */
+#define DJN_FRAME_MAX_ATT 64
+
+/* ---------------------------------------------------------- the codec */
+
+struct djn_frame_att {
+	const char *name;   /* borrowed from the JSON */
+	const char *dtype;  /* "f32" or "u8" */
+	int n_dims;
+	int64_t shape[4];
+	const uint8_t *data; /* borrowed from the payload */
+	size_t bytes;
+};
+
+struct djn_frame {
+	cJSON *json;         /* owned: the root object */
+	const char *type;    /* its "type" */
+	struct djn_frame_att att[DJN_FRAME_MAX_ATT];
+	int n_att;
+};
+
+/* Decode a payload (the bytes after the u32 frame length).  Checks: the JSON
+ * length fits and is at most DJN_FRAME_JSON_MAX, the JSON is an object with
+ * a string "type", "att" (if present) is an array of well-formed attachment
+ * headers whose sizes match their shapes and add up to the rest of the
+ * payload exactly.  On failure nothing is left to release. */
+enum djn_status djn_frame_decode(const uint8_t *payload, size_t len, struct djn_frame *out,
+				 struct djn_err *err);
+void djn_frame_release(struct djn_frame *f);
+
+/* An attachment to send: data is borrowed for the call. */
+struct djn_att_out {
+	const char *name;
+	const char *dtype;   /* "f32" or "u8" */
+	int n_dims;
+	int64_t shape[4];
+	const void *data;
+	size_t bytes;
+};
+
+/* Encode a frame: msg (not taken) gets an "att" array describing att[0..n);
+ * the result is one malloc'd buffer (length prefix included) in *buf, *len;
+ * the caller frees it.  Attachments are copied in; djn_frame_header gives
+ * the head alone for writev-style sending of big attachments. */
+enum djn_status djn_frame_encode(cJSON *msg, const struct djn_att_out *att, int n_att,
+				 uint8_t **buf, size_t *len, struct djn_err *err);
+/* Only the head: length prefix, JSON length, JSON; the attachments' bytes
+ * (total *att_bytes) follow it on the wire. */
+enum djn_status djn_frame_header(cJSON *msg, const struct djn_att_out *att, int n_att,
+				 uint8_t **buf, size_t *len, size_t *att_bytes,
+				 struct djn_err *err);
+
+/* --------------------------------------------------------- the server */
+
+/* `djinn serve [--listen HOST:PORT | --unix PATH] [--token-file F]
+ *  [--reap-after S] ... MODEL [--tokenizer F] ...`.  Returns the exit status. */
+int djn_serve_main(int argc, char **argv);
+
+/* --------------------------------------------------------- the client */
+
+/* Where the time of one request went, in microseconds (docs/protocol.md):
+ * the client's serialize and send, the server's queue wait, execution and
+ * result serialization, and the rest (the reply's way back and its read). */
+struct djn_remote_phases {
+	double serialize_us, send_us, queue_us, exec_us, result_us, receive_us, total_us;
+	size_t bytes_out, bytes_in;
+};
+
+struct djn_remote_reply {
+	struct djn_frame f;  /* f.json: the "result" object */
+	uint8_t *payload;    /* owned */
+	struct djn_remote_phases ph;
+};
+
+struct djn_remote;
+
+/* Called for each event frame ("stopped", ...) that arrives while a call
+ * waits; the frame is released after the call. */
+typedef void (*djn_remote_event_fn)(struct djn_remote *r, const struct djn_frame *ev, void *ud);
+
+/* Connect to "HOST:PORT" or "unix:PATH" and shake hands.  token: the
+ * server's access token (or NULL); resume: a client token from an earlier
+ * connection, to take its sessions back (or NULL).  NULL on failure. */
+struct djn_remote *djn_remote_connect(const char *addr, const char *token, const char *resume,
+				      struct djn_err *err);
+/* Close the connection: the server keeps this client's sessions (detach). */
+void djn_remote_free(struct djn_remote *r);
+const char *djn_remote_addr(const struct djn_remote *r);
+/* This client's token: give it to djn_remote_connect's resume to reattach. */
+const char *djn_remote_token(const struct djn_remote *r);
+/* The server's welcome object (borrowed; models, limits, version). */
+const cJSON *djn_remote_welcome(const struct djn_remote *r);
+void djn_remote_on_event(struct djn_remote *r, djn_remote_event_fn fn, void *ud);
+
+/* One request: msg (not taken) gets an "id"; waits for its result.  A
+ * transport failure (the connection is gone, a bad frame) returns an error
+ * and leaves the remote unusable (djn_remote_alive false); a request the
+ * server refused still returns DJN_OK with "ok": false in the reply. */
+enum djn_status djn_remote_call(struct djn_remote *r, cJSON *msg, const struct djn_att_out *att,
+				int n_att, struct djn_remote_reply *out, struct djn_err *err);
+void djn_remote_reply_release(struct djn_remote_reply *rep);
+bool djn_remote_alive(const struct djn_remote *r);
+/* Ask the server to stop the run in flight for this client (Ctrl-C).
+ * Safe to call while djn_remote_call waits, from the same thread. */
+void djn_remote_interrupt(struct djn_remote *r);
+/* Set while djn_remote_call waits: when it becomes true the call sends an
+ * interrupt (the shell's SIGINT flag). */
+void djn_remote_watch_flag(struct djn_remote *r, volatile int *flag);
+
+/* Totals over every call so far, and the last call. */
+void djn_remote_stats(const struct djn_remote *r, struct djn_remote_phases *last,
+		      struct djn_remote_phases *sum, long *n_calls);
+
+#endif

@@ -1,0 +1,448 @@
+/* client.c - the client end of the protocol: connect, shake hands, send a
+ * request and wait for its result, handing events to a callback on the way
+ * and timing each phase.  Blocking I/O on one socket; used from one thread. */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "djinn/server.h"
+
+struct djn_remote {
+	int fd;
+	char *addr;
+	char token[64];
+	cJSON *welcome;
+	double next_id;
+	djn_remote_event_fn on_event;
+	void *ud;
+	volatile int *flag;
+	bool interrupt_sent;
+	struct djn_remote_phases last, sum;
+	long n_calls;
+};
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void dead(struct djn_remote *r)
+{
+	if (r->fd >= 0)
+		close(r->fd);
+	r->fd = -1;
+}
+
+static int dial(const char *addr, struct djn_err *err)
+{
+	int fd = -1, one = 1, bufsz = 4 << 20, rc;
+
+	if (!strncmp(addr, "unix:", 5)) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		if (strlen(addr + 5) >= sizeof(sa.sun_path) || !addr[5]) {
+			djn_err_set(err, DJN_ERR_INVALID, "%s: bad socket path", addr);
+			return -1;
+		}
+		strcpy(sa.sun_path, addr + 5);
+		if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+		    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+			djn_err_set(err, DJN_ERR_IO, "%s: %s", addr, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		return fd;
+	}
+	const char *colon = strrchr(addr, ':');
+	char host[256];
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL, *p;
+	if (!colon || colon == addr || !colon[1] || (size_t)(colon - addr) >= sizeof(host)) {
+		djn_err_set(err, DJN_ERR_INVALID, "'%s': expected HOST:PORT or unix:PATH", addr);
+		return -1;
+	}
+	memcpy(host, addr, (size_t)(colon - addr));
+	host[colon - addr] = '\0';
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	if ((rc = getaddrinfo(host, colon + 1, &hints, &ai)) != 0) {
+		djn_err_set(err, DJN_ERR_INVALID, "%s: %s", addr, gai_strerror(rc));
+		return -1;
+	}
+	errno = ECONNREFUSED;
+	for (p = ai; p; p = p->ai_next) {
+		if ((fd = socket(p->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+			continue;
+		if (connect(fd, p->ai_addr, p->ai_addrlen) == 0)
+			break;
+		rc = errno;
+		close(fd);
+		fd = -1;
+		errno = rc;
+	}
+	freeaddrinfo(ai);
+	if (fd < 0) {
+		djn_err_set(err, DJN_ERR_IO, "%s: %s", addr, strerror(errno));
+		return -1;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz));
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
+	return fd;
+}
+
+static enum djn_status send_all(struct djn_remote *r, struct iovec *iov, int n,
+				struct djn_err *err)
+{
+	while (n > 0) {
+		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+		ssize_t w = sendmsg(r->fd, &mh, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			djn_err_set(err, DJN_ERR_IO, "%s: send: %s", r->addr, strerror(errno));
+			dead(r);
+			return DJN_ERR_IO;
+		}
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (char *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return DJN_OK;
+}
+
+static void send_interrupt(struct djn_remote *r)
+{
+	cJSON *j = cJSON_CreateObject();
+	uint8_t *head;
+	size_t len, att;
+
+	cJSON_AddStringToObject(j, "type", "interrupt");
+	if (!djn_frame_header(j, NULL, 0, &head, &len, &att, NULL)) {
+		struct iovec iov = { head, len };
+		send_all(r, &iov, 1, NULL);
+		free(head);
+	}
+	cJSON_Delete(j);
+}
+
+/* Read exactly n bytes, watching the interrupt flag while waiting. */
+static enum djn_status read_all(struct djn_remote *r, uint8_t *p, size_t n, int64_t *t_first,
+				struct djn_err *err)
+{
+	while (n) {
+		struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
+		ssize_t got;
+		if (r->flag && *r->flag && !r->interrupt_sent) {
+			r->interrupt_sent = true;
+			send_interrupt(r);
+		}
+		if (poll(&pfd, 1, r->flag ? 100 : -1) <= 0)
+			continue; /* timeout or EINTR: look at the flag again */
+		got = read(r->fd, p, n);
+		if (got == 0) {
+			djn_err_set(err, DJN_ERR_IO, "%s: the server closed the connection", r->addr);
+			dead(r);
+			return DJN_ERR_IO;
+		}
+		if (got < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			djn_err_set(err, DJN_ERR_IO, "%s: read: %s", r->addr, strerror(errno));
+			dead(r);
+			return DJN_ERR_IO;
+		}
+		if (t_first && !*t_first)
+			*t_first = now_ns();
+		p += got;
+		n -= (size_t)got;
+	}
+	return DJN_OK;
+}
+
+static enum djn_status read_frame(struct djn_remote *r, uint8_t **payload, struct djn_frame *f,
+				  int64_t *t_first, size_t *n_bytes, struct djn_err *err)
+{
+	uint8_t hdr[4];
+	size_t len;
+
+	*payload = NULL;
+	if (read_all(r, hdr, 4, t_first, err))
+		return DJN_ERR_IO;
+	len = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
+	if (len < 4 || len > DJN_FRAME_MAX_REPLY) {
+		djn_err_set(err, DJN_ERR_FORMAT, "%s: a reply frame of %zu bytes", r->addr, len);
+		dead(r);
+		return DJN_ERR_FORMAT;
+	}
+	if (!(*payload = malloc(len))) {
+		djn_err_set(err, DJN_ERR_NOMEM, "%s: no host memory for a reply of %zu bytes",
+			    r->addr, len);
+		dead(r);
+		return DJN_ERR_NOMEM;
+	}
+	if (read_all(r, *payload, len, NULL, err)) {
+		free(*payload);
+		*payload = NULL;
+		return DJN_ERR_IO;
+	}
+	if (n_bytes)
+		*n_bytes = 4 + len;
+	if (djn_frame_decode(*payload, len, f, err)) {
+		djn_err_prefix(err, "%s", r->addr);
+		free(*payload);
+		*payload = NULL;
+		dead(r);
+		return DJN_ERR_FORMAT;
+	}
+	return DJN_OK;
+}
+
+static enum djn_status send_msg(struct djn_remote *r, cJSON *msg, const struct djn_att_out *att,
+				int n_att, size_t *n_bytes, struct djn_err *err)
+{
+	struct iovec iov[DJN_FRAME_MAX_ATT + 1];
+	uint8_t *head;
+	size_t hlen, body;
+	int n = 0;
+	enum djn_status st;
+
+	if ((st = djn_frame_header(msg, att, n_att, &head, &hlen, &body, err)))
+		return st;
+	iov[n++] = (struct iovec){ head, hlen };
+	for (int i = 0; i < n_att; i++)
+		if (att[i].bytes)
+			iov[n++] = (struct iovec){ (void *)att[i].data, att[i].bytes };
+	st = send_all(r, iov, n, err);
+	free(head);
+	if (n_bytes)
+		*n_bytes = hlen + body;
+	return st;
+}
+
+struct djn_remote *djn_remote_connect(const char *addr, const char *token, const char *resume,
+				      struct djn_err *err)
+{
+	struct djn_remote *r;
+	cJSON *hello;
+	struct djn_frame f;
+	uint8_t *payload;
+	const cJSON *tok;
+	int fd = dial(addr, err);
+
+	if (fd < 0)
+		return NULL;
+	r = djn_xcalloc(1, sizeof(*r));
+	r->fd = fd;
+	r->addr = djn_xstrdup(addr);
+	hello = cJSON_CreateObject();
+	cJSON_AddStringToObject(hello, "type", "hello");
+	cJSON_AddNumberToObject(hello, "proto", DJN_PROTO_VERSION);
+	cJSON_AddStringToObject(hello, "client", "djinn 0.1");
+	if (token)
+		cJSON_AddStringToObject(hello, "auth", token);
+	if (resume)
+		cJSON_AddStringToObject(hello, "resume", resume);
+	if (send_msg(r, hello, NULL, 0, NULL, err)) {
+		cJSON_Delete(hello);
+		goto fail;
+	}
+	cJSON_Delete(hello);
+	if (read_frame(r, &payload, &f, NULL, NULL, err))
+		goto fail;
+	if (strcmp(f.type, "welcome")) {
+		const cJSON *e = cJSON_GetObjectItemCaseSensitive(f.json, "error");
+		djn_err_set(err, DJN_ERR_STATE, "%s: %s", addr,
+			    cJSON_IsString(e) ? e->valuestring : "no welcome from the server");
+		djn_frame_release(&f);
+		free(payload);
+		goto fail;
+	}
+	tok = cJSON_GetObjectItemCaseSensitive(f.json, "token");
+	snprintf(r->token, sizeof(r->token), "%s", cJSON_IsString(tok) ? tok->valuestring : "");
+	r->welcome = f.json;
+	f.json = NULL;
+	free(payload);
+	return r;
+fail:
+	djn_remote_free(r);
+	return NULL;
+}
+
+void djn_remote_free(struct djn_remote *r)
+{
+	if (!r)
+		return;
+	dead(r);
+	cJSON_Delete(r->welcome);
+	free(r->addr);
+	free(r);
+}
+
+const char *djn_remote_addr(const struct djn_remote *r)
+{
+	return r->addr;
+}
+
+const char *djn_remote_token(const struct djn_remote *r)
+{
+	return r->token;
+}
+
+const cJSON *djn_remote_welcome(const struct djn_remote *r)
+{
+	return r->welcome;
+}
+
+void djn_remote_on_event(struct djn_remote *r, djn_remote_event_fn fn, void *ud)
+{
+	r->on_event = fn;
+	r->ud = ud;
+}
+
+bool djn_remote_alive(const struct djn_remote *r)
+{
+	return r && r->fd >= 0;
+}
+
+void djn_remote_interrupt(struct djn_remote *r)
+{
+	if (r->fd >= 0)
+		send_interrupt(r);
+}
+
+void djn_remote_watch_flag(struct djn_remote *r, volatile int *flag)
+{
+	r->flag = flag;
+}
+
+static double num(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+enum djn_status djn_remote_call(struct djn_remote *r, cJSON *msg, const struct djn_att_out *att,
+				int n_att, struct djn_remote_reply *out, struct djn_err *err)
+{
+	int64_t t0 = now_ns(), t1, t2, t_first = 0;
+	struct djn_remote_phases ph = { 0 };
+	double id = r->next_id++;
+	size_t n_in = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (r->fd < 0)
+		return djn_err_set(err, DJN_ERR_STATE, "%s: not connected", r->addr);
+	cJSON_DeleteItemFromObjectCaseSensitive(msg, "id");
+	cJSON_AddNumberToObject(msg, "id", id);
+	/* serialize and send are one writev here; the header's encoding is
+	 * the serialize phase */
+	{
+		uint8_t *head;
+		size_t hlen, body;
+		struct iovec iov[DJN_FRAME_MAX_ATT + 1];
+		int n = 0;
+		enum djn_status st = djn_frame_header(msg, att, n_att, &head, &hlen, &body, err);
+		if (st)
+			return st;
+		t1 = now_ns();
+		iov[n++] = (struct iovec){ head, hlen };
+		for (int i = 0; i < n_att; i++)
+			if (att[i].bytes)
+				iov[n++] = (struct iovec){ (void *)att[i].data, att[i].bytes };
+		r->interrupt_sent = false;
+		st = send_all(r, iov, n, err);
+		free(head);
+		if (st)
+			return st;
+		ph.bytes_out = hlen + body;
+	}
+	t2 = now_ns();
+	for (;;) {
+		const cJSON *rid;
+		size_t nb = 0;
+		if (read_frame(r, &out->payload, &out->f, &t_first, &nb, err))
+			return DJN_ERR_IO;
+		n_in += nb;
+		rid = cJSON_GetObjectItemCaseSensitive(out->f.json, "id");
+		if ((!strcmp(out->f.type, "result") || !strcmp(out->f.type, "error")) &&
+		    (cJSON_IsNumber(rid) ? rid->valuedouble == id : !strcmp(out->f.type, "error")))
+			break;
+		if (r->on_event)
+			r->on_event(r, &out->f, r->ud);
+		djn_frame_release(&out->f);
+		free(out->payload);
+		out->payload = NULL;
+	}
+	{
+		int64_t t3 = now_ns();
+		const cJSON *p = cJSON_GetObjectItemCaseSensitive(out->f.json, "phases");
+		ph.serialize_us = (double)(t1 - t0) / 1000;
+		ph.send_us = (double)(t2 - t1) / 1000;
+		ph.queue_us = num(p, "queue_us");
+		ph.exec_us = num(p, "exec_us");
+		ph.result_us = num(p, "result_us");
+		ph.total_us = (double)(t3 - t0) / 1000;
+		ph.receive_us = ph.total_us - ph.serialize_us - ph.send_us - ph.queue_us -
+				ph.exec_us - ph.result_us;
+		if (ph.receive_us < 0)
+			ph.receive_us = 0;
+		ph.bytes_in = n_in;
+	}
+	out->ph = ph;
+	r->last = ph;
+	r->sum.serialize_us += ph.serialize_us;
+	r->sum.send_us += ph.send_us;
+	r->sum.queue_us += ph.queue_us;
+	r->sum.exec_us += ph.exec_us;
+	r->sum.result_us += ph.result_us;
+	r->sum.receive_us += ph.receive_us;
+	r->sum.total_us += ph.total_us;
+	r->sum.bytes_out += ph.bytes_out;
+	r->sum.bytes_in += ph.bytes_in;
+	r->n_calls++;
+	/* an error that ends the connection: the server closes after it */
+	if (!strcmp(out->f.type, "error") &&
+	    !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(out->f.json, "id")))
+		dead(r);
+	return DJN_OK;
+}
+
+void djn_remote_reply_release(struct djn_remote_reply *rep)
+{
+	djn_frame_release(&rep->f);
+	free(rep->payload);
+	rep->payload = NULL;
+}
+
+void djn_remote_stats(const struct djn_remote *r, struct djn_remote_phases *last,
+		      struct djn_remote_phases *sum, long *n_calls)
+{
+	if (last)
+		*last = r->last;
+	if (sum)
+		*sum = r->sum;
+	if (n_calls)
+		*n_calls = r->n_calls;
+}

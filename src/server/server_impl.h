@@ -1,0 +1,124 @@
+/* server_impl.h - what the server's two threads share (internal to
+ * src/server): the network loop (net.c) owns sockets and framing, the engine
+ * (engine.c) owns models, shells and sessions; they meet only in the two
+ * queues below.
+ *
+ *   net thread:  poll() over the listener, the connections and a wake-up
+ *                eventfd; reads frames (size limits, read and idle
+ *                timeouts), checks the access token, pushes complete
+ *                requests onto `in` (bounded: when full it stops reading),
+ *                writes what the engine left on `out`.
+ *   engine:      the main thread (it owns the CUDA context); pops requests,
+ *                runs them in the client's shell, pushes encoded replies
+ *                onto `out` and writes the eventfd.
+ *
+ * Interrupts (a client's Ctrl-C, or its disconnect mid-run) are the one
+ * thing the net thread does to the engine directly: under exec_mu, if the
+ * engine is executing for that connection, it sets the shell's SIGINT flag
+ * and calls djn_session_interrupt (async-signal-safe, so thread-safe).
+ */
+#ifndef DJINN_SERVER_IMPL_H
+#define DJINN_SERVER_IMPL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "djinn/server.h"
+
+struct djn_model;
+struct djn_backend;
+
+enum srv_msg_kind {
+	SRV_MSG_FRAME, /* a complete frame from a connection (hello or request) */
+	SRV_MSG_CLOSE, /* the connection is gone */
+};
+
+struct srv_msg {
+	enum srv_msg_kind kind;
+	uint64_t conn;
+	struct djn_frame f;   /* FRAME: decoded, borrows payload */
+	uint8_t *payload;
+	int64_t t_recv_ns;    /* when the net thread had the whole frame */
+	struct srv_msg *next;
+};
+
+/* One encoded frame for a connection: head, then an optional body that is
+ * written straight from its own buffer (big tensors are not copied twice). */
+struct srv_out {
+	uint64_t conn;
+	uint8_t *head;
+	size_t head_len;
+	uint8_t *body;
+	size_t body_len;
+	bool close_after;     /* an error that ends the connection */
+	bool reply;           /* answers a request (frees an in-flight slot) */
+	struct srv_out *next;
+};
+
+struct served_model {
+	char *path, *tok;     /* as given on the command line */
+	struct djn_model *m;
+};
+
+struct srv_conf {
+	char *listen;         /* "HOST:PORT" */
+	char *unix_path;
+	char *token;          /* access token (from --token-file), or NULL */
+	char *port_file;      /* write the bound port here (tests use port 0) */
+	long reap_after_s;    /* free detached clients' state after this (0: never) */
+	long read_timeout_ms; /* a frame (or the handshake) must complete in this */
+	long idle_timeout_ms; /* close connections silent this long (0: never) */
+	size_t max_frame;
+	int max_clients;
+	int queue_cap;        /* requests waiting for the engine */
+	int max_inflight;     /* per connection */
+	char *device;
+};
+
+struct srv {
+	struct srv_conf conf;
+	struct djn_backend *be;
+	struct served_model *models;
+	int n_models;
+
+	/* in: net -> engine */
+	pthread_mutex_t in_mu;
+	pthread_cond_t in_cv;
+	struct srv_msg *in_head, *in_tail;
+	int in_n_frames;      /* frames waiting (CLOSE messages are not bounded) */
+
+	/* out: engine -> net */
+	pthread_mutex_t out_mu;
+	struct srv_out *out_head, *out_tail;
+	int wake_fd;          /* eventfd: written after each push onto out */
+
+	/* the engine's request in flight, for interrupts */
+	pthread_mutex_t exec_mu;
+	uint64_t exec_conn;   /* 0: none */
+
+	volatile int stop;    /* SIGINT/SIGTERM: both loops end */
+	int listen_fd;
+	int64_t t0_ns;
+};
+
+int64_t srv_now_ns(void);
+
+/* engine.c */
+void srv_engine_loop(struct srv *srv);
+/* Called by the net thread: interrupt the run in flight for conn, if any. */
+void srv_interrupt_conn(struct srv *srv, uint64_t conn);
+
+/* net.c */
+enum djn_status srv_listen(struct srv *srv, struct djn_err *err);
+void *srv_net_thread(void *arg);
+/* Called by the engine: queue a frame (taking the buffers) and wake the net loop. */
+void srv_send(struct srv *srv, struct srv_out *o);
+/* Encode msg (+ attachments) into a srv_out for conn; attachments are
+ * copied into one body buffer unless body is given (taken). */
+struct srv_out *srv_out_new(uint64_t conn, cJSON *msg, const struct djn_att_out *att,
+			    int n_att);
+/* An error frame {"type":"error","error":msg} (id when the request had one). */
+struct srv_out *srv_out_error(uint64_t conn, double id, const char *msg, bool close_after);
+
+#endif

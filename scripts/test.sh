@@ -28,6 +28,10 @@ suites() { # BUILD_DIR
 		step "lua tests ($b)"
 		run tests/lua/run.sh "$b"
 	fi
+	if [ -x tests/server/run.sh ]; then
+		step "server: djinn serve and target remote ($b)"
+		run tests/server/run.sh "$b"
+	fi
 }
 
 step "build (release)"

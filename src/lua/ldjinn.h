@@ -118,6 +118,9 @@ void ldj_push_stats(lua_State *L, const struct djn_stats *st);
 /* ljson.c */
 void ldj_open_json(lua_State *L);
 
+/* lremote.c: djinn.connect and "djinn.Remote" (into the table at the top) */
+void ldj_open_remote(lua_State *L);
+
 /* Raise "<what>: <msg>" with the caller's position (never returns). */
 int ldj_error(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Resolve a site name for `what`, raising with the nearest names when it is

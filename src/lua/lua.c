@@ -418,6 +418,7 @@ static int luaopen_djinn(lua_State *L)
 	ldj_open_session(L);
 	ldj_open_sched(L);
 	ldj_open_json(L);
+	ldj_open_remote(L);
 	lua_pushliteral(L, "0.1");
 	lua_setfield(L, -2, "version");
 	return 1;

@@ -10,8 +10,6 @@
 #include "djinn/shell.h"
 #include "shell/shell_impl.h"
 
-#define NPY_SEND_MAX ((size_t)32 << 20)
-
 struct sh_remote {
 	struct djn_remote *r;
 	bool block;      /* the server's shell is reading a block (commands, lua) */
@@ -220,23 +218,34 @@ static bool local_line(const char *line)
 	return local;
 }
 
-/* The .npy files a line names that exist here: they travel with it. */
+/* The .npy files a line names are read here, on the client, and travel
+ * with it as f32 vectors; one that does not load travels as its error
+ * ("err:PATH"), so the server's shell says what a local one would. */
 static int npy_files(const char *line, struct djn_att_out *att, char **bufs, int max)
 {
 	char **w = NULL, msg[256];
 	int *off = NULL, n = djn_shell_split(line, &w, &off, msg, sizeof(msg)), k = 0;
 
 	for (int i = 1; i < n && k < max; i++) {
-		size_t len = strlen(w[i]), sz = 0;
-		char *p;
+		size_t len = strlen(w[i]);
+		struct djn_err err = { 0 };
+		float *v = NULL;
+		int nv = 0;
 		if (len <= 4 || strcmp(w[i] + len - 4, ".npy") || !strcmp(w[i - 1], "--save"))
 			continue;
-		if (!(p = read_small(w[i], NPY_SEND_MAX, &sz)))
-			continue; /* the server says the file did not come */
-		bufs[k] = p;
-		att[k] = (struct djn_att_out){ .name = djn_xstrdup(w[i]), .dtype = "u8",
-					       .n_dims = 1, .shape = { (int64_t)sz }, .data = p,
-					       .bytes = sz };
+		if (djn_npy_load(w[i], &v, &nv, &err)) {
+			char *name = djn_xmalloc(len + 5);
+			sprintf(name, "err:%s", w[i]);
+			bufs[k] = djn_xstrdup(err.msg);
+			att[k] = (struct djn_att_out){ .name = name, .dtype = "u8", .n_dims = 1,
+						       .shape = { (int64_t)strlen(err.msg) },
+						       .data = bufs[k], .bytes = strlen(err.msg) };
+		} else {
+			bufs[k] = (char *)v;
+			att[k] = (struct djn_att_out){ .name = djn_xstrdup(w[i]), .dtype = "f32",
+						       .n_dims = 1, .shape = { nv }, .data = v,
+						       .bytes = sizeof(float) * (size_t)nv };
+		}
 		k++;
 	}
 	djn_shell_split_free(n < 0 ? 0 : n, w, off);

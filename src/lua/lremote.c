@@ -1,0 +1,278 @@
+/* lremote.c - djinn.connect(addr): a remote djinn server from Lua.  A
+ * "djinn.Remote" runs shell commands in this client's shell on the server
+ * (r:command), reads site tensors as djinn.Tensor (binary, never JSON
+ * numbers), steers with a Tensor, and reports each request's phases. */
+#include <string.h>
+
+#include "djinn/server.h"
+#include "lua/ldjinn.h"
+
+#define LDJ_REMOTE "djinn.Remote"
+
+struct ldj_remote {
+	struct djn_remote *r; /* NULL once closed */
+	char stop[32];        /* reason of the last "stopped" event */
+	int stop_bp;
+};
+
+static struct ldj_remote *check_remote(lua_State *L)
+{
+	struct ldj_remote *lr = luaL_checkudata(L, 1, LDJ_REMOTE);
+
+	if (!lr->r)
+		luaL_error(L, "remote is closed");
+	return lr;
+}
+
+static void on_event(struct djn_remote *r, const struct djn_frame *ev, void *ud)
+{
+	struct ldj_remote *lr = ud;
+	const cJSON *reason = cJSON_GetObjectItemCaseSensitive(ev->json, "reason");
+	const cJSON *bp = cJSON_GetObjectItemCaseSensitive(ev->json, "bp");
+
+	(void)r;
+	if (strcmp(ev->type, "stopped") || !cJSON_IsString(reason))
+		return;
+	snprintf(lr->stop, sizeof(lr->stop), "%s", reason->valuestring);
+	lr->stop_bp = cJSON_IsNumber(bp) ? bp->valueint : 0;
+}
+
+/* djinn.connect(addr [, {token=, resume=}]) -> Remote, or nil, msg */
+static int l_connect(lua_State *L)
+{
+	static const char *const keys[] = { "token", "resume", NULL };
+	const char *addr = luaL_checkstring(L, 1);
+	const char *token, *resume;
+	struct ldj_remote *lr;
+	struct djn_err err = { 0 };
+
+	ldj_check_opts(L, 2, "connect", keys);
+	token = ldj_opt_string(L, 2, "connect", "token", NULL);
+	resume = ldj_opt_string(L, 2, "connect", "resume", NULL);
+	lr = lua_newuserdatauv(L, sizeof(*lr), 0); /* empty first: an error leaks nothing */
+	memset(lr, 0, sizeof(*lr));
+	luaL_setmetatable(L, LDJ_REMOTE);
+	if (!(lr->r = djn_remote_connect(addr, token, resume, &err))) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "djinn.connect: %s", err.msg);
+		return 2;
+	}
+	djn_remote_on_event(lr->r, on_event, lr);
+	return 1;
+}
+
+/* One call; on a transport failure raise, on a refused request return
+ * false with the message at the top.  The reply is released before any
+ * raise: nothing C-owned crosses a longjmp. */
+static bool call(lua_State *L, struct ldj_remote *lr, cJSON *msg, const struct djn_att_out *att,
+		 int n_att, struct djn_remote_reply *rep)
+{
+	struct djn_err err = { 0 };
+
+	lr->stop[0] = '\0';
+	if (djn_remote_call(lr->r, msg, att, n_att, rep, &err)) {
+		cJSON_Delete(msg);
+		luaL_error(L, "remote: %s", err.msg);
+	}
+	cJSON_Delete(msg);
+	if (!strcmp(rep->f.type, "error")) {
+		const cJSON *e = cJSON_GetObjectItemCaseSensitive(rep->f.json, "error");
+		lua_pushstring(L, cJSON_IsString(e) ? e->valuestring : "error");
+		djn_remote_reply_release(rep);
+		return false;
+	}
+	return true;
+}
+
+/* r:command(line [, {json=}]) -> ok, output (stdout and stderr as written),
+ * stop reason (when the command moved a run) */
+static int l_command(lua_State *L)
+{
+	struct ldj_remote *lr = check_remote(L);
+	const char *line = luaL_checkstring(L, 2);
+	bool json = lua_istable(L, 3) && (lua_getfield(L, 3, "json"), lua_toboolean(L, -1));
+	struct djn_remote_reply rep;
+	cJSON *msg = cJSON_CreateObject();
+	luaL_Buffer b;
+
+	cJSON_AddStringToObject(msg, "type", "cmd");
+	cJSON_AddStringToObject(msg, "line", line);
+	cJSON_AddBoolToObject(msg, "json", json);
+	if (!call(L, lr, msg, NULL, 0, &rep)) {
+		lua_pushboolean(L, 0);
+		lua_insert(L, -2);
+		return 2;
+	}
+	lua_pushboolean(L, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rep.f.json, "ok")));
+	luaL_buffinit(L, &b);
+	for (int i = 0; i < rep.f.n_att; i++)
+		if (!strcmp(rep.f.att[i].name, "output"))
+			luaL_addlstring(&b, (const char *)rep.f.att[i].data, rep.f.att[i].bytes);
+	djn_remote_reply_release(&rep);
+	luaL_pushresult(&b);
+	if (lr->stop[0])
+		lua_pushstring(L, lr->stop);
+	else
+		lua_pushnil(L);
+	return 3;
+}
+
+/* r:tensor([site [, session]]) -> Tensor (rows = tokens of the chunk) */
+static int l_tensor(lua_State *L)
+{
+	struct ldj_remote *lr = check_remote(L);
+	const char *site = luaL_optstring(L, 2, NULL), *sess = luaL_optstring(L, 3, NULL);
+	struct djn_remote_reply rep;
+	cJSON *msg = cJSON_CreateObject();
+	const struct djn_frame_att *a;
+	struct ldj_tensor *t;
+	int rows, cols;
+
+	cJSON_AddStringToObject(msg, "type", "read");
+	if (site)
+		cJSON_AddStringToObject(msg, "site", site);
+	if (sess)
+		cJSON_AddStringToObject(msg, "session", sess);
+	if (!call(L, lr, msg, NULL, 0, &rep))
+		return lua_error(L);
+	a = rep.f.n_att ? &rep.f.att[0] : NULL;
+	if (!a || strcmp(a->dtype, "f32") || a->n_dims != 2 || a->shape[0] > 1 << 20 ||
+	    a->shape[1] > 1 << 28) {
+		djn_remote_reply_release(&rep);
+		return luaL_error(L, "tensor: the server sent no f32 matrix");
+	}
+	rows = (int)a->shape[0];
+	cols = (int)a->shape[1];
+	/* the userdata may raise (memory): copy out, release, then allocate */
+	lua_pushlstring(L, (const char *)a->data, a->bytes);
+	djn_remote_reply_release(&rep);
+	t = ldj_tensor_new(L, rows, cols);
+	memcpy(t->data, lua_tostring(L, -2), sizeof(float) * (size_t)rows * (size_t)cols);
+	return 1;
+}
+
+/* r:steer(pattern, op [, value [, {persist=, scale=, session=}]]) -> id (0: one-shot) */
+static int l_steer(lua_State *L)
+{
+	static const char *const keys[] = { "persist", "scale", "session", NULL };
+	struct ldj_remote *lr = check_remote(L);
+	const char *pat = luaL_checkstring(L, 2), *op = luaL_checkstring(L, 3);
+	struct djn_remote_reply rep;
+	struct djn_att_out att = { .name = "v", .dtype = "f32", .n_dims = 1 };
+	int n_att = 0;
+	cJSON *msg;
+	double scale;
+
+	ldj_check_opts(L, 5, "steer", keys);
+	scale = ldj_opt_number(L, 5, "steer", "scale", 1.0);
+	if (lua_isnumber(L, 4) && !strcmp(op, "scale")) {
+		scale = lua_tonumber(L, 4);
+	} else if (!lua_isnoneornil(L, 4)) {
+		struct ldj_tensor *t = ldj_tensor_check(L, 4);
+		att.shape[0] = (int64_t)t->rows * t->cols;
+		att.data = t->data;
+		att.bytes = sizeof(float) * (size_t)t->rows * (size_t)t->cols;
+		n_att = 1;
+	}
+	msg = cJSON_CreateObject();
+	cJSON_AddStringToObject(msg, "type", "steer");
+	cJSON_AddStringToObject(msg, "pattern", pat);
+	cJSON_AddStringToObject(msg, "op", op);
+	cJSON_AddNumberToObject(msg, "scale", scale);
+	cJSON_AddBoolToObject(msg, "persist", ldj_opt_boolean(L, 5, "steer", "persist", false));
+	if (ldj_opt_string(L, 5, "steer", "session", NULL))
+		cJSON_AddStringToObject(msg, "session", ldj_opt_string(L, 5, "steer", "session", NULL));
+	if (!call(L, lr, msg, &att, n_att, &rep))
+		return lua_error(L);
+	lua_pushinteger(L, (lua_Integer)cJSON_GetObjectItemCaseSensitive(rep.f.json, "steer")->valuedouble);
+	djn_remote_reply_release(&rep);
+	return 1;
+}
+
+static void push_phases(lua_State *L, const struct djn_remote_phases *p)
+{
+	lua_createtable(L, 0, 9);
+	lua_pushnumber(L, p->serialize_us), lua_setfield(L, -2, "serialize_us");
+	lua_pushnumber(L, p->send_us), lua_setfield(L, -2, "send_us");
+	lua_pushnumber(L, p->queue_us), lua_setfield(L, -2, "queue_us");
+	lua_pushnumber(L, p->exec_us), lua_setfield(L, -2, "exec_us");
+	lua_pushnumber(L, p->result_us), lua_setfield(L, -2, "result_us");
+	lua_pushnumber(L, p->receive_us), lua_setfield(L, -2, "receive_us");
+	lua_pushnumber(L, p->total_us), lua_setfield(L, -2, "total_us");
+	lua_pushinteger(L, (lua_Integer)p->bytes_out), lua_setfield(L, -2, "bytes_out");
+	lua_pushinteger(L, (lua_Integer)p->bytes_in), lua_setfield(L, -2, "bytes_in");
+}
+
+/* r:phases() -> last, sum, n: where the time of the requests went */
+static int l_phases(lua_State *L)
+{
+	struct ldj_remote *lr = check_remote(L);
+	struct djn_remote_phases last, sum;
+	long n;
+
+	djn_remote_stats(lr->r, &last, &sum, &n);
+	push_phases(L, &last);
+	push_phases(L, &sum);
+	lua_pushinteger(L, n);
+	return 3;
+}
+
+/* r:ping() -> round trip in microseconds (through the engine's queue) */
+static int l_ping(lua_State *L)
+{
+	struct ldj_remote *lr = check_remote(L);
+	struct djn_remote_reply rep;
+	cJSON *msg = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(msg, "type", "ping");
+	if (!call(L, lr, msg, NULL, 0, &rep))
+		return lua_error(L);
+	lua_pushnumber(L, rep.ph.total_us);
+	djn_remote_reply_release(&rep);
+	return 1;
+}
+
+static int l_token(lua_State *L)
+{
+	lua_pushstring(L, djn_remote_token(check_remote(L)->r));
+	return 1;
+}
+
+/* r:close(): detach (the sessions stay on the server); also __gc, __close */
+static int l_close(lua_State *L)
+{
+	struct ldj_remote *lr = luaL_checkudata(L, 1, LDJ_REMOTE);
+
+	djn_remote_free(lr->r);
+	lr->r = NULL;
+	return 0;
+}
+
+static int l_tostring(lua_State *L)
+{
+	struct ldj_remote *lr = luaL_checkudata(L, 1, LDJ_REMOTE);
+
+	lua_pushfstring(L, "djinn.Remote(%s)", lr->r ? djn_remote_addr(lr->r) : "closed");
+	return 1;
+}
+
+void ldj_open_remote(lua_State *L)
+{
+	static const luaL_Reg methods[] = {
+		{ "command", l_command }, { "tensor", l_tensor }, { "steer", l_steer },
+		{ "phases", l_phases },   { "ping", l_ping },     { "token", l_token },
+		{ "close", l_close },     { NULL, NULL },
+	};
+	static const luaL_Reg meta[] = {
+		{ "__gc", l_close }, { "__close", l_close }, { "__tostring", l_tostring },
+		{ NULL, NULL },
+	};
+
+	luaL_newmetatable(L, LDJ_REMOTE);
+	luaL_setfuncs(L, meta, 0);
+	luaL_newlib(L, methods);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
+	lua_pushcfunction(L, l_connect);
+	lua_setfield(L, -2, "connect");
+}

@@ -1,0 +1,44 @@
+/* fuzz-frame.c - libFuzzer target for the network frame decoder
+ * (src/server/frame.c): any payload either decodes into a JSON object whose
+ * attachments lie inside it, or fails with a message; a decoded frame
+ * re-encodes and decodes again to the same attachments. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "djinn/server.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct djn_frame f, g;
+	struct djn_err err = { 0 };
+	struct djn_att_out att[DJN_FRAME_MAX_ATT];
+	uint8_t *buf;
+	size_t len;
+
+	if (djn_frame_decode(data, size, &f, &err)) {
+		if (!err.msg[0])
+			abort(); /* a failure always says why */
+		return 0;
+	}
+	for (int i = 0; i < f.n_att; i++) {
+		if (f.att[i].data < data || f.att[i].data + f.att[i].bytes > data + size)
+			abort();
+		att[i] = (struct djn_att_out){ .name = f.att[i].name, .dtype = f.att[i].dtype,
+					       .n_dims = f.att[i].n_dims, .data = f.att[i].data,
+					       .bytes = f.att[i].bytes };
+		memcpy(att[i].shape, f.att[i].shape, sizeof(att[i].shape));
+	}
+	if (!djn_frame_encode(f.json, att, f.n_att, &buf, &len, &err)) {
+		if (djn_frame_decode(buf + 4, len - 4, &g, &err) || g.n_att != f.n_att)
+			abort();
+		for (int i = 0; i < g.n_att; i++)
+			if (g.att[i].bytes != f.att[i].bytes ||
+			    memcmp(g.att[i].data, f.att[i].data, f.att[i].bytes))
+				abort();
+		djn_frame_release(&g);
+		free(buf);
+	}
+	djn_frame_release(&f);
+	return 0;
+}

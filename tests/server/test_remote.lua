@@ -1,0 +1,37 @@
+-- djinn.connect: a remote server from Lua (tests/server/run.sh gives the address).
+local addr = assert(arg[1], "usage: djinn test_remote.lua HOST:PORT")
+local r = assert(djinn.connect(addr))
+assert(tostring(r):find("djinn.Remote", 1, true))
+local bad, msg = djinn.connect("127.0.0.1:1")
+assert(bad == nil and msg:find("djinn.connect: ", 1, true), msg)
+
+local ok, out = r:command("load models/stories260K.bin --tokenizer models/tok512.bin")
+assert(ok and out:find("Loaded stories260K.bin", 1, true), out)
+assert(r:command("break L2.resid_post if pos == 6"))
+local ok2, out2, stop = r:command('run "Once upon a time" -n 20')
+assert(ok2 and stop == "breakpoint", tostring(stop) .. " " .. out2)
+
+-- a site tensor comes back as a djinn.Tensor, equal to what print shows
+local t = r:tensor("L2.resid_post")
+assert(t.rows == 1 and t.cols == 64, t.rows .. "x" .. t.cols)
+local _, p = r:command("print L2.resid_post", {json = true})
+local j = djinn.json.decode(p)
+assert(math.abs(j.stats.max - t:stats().max) < 1e-4 * math.max(1, math.abs(t:stats().max)))
+
+-- steer with a Tensor: zeroing the paused tensor through a remote "set"
+assert(r:steer("L2.resid_post", "set", t * 0) == 0)
+assert(r:tensor("L2.resid_post"):norm() == 0)
+local ok3, e3 = pcall(r.tensor, r, "L9.q")
+assert(not ok3 and e3:find("no site 'L9.q'", 1, true), e3)
+
+-- continue to the end; phases are reported
+local _, _, why = r:command("continue")
+assert(why == "done", tostring(why))
+assert(r:ping() > 0)
+local last, sum, n = r:phases()
+assert(n >= 8 and last.total_us > 0 and sum.exec_us > 0)
+r:command("quit")
+r:close()
+local ok4, e4 = pcall(r.ping, r)
+assert(not ok4 and e4:find("remote is closed", 1, true))
+print("lua remote: ok")

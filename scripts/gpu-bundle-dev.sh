@@ -11,6 +11,7 @@ BUNDLE_MODELS="stories260K.bin tok512.bin stories260K.gguf stories260K.greedy.tx
 cd bundle
 mkdir -p bin/bench
 cp ../"$build"/bench/gpu_debug_bench bin/bench/
+cp ../"$build"/bench/attn_rows_bench bin/bench/
 nvcc -O3 -std=c++17 -gencode=arch=compute_90,code=sm_90 ../bench/gemv_bench.cu -o bin/bench/gemv_bench
 rm -rf bench
 cp -r ../bench .

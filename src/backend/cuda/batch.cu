@@ -14,7 +14,16 @@
  * length from that row's pos, so a short row's blocks past its end return at
  * once and a long one uses all nsz; a row that fits one chunk is written by
  * the split kernel itself, the others merged by a second kernel.  Same online
- * softmax, score = q.k / sqrtf(head_dim), expf, f32 throughout. */
+ * softmax, score = q.k / sqrtf(head_dim), expf, f32 throughout.  Where
+ * head_dim <= 128, a multiple of 4, and q 16-byte aligned, the split kernel
+ * is the float4 one (attn_rows_v4_kernel): wide loads, more positions in
+ * flight, and once the batch is large enough the query heads of one KV head
+ * sharing one read of it; elsewhere (and with DJN_ATTN_ROWS_OLD=1, for
+ * comparing) the scalar one.  On an H200 the float4 one reads KV at 2.4 to
+ * 4.2 TB/s for 32..128 rows (bench/attn_rows_bench.c and
+ * bench/results/h200-2026-12-04-attn-rows.json). */
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/cuda/cuda.cuh"
@@ -142,6 +151,7 @@ extern "C" enum djn_status cuda_kv_store_rows(struct djn_backend *be,
 #define ATT_MAX_SPLIT 128 /* chunks per row, at most */
 #define ATT_MIN_CHUNK 64  /* positions per chunk, at least */
 #define ATT_LONG_CHUNK 256 /* a row of max_len is cut into chunks of about this */
+#define ATT_GQ_MIN_BLOCKS 32 /* (row, KV head) blocks below which a block takes one head */
 
 struct rows_params {
 	float *const *const *tables;
@@ -338,6 +348,227 @@ static cudaError_t launch_rows_split(const struct cuda_ctx *c, dim3 grid, float 
 			   pm, q, p, nsz);
 }
 
+/* --- attention, float4 path -------------------------------------------------
+ *
+ * For head_dim <= 128, a multiple of 4 (kv_dim too, q 16-byte aligned): lane
+ * = 4 dims, one float4 of K and one of V per position, G positions a warp
+ * step with all 2G loads issued before the math (pages are backend
+ * allocations, 16-byte aligned).  A block takes GQ query heads of one KV head
+ * (GQ the largest of 8, 4, 2, 1 that divides the group; 1 while the batch has
+ * fewer than ATT_GQ_MIN_BLOCKS (row, KV head) pairs), so GQA heads share one
+ * read of K and V.  The GQ * G dot products of a step
+ * are summed across the warp in one transposed butterfly (N - 1 + 5 - log2 N
+ * shuffles, then N to hand each lane every score) rather than 5 apiece.  A
+ * warp keeps 32 page pointers of its row in its lanes (one load per 32
+ * pages) and walks positions by increment, no division per position. */
+
+/* v[0..N-1] summed over the warp, transposed: afterwards lane l holds in v[0]
+ * the sum of value rsum_src-inverse(l); value u is read from lane
+ * rsum_src<N>(u).  N a power of 2, at most 32. */
+template <int N, int O>
+__device__ __forceinline__ void rsum_step(float *v, int lane)
+{
+	if constexpr (O > 0) {
+		if constexpr (N > 1) {
+			constexpr int H = N / 2;
+			const bool up = lane & O;
+#pragma unroll
+			for (int k = 0; k < H; k++) {
+				float send = up ? v[k] : v[k + H];
+				float keep = up ? v[k + H] : v[k];
+				v[k] = keep + __shfl_xor_sync(FULL_MASK, send, O);
+			}
+			rsum_step<H, O / 2>(v, lane);
+		} else {
+			v[0] += __shfl_xor_sync(FULL_MASK, v[0], O);
+			rsum_step<1, O / 2>(v, lane);
+		}
+	}
+}
+
+template <int N>
+__host__ __device__ constexpr int rsum_src(int u)
+{
+	int s = 0;
+	for (int o = 16, h = N / 2; h >= 1; o >>= 1, h >>= 1)
+		if (u & h)
+			s |= o;
+	return s;
+}
+
+__device__ __forceinline__ float4 ld_kv4(const float *p)
+{
+	return __ldg((const float4 *)p);
+}
+
+__device__ __forceinline__ float dot4(float4 a, float4 b, float s)
+{
+	s = fmaf(a.x, b.x, s);
+	s = fmaf(a.y, b.y, s);
+	s = fmaf(a.z, b.z, s);
+	return fmaf(a.w, b.w, s);
+}
+
+/* grid (chunk, head group of GQ, row); partials as attn_rows_split_kernel's. */
+template <int GQ, int G>
+__global__ void __launch_bounds__(ATT_WARPS * 32, 4)
+attn_rows_v4_kernel(float *__restrict__ out, float *__restrict__ part_acc,
+		    float *__restrict__ part_ml, const float *__restrict__ q,
+		    struct rows_params p, int nsz)
+{
+	constexpr int N = GQ * G;
+	__shared__ float sm_m[ATT_WARPS][GQ], sm_l[ATT_WARPS][GQ];
+	__shared__ float4 sm_acc[ATT_WARPS][GQ][32];
+	const int s = blockIdx.x, h0 = blockIdx.y * GQ, i = blockIdx.z;
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const int hd = p.head_dim, pt = p.page_tokens;
+	const size_t idx0 = (size_t)i * p.n_head + h0;
+	pdl_trigger();
+	pdl_wait();
+	const int pos = p.pos[i];
+
+	if (pos < 0) { /* padding: zeros, once */
+		if (s == 0)
+			for (int d = threadIdx.x; d < GQ * hd; d += blockDim.x)
+				out[idx0 * hd + d] = 0.0f;
+		return;
+	}
+	const int L = pos + 1, chunk = rows_chunk(L, nsz);
+	const int t0 = s * chunk, t1 = min(t0 + chunk, L);
+	const int n_act = (L + chunk - 1) / chunk;
+
+	if (t0 >= L) /* past this row's end */
+		return;
+	float *const *pages = p.tables[i];
+	const bool on = 4 * lane < hd;
+	const size_t koff = (size_t)p.layer * 2 * pt * p.kv_dim + (size_t)(h0 / p.group) * hd +
+			    4 * lane;
+	const size_t voff = (size_t)pt * p.kv_dim; /* V rows follow K rows */
+	const int last_pg = (L - 1) / pt;
+	float4 qv[GQ], acc[GQ];
+	float m[GQ], l[GQ];
+
+#pragma unroll
+	for (int hh = 0; hh < GQ; hh++) {
+		qv[hh] = on ? *(const float4 *)(q + (idx0 + hh) * hd + 4 * lane)
+			    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+		acc[hh] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+		m[hh] = -INFINITY;
+		l[hh] = 0.0f;
+	}
+	int wbase = -1; /* lane j holds page wbase + j */
+	const float *wptr = NULL;
+	for (int tb = t0 + warp * G; tb < t1; tb += ATT_WARPS * G) {
+		int pg = tb / pt, tp = tb - pg * pt;
+		if (wbase < 0 || pg + G > wbase + 32) { /* warp-uniform */
+			wbase = pg;
+			wptr = wbase + lane <= last_pg ? pages[wbase + lane] : NULL;
+		}
+		float4 kk[G], vv[G];
+		/* all loads of the step first, so they are in flight together */
+#pragma unroll
+		for (int u = 0; u < G; u++) {
+			const float *pp = (const float *)__shfl_sync(
+				FULL_MASK, (unsigned long long)wptr, (pg - wbase) & 31);
+			if (tb + u < t1 && on) {
+				const float *kr = pp + koff + (size_t)tp * p.kv_dim;
+				kk[u] = ld_kv4(kr);
+				vv[u] = ld_kv4(kr + voff);
+			} else {
+				kk[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+				vv[u] = kk[u];
+			}
+			if (++tp == pt) {
+				tp = 0;
+				pg++;
+			}
+		}
+		float d[N];
+#pragma unroll
+		for (int hh = 0; hh < GQ; hh++)
+#pragma unroll
+			for (int u = 0; u < G; u++)
+				d[hh * G + u] = dot4(qv[hh], kk[u], 0.0f);
+		rsum_step<N, 16>(d, lane);
+		const float mine = d[0];
+#pragma unroll
+		for (int hh = 0; hh < GQ; hh++) {
+			float sc[G], mx = -INFINITY;
+#pragma unroll
+			for (int u = 0; u < G; u++) {
+				float v = __shfl_sync(FULL_MASK, mine, rsum_src<N>(hh * G + u));
+				sc[u] = tb + u < t1 ? v / p.sd : -INFINITY;
+				mx = fmaxf(mx, sc[u]);
+			}
+			const float mn = fmaxf(m[hh], mx);
+			const float alpha = m[hh] == -INFINITY ? 0.0f : expf(m[hh] - mn);
+			float psum = 0.0f;
+#pragma unroll
+			for (int u = 0; u < G; u++) {
+				sc[u] = tb + u < t1 ? expf(sc[u] - mn) : 0.0f;
+				psum += sc[u];
+			}
+			l[hh] = l[hh] * alpha + psum;
+			float4 a = acc[hh];
+			a.x *= alpha;
+			a.y *= alpha;
+			a.z *= alpha;
+			a.w *= alpha;
+#pragma unroll
+			for (int u = 0; u < G; u++) {
+				a.x = fmaf(sc[u], vv[u].x, a.x);
+				a.y = fmaf(sc[u], vv[u].y, a.y);
+				a.z = fmaf(sc[u], vv[u].z, a.z);
+				a.w = fmaf(sc[u], vv[u].w, a.w);
+			}
+			acc[hh] = a;
+			m[hh] = mn;
+		}
+	}
+
+	/* merge the warps */
+#pragma unroll
+	for (int hh = 0; hh < GQ; hh++) {
+		if (lane == 0) {
+			sm_m[warp][hh] = m[hh];
+			sm_l[warp][hh] = l[hh];
+		}
+		sm_acc[warp][hh][lane] = acc[hh];
+	}
+	__syncthreads();
+	for (int x = threadIdx.x; x < GQ * hd; x += blockDim.x) {
+		const int hh = x / hd, dd = x - hh * hd;
+		float M = -INFINITY, Lsum = 0.0f, a = 0.0f;
+#pragma unroll
+		for (int w = 0; w < ATT_WARPS; w++)
+			M = fmaxf(M, sm_m[w][hh]);
+#pragma unroll
+		for (int w = 0; w < ATT_WARPS; w++) {
+			float e = sm_m[w][hh] == -INFINITY ? 0.0f : expf(sm_m[w][hh] - M);
+			Lsum += sm_l[w][hh] * e;
+			a += ((const float *)sm_acc[w][hh])[dd] * e;
+		}
+		const size_t idx = idx0 + hh;
+		if (n_act == 1) {
+			out[idx * hd + dd] = a / Lsum;
+		} else {
+			part_acc[(idx * nsz + s) * hd + dd] = a;
+			if (dd == 0) {
+				part_ml[(idx * nsz + s) * 2] = M;
+				part_ml[(idx * nsz + s) * 2 + 1] = Lsum;
+			}
+		}
+	}
+}
+
+template <int GQ, int G>
+static cudaError_t launch_rows_v4(const struct cuda_ctx *c, dim3 grid, float *out, float *pa,
+				  float *pm, const float *q, const struct rows_params &p, int nsz)
+{
+	return cuda_launch(c, attn_rows_v4_kernel<GQ, G>, grid, dim3(ATT_WARPS * 32), 0, out, pa,
+			   pm, q, p, nsz);
+}
+
 /* Chunks a row may be cut into: enough (row, head, chunk) blocks to fill the
  * GPU, long rows in chunks of about ATT_LONG_CHUNK so that one long session
  * does not make the whole batch wait, and never more than a row of max_len
@@ -413,7 +644,19 @@ extern "C" enum djn_status cuda_attention_rows(struct djn_backend *be, float *ou
 	p.layer = layer;
 	p.sd = sqrtf((float)head_dim);
 	const int vpl = (head_dim + 31) / 32;
-	const int nsz = rows_nsz(c, kv->n_rows, n_head, kv->max_len);
+	/* the float4 path, heads of one KV head GQ to a block; else the scalar
+	 * kernel, a block a head (DJN_ATTN_ROWS_OLD=1 picks it always, to
+	 * compare: bench/attn_rows_bench.c) */
+	int gq = p.group % 8 == 0 ? 8 : p.group % 4 == 0 ? 4 : p.group % 2 == 0 ? 2 : 1;
+	/* few rows: a block a query head, for the blocks (K/V re-reads then hit
+	 * L2); GQ to a block was slower at 1 row of 32/8 (12.7 us against 10.0) */
+	if ((long long)kv->n_rows * (n_head / gq) < ATT_GQ_MIN_BLOCKS)
+		gq = 1;
+	const char *old_env = getenv("DJN_ATTN_ROWS_OLD");
+	const bool v4 = head_dim <= 128 && head_dim % 4 == 0 && kv->kv_dim % 4 == 0 &&
+			((uintptr_t)q & 15) == 0 && !(old_env && old_env[0] == '1');
+	const int hpb = v4 ? gq : 1; /* query heads a block */
+	const int nsz = rows_nsz(c, kv->n_rows, n_head / hpb, kv->max_len);
 
 	float *pa = NULL, *pm = NULL;
 	if (nsz > 1) {
@@ -426,10 +669,19 @@ extern "C" enum djn_status cuda_attention_rows(struct djn_backend *be, float *ou
 			return be->err.code;
 		pm = pa + n_part * head_dim;
 	}
-	dim3 grid((unsigned)nsz, (unsigned)n_head, (unsigned)kv->n_rows);
+	dim3 grid((unsigned)nsz, (unsigned)(n_head / hpb), (unsigned)kv->n_rows);
+	if (v4) {
+		switch (gq) {
+		case 8: CK(be, (launch_rows_v4<8, 2>(c, grid, out, pa, pm, q, p, nsz))); break;
+		case 4: CK(be, (launch_rows_v4<4, 4>(c, grid, out, pa, pm, q, p, nsz))); break;
+		case 2: CK(be, (launch_rows_v4<2, 8>(c, grid, out, pa, pm, q, p, nsz))); break;
+		default: CK(be, (launch_rows_v4<1, 8>(c, grid, out, pa, pm, q, p, nsz))); break;
+		}
+	} else {
 #define SPLIT(V) CK(be, launch_rows_split<V>(c, grid, out, pa, pm, q, p, nsz))
-	VPL_SWITCH(vpl, SPLIT);
+		VPL_SWITCH(vpl, SPLIT);
 #undef SPLIT
+	}
 	CK_LAUNCH(be);
 	if (nsz > 1) {
 		CK(be, cuda_launch(c, attn_rows_merge_kernel, dim3((unsigned)n_head,

@@ -47,6 +47,8 @@ unit_target=()
 [ "$unit" = 0 ] || unit_target=(test-unit-bins)
 make -s BUILD="$build" ${unit_target[@]+"${unit_target[@]}"} ${gpu_bins[@]+"${gpu_bins[@]}"} >/dev/null ||
 	die "building the test binaries failed (make BUILD=$build ${unit_target[*]-} ${gpu_bins[*]-})"
+# the benchmarks' binaries: bench/*.c through the Makefile, bench/*.cu with nvcc
+make -s BUILD="$build" bench-bins >/dev/null || die "building the benchmarks failed (make BUILD=$build bench-bins)"
 
 rm -rf "$out"
 mkdir -p "$out/bin/tests" "$out/lib" "$out/models"
@@ -58,6 +60,19 @@ for t in "$build"/tests/test-* "$build"/tests/gpu-*; do
 	cp "$t" "$out/bin/tests/"
 done
 ln -s bin "$out/build"
+mkdir -p "$out/bin/bench"
+for b in "$build"/bench/*; do
+	[ -f "$b" ] && [ -x "$b" ] && cp "$b" "$out/bin/bench/"
+done
+if command -v nvcc >/dev/null 2>&1; then
+	for cu in bench/*.cu; do
+		[ -e "$cu" ] || continue
+		n=${cu#bench/}
+		[ -x "$out/bin/bench/${n%.cu}" ] && continue
+		nvcc -O3 -std=c++17 -gencode=arch=compute_90,code=sm_90 -Iinclude -Isrc "$cu" \
+			-o "$out/bin/bench/${n%.cu}" 2>/dev/null || printf '%s: %s did not build (left out)\n' "$prog" "$cu" >&2
+	done
+fi
 
 # --- shared libraries ---------------------------------------------------------------------------
 # Present on any Ubuntu 24.04 with the CUDA toolkit: glibc, the gcc runtime, zlib, ncurses'
@@ -80,7 +95,7 @@ while read -r name arrow path _; do
 		continue
 	fi
 	[ -e "$out/lib/$name" ] || cp -L "$path" "$out/lib/$name"
-done < <(ldd "$out/bin/djinn" "$out"/bin/tests/* 2>/dev/null | sort -u)
+done < <(ldd "$out/bin/djinn" "$out"/bin/tests/* "$out"/bin/bench/* 2>/dev/null | sort -u)
 [ ${#missing[@]} -eq 0 ] || die "ldd cannot resolve here: ${missing[*]}"
 
 if command -v patchelf >/dev/null 2>&1; then
@@ -94,13 +109,14 @@ if command -v patchelf >/dev/null 2>&1; then
 	}
 	# shellcheck disable=SC2016
 	relink "$out/bin/djinn" '$ORIGIN/../lib'
-	for t in "$out"/bin/tests/*; do relink "$t" '$ORIGIN/../../lib'; done
+	for t in "$out"/bin/tests/* "$out"/bin/bench/*; do relink "$t" '$ORIGIN/../../lib'; done
 	for l in "$out"/lib/*; do patchelf --set-rpath '$ORIGIN' "$l" 2>/dev/null || true; done
 	rpath=patchelf
 else
 	# the Makefile links with rpath $ORIGIN/lib: point bin/lib and bin/tests/lib at lib/
 	ln -s ../lib "$out/bin/lib"
 	ln -s ../../lib "$out/bin/tests/lib"
+	ln -s ../../lib "$out/bin/bench/lib"
 	rpath="links (no patchelf)"
 fi
 
@@ -109,7 +125,7 @@ mkdir -p "$out/scripts" "$out/tests"
 for s in run-tests.sh models.sh; do
 	[ -f "scripts/$s" ] && cp "scripts/$s" "$out/scripts/"
 done
-for d in tests/fixtures tests/golden tests/shell tests/lua lua docs; do
+for d in tests/fixtures tests/golden tests/shell tests/lua tests/server lua docs bench; do
 	[ -d "$d" ] && mkdir -p "$out/$(dirname "$d")" && cp -R "$d" "$out/$d"
 done
 [ -f models/manifest.tsv ] && cp models/manifest.tsv "$out/models/"

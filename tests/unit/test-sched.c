@@ -2,6 +2,7 @@
  * session the tokens and logits it gets alone, bit for bit; debugging one
  * session of a batch; steering isolation; IO_WAIT under every policy. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,8 +103,21 @@ static void same(const struct result *a, const struct result *b, int i)
 	for (int j = 0; j < a->n; j++)
 		cr_assert_eq(a->tok[j], b->tok[j], "agent %d: token %d is %d batched, %d alone", i, j,
 			     a->tok[j], b->tok[j]);
-	cr_assert_eq(memcmp(a->logits, b->logits, sizeof(float) * (size_t)model->cfg.vocab_size),
-		     0, "agent %d: last logits differ", i);
+	/* bit for bit on the CPU; on a GPU a batch's matmuls may sum in
+	 * another order than one row's: within 1e-4 of the largest logit */
+	const char *dev = getenv("DJINN_TEST_DEVICE");
+	if (!dev || !strcmp(dev, "cpu")) {
+		cr_assert_eq(memcmp(a->logits, b->logits,
+				    sizeof(float) * (size_t)model->cfg.vocab_size), 0,
+			     "agent %d: last logits differ", i);
+		return;
+	}
+	float big = 0, diff = 0;
+	for (int k = 0; k < model->cfg.vocab_size; k++) {
+		big = fmaxf(big, fabsf(b->logits[k]));
+		diff = fmaxf(diff, fabsf(a->logits[k] - b->logits[k]));
+	}
+	cr_assert_leq(diff, 1e-4f * big, "agent %d: logits differ by %g (largest %g)", i, diff, big);
 }
 
 static void release(struct result *r, int n)

@@ -160,7 +160,9 @@ enum djn_status djn_frame_header(cJSON *msg, const struct djn_att_out *att, int 
 	if (n_att > DJN_FRAME_MAX_ATT)
 		return djn_err_set(err, DJN_ERR_RANGE, "frame: %d attachments (at most %d)", n_att,
 				   DJN_FRAME_MAX_ATT);
-	cJSON_DeleteItemFromObjectCaseSensitive(msg, "att");
+	/* every "att" goes (a duplicate key would shadow ours on the other side) */
+	while (cJSON_GetObjectItemCaseSensitive(msg, "att"))
+		cJSON_DeleteItemFromObjectCaseSensitive(msg, "att");
 	if (n_att) {
 		arr = cJSON_AddArrayToObject(msg, "att");
 		for (int i = 0; i < n_att; i++) {

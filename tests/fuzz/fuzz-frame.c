@@ -29,7 +29,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					       .bytes = f.att[i].bytes };
 		memcpy(att[i].shape, f.att[i].shape, sizeof(att[i].shape));
 	}
-	if (!djn_frame_encode(f.json, att, f.n_att, &buf, &len, &err)) {
+	/* encode a copy: encoding rewrites "att", whose strings att[] borrows */
+	cJSON *copy = cJSON_Duplicate(f.json, true);
+	if (!djn_frame_encode(copy, att, f.n_att, &buf, &len, &err)) {
 		if (djn_frame_decode(buf + 4, len - 4, &g, &err) || g.n_att != f.n_att)
 			abort();
 		for (int i = 0; i < g.n_att; i++)
@@ -39,6 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		djn_frame_release(&g);
 		free(buf);
 	}
+	cJSON_Delete(copy);
 	djn_frame_release(&f);
 	return 0;
 }

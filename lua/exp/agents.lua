@@ -227,6 +227,7 @@ local function run(policy, t)
     policy = policy, n_agents = #agents, completed = completed, failed = failed,
     wall_s = wall, tokens = n_tokens, tokens_per_s = n_tokens / wall,
     token_ms = pct(tok_ms), ttft_ms = pct(ttft_ms), step_ms = pct(step_ms),
+    token_cdf = #tok_ms > 1 and stats.cdf(tok_ms, 101) or {},
     batch = { mean = #batch > 0 and stats.mean(batch) or 0, max = st.max_batch },
     swaps_out = st.swaps_out, swaps_in = st.swaps_in, recomputes = st.recomputes,
     swap_bytes = st.swap_bytes_out + st.swap_bytes_in,

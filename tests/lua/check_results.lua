@@ -44,6 +44,29 @@ elseif kind == "multimodel" then
   end
   for _, e in ipairs(r.reference) do seen[e.model .. ":" .. e.prompt] = nil end
   assert(next(seen) == nil, "a reference for every (model, prompt) of the trace")
+elseif kind == "agents" then
+  -- every policy at every count: all agents done, none failed, tokens as alone
+  assert(r.schema == "djinn.agents/1", "schema")
+  local policies = {}
+  for _, run in ipairs(r.runs) do
+    policies[run.policy] = true
+    assert(run.completed == run.n_agents and run.failed == 0,
+      run.policy .. ": " .. run.completed .. "/" .. run.n_agents .. " completed")
+    assert(run.identical and run.checked == math.min(r.config.check, run.n_agents),
+      run.policy .. ": tokens differ from the agents alone")
+    assert(run.tokens > 0 and run.token_ms.p99 >= run.token_ms.p50)
+    for _, a in ipairs(run.per_agent) do assert(a.state == "done") end
+    if run.policy == "signal" and run.n_agents > 1 then
+      assert(run.swaps_out > 0 and run.swaps_in > 0, "signal swapped nothing")
+    end
+    if run.policy == "recompute" and run.n_agents > 1 then
+      assert(run.recomputes > 0, "recompute recomputed nothing")
+    end
+  end
+  for _, p in ipairs({ "signal", "lru", "recompute", "none" }) do
+    assert(policies[p], "no run under " .. p)
+    assert(r.density[p] ~= nil, "no density for " .. p)
+  end
 else
   error("check_results: unknown kind " .. tostring(kind))
 end

@@ -54,6 +54,14 @@ if "$DJINN" lua/exp/generate_trace.lua --seed 3 --n 6 --models a,b --out "$TMP/t
 	ok "lua/exp/generate_trace.lua"
 else bad "lua/exp/generate_trace.lua" "see above"; fi
 
+# agents under every policy, under a KV limit that holds about four whole
+# agent contexts: all complete, with the tokens each gets alone
+if "$DJINN" lua/exp/agents.lua "$MODEL" --device cpu --agents 1,8 --kv-limit 1M --rate 200 \
+	--tool-s 0.02 --steps 2 --think 12 --check 8 --out "$TMP/ag.json" >"$TMP/out" 2>"$TMP/err" &&
+   "$DJINN" tests/lua/check_results.lua agents "$TMP/ag.json" >>"$TMP/out" 2>>"$TMP/err"; then
+	ok "lua/exp/agents.lua"
+else bad "lua/exp/agents.lua" "see above"; cat "$TMP/err" >&2; fi
+
 # issue 12's switching protocol on three tiny llamas (different seeds) under a
 # budget that holds their fixed parts and about one and a half models' layers
 mm_models=

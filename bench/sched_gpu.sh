@@ -7,7 +7,8 @@
 # every policy.  Logs and JSON go to OUT_DIR; a short table is printed last.
 # usage: (from the bundle) bench/sched_gpu.sh OUT_DIR [MODEL_DIR]
 #   SKIP_TESTS=1, SKIP_HF=1, SKIP_AGENTS=1 leave parts out;
-#   BATCHES="1,8,32,64,128", AGENTS="1,24,48,72,96", KV_LIMIT=4G, TOOL_S=1.0
+#   BATCHES="1,8,32,64,128", AGENTS="1,8,16,24,32", KV_LIMIT=1G (about five whole agent
+#   contexts of the 7B model), TOOL_S=1.0, BUDGET=64 (rows a step)
 set -uo pipefail
 out=${1:?usage: bench/sched_gpu.sh OUT_DIR [MODEL_DIR]}
 m=${2:-/tmp/djinn-llama-2-7b}
@@ -42,8 +43,9 @@ fi
 if [ -z "${SKIP_AGENTS:-}" ]; then
 	echo "== agents: density under every policy" >&2
 	timeout "${AGENTS_TIMEOUT:-300}" ./run.sh djinn lua/exp/agents.lua "$m" --device cuda \
-		--agents "${AGENTS:-1,24,48,72,96}" --kv-limit "${KV_LIMIT:-4G}" --rate 50 --steps 3 \
-		--think 32 --tool-s "${TOOL_S:-1.0}" --tool-tokens 8 --prompt 64 --check 4 \
+		--agents "${AGENTS:-1,8,16,24,32}" --kv-limit "${KV_LIMIT:-1G}" --rate 20 --steps 3 \
+		--think 32 --tool-s "${TOOL_S:-1.0}" --tool-tokens 8 --prompt 64 --check 3 \
+		--budget "${BUDGET:-64}" \
 		--out "$out/agents.json" --trace-out "$out/agents_trace.json" 2>"$out/agents.log" ||
 		tail -5 "$out/agents.log"
 fi
@@ -70,7 +72,7 @@ if b:
               f"{x['roofline_ms_per_step']:>8.3f} {x['pct_of_roofline']:>6.1f} "
               f"{ht if ht is None else round(ht):>9} "
               f"{(x['tokens_per_s']/ht) if ht else float('nan'):>6.2f} {x['graph_steps']:>6} "
-              f"{x['greedy_same_as_alone']}/{x['checked']}")
+              f"{x['greedy_same_as_alone']}/{x['checked']} ({x.get('agreed_before_parting', 1):.2f})")
 if a:
     print(f"agents: SLO {a.get('slo_ms') or float('nan'):.2f} ms (P99 token latency), density {a['density']}")
     for r in a["runs"]:
@@ -78,5 +80,5 @@ if a:
               f"token p50 {r['token_ms']['p50']:.2f} p99 {r['token_ms']['p99']:.2f} ms "
               f"ttft p99 {r['ttft_ms']['p99']:.0f} ms {r['tokens_per_s']:.0f} tok/s "
               f"swaps {r['swaps_out']}/{r['swaps_in']} {r['swap_gbps']:.1f} GB/s "
-              f"signal p99 {r['signal_ms']['p99']:.2f} ms same={r['identical']}")
+              f"signal p99 {r['signal_ms']['p99']:.2f} ms same={r['identical']} ({r.get('agreed_before_parting', 1):.2f})")
 PY

@@ -304,6 +304,10 @@ struct djn_backend {
 	 * pages held by all sessions, and a limit on them (0: none) past which
 	 * paused sessions are swapped out to make room. */
 	size_t data_bytes, data_limit;
+	/* Called by djn_backend_free before the backend goes: a module above
+	 * that keeps backend memory for reuse (the pinned swap pool,
+	 * ringbuf.h) gives it back here.  NULL: nothing kept. */
+	void (*release_hook)(struct djn_backend *be);
 };
 
 /* Create a backend from "auto", "cpu", "cuda" or "cuda:N".  "auto" picks CUDA

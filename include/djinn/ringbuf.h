@@ -252,8 +252,16 @@ enum djn_status djn_swap_out(struct djn_swap *sw, struct djn_kv *kv, struct djn_
 /* Allocate the pages again, copy them back, rebuild the page table.  On
  * failure (out of memory: bytes named) the pages stay on the host. */
 enum djn_status djn_swap_in(struct djn_swap *sw, struct djn_kv *kv, struct djn_err *err);
-/* Free the pool (waiting for copies in flight). */
+/* Give the session's block back to the backend's pool (waiting for copies
+ * in flight). */
 void djn_swap_release(struct djn_swap *sw);
+/* Pin blocks of `block` bytes ahead of need until the backend's pool holds
+ * `bytes` free (a session's first swap then pins nothing: pinning costs
+ * tens of ms a GiB).  The pool's blocks are freed with the backend. */
+enum djn_status djn_swap_pool_reserve(struct djn_backend *be, size_t bytes, size_t block,
+				      struct djn_err *err);
+/* Bytes of free blocks in the backend's pool. */
+size_t djn_swap_pool_bytes(const struct djn_backend *be);
 
 /* ---- sizes */
 

@@ -55,6 +55,10 @@ struct djn_sched_opts {
 	enum djn_sched_policy policy;
 	int token_budget; /* rows a step, decode tokens and prefill chunks; 0: 512 */
 	int max_batch;    /* sessions in one forward pass; 0: 256 */
+	/* pinned host memory to lock ahead of need for the swaps, in blocks of
+	 * host_block bytes (0: 256 MiB); a block holds one session's cache.
+	 * 0: pinned when a session first swaps (tens of ms a GiB) */
+	size_t host_pool, host_block;
 };
 
 struct djn_sched;
@@ -88,7 +92,8 @@ enum djn_status djn_sched_io_wait(struct djn_sched *q, struct djn_session *s);
 enum djn_status djn_sched_resume(struct djn_sched *q, struct djn_session *s);
 
 struct djn_step_info {
-	int n_batched;  /* sessions in the batched forward passes */
+	int n_batched;  /* sessions in the batched forward passes (a batch of one
+			 * runs on the path of a session alone: the same numbers) */
 	int n_rows;     /* their rows */
 	int n_alone;    /* sessions that stepped alone */
 	int n_stopped;  /* of those, stopped (breakpoint, watchpoint, error) */

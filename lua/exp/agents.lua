@@ -92,7 +92,17 @@ end
 local now = function() return djinn.clock() / 1e9 end
 
 local function run(policy, t)
-  local q = djinn.sched { policy = policy, budget = o.budget }
+  -- the swaps' pinned memory is locked before the clock starts, a block an
+  -- agent's whole cache (pinning costs far more than the copy)
+  local block, pool = 0, 0
+  if policy ~= "none" then
+    local ctx = 0
+    for _, a in ipairs(t.sessions) do ctx = math.max(ctx, a.ctx) end
+    block = ((ctx + 15) // 16) * 16 * info.n_layer * 2 * info.n_kv_head * info.head_dim * 4
+    pool = block * #t.sessions
+  end
+  local q = djinn.sched { policy = policy, budget = o.budget, host_pool = pool, host_block = block,
+                          model = m }
   local agents, pending = {}, {}
   for k, a in ipairs(t.sessions) do
     agents[k] = { a = a, state = "future", step = 1, tok_ms = {}, n_gen = 0 }
@@ -203,14 +213,19 @@ local function run(policy, t)
   q:close()
   for _, g in ipairs(agents) do if g.s then g.s:close() end end
   -- the first agents again, alone: the same tokens?
-  local identical, checked = true, 0
+  -- where an agent's tokens part from its tokens alone, the share that
+  -- agreed first (a near-tie flipped by another summation order on a GPU
+  -- shows late; a bug shows at once)
+  local identical, checked, agreed = true, 0, {}
   for k = 1, math.min(o.check, #agents) do
     local g = agents[k]
     if g.tokens then
       local want = alone(g.a)
       checked = checked + 1
-      if #want ~= #g.tokens then identical = false end
-      for j = 1, #want do if want[j] ~= g.tokens[j] then identical = false end end
+      local j = g.a.prompt_tokens + 1
+      while j <= #want and want[j] == g.tokens[j] do j = j + 1 end
+      if j <= #want or #want ~= #g.tokens then identical = false end
+      agreed[#agreed + 1] = (j - 1 - g.a.prompt_tokens) / math.max(1, #want - g.a.prompt_tokens)
     end
   end
   local function pct(xs)
@@ -236,6 +251,7 @@ local function run(policy, t)
     signal_ms = pct(signal_ms), resume_ms = pct(resume_ms),
     kv_peak_bytes = st.kv_peak_bytes, device_peak_bytes = st.device_peak_bytes,
     graph_steps = st.graph_steps, identical = identical, checked = checked,
+    agreed_before_parting = #agreed > 0 and stats.mean(agreed) or 1,
     per_agent = per_agent,
   }
 end

@@ -45,6 +45,9 @@ struct djn_backend *djn_backend_new(const char *spec, int n_threads, struct djn_
 
 void djn_backend_free(struct djn_backend *be)
 {
-	if (be)
-		be->i->free(be);
+	if (!be)
+		return;
+	if (be->release_hook)
+		be->release_hook(be);
+	be->i->free(be);
 }

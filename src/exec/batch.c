@@ -38,6 +38,9 @@ struct djn_batch {
 	unsigned char *meta_host;
 	struct djn_kv_rows rows;
 	int32_t *ids; /* inside meta */
+	struct djn_session **mem; /* the step's members, laid out and swapped in */
+	int *idx;     /* their places in the caller's array */
+	int cap_mem;
 	int *first;   /* per session: its first row */
 	int *next;    /* per row: argmax */
 	struct djn_graph *graph[GRAPH_SIZES];
@@ -82,6 +85,8 @@ void djn_batch_free(struct djn_batch *b)
 	free(b->meta_host);
 	free(b->first);
 	free(b->next);
+	free(b->mem);
+	free(b->idx);
 	free(b);
 }
 
@@ -378,45 +383,35 @@ fail:
 	return false;
 }
 
-enum djn_status djn_batch_run(struct djn_batch *b, struct djn_session *const *ss, int n,
-			      enum djn_stop *why)
+/* The forward pass and the tokens of the members mem[0..n), which are
+ * swapped in and laid out; why[idx[i]] gets member i's stop. */
+static enum djn_status run(struct djn_batch *b, int n, enum djn_stop *why)
 {
 	struct djn_backend *be = b->be;
 	const struct djn_backend_i *o = be->i;
-	const struct djn_model *m;
-	int n_rows = 0, last, size = -1;
+	struct djn_session *const *ss = b->mem;
+	const struct djn_model *m = ss[0]->m;
+	int n_rows = 0, last = ss[0]->n_sites - 1, size = -1;
 	bool decode = true, graph;
-	enum djn_status st = DJN_OK;
+	enum djn_status st;
 
-	if (n < 1)
-		return djn_err_set(&b->err, DJN_ERR_INVALID, "batch step: no sessions");
-	m = ss[0]->m;
 	for (int i = 0; i < n; i++) {
-		if (ss[i]->m != m || ss[i]->be != be)
-			return djn_err_set(&b->err, DJN_ERR_INVALID,
-					   "batch step: session %d has another model or backend", i);
-		if (!djn_session_batchable(ss[i]))
-			return djn_err_set(&b->err, DJN_ERR_STATE,
-					   "batch step: session %d cannot join a batch now", i);
 		n_rows += ss[i]->r.n_rows;
 		decode = decode && ss[i]->r.n_rows == 1;
 	}
-	last = ss[0]->n_sites - 1;
+	/* a GPU's GEMVs serve one row; a batch of more goes to cuBLAS as 16
+	 * rows at least (padding rows cost next to nothing, and every batched
+	 * row gets the same arithmetic whatever the batch's size) */
+	int floor = be->host_memory || n_rows == 1 ? 1 : 16;
+	int rows = n_rows > floor ? n_rows : floor;
 	graph = decode && o->graph_begin && o->attention_rows && !b->graph_off &&
-		(size = padded(n)) >= 0 && b->graph_fails[size] < 3;
-	if ((st = reserve(b, m, graph ? 1 << size : n_rows, n)))
+		(size = padded(rows)) >= 0 && b->graph_fails[size] < 3;
+	if (graph)
+		rows = 1 << size;
+	if ((st = reserve(b, m, rows, n)))
 		return st;
-	/* every member's pages stay put for the step: a member swapped in
-	 * may evict others, never another member */
-	for (int i = 0; i < n; i++)
-		ss[i]->in_batch = true;
-	for (int i = 0; i < n && !st; i++)
-		if ((st = djn_session_begun(ss[i])) || (st = djn_session_swapped_in(ss[i])))
-			djn_err_set(&b->err, st, "batch step: %s", djn_session_errmsg(ss[i]));
-	if (st)
-		goto out;
 
-	int rows = graph ? 1 << size : n_rows, r = 0;
+	int r = 0;
 	void **tables = (void **)b->meta_host;
 	int32_t *pos = (int32_t *)(b->meta_host + (size_t)b->cap_rows * sizeof(void *));
 	int32_t *ids = pos + b->cap_rows;
@@ -440,29 +435,26 @@ enum djn_status djn_batch_run(struct djn_batch *b, struct djn_session *const *ss
 	b->rows.n_layer = ss[0]->kv.view.n_layer;
 	b->rows.kv_dim = ss[0]->kv.view.kv_dim;
 	b->rows.max_len = m->cfg.seq_len;
-	if ((st = o->copy_h2d(be, b->meta, b->meta_host, meta_bytes(b->cap_rows)))) {
-		fail(b, st, "copying the rows");
-		goto out;
-	}
+	if ((st = o->copy_h2d(be, b->meta, b->meta_host, meta_bytes(b->cap_rows))))
+		return fail(b, st, "copying the rows");
 
-	const float *lastrows = b->x;
 	if (!graph || !run_graph(b, ss, n, size)) {
-		if ((st = layers(b, ss, n, n_rows)))
-			goto out;
+		const float *lastrows = b->x;
+		if ((st = layers(b, ss, n, rows)))
+			return st;
 		if (!decode) {
 			/* each session's last row goes on to the head */
 			for (int i = 0; i < n && !st; i++)
 				st = o->copy_d2d(be, b->last + (size_t)i * m->cfg.dim,
 						 b->x + (size_t)(b->first[i + 1] - 1) * m->cfg.dim,
 						 sizeof(float) * m->cfg.dim);
-			if (st) {
-				fail(b, st, "gathering last rows");
-				goto out;
-			}
+			if (st)
+				return fail(b, st, "gathering last rows");
 			lastrows = b->last;
 		}
-		if ((st = head(b, lastrows, n)))
-			goto out;
+		/* padded as the rows are (the rows past n are not read) */
+		if ((st = head(b, lastrows, n > 1 && n < floor ? floor : n)))
+			return st;
 	}
 	b->steps++;
 
@@ -480,39 +472,77 @@ enum djn_status djn_batch_run(struct djn_batch *b, struct djn_session *const *ss
 				st = o->argmax(be, b->logits + (size_t)i * m->cfg.vocab_size,
 					       m->cfg.vocab_size, &b->next[i]);
 		}
-		if (st) {
-			fail(b, st, "sampling");
-			goto out;
-		}
+		if (st)
+			return fail(b, st, "sampling");
 		for (int i = 0; i < n; i++)
 			if (!djn_session_greedy(ss[i]))
 				b->next[i] = -1;
 	}
 	for (int i = 0; i < n; i++) {
 		struct djn_session *s = ss[i];
-		s->r.site = last;
-		s->r.batched = true;
-		if (finishes(s, b->next[i]) || b->next[i] < 0) {
-			/* the head's tensors, for sampling here or a look after */
-			st = o->copy_d2d(be, s->buf[last - 1], b->fn + (size_t)i * m->cfg.dim,
-					 sizeof(float) * m->cfg.dim);
-			if (!st)
-				st = o->copy_d2d(be, s->buf[last],
-						 b->logits + (size_t)i * m->cfg.vocab_size,
-						 sizeof(float) * m->cfg.vocab_size);
-			if (st) {
-				fail(b, st, "logits");
-				goto out;
-			}
-		}
+		if (!finishes(s, b->next[i]) && b->next[i] >= 0)
+			continue;
+		/* the head's tensors, for sampling here or a look after */
+		st = o->copy_d2d(be, s->buf[last - 1], b->fn + (size_t)i * m->cfg.dim,
+				 sizeof(float) * m->cfg.dim);
+		if (!st)
+			st = o->copy_d2d(be, s->buf[last], b->logits + (size_t)i * m->cfg.vocab_size,
+					 sizeof(float) * m->cfg.vocab_size);
+		if (st)
+			return fail(b, st, "logits");
+	}
+	for (int i = 0; i < n; i++) {
+		ss[i]->r.site = last;
+		ss[i]->r.batched = true;
 	}
 	/* the pass is done: members may make room for each other's next chunk */
 	for (int i = 0; i < n; i++)
 		ss[i]->in_batch = false;
 	for (int i = 0; i < n; i++)
-		why[i] = djn_session_advance(ss[i], b->next[i]);
+		why[b->idx[i]] = djn_session_advance(ss[i], b->next[i]);
 	return DJN_OK;
-out:
+}
+
+enum djn_status djn_batch_run(struct djn_batch *b, struct djn_session *const *ss, int n,
+			      enum djn_stop *why)
+{
+	const struct djn_model *m;
+	enum djn_status st = DJN_OK;
+	int k = 0;
+
+	if (n < 1)
+		return djn_err_set(&b->err, DJN_ERR_INVALID, "batch step: no sessions");
+	m = ss[0]->m;
+	for (int i = 0; i < n; i++) {
+		if (ss[i]->m != m || ss[i]->be != b->be)
+			return djn_err_set(&b->err, DJN_ERR_INVALID,
+					   "batch step: session %d has another model or backend", i);
+		if (!djn_session_batchable(ss[i]))
+			return djn_err_set(&b->err, DJN_ERR_STATE,
+					   "batch step: session %d cannot join a batch now", i);
+	}
+	if (b->cap_mem < n) {
+		b->cap_mem = n;
+		b->mem = djn_xrealloc(b->mem, sizeof(*b->mem) * (size_t)n);
+		b->idx = djn_xrealloc(b->idx, sizeof(*b->idx) * (size_t)n);
+	}
+	/* every member's pages stay put for the step: a member swapped in
+	 * may evict others, never another member.  One that cannot be laid
+	 * out or brought in (no room) stays out of the pass, before its
+	 * chunk, with its message; the others go on */
+	for (int i = 0; i < n; i++)
+		ss[i]->in_batch = true;
+	for (int i = 0; i < n; i++) {
+		why[i] = DJN_STOP_ERROR;
+		if ((st = djn_session_begun(ss[i])) || (st = djn_session_swapped_in(ss[i]))) {
+			ss[i]->in_batch = false;
+			djn_err_set(&b->err, st, "batch step: %s", djn_session_errmsg(ss[i]));
+			continue;
+		}
+		b->mem[k] = ss[i];
+		b->idx[k++] = i;
+	}
+	st = k ? run(b, k, why) : b->err.code;
 	for (int i = 0; i < n; i++)
 		ss[i]->in_batch = false;
 	return st;

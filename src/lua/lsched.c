@@ -35,16 +35,20 @@ static struct ldj_session *session_arg(lua_State *L, int idx)
 	return s;
 }
 
-/* djinn.sched{policy = "signal"|"lru"|"recompute"|"none", budget = ROWS, max_batch = N} */
+/* djinn.sched{policy = "signal"|"lru"|"recompute"|"none", budget = ROWS, max_batch = N,
+ *             host_pool = BYTES, host_block = BYTES, model = M}: with a model the
+ * scheduler is made at once on its backend, else at the first add. */
 static int l_sched(lua_State *L)
 {
-	static const char *const keys[] = { "policy", "budget", "max_batch", NULL };
+	static const char *const keys[] = { "policy", "budget", "max_batch", "host_pool",
+					    "host_block", "model", NULL };
 	struct ldj_sched *ls;
 	const char *policy;
 
 	ldj_check_opts(L, 1, "djinn.sched", keys);
 	ls = lua_newuserdatauv(L, sizeof(*ls), 1);
 	memset(ls, 0, sizeof(*ls));
+	int ud = lua_gettop(L);
 	luaL_setmetatable(L, LDJ_SCHED);
 	lua_newtable(L);
 	lua_setiuservalue(L, -2, 1);
@@ -58,6 +62,20 @@ static int l_sched(lua_State *L)
 		return ldj_error(L, "djinn.sched: budget must be 0..1048576 rows, max_batch 0..65536");
 	ls->o.token_budget = (int)budget;
 	ls->o.max_batch = (int)max;
+	lua_Integer pool = ldj_opt_integer(L, 1, "djinn.sched", "host_pool", 0);
+	lua_Integer block = ldj_opt_integer(L, 1, "djinn.sched", "host_block", 0);
+	if (pool < 0 || block < 0)
+		return ldj_error(L, "djinn.sched: host_pool and host_block are bytes >= 0");
+	ls->o.host_pool = (size_t)pool;
+	ls->o.host_block = (size_t)block;
+	/* with a model, made now on its backend (the pinning happens here) */
+	if (lua_istable(L, 1) && lua_getfield(L, 1, "model") != LUA_TNIL) {
+		struct ldj_model *lm = ldj_model_check(L, -1);
+		struct djn_err err = { 0 };
+		if (!(ls->q = djn_sched_new(lm->be, &ls->o, &err)))
+			return ldj_error(L, "djinn.sched: %s", err.msg);
+	}
+	lua_settop(L, ud);
 	return 1;
 }
 

@@ -15,11 +15,97 @@ static double now_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* The pool grows to the largest swap and is kept: pinning is slow (the OS
- * locks every page), and a session swapped once is likely to be again. */
+/* The pinned host pool: page-locked blocks shared by the swaps of every
+ * session on a backend.  Pinning is slow (the OS locks every page: tens of
+ * milliseconds a GiB, far more than the copy), so a session holds its block
+ * from swap to swap, a freed session's block goes back to the pool for the
+ * next one, and djn_swap_pool_reserve pins ahead of need.  The engine is
+ * single-threaded: no lock.  Blocks go when the backend does. */
+struct pool_block {
+	struct pool_block *next;
+	struct djn_backend *be;
+	void *p;
+	size_t bytes;
+	bool pinned;
+};
+
+static struct pool_block *free_blocks;
+
+static void pool_drain(struct djn_backend *be)
+{
+	for (struct pool_block **pp = &free_blocks; *pp;) {
+		struct pool_block *b = *pp;
+		if (b->be != be) {
+			pp = &b->next;
+			continue;
+		}
+		*pp = b->next;
+		be->i->host_free(be, b->p, b->pinned);
+		free(b);
+	}
+}
+
+static void pool_give(struct djn_backend *be, void *p, size_t bytes, bool pinned)
+{
+	struct pool_block *b = djn_xmalloc(sizeof(*b));
+
+	*b = (struct pool_block){ free_blocks, be, p, bytes, pinned };
+	free_blocks = b;
+	be->release_hook = pool_drain;
+}
+
+/* The smallest free block of be that holds bytes, taken out; NULL if none. */
+static struct pool_block *pool_take(struct djn_backend *be, size_t bytes)
+{
+	struct pool_block **best = NULL;
+
+	for (struct pool_block **pp = &free_blocks; *pp; pp = &(*pp)->next)
+		if ((*pp)->be == be && (*pp)->bytes >= bytes && (!best || (*pp)->bytes < (*best)->bytes))
+			best = pp;
+	if (!best)
+		return NULL;
+	struct pool_block *b = *best;
+	*best = b->next;
+	return b;
+}
+
+enum djn_status djn_swap_pool_reserve(struct djn_backend *be, size_t bytes, size_t block,
+				      struct djn_err *err)
+{
+	size_t have = 0;
+
+	if (!block)
+		return djn_err_set(err, DJN_ERR_INVALID, "swap pool: blocks of 0 bytes");
+	for (struct pool_block *b = free_blocks; b; b = b->next)
+		if (b->be == be)
+			have += b->bytes;
+	while (have < bytes) {
+		bool pinned;
+		void *p = be->i->host_alloc(be, block, &pinned);
+		if (!p)
+			return djn_err_set(err, DJN_ERR_NOMEM, "swap pool: %s", be->err.msg);
+		pool_give(be, p, block, pinned);
+		have += block;
+	}
+	return DJN_OK;
+}
+
+size_t djn_swap_pool_bytes(const struct djn_backend *be)
+{
+	size_t have = 0;
+
+	for (struct pool_block *b = free_blocks; b; b = b->next)
+		if (b->be == be)
+			have += b->bytes;
+	return have;
+}
+
+/* The session's block grows to its largest swap: a free block of the pool
+ * when one is big enough, else a new one. */
 static enum djn_status pool_reserve(struct djn_swap *sw, struct djn_backend *be, size_t bytes,
 				    struct djn_err *err)
 {
+	struct pool_block *b;
 	void *p;
 	bool pinned;
 
@@ -29,9 +115,16 @@ static enum djn_status pool_reserve(struct djn_swap *sw, struct djn_backend *be,
 		/* copies queued on the copy stream may still read it */
 		if (be->i->event_sync(be, sw->ev))
 			return djn_err_set(err, DJN_ERR_DEVICE, "swap: %s", be->err.msg);
-		be->i->host_free(be, sw->host, sw->pinned);
+		pool_give(be, sw->host, sw->cap, sw->pinned);
 		sw->host = NULL;
 		sw->cap = 0;
+	}
+	if ((b = pool_take(be, bytes))) {
+		sw->host = b->p;
+		sw->cap = b->bytes;
+		sw->pinned = b->pinned;
+		free(b);
+		return DJN_OK;
 	}
 	if (!(p = be->i->host_alloc(be, bytes, &pinned)))
 		return djn_err_set(err, DJN_ERR_NOMEM, "swap: host pool: %s", be->err.msg);
@@ -151,7 +244,11 @@ void djn_swap_release(struct djn_swap *sw)
 	if (be) {
 		if (sw->ev && !be->poisoned)
 			(void)be->i->event_sync(be, sw->ev);
-		if (sw->host)
+		/* the block stays pinned, for the next session's swaps; a
+		 * poisoned device's goes (copies may never have ended) */
+		if (sw->host && !be->poisoned)
+			pool_give(be, sw->host, sw->cap, sw->pinned);
+		else if (sw->host)
 			be->i->host_free(be, sw->host, sw->pinned);
 		be->i->event_free(be, sw->ev);
 	}

@@ -72,6 +72,10 @@ struct djn_sched *djn_sched_new(struct djn_backend *be, const struct djn_sched_o
 			    "scheduler: token budget and batch size must be >= 0, policy known");
 		return NULL;
 	}
+	if (o && o->host_pool &&
+	    djn_swap_pool_reserve(be, o->host_pool, o->host_block ? o->host_block : 256u << 20,
+				  err))
+		return NULL;
 	q = djn_xcalloc(1, sizeof(*q));
 	q->be = be;
 	if (o)
@@ -435,6 +439,20 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 			struct djn_session *t = q->pick[j];
 			q->pick[j] = q->pick[i + n];
 			q->pick[i + n++] = t;
+		}
+		if (n == 1) {
+			/* a batch of one runs as a session alone: the same path,
+			 * fused and recorded, and the same numbers to the bit */
+			int spare = 1 << 30;
+			struct member *e = find(q, q->pick[i]);
+			step_alone(q, e, &info, &spare);
+			info.n_alone--;
+			q->st.alone_steps--;
+			info.n_batched++;
+			if (q->st.max_batch < 1)
+				q->st.max_batch = 1;
+			i++;
+			continue;
 		}
 		struct djn_batch *b = batch_for(q, m);
 		bool ok = false;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "djinn/sched.h"
+#include "djinn/vmu.h"
 
 static struct djn_model *model;
 static struct djn_backend *be;
@@ -412,4 +413,34 @@ Test(sched, bad_calls_say_why_and_lose_nothing)
 	djn_session_free(a);
 	djn_session_free(b);
 	djn_sched_free(q);
+}
+
+/* A page table that lives apart from the host's (as on a GPU): the CPU
+ * backend with host_memory off, so the KV cache keeps a second table. */
+Test(sched, kv_table_complete_after_a_reserve_that_ran_out)
+{
+	struct djn_err err = { 0 };
+	struct djn_backend *cpu = djn_backend_cpu_new(1, &err);
+	struct djn_kv kv;
+	size_t saved;
+
+	cr_assert_not_null(cpu, "%s", err.msg);
+	cpu->host_memory = false;
+	cr_assert_eq(djn_kv_init(&kv, cpu, 2, 8, 4, 64, &err), DJN_OK, "%s", err.msg);
+	cr_assert(kv.dev_table != kv.host_table);
+	saved = cpu->data_limit;
+	/* room for 3 of the 5 pages asked: it fails with 3 taken ... */
+	cpu->data_limit = 3 * djn_kv_page_bytes(&kv);
+	cr_assert_eq(djn_kv_reserve(&kv, 20, &err), DJN_ERR_NOMEM);
+	cr_assert_eq(kv.view.n_pages, 3);
+	/* ... and after room is made, the retry takes the rest */
+	cpu->data_limit = 0;
+	cr_assert_eq(djn_kv_reserve(&kv, 20, &err), DJN_OK, "%s", err.msg);
+	cr_assert_eq(kv.view.n_pages, 5);
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(kv.dev_table[i], kv.host_table[i], "page %d missing from the table", i);
+	djn_kv_release(&kv);
+	cpu->data_limit = saved;
+	cpu->host_memory = true;
+	djn_backend_free(cpu);
 }

@@ -71,21 +71,27 @@ enum djn_status djn_kv_reserve(struct djn_kv *kv, int n_tokens, struct djn_err *
 		return djn_err_set(err, DJN_ERR_RANGE,
 				   "kv cache: %d tokens exceed the context of %d", n_tokens,
 				   kv->n_cap * kv->view.page_tokens);
+	enum djn_status st = DJN_OK;
 	while (kv->view.n_pages < need) {
 		float *p = djn_kv_page_alloc(kv);
-		if (!p)
-			return djn_err_set(err, DJN_ERR_NOMEM, "kv cache page %d: %s",
-					   kv->view.n_pages, be->err.msg);
+		if (!p) {
+			st = djn_err_set(err, DJN_ERR_NOMEM, "kv cache page %d: %s", kv->view.n_pages,
+					 be->err.msg);
+			break;
+		}
 		kv->host_table[kv->view.n_pages++] = p;
 	}
+	/* the pages got so far are the cache's even when the next one failed
+	 * (a retry after making room starts past them): the device's table
+	 * must have them too */
 	if (!be->host_memory && kv->view.n_pages > first) {
-		enum djn_status st = be->i->copy_h2d(be, kv->dev_table + first,
-						     kv->host_table + first,
-						     sizeof(float *) * (size_t)(kv->view.n_pages - first));
-		if (st)
-			return djn_err_set(err, st, "kv cache: page table: %s", be->err.msg);
+		enum djn_status cst = be->i->copy_h2d(be, kv->dev_table + first,
+						      kv->host_table + first,
+						      sizeof(float *) * (size_t)(kv->view.n_pages - first));
+		if (cst)
+			return djn_err_set(err, cst, "kv cache: page table: %s", be->err.msg);
 	}
-	return DJN_OK;
+	return st;
 }
 
 void djn_kv_release(struct djn_kv *kv)

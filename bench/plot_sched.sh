@@ -59,7 +59,7 @@ with open(f"{tmp}/batch.gp", "w") as g:
         g.write('set xlabel "batch (sessions)"; set ylabel "tokens/s"; set logscale xy; set key top left\n')
         g.write(f'plot "{tmp}/batch.dat" using 1:2 with linespoints lw 2 title "djinn", '
                 f'"" using 1:3 with linespoints lw 2 title "transformers (static cache, compiled)", '
-                f'"" using 1:4 with lines dt 2 title "HBM roofline", "" using 1:5 with lines dt 3 title "batch 1 x B"\n')
+                f'"" using 1:4 with lines dt 2 title "HBM roofline (djinn: weights + f32 KV)", "" using 1:5 with lines dt 3 title "batch 1 x B"\n')
 PY
 for p in cdf density batch; do
 	[ -s "$tmp/$p.gp" ] || continue

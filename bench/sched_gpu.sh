@@ -6,7 +6,8 @@
 # compiled decode, and the agent density experiment (lua/exp/agents.lua) under
 # every policy.  Logs and JSON go to OUT_DIR; a short table is printed last.
 # usage: (from the bundle) bench/sched_gpu.sh OUT_DIR [MODEL_DIR]
-#   SKIP_TESTS=1, SKIP_HF=1, SKIP_AGENTS=1 leave parts out;
+#   SKIP_TESTS=1, SKIP_BATCH=1, SKIP_HF=1, SKIP_AGENTS=1 leave parts out (the table reads
+#   what OUT_DIR holds);
 #   BATCHES="1,8,32,64,128", AGENTS="1,8,16,24,32", KV_LIMIT=1G (about five whole agent
 #   contexts of the 7B model), TOOL_S=1.0, BUDGET=64 (rows a step)
 set -uo pipefail
@@ -29,9 +30,11 @@ if [ -z "${SKIP_TESTS:-}" ]; then
 	grep -E "Synthesis|FAILED" "$out/tests.log" >&2
 fi
 
-echo "== djinn: batched decode" >&2
-run bin/bench/batch_bench "$m" --batches "${BATCHES:-1,8,32,64,128}" --prompt 128 --new 64 \
-	>"$out/batch.json" 2>"$out/batch.err" || tail -3 "$out/batch.err"
+if [ -z "${SKIP_BATCH:-}" ]; then
+	echo "== djinn: batched decode" >&2
+	run bin/bench/batch_bench "$m" --batches "${BATCHES:-1,8,32,64,128}" --prompt 128 --new 64 \
+		>"$out/batch.json" 2>"$out/batch.err" || tail -3 "$out/batch.err"
+fi
 
 if [ -z "${SKIP_HF:-}" ]; then
 	echo "== transformers: batched static-cache compiled decode" >&2
@@ -70,7 +73,7 @@ if b:
         print(f"{x['batch']:>5} {x['decode_ms_per_step']:>8.3f} {x['tokens_per_s']:>8.0f} "
               f"{x['tokens_per_s']/base['tokens_per_s'] if base else 0:>6.1f} "
               f"{x['roofline_ms_per_step']:>8.3f} {x['pct_of_roofline']:>6.1f} "
-              f"{ht if ht is None else round(ht):>9} "
+              f"{'-' if ht is None else round(ht):>9} "
               f"{(x['tokens_per_s']/ht) if ht else float('nan'):>6.2f} {x['graph_steps']:>6} "
               f"{x['greedy_same_as_alone']}/{x['checked']} ({x.get('agreed_before_parting', 1):.2f})")
 if a:

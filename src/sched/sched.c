@@ -200,6 +200,12 @@ enum djn_status djn_sched_add(struct djn_sched *q, struct djn_session *s)
 		s, q->o.policy == DJN_POLICY_NONE ? DJN_PHASE_QUEUED : DJN_PHASE_COMPUTE, ++q->seq, 0
 	};
 	admit(q);
+	/* a session that waits for admission holds no pages: a run not begun
+	 * yet (its prompt's pages were taken at start) gives them back, and
+	 * lays its first chunk out when it runs */
+	struct djn_cursor c = djn_session_cursor(s);
+	if (q->mem[q->n_mem - 1].phase == DJN_PHASE_QUEUED && c.site == -1 && c.pos == 0)
+		(void)djn_session_drop_kv(s);
 	return DJN_OK;
 }
 

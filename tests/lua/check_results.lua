@@ -59,6 +59,9 @@ elseif kind == "agents" then
     if run.policy == "signal" and run.n_agents > 1 then
       assert(run.swaps_out > 0 and run.swaps_in > 0, "signal swapped nothing")
     end
+    if run.policy == "none" then
+      assert(run.swaps_out == 0 and run.swaps_in == 0, "none swapped")
+    end
     if run.policy == "recompute" and run.n_agents > 1 then
       assert(run.recomputes > 0, "recompute recomputed nothing")
     end

@@ -339,6 +339,9 @@ static void agents_under(enum djn_sched_policy p)
 		cr_assert_gt(st.recomputes, 0);
 	if (p == DJN_POLICY_LRU)
 		cr_assert_gt(st.swaps_in, 0, "the limit never made room");
+	if (p == DJN_POLICY_NONE) /* admission keeps every admitted cache in */
+		cr_assert_eq(st.swaps_out + st.swaps_in, 0, "none swapped %ld out, %ld in",
+			     st.swaps_out, st.swaps_in);
 	for (int i = 0; i < N_AGENTS; i++)
 		djn_session_free(s[i]);
 	djn_sched_free(q);

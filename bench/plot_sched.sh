@@ -9,6 +9,7 @@ set -euo pipefail
 res=${1:?usage: bench/plot_sched.sh RESULTS_DIR OUT_DIR}
 out=${2:?usage: bench/plot_sched.sh RESULTS_DIR OUT_DIR}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 command -v gnuplot >/dev/null 2>&1 || {
 	[ "$(id -u)" -eq 0 ] || { echo "plot_sched.sh: gnuplot is missing (apt-get install gnuplot-nox)" >&2; exit 1; }
 	apt-get install -y gnuplot-nox >/dev/null || { apt-get update >/dev/null && apt-get install -y gnuplot-nox >/dev/null; }
@@ -29,8 +30,8 @@ with open(f"{tmp}/cdf.gp", "w") as g:
         for r in a["runs"]:
             if r["n_agents"] != top or not r.get("token_cdf"):
                 continue
-            fn = f"{tmp}/cdf-{r['policy']}.dat"
-            with open(fn, "w") as f:
+            fn = f"cdf-{r['policy']}.dat"
+            with open(f"{tmp}/{fn}", "w") as f:
                 for x, q in r["token_cdf"]:
                     f.write(f"{x} {q}\n")
             names.append((fn, r["policy"]))
@@ -46,7 +47,7 @@ with open(f"{tmp}/density.gp", "w") as g:
                 f.write(f'{i} "{p}" {n}\n')
         g.write(f'set title "agents completed within the SLO (P99 token latency <= {a.get("slo_ms") or 0:.1f} ms)"\n')
         g.write('set style fill solid 0.6; set boxwidth 0.6; set yrange [0:*]; set ylabel "agents"; unset key\n')
-        g.write(f'plot "{tmp}/density.dat" using 1:3:xtic(2) with boxes\n')
+        g.write('plot "density.dat" using 1:3:xtic(2) with boxes\n')
 with open(f"{tmp}/batch.gp", "w") as g:
     if b:
         base = next((x["tokens_per_s"] for x in b["batches"] if x["batch"] == 1), None)
@@ -57,7 +58,7 @@ with open(f"{tmp}/batch.gp", "w") as g:
                 f.write(f'{x["batch"]} {x["tokens_per_s"]} {hf.get(x["batch"]) or "NaN"} {roof} {(base or 0) * x["batch"]}\n')
         g.write(f'set title "batched decode, {b["model"]} on {b["device"]}"\n')
         g.write('set xlabel "batch (sessions)"; set ylabel "tokens/s"; set logscale xy; set key top left\n')
-        g.write(f'plot "{tmp}/batch.dat" using 1:2 with linespoints lw 2 title "djinn", '
+        g.write(f'plot "batch.dat" using 1:2 with linespoints lw 2 title "djinn", '
                 f'"" using 1:3 with linespoints lw 2 title "transformers (static cache, compiled)", '
                 f'"" using 1:4 with lines dt 2 title "HBM roofline (djinn: weights + f32 KV)", "" using 1:5 with lines dt 3 title "batch 1 x B"\n')
 PY
@@ -65,8 +66,8 @@ for p in cdf density batch; do
 	[ -s "$tmp/$p.gp" ] || continue
 	for t in png svg; do
 		case $t in png) term='pngcairo size 900,600' ;; svg) term='svg size 900,600' ;; esac
-		gnuplot -e "set terminal $term; set output '$out/sched-$p.$t'" "$tmp/$p.gp" ||
-			{ [ $t = png ] && gnuplot -e "set terminal png size 900,600; set output '$out/sched-$p.$t'" "$tmp/$p.gp"; }
+		(cd "$tmp" && gnuplot -e "set terminal $term; set output '$out/sched-$p.$t'" "$p.gp") ||
+			{ [ $t = png ] && (cd "$tmp" && gnuplot -e "set terminal png size 900,600; set output '$out/sched-$p.$t'" "$p.gp"); }
 	done
 done
 ls "$out"/sched-* 2>/dev/null

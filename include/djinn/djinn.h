@@ -188,6 +188,21 @@ enum djn_status djn_session_stats(struct djn_session *s, int site, int row0, int
 /* Overwrite the tensor at site (paused runs only; rows*cols floats). */
 enum djn_status djn_session_write(struct djn_session *s, int site, const float *in, size_t n);
 
+/* The logit lens.  Residual-stream sites are embed, L*.resid_mid and
+ * L*.resid_post: the ones the model's head could read. */
+bool djn_site_residual(const struct djn_config *c, int site);
+/* Rows [row0, row0 + n_rows) of the live tensor at a residual-stream site
+ * through the model's final norm and unembedding, on the backend, each row
+ * with the ops the final_norm and logits sites apply to the chunk's last
+ * row: n_rows * vocab_size floats into out (host, row-major).  So the last
+ * layer's resid_post at the chunk's last row gives the model's own logits
+ * (bit for bit on the CPU).  Steers are not applied to the head here.
+ * Errors: not a residual site (DJN_ERR_INVALID), not live (DJN_ERR_STATE),
+ * rows outside the chunk (DJN_ERR_RANGE), no device memory for one row's
+ * scratch; the session is unchanged. */
+enum djn_status djn_session_lens(struct djn_session *s, int site, int row0, int n_rows,
+				 float *out);
+
 /* ----------------------------------------------------------- steering */
 
 enum djn_steer_op {

@@ -138,6 +138,11 @@ static enum djn_status norm(struct djn_session *s, float *out, const float *x,
 	return s->be->i->rmsnorm(s->be, out, x, w, n, c->dim, c->norm_eps);
 }
 
+enum djn_status djn_final_norm(struct djn_session *s, float *out, const float *x, int n)
+{
+	return norm(s, out, x, &s->m->final_norm, &s->m->final_norm_b, n);
+}
+
 /* DJINN_PROFILE=1: the time of each site kind, the backend synchronized
  * around every site, printed to stderr at exit.  For finding where a step's
  * time goes; it serializes the backend, so totals run slower than normal. */
@@ -330,7 +335,7 @@ static enum djn_status site_exec(struct djn_session *s, int site)
 	case DJN_SITE_FINAL_NORM: {
 		/* only the chunk's last row goes on to the head */
 		const float *last = s->buf[s->n_sites - 3] + (size_t)(n - 1) * c->dim;
-		st = norm(s, out, last, &s->m->final_norm, &s->m->final_norm_b, 1);
+		st = djn_final_norm(s, out, last, 1);
 		break;
 	}
 	case DJN_SITE_LOGITS:

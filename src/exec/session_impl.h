@@ -140,6 +140,9 @@ struct djn_session {
 size_t djn_chunk_arena_bytes(const struct djn_config *c, int n_rows);
 enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows);
 enum djn_status djn_site_exec(struct djn_session *s, int site);
+/* The model's final norm of n rows of x (dim each) into out: what the
+ * final_norm site computes (lens.c reads any residual row through it). */
+enum djn_status djn_final_norm(struct djn_session *s, float *out, const float *x, int n);
 /* Whether the chunk just begun (a decode step, nothing steered) may run as a
  * recorded graph; djn_chunk_graph then runs all its sites at once, with
  * *ran false when it could not (the caller runs them one by one). */

@@ -304,7 +304,8 @@ static const struct djn_tokenizer *check_tok(lua_State *L, struct ldj_model *lm,
 	return lm->m->tok;
 }
 
-/* m:tokenize(text [, bos]) -> {ids...}; bos defaults to the tokenizer's rule. */
+/* m:tokenize(text [, bos]) -> {ids...}, {pieces...}; bos defaults to the
+ * tokenizer's rule; the pieces are the vocabulary's, as stored. */
 static int m_tokenize(lua_State *L)
 {
 	struct ldj_model *lm = ldj_model_check(L, 1);
@@ -325,8 +326,15 @@ static int m_tokenize(lua_State *L)
 		lua_pushinteger(L, ids[i]);
 		lua_rawseti(L, -2, i + 1);
 	}
+	lua_createtable(L, n, 0);
+	for (int i = 0; i < n; i++) {
+		size_t pl;
+		const char *p = djn_tok_piece(tok, ids[i], &pl);
+		lua_pushlstring(L, p, pl);
+		lua_rawseti(L, -2, i + 1);
+	}
 	ldj_box_free(box);
-	return 1;
+	return 2;
 }
 
 /* m:detokenize(ids [, prev]) -> string; prev is the token before ids[1]. */

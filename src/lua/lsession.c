@@ -558,6 +558,34 @@ static int s_tensor(lua_State *L)
 	return 1;
 }
 
+/* s:lens([site [, row]]) -> Tensor: the logit lens, rows of a residual site
+ * through the model's final norm and unembedding (rows x vocab; one row,
+ * 1-based, with row). */
+static int s_lens(lua_State *L)
+{
+	struct ldj_session *ls = check(L);
+	int site = site_arg(L, ls, 2, "lens"), rows, cols;
+	lua_Integer row = luaL_optinteger(L, 3, 0);
+	struct ldj_tensor *t;
+
+	if (row < 0 || row > 1 << 30)
+		return luaL_argerror(L, 3, "row out of range");
+	if (!djn_site_residual(cfg(ls), site)) {
+		char name[32];
+		djn_site_name(cfg(ls), site, name, sizeof(name));
+		return ldj_error(L, "lens: '%s' is not a residual-stream site (embed, "
+				    "L*.resid_mid, L*.resid_post)", name);
+	}
+	if (djn_session_site_shape(ls->s, site, &rows, &cols))
+		return fail(L, ls, "lens");
+	if (row > rows)
+		return luaL_argerror(L, 3, lua_pushfstring(L, "row %I outside 1..%d", row, rows));
+	t = ldj_tensor_new(L, row ? 1 : rows, cfg(ls)->vocab_size);
+	if (djn_session_lens(ls->s, site, row ? (int)row - 1 : 0, row ? 1 : rows, t->data))
+		return fail(L, ls, "lens");
+	return 1;
+}
+
 /* s:stats([site [, row]]) -> stats table, computed where the tensor lives
  * (no host copy); row is 1-based, all rows without it. */
 static int s_stats(lua_State *L)
@@ -906,6 +934,7 @@ static const luaL_Reg methods[] = {
 	{ "breakpoints", s_breakpoints },
 	{ "tensor", s_tensor },
 	{ "stats", s_stats },
+	{ "lens", s_lens },
 	{ "steer", s_steer },
 	{ "unsteer", s_unsteer },
 	{ "steers", s_steers },

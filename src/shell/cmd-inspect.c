@@ -43,7 +43,7 @@ const struct sh_value *sh_value_arg(struct djn_shell *sh, const char *word)
 	return &sh->hist[n - 1];
 }
 
-static int record(struct djn_shell *sh, const char *label, const float *v, int rows, int cols)
+int sh_value_record(struct djn_shell *sh, const char *label, const float *v, int rows, int cols)
 {
 	struct sh_value *e;
 
@@ -198,7 +198,7 @@ static int top_cmp(const void *a, const void *b)
 	return x->id - y->id;
 }
 
-static void print_top(struct djn_shell *sh, const float *row, int n, long k)
+cJSON *sh_top_tokens(struct djn_shell *sh, const float *row, int n, long k, const char *indent)
 {
 	struct top *t = djn_xmalloc(sizeof(*t) * (size_t)n);
 	double mx = -INFINITY, sum = 0;
@@ -217,7 +217,7 @@ static void print_top(struct djn_shell *sh, const float *row, int n, long k)
 	qsort(t, (size_t)n, sizeof(*t), top_cmp);
 	if (k > n)
 		k = n;
-	sh_printf(sh, "  top %ld:\n    %-6s %-10s %-10s %s\n", k, "id", "prob", "logit", "piece");
+	sh_printf(sh, "%s%-6s %-10s %-10s %s\n", indent, "id", "prob", "logit", "piece");
 	for (long i = 0; i < k; i++) {
 		double prob = sum > 0 ? t[i].p / sum : 0;
 		size_t len = 0;
@@ -227,7 +227,7 @@ static void print_top(struct djn_shell *sh, const float *row, int n, long k)
 		sh_escape(raw, len, piece, sizeof(piece));
 		sh_fmt_float(sh, prob, p, sizeof(p));
 		sh_fmt_float(sh, t[i].logit, l, sizeof(l));
-		sh_printf(sh, "    %-6d %-10s %-10s \"%s\"\n", t[i].id, p, l, piece);
+		sh_printf(sh, "%s%-6d %-10s %-10s \"%s\"\n", indent, t[i].id, p, l, piece);
 		cJSON *e = cJSON_CreateObject();
 		cJSON_AddNumberToObject(e, "id", t[i].id);
 		cJSON_AddNumberToObject(e, "prob", prob);
@@ -239,8 +239,8 @@ static void print_top(struct djn_shell *sh, const float *row, int n, long k)
 		free(ps);
 		cJSON_AddItemToArray(arr, e);
 	}
-	sh_json_add(sh, "top", arr);
 	free(t);
+	return arr;
 }
 
 enum djn_cmd_ret sh_print(struct djn_shell *sh, int argc, char **argv, int disp)
@@ -339,7 +339,7 @@ enum djn_cmd_ret sh_print(struct djn_shell *sh, int argc, char **argv, int disp)
 	if (disp) {
 		sh_printf(sh, "%d: %s [%d x %d] f32%s\n", disp, label, nr, nc, where);
 	} else {
-		int id = record(sh, label, sel, nr, nc);
+		int id = sh_value_record(sh, label, sel, nr, nc);
 		sh_printf(sh, "$%d = %s [%d x %d] f32%s\n", id, label, nr, nc, where);
 		sh_json_num(sh, "history", id);
 	}
@@ -350,9 +350,10 @@ enum djn_cmd_ret sh_print(struct djn_shell *sh, int argc, char **argv, int disp)
 	sh_json_add(sh, "shape", shape);
 	sh_json_str(sh, "dtype", "f32");
 	print_stats(sh, &st);
-	if (pa.top)
-		print_top(sh, sel, nc, pa.top);
-	else
+	if (pa.top) {
+		sh_printf(sh, "  top %ld:\n", pa.top < nc ? pa.top : nc);
+		sh_json_add(sh, "top", sh_top_tokens(sh, sel, nc, pa.top, "    "));
+	} else
 		print_values(sh, sel, nr, nc, r0, c0);
 	if (pa.save) {
 		sh_printf(sh, "  saved to %s\n", pa.save);

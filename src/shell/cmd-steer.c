@@ -51,8 +51,20 @@ static float *emb_vector(struct djn_shell *sh, const char *spec, int *n)
 		return NULL;
 	}
 	if (n_ids != 1) {
-		sh_fail(sh, "steer: emb(\"%s\"): \"%s\" is %d tokens; emb needs a word of one token",
-			word, word, n_ids);
+		/* say how it splits, so the user can pick a piece that is one */
+		char split[320] = "", piece[64];
+		size_t u = 0;
+		for (int i = 0; i < n_ids && i < 8 && u < sizeof(split) - 80; i++) {
+			size_t pl;
+			const char *p = djn_tok_piece(sh->m->tok, ids[i], &pl);
+			sh_escape(p, pl, piece, sizeof(piece));
+			u += (size_t)snprintf(split + u, sizeof(split) - u, "%s\"%s\" (%d)",
+					      i ? ", " : ": ", piece, ids[i]);
+		}
+		if (n_ids > 8)
+			snprintf(split + u, sizeof(split) - u, ", ...");
+		sh_fail(sh, "steer: emb(\"%s\"): \"%s\" is %d tokens%s; emb needs a word of one "
+			    "token (tokenize shows how text splits)", word, word, n_ids, split);
 		free(ids);
 		free(word);
 		return NULL;

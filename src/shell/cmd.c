@@ -185,6 +185,15 @@ const struct djn_cmd djn_cmd_table[] = {
 	  .summary = "drop the model (or model NAME) and its sessions" },
 	{ .name = "use", .usage = "use NAME", .arity = 2, .flags = DJN_CMD_NEEDS_MODEL,
 	  .exec = cmd_use, .summary = "make model NAME current (its session, made if none)" },
+	{ .name = "tokenize", .usage = "tokenize TEXT [--bos|--no-bos]", .arity = -2,
+	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_tokenize,
+	  .summary = "the tokens TEXT encodes to: position, id, piece and text of each",
+	  .help = "Encoded as run encodes a prompt: with BOS where the tokenizer wants one\n"
+		  "(--bos, --no-bos to choose), so the positions are the run's.  Words are\n"
+		  "joined with one space; quote the text to keep its spaces exactly." },
+	{ .name = "detokenize", .usage = "detokenize ID...", .arity = -2,
+	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_detokenize,
+	  .summary = "the text of token ids (1 403 407, or [1, 403, 407])" },
 
 	/* running */
 	{ .group = "Running", .name = "run", .alias = "r",
@@ -278,6 +287,16 @@ const struct djn_cmd djn_cmd_table[] = {
 	  .summary = "print SITE at every stop (no argument: show the displays now)" },
 	{ .name = "undisplay", .usage = "undisplay [N...]", .arity = -1, .exec = cmd_undisplay,
 	  .summary = "stop displaying N (all when no number is given)" },
+	{ .name = "lens", .usage = "lens [SITE] [ROWS] [--top K]", .arity = -1, .max = 5,
+	  .flags = DJN_CMD_NEEDS_RUN, .exec = cmd_lens, .args = DJN_ARG_SITE,
+	  .summary = "the logit lens: the next tokens a residual site predicts",
+	  .help = "SITE: embed, L{i}.resid_mid or L{i}.resid_post, live at the cursor (default:\n"
+		  "the cursor's site).  Each row (a token of the chunk; ROWS picks some: [-1],\n"
+		  "[2:5]) goes through the model's final norm and unembedding, with the ops\n"
+		  "the final_norm and logits sites apply to the last layer's last row, and\n"
+		  "the K likeliest next tokens are listed (default 5).  At the last layer's\n"
+		  "resid_post the last row is the model's own logits.  Steers are not\n"
+		  "applied to the head.  The logits are kept as $N: `print $N[0] --top 20`." },
 	{ .name = "backtrace", .alias = "bt", .usage = "backtrace", .arity = 1,
 	  .flags = DJN_CMD_NEEDS_RUN, .exec = cmd_backtrace,
 	  .summary = "where the run is: site, layer, token position and text so far" },

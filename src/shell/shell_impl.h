@@ -335,6 +335,12 @@ void sh_displays_show(struct djn_shell *sh);
 /* Value history entry $N (N from `$3`, or `$` for the last); NULL after sh_fail. */
 const struct sh_value *sh_value_arg(struct djn_shell *sh, const char *word);
 void sh_value_history_clear(struct djn_shell *sh);
+/* Keep a host copy of rows x cols values as the next $N; returns N. */
+int sh_value_record(struct djn_shell *sh, const char *label, const float *v, int rows, int cols);
+/* The k likeliest tokens of a row of n logits (softmax on the host): a table
+ * of id, prob, logit and piece, each line after indent; returns the same as
+ * a JSON array of {id, prob, logit, piece} (the caller takes it). */
+cJSON *sh_top_tokens(struct djn_shell *sh, const float *row, int n, long k, const char *indent);
 
 /* Lua (cmd-misc.c): the shell's interpreter, made on first use and bound to
  * the current model and session before each chunk runs. */
@@ -399,6 +405,10 @@ DJN_CMD_FN(cmd_undisplay);
 DJN_CMD_FN(cmd_delete_display);
 DJN_CMD_FN(cmd_backtrace);
 DJN_CMD_FN(cmd_info_display);
+/* cmd-lens.c */
+DJN_CMD_FN(cmd_lens);
+DJN_CMD_FN(cmd_tokenize);
+DJN_CMD_FN(cmd_detokenize);
 /* cmd-steer.c */
 DJN_CMD_FN(cmd_steer);
 DJN_CMD_FN(cmd_steer_clear);

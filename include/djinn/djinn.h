@@ -238,7 +238,10 @@ bool djn_steer_get(const struct djn_session *s, int i, struct djn_steer_info *ou
 /* A condition: `norm > 10`, `max > 5`, `nan`, `inf`, `argmax == 42`,
  * `pos == 7`, `layer >= 3`, combined with and / or / not and parentheses.
  * Names: norm (L2), max, min, mean, std, absmax, argmax, nan (count), inf
- * (count), pos, layer, token (id of the last token).  Parsed once when set. */
+ * (count), pos, layer, token (id of the last token).  Either order (`3 <
+ * norm`); a lone `=` is an error (== compares).  Parsed once when set;
+ * breakpoints set on a session also take `token == " the"` (a token's text,
+ * resolved through the model's tokenizer then). */
 struct djn_cond;
 struct djn_cond *djn_cond_parse(const char *text, struct djn_err *err);
 void djn_cond_free(struct djn_cond *c);
@@ -258,6 +261,8 @@ struct djn_bp_info {
 	bool enabled, temporary;
 	long ignore_count;
 	long hits;
+	const char *stop_if;  /* WATCH: the condition on top of cond (the watch
+			       * expression) set by djn_bp_condition, or NULL */
 };
 
 /* Add a breakpoint: pattern is a site pattern, or "token N".  cond may be
@@ -267,6 +272,9 @@ int djn_bp_add(struct djn_session *s, const char *pattern, const char *cond, boo
 int djn_watch_add(struct djn_session *s, const char *pattern, const char *cond);
 enum djn_status djn_bp_delete(struct djn_session *s, int id); /* 0: all */
 enum djn_status djn_bp_enable(struct djn_session *s, int id, bool on);
+/* A breakpoint's condition (NULL or "": none).  On a watchpoint it is checked
+ * on top of the watch expression, which stays (gdb's `condition` on a
+ * watchpoint). */
 enum djn_status djn_bp_condition(struct djn_session *s, int id, const char *cond);
 enum djn_status djn_bp_ignore(struct djn_session *s, int id, long count);
 bool djn_bp_get(const struct djn_session *s, int i, struct djn_bp_info *out);

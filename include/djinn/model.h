@@ -74,6 +74,7 @@ struct djn_model {
 	struct djn_layer *layers;                   /* n_layer */
 	struct djn_tokenizer *tok;                  /* may be NULL until attached */
 	char *chat_template;                        /* GGUF tokenizer.chat_template, or NULL */
+	char *tok_found;     /* the tokenizer file found beside a llama2.c .bin, or NULL */
 	void *text;                                 /* Text-segment state (src/vmu/text.c) */
 
 	/* ownership of the bytes behind the weights */
@@ -85,7 +86,8 @@ struct djn_model {
 
 /* Load any supported model: a directory (Hugging Face), *.gguf, or a
  * llama2.c *.bin.  tokenizer_path may be NULL (then the model's own, or for
- * .bin a tokenizer.bin beside it).  Returns NULL with *err set. */
+ * .bin a tokenizer.bin or tok<vocab>.bin beside it: tok_found).  Returns
+ * NULL with *err set. */
 struct djn_model *djn_model_load(const char *path, const char *tokenizer_path,
 				 struct djn_err *err);
 

@@ -10,6 +10,7 @@ static void bp_release(struct bp *b)
 {
 	free(b->pattern);
 	djn_cond_free(b->cond);
+	djn_cond_free(b->stop_if);
 	free(b->mask);
 }
 
@@ -33,7 +34,7 @@ static int bp_new(struct djn_session *s, enum djn_bp_kind kind, const char *patt
 	} else if (!djn_site_pattern_valid(s->c, pattern)) {
 		return djn_session_fail(s, DJN_ERR_NOTFOUND, "no site matches '%s'", pattern);
 	}
-	if (cond && *cond && !(cd = djn_cond_parse(cond, &s->err)))
+	if (cond && *cond && !(cd = djn_cond_parse_tok(cond, s->m->tok, &s->err)))
 		return s->err.code;
 	if (kind != DJN_BP_TOKEN) {
 		mask = djn_xcalloc((size_t)s->n_sites, 1);
@@ -116,10 +117,13 @@ enum djn_status djn_bp_condition(struct djn_session *s, int id, const char *cond
 
 	if (!b)
 		return DJN_ERR_NOTFOUND;
-	if (cond && *cond && !(cd = djn_cond_parse(cond, &s->err)))
+	if (cond && *cond && !(cd = djn_cond_parse_tok(cond, s->m->tok, &s->err)))
 		return s->err.code;
-	if (!cd && b->kind == DJN_BP_WATCH)
-		return djn_session_fail(s, DJN_ERR_INVALID, "a watchpoint needs a condition");
+	if (b->kind == DJN_BP_WATCH) { /* on top of the watch expression, as gdb */
+		djn_cond_free(b->stop_if);
+		b->stop_if = cd;
+		return DJN_OK;
+	}
 	djn_cond_free(b->cond);
 	b->cond = cd;
 	return DJN_OK;
@@ -153,6 +157,7 @@ bool djn_bp_get(const struct djn_session *s, int i, struct djn_bp_info *out)
 	out->temporary = b->temporary;
 	out->ignore_count = b->ignore;
 	out->hits = b->hits;
+	out->stop_if = b->stop_if ? djn_cond_text(b->stop_if) : NULL;
 	return true;
 }
 
@@ -175,6 +180,8 @@ static bool hits(struct djn_session *s, struct bp *b, const struct djn_cond_env 
 {
 	if (b->cond && !djn_cond_eval(b->cond, env))
 		return false;
+	if (b->stop_if && !djn_cond_eval(b->stop_if, env))
+		return false;
 	b->hits++;
 	if (b->ignore > 0) {
 		b->ignore--;
@@ -192,10 +199,13 @@ static enum djn_stop stop_on(struct djn_session *s, int idx)
 	djn_bp_get(s, idx, &s->last_info);
 	free(s->last_pattern);
 	free(s->last_cond);
+	free(s->last_stop_if);
 	s->last_pattern = djn_xstrdup(b->pattern);
 	s->last_cond = b->cond ? djn_xstrdup(djn_cond_text(b->cond)) : NULL;
+	s->last_stop_if = b->stop_if ? djn_xstrdup(djn_cond_text(b->stop_if)) : NULL;
 	s->last_info.pattern = s->last_pattern;
 	s->last_info.cond = s->last_cond;
+	s->last_info.stop_if = s->last_stop_if;
 	if (b->temporary)
 		djn_bp_delete(s, b->id);
 	return why;
@@ -301,7 +311,8 @@ enum djn_stop djn_breaks_check(struct djn_session *s, int site)
 
 	for (int i = 0; i < s->n_bps; i++) {
 		struct bp *b = &s->bps[i];
-		bool need = b->cond && djn_cond_needs_stats(b->cond);
+		bool need = (b->cond && djn_cond_needs_stats(b->cond)) ||
+			    (b->stop_if && djn_cond_needs_stats(b->stop_if));
 		if (!b->enabled || b->kind == DJN_BP_TOKEN || !b->mask[site])
 			continue;
 		if (s->n_pend == 0 && !need) {
@@ -374,6 +385,7 @@ void djn_breaks_free(struct djn_session *s)
 	free(s->slot_n);
 	free(s->last_pattern);
 	free(s->last_cond);
+	free(s->last_stop_if);
 	free(s->pend);
 	s->pend = NULL;
 	for (int i = 0; i < s->n_bps; i++)

@@ -2,6 +2,7 @@
  * into a tree and evaluated at every stop candidate. */
 #include <ctype.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,7 @@ struct parser {
 	struct djn_err *err;
 	bool failed;
 	bool needs_stats;
+	const struct djn_tokenizer *tok; /* for `token == "text"`, or NULL */
 };
 
 static void skip(struct parser *ps)
@@ -96,8 +98,198 @@ static void node_free(struct node *n)
 
 static struct node *parse_or(struct parser *ps);
 
+static int parse_var(struct parser *ps)
+{
+	skip(ps);
+	for (int v = 0; v < V_COUNT; v++)
+		if (word(ps, var_names[v]))
+			return v;
+	return -1;
+}
+
+/* 1: an operator, 0: none here, -1: failed (a lone `=`). */
+static int parse_op(struct parser *ps, enum op *op)
+{
+	static const struct { const char *s; enum op op; } ops[] = {
+		{ ">=", OP_GE }, { "<=", OP_LE }, { "==", OP_EQ }, { "!=", OP_NE },
+		{ ">", OP_GT }, { "<", OP_LT },
+	};
+
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		if (sym(ps, ops[i].s)) {
+			*op = ops[i].op;
+			return 1;
+		}
+	}
+	skip(ps);
+	if (*ps->p == '=') {
+		fail(ps, "'=' is not a comparison (use == for equality)");
+		return -1;
+	}
+	return 0;
+}
+
+/* `3 < norm` is `norm > 3`. */
+static enum op flip(enum op op)
+{
+	switch (op) {
+	case OP_GT: return OP_LT;
+	case OP_GE: return OP_LE;
+	case OP_LT: return OP_GT;
+	case OP_LE: return OP_GE;
+	default: return op;
+	}
+}
+
+/* A piece as the stop reports print it: quoted, escaped. */
+static void quote(const char *p, size_t len, char *out, size_t n)
+{
+	size_t w = 0;
+
+	if (n < 8)
+		return;
+	out[w++] = '"';
+	for (size_t i = 0; i < len && w + 6 < n; i++) {
+		unsigned char ch = (unsigned char)p[i];
+		if (ch == '"' || ch == '\\')
+			w += (size_t)snprintf(out + w, n - w, "\\%c", ch);
+		else if (ch == '\n')
+			w += (size_t)snprintf(out + w, n - w, "\\n");
+		else if (ch < 0x20 || ch == 0x7f)
+			w += (size_t)snprintf(out + w, n - w, "\\x%02x", ch);
+		else
+			out[w++] = (char)ch;
+	}
+	out[w++] = '"';
+	out[w] = '\0';
+}
+
+/* The id of the token whose text is txt: the piece a stop report prints
+ * (" little"); when there is none, say how the tokenizer splits it. */
+static bool token_of_text(struct parser *ps, const char *txt, size_t len, double *id)
+{
+	const struct djn_tokenizer *tok = ps->tok;
+	char q[160], msg[720];
+	int32_t *ids = NULL;
+	int n = 0;
+	struct djn_err e = { 0 };
+	size_t w;
+
+	quote(txt, len, q, sizeof(q));
+	if (!tok) {
+		snprintf(msg, sizeof(msg), "token %s: the model has no tokenizer (compare token "
+					   "with an id)", q);
+		fail(ps, msg);
+		return false;
+	}
+	if (len == 0) {
+		fail(ps, "an empty text is no token");
+		return false;
+	}
+	for (int i = 0; i < djn_tok_n_vocab(tok); i++) {
+		size_t pl;
+		const char *p = djn_tok_decode(tok, -1, i, &pl);
+		if (pl == len && !memcmp(p, txt, len)) {
+			*id = i;
+			return true;
+		}
+	}
+	if (djn_tok_encode(tok, txt, len, false, false, &ids, &n, &e) || n == 0) {
+		snprintf(msg, sizeof(msg), "%s is not a token of this model", q);
+		free(ids);
+		fail(ps, msg);
+		return false;
+	}
+	if (n == 1) {
+		size_t pl;
+		const char *p = djn_tok_decode(tok, -1, ids[0], &pl);
+		char q1[160];
+		quote(p, pl, q1, sizeof(q1));
+		snprintf(msg, sizeof(msg), "%s is not a token; the tokenizer reads it as %s (id %d): "
+					   "write token == %s", q, q1, ids[0], q1);
+		free(ids);
+		fail(ps, msg);
+		return false;
+	}
+	w = (size_t)snprintf(msg, sizeof(msg), "%s is not one token: the tokenizer splits it "
+					       "into %d:", q, n);
+	for (int i = 0; i < n && w < sizeof(msg) - 40; i++) {
+		size_t pl;
+		const char *p = djn_tok_decode(tok, i ? ids[i - 1] : -1, ids[i], &pl);
+		quote(p, pl, q, sizeof(q));
+		w += (size_t)snprintf(msg + w, sizeof(msg) - w, " %s (id %d)", q, ids[i]);
+	}
+	free(ids);
+	fail(ps, msg);
+	return false;
+}
+
+/* A number, or a token's text in double quotes. */
+static bool parse_value(struct parser *ps, double *v, bool *is_text)
+{
+	char *end;
+
+	skip(ps);
+	*is_text = false;
+	if (*ps->p == '"') {
+		const char *q = ps->p + 1;
+		char buf[256];
+		size_t n = 0;
+		for (; *q && *q != '"'; q++) {
+			char ch = *q;
+			if (ch == '\\' && q[1]) {
+				q++;
+				ch = *q == 'n' ? '\n' : *q == 't' ? '\t' : *q;
+			}
+			if (n + 1 >= sizeof(buf)) {
+				fail(ps, "text too long");
+				return false;
+			}
+			buf[n++] = ch;
+		}
+		if (*q != '"') {
+			fail(ps, "unterminated text (a closing '\"')");
+			return false;
+		}
+		*is_text = true;
+		if (!token_of_text(ps, buf, n, v))
+			return false;
+		ps->p = q + 1;
+		return true;
+	}
+	*v = strtod(ps->p, &end);
+	if (end == ps->p) {
+		fail(ps, "expected a number");
+		return false;
+	}
+	ps->p = end;
+	return true;
+}
+
+static struct node *cmp_node(struct parser *ps, int v, enum op op, double value, bool is_text)
+{
+	struct node *n;
+
+	if (is_text && v != V_TOKEN)
+		return fail(ps, "a text in quotes compares with token only");
+	if (is_text && op != OP_EQ && op != OP_NE)
+		return fail(ps, "a token's text compares with == or != only");
+	n = mk(N_CMP, NULL, NULL);
+	n->var = (enum var)v;
+	n->op = op;
+	n->value = value;
+	if (v <= V_INF)
+		ps->needs_stats = true;
+	return n;
+}
+
 static struct node *parse_unary(struct parser *ps)
 {
+	enum op op;
+	double value;
+	bool is_text;
+	int v, r;
+
 	if (word(ps, "not") || sym(ps, "!")) {
 		struct node *a = parse_unary(ps);
 		return a ? mk(N_NOT, a, NULL) : NULL;
@@ -112,38 +304,38 @@ static struct node *parse_unary(struct parser *ps)
 		}
 		return a;
 	}
-	skip(ps);
-	for (int v = 0; v < V_COUNT; v++) {
-		if (!word(ps, var_names[v]))
-			continue;
-		static const struct { const char *s; enum op op; } ops[] = {
-			{ ">=", OP_GE }, { "<=", OP_LE }, { "==", OP_EQ }, { "!=", OP_NE },
-			{ ">", OP_GT }, { "<", OP_LT }, { "=", OP_EQ },
-		};
-		struct node *n = mk(N_CMP, NULL, NULL);
-		n->var = (enum var)v;
-		if (v <= V_INF)
-			ps->needs_stats = true;
-		for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
-			if (sym(ps, ops[i].s)) {
-				char *end;
-				skip(ps);
-				n->op = ops[i].op;
-				n->value = strtod(ps->p, &end);
-				if (end == ps->p) {
-					node_free(n);
-					return fail(ps, "expected a number");
-				}
-				ps->p = end;
+	if ((v = parse_var(ps)) >= 0) {
+		if ((r = parse_op(ps, &op)) < 0)
+			return NULL;
+		if (r == 0) {
+			if (v == V_NAN || v == V_INF) { /* bare `nan`: any NaN present */
+				struct node *n = mk(N_FLAG, NULL, NULL);
+				n->var = (enum var)v;
+				ps->needs_stats = true;
 				return n;
 			}
+			return fail(ps, "expected a comparison (> >= < <= == !=)");
 		}
-		if (v == V_NAN || v == V_INF) { /* bare `nan`: any NaN present */
-			n->kind = N_FLAG;
-			return n;
-		}
-		node_free(n);
-		return fail(ps, "expected a comparison (> >= < <= == !=)");
+		skip(ps);
+		if (*ps->p == '"' && v != V_TOKEN)
+			return fail(ps, "a text in quotes compares with token only");
+		if (!parse_value(ps, &value, &is_text))
+			return NULL;
+		return cmp_node(ps, v, op, value, is_text);
+	}
+	skip(ps);
+	if (*ps->p && (*ps->p == '"' || *ps->p == '-' || *ps->p == '+' || *ps->p == '.' ||
+		       isdigit((unsigned char)*ps->p))) { /* `3 < norm`: either order */
+		if (!parse_value(ps, &value, &is_text))
+			return NULL;
+		if ((r = parse_op(ps, &op)) < 0)
+			return NULL;
+		if (r == 0)
+			return fail(ps, "expected a comparison (> >= < <= == !=)");
+		if ((v = parse_var(ps)) < 0)
+			return fail(ps, "expected norm, max, min, mean, std, absmax, argmax, nan, "
+					"inf, pos, layer or token");
+		return cmp_node(ps, v, flip(op), value, is_text);
 	}
 	return fail(ps, *ps->p ? "expected norm, max, min, mean, std, absmax, argmax, nan, "
 				 "inf, pos, layer or token"
@@ -182,7 +374,13 @@ static struct node *parse_or(struct parser *ps)
 
 struct djn_cond *djn_cond_parse(const char *text, struct djn_err *err)
 {
-	struct parser ps = { text, text, err, false, false };
+	return djn_cond_parse_tok(text, NULL, err);
+}
+
+struct djn_cond *djn_cond_parse_tok(const char *text, const struct djn_tokenizer *tok,
+				    struct djn_err *err)
+{
+	struct parser ps = { text, text, err, false, false, tok };
 	struct node *root = parse_or(&ps);
 	struct djn_cond *c;
 

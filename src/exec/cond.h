@@ -17,6 +17,10 @@ struct djn_cond_env {
 	int token; /* id of the last token fed in */
 };
 
+/* djn_cond_parse with a tokenizer for `token == "text"` (the text a stop
+ * report prints for the token, " little"); tok NULL: texts are an error. */
+struct djn_cond *djn_cond_parse_tok(const char *text, const struct djn_tokenizer *tok,
+				    struct djn_err *err);
 bool djn_cond_needs_stats(const struct djn_cond *c);
 bool djn_cond_eval(const struct djn_cond *c, const struct djn_cond_env *env);
 /* The text it was parsed from. */

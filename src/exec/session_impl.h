@@ -17,7 +17,8 @@ struct bp {
 	enum djn_bp_kind kind;
 	char *pattern;
 	int token;
-	struct djn_cond *cond;
+	struct djn_cond *cond;   /* a watchpoint's: the watch expression */
+	struct djn_cond *stop_if; /* a watchpoint's `condition N EXPR`, or NULL */
 	bool enabled, temporary;
 	long ignore;
 	long hits;
@@ -99,7 +100,7 @@ struct djn_session {
 	struct bp *bps;
 	int n_bps, next_bp_id, last_hit;
 	struct djn_bp_info last_info; /* copy of the last hit, strings owned below */
-	char *last_pattern, *last_cond;
+	char *last_pattern, *last_cond, *last_stop_if;
 	struct pending *pend;   /* DJN_STATS_SLOTS entries at most */
 	int n_pend, n_slots;
 	int slot_site;          /* site whose stats are in slot n_slots - 1 */

@@ -491,8 +491,8 @@ static const char *bp_kind_name(enum djn_bp_kind k)
 	return k == DJN_BP_WATCH ? "watchpoint" : k == DJN_BP_TOKEN ? "token" : "breakpoint";
 }
 
-/* s:breakpoints() -> {{id=, kind=, pattern=, token=, cond=, enabled=, temporary=,
- * ignore=, hits=}...} */
+/* s:breakpoints() -> {{id=, kind=, pattern=, token=, cond=, stop_if=, enabled=,
+ * temporary=, ignore=, hits=}...} */
 static int s_breakpoints(lua_State *L)
 {
 	struct ldj_session *ls = check(L);
@@ -515,6 +515,10 @@ static int s_breakpoints(lua_State *L)
 		if (b.cond) {
 			lua_pushstring(L, b.cond);
 			lua_setfield(L, -2, "cond");
+		}
+		if (b.stop_if) { /* a watchpoint's condition on top of cond */
+			lua_pushstring(L, b.stop_if);
+			lua_setfield(L, -2, "stop_if");
 		}
 		lua_pushboolean(L, b.enabled);
 		lua_setfield(L, -2, "enabled");

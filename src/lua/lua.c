@@ -582,13 +582,46 @@ static int msgh(lua_State *L)
 	return 1;
 }
 
-static enum djn_status docall(lua_State *L, int narg, struct djn_err *err)
+/* A script's message handler: one line where a traceback adds nothing to
+ * it - the script cannot be read (a bad path, a syntax error: the message
+ * names the file and line), or its main chunk itself raised the error with
+ * assert or error (`assert(djinn.load(path))`: the message says it all).
+ * Anything deeper keeps its traceback. */
+static int script_msgh(lua_State *L)
+{
+	lua_Debug raiser, caller;
+	bool lua_frames = false;
+
+	if (lua_type(L, 1) != LUA_TSTRING)
+		return msgh(L);
+	for (int lv = 1; lua_getstack(L, lv, &caller); lv++) {
+		lua_getinfo(L, "S", &caller);
+		if (strcmp(caller.what, "C")) {
+			lua_frames = true;
+			break;
+		}
+	}
+	if (!lua_frames)
+		return 1;
+	if (lua_getstack(L, 1, &raiser) && lua_getstack(L, 2, &caller)) {
+		lua_getinfo(L, "Sn", &raiser);
+		lua_getinfo(L, "S", &caller);
+		if (!strcmp(raiser.what, "C") && raiser.name &&
+		    (!strcmp(raiser.name, "assert") || !strcmp(raiser.name, "error")) &&
+		    !strcmp(caller.what, "main"))
+			return 1;
+	}
+	return msgh(L);
+}
+
+static enum djn_status docall_h(lua_State *L, int narg, lua_CFunction handler,
+				struct djn_err *err)
 {
 	int base = lua_gettop(L) - narg;
 	enum djn_status code;
 	int st;
 
-	lua_pushcfunction(L, msgh);
+	lua_pushcfunction(L, handler);
 	lua_insert(L, base);
 	st = lua_pcall(L, narg, 0, base);
 	lua_remove(L, base);
@@ -598,6 +631,11 @@ static enum djn_status docall(lua_State *L, int narg, struct djn_err *err)
 			   lua_tostring(L, -1) ? lua_tostring(L, -1) : "(error object is not a string)");
 	lua_pop(L, 1);
 	return code;
+}
+
+static enum djn_status docall(lua_State *L, int narg, struct djn_err *err)
+{
+	return docall_h(L, narg, msgh, err);
 }
 
 enum djn_status djn_lua_run_string(struct djn_lua *ctx, const char *code, const char *chunkname,
@@ -622,8 +660,8 @@ struct script {
 	char **argv;
 };
 
-/* Protected: set `arg`, load, run.  Loading in here too means a syntax error
- * comes out the same way as a runtime one (message and traceback). */
+/* Protected: set `arg`, load, run.  Loading in here too means a script that
+ * cannot be read comes out the same way as a runtime error (one line). */
 static int run_script(lua_State *L)
 {
 	const struct script *sc = lua_touserdata(L, 1);
@@ -655,7 +693,7 @@ enum djn_status djn_lua_run_file(struct djn_lua *ctx, const char *path, int argc
 
 	lua_pushcfunction(ctx->L, run_script);
 	lua_pushlightuserdata(ctx->L, &sc);
-	return docall(ctx->L, 1, err);
+	return docall_h(ctx->L, 1, script_msgh, err);
 }
 
 /* Ctrl-C: stop the engine at the next site, then the script at its next

@@ -1,5 +1,6 @@
 /* llama2c.c - loader for llama2.c's legacy checkpoint (.bin): a header of
  * seven int32 and then f32 arrays in a fixed order, mapped in place. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -45,6 +46,64 @@ static void set_w(struct djn_weight *w, const float *base, size_t idx, int64_t r
 	w->name = name;
 }
 
+/* A llama2.c tokenizer.bin: int32 max_token_length, then (f32 score, int32
+ * len, bytes) records; checks the first two. */
+static bool looks_like_tokenizer(const struct djn_mapping *map)
+{
+	int32_t max_len, len0, len1;
+	size_t off;
+
+	if (map->size < 12)
+		return false;
+	memcpy(&max_len, map->addr, 4);
+	memcpy(&len0, map->addr + 8, 4);
+	if (max_len <= 0 || max_len > 65536 || len0 < 0 || len0 > max_len)
+		return false;
+	off = 12 + (size_t)len0;
+	if (map->size < off + 8)
+		return true;
+	memcpy(&len1, map->addr + off + 4, 4);
+	return len1 >= 0 && len1 <= max_len;
+}
+
+/* The header does not describe a model: say so first, then why. */
+static void not_a_model(const struct djn_mapping *map, const char *path, struct djn_err *err)
+{
+	char why[DJN_ERRMSG_MAX];
+	size_t n = strlen(path);
+
+	snprintf(why, sizeof(why), "%s",
+		 !strncmp(err->msg, path, n) && !strncmp(err->msg + n, ": ", 2) ? err->msg + n + 2
+										: err->msg);
+	if (looks_like_tokenizer(map))
+		djn_err_set(err, DJN_ERR_FORMAT, "%s: this is not a model: it is a llama2.c "
+						 "tokenizer (give it with --tokenizer FILE)", path);
+	else
+		djn_err_set(err, DJN_ERR_FORMAT, "%s: this is not a llama2.c model (its header: %s)",
+			    path, why);
+}
+
+/* llama2.c names its tokenizers tokenizer.bin and tok<vocab>.bin (tok512.bin
+ * for stories260K): the first beside the checkpoint, or NULL. */
+static bool find_beside(const char *path, int n_vocab, char *out, size_t n)
+{
+	const char *slash = strrchr(path, '/');
+	int dl = slash ? (int)(slash - path + 1) : 0;
+	char names[2][32];
+
+	snprintf(names[0], sizeof(names[0]), "tokenizer.bin");
+	snprintf(names[1], sizeof(names[1]), "tok%d.bin", n_vocab);
+	for (int i = 0; i < 2; i++) {
+		FILE *f;
+		snprintf(out, n, "%.*s%s", dl, path, names[i]);
+		if ((f = fopen(out, "rb"))) {
+			fclose(f);
+			return true;
+		}
+	}
+	return false;
+}
+
 struct djn_model *djn_model_load_llama2c(const char *path, const char *tok_path,
 					 struct djn_err *err)
 {
@@ -61,6 +120,7 @@ struct djn_model *djn_model_load_llama2c(const char *path, const char *tok_path,
 	if (map->size < sizeof(h)) {
 		djn_err_set(err, DJN_ERR_FORMAT, "%s: truncated: %zu bytes, the header needs %zu",
 			    path, map->size, sizeof(h));
+		not_a_model(map, path, err);
 		goto out_free;
 	}
 	memcpy(&h, map->addr, sizeof(h));
@@ -79,12 +139,15 @@ struct djn_model *djn_model_load_llama2c(const char *path, const char *tok_path,
 	c->rope_style = DJN_ROPE_INTERLEAVED;
 	c->tied_embeddings = shared;
 	if (c->n_kv_head <= 0) {
-		djn_err_set(err, DJN_ERR_FORMAT, "%s: header: n_kv_heads is %d, must be positive",
-			    path, c->n_kv_head);
+		djn_err_set(err, DJN_ERR_FORMAT, "%s: n_kv_heads is %d, must be positive", path,
+			    c->n_kv_head);
+		not_a_model(map, path, err);
 		goto out_free;
 	}
-	if (djn_config_validate(c, path, err))
+	if (djn_config_validate(c, path, err)) {
+		not_a_model(map, path, err);
 		goto out_free;
+	}
 
 	{
 		struct cursor cur = { map, sizeof(h), err };
@@ -136,17 +199,13 @@ struct djn_model *djn_model_load_llama2c(const char *path, const char *tok_path,
 		if (!m->tok)
 			goto out_free;
 	} else {
-		/* llama2.c convention: tokenizer.bin beside the checkpoint */
+		/* llama2.c's convention: the tokenizer beside the checkpoint */
 		char tp[4096];
-		const char *slash = strrchr(path, '/');
-		int dl = slash ? (int)(slash - path + 1) : 0;
-		snprintf(tp, sizeof(tp), "%.*stokenizer.bin", dl, path);
-		FILE *f = fopen(tp, "rb");
-		if (f) {
-			fclose(f);
+		if (find_beside(path, c->vocab_size, tp, sizeof(tp))) {
 			m->tok = djn_tok_load_llama2c(tp, c->vocab_size, err);
 			if (!m->tok)
 				goto out_free;
+			m->tok_found = djn_xstrdup(tp);
 		}
 	}
 	return m;

@@ -66,6 +66,7 @@ void djn_model_unref(struct djn_model *m)
 	free(m->layers);
 	djn_tok_free(m->tok);
 	free(m->chat_template);
+	free(m->tok_found);
 	free(m->path);
 	free(m->name);
 	free(m);
@@ -236,7 +237,8 @@ struct djn_model *djn_model_load(const char *path, const char *tokenizer_path,
 	if (has_suffix(path, ".bin"))
 		return djn_model_load_llama2c(path, tokenizer_path, err);
 	djn_err_set(err, DJN_ERR_UNSUPPORTED,
-		    "%s: unknown model format (expected a directory, .gguf or llama2.c .bin)", path);
+		    "%s: not a model: unknown model format (expected a directory, .gguf or "
+		    "llama2.c .bin)", path);
 	return NULL;
 }
 

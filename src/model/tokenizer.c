@@ -1,4 +1,5 @@
 /* tokenizer.c - the tokenizer object, SentencePiece-style encode/decode, and the llama2.c tokenizer.bin loader. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -623,6 +624,45 @@ static int32_t rd_i32(const uint8_t *p)
 	return v;
 }
 
+/* What a file that fails as a tokenizer.bin in its first bytes is instead:
+ * text, a llama2.c checkpoint (seven small positive int32), or unknown. */
+static const char *what_it_is(const uint8_t *buf, size_t size)
+{
+	size_t n = size < 512 ? size : 512, bad = 0;
+	int32_t h[7];
+
+	if (size >= 4 && !memcmp(buf, "GGUF", 4))
+		return ": it is a GGUF model";
+	if (size >= sizeof(h) + 4) {
+		bool model = true;
+		memcpy(h, buf, sizeof(h));
+		for (int i = 0; i < 7; i++)
+			model = model && (h[i] > 0 || (i == 5 && h[i] < 0)) && h[i] < (1 << 24) &&
+				h[i] > -(1 << 24);
+		if (model && h[1] > 1 && h[2] < 1024)
+			return ": it looks like a llama2.c model";
+	}
+	for (size_t i = 0; i < n; i++)
+		bad += buf[i] == 0 || (buf[i] < 0x20 && !isspace(buf[i]));
+	if (n && !bad)
+		return ": it is a text file";
+	return "";
+}
+
+/* The first bytes are not a tokenizer's: say that first, then why. */
+static void not_a_tokenizer(const char *path, const uint8_t *buf, size_t size,
+			    struct djn_err *err)
+{
+	char why[DJN_ERRMSG_MAX];
+	size_t n = strlen(path);
+
+	snprintf(why, sizeof(why), "%s",
+		 !strncmp(err->msg, path, n) && !strncmp(err->msg + n, ": ", 2) ? err->msg + n + 2
+										: err->msg);
+	djn_err_set(err, DJN_ERR_FORMAT, "%s: this is not a llama2.c tokenizer%s; %s", path,
+		    what_it_is(buf, size), why);
+}
+
 struct djn_tokenizer *djn_tok_load_llama2c(const char *path, int n_vocab,
 					   struct djn_err *err)
 {
@@ -645,12 +685,14 @@ struct djn_tokenizer *djn_tok_load_llama2c(const char *path, int n_vocab,
 	if (size < 4) {
 		djn_err_set(err, DJN_ERR_FORMAT,
 			    "%s: file is %zu bytes, too short for max_token_length", path, size);
+		not_a_tokenizer(path, buf, size, err);
 		goto out_free_buf;
 	}
 	max_len = rd_i32(buf);
 	if (max_len <= 0 || (uint32_t)max_len > DJN_TOK_MAX_PIECE) {
 		djn_err_set(err, DJN_ERR_FORMAT, "%s: max_token_length is %d, must be in 1..%u",
 			    path, (int)max_len, DJN_TOK_MAX_PIECE);
+		not_a_tokenizer(path, buf, size, err);
 		goto out_free_buf;
 	}
 	/* n_vocab comes from the model header; grow with the records actually
@@ -680,12 +722,16 @@ struct djn_tokenizer *djn_tok_load_llama2c(const char *path, int n_vocab,
 			djn_err_set(err, DJN_ERR_FORMAT,
 				    "%s: record %d at byte %zu: length %d, must be in 0..%d "
 				    "(max_token_length)", path, i, pos, (int)len, (int)max_len);
+			if (i < 4) /* not a vocabulary's end: no tokenizer */
+				not_a_tokenizer(path, buf, size, err);
 			goto out_free_arrays;
 		}
 		if (size - pos - 8 < (size_t)len) {
 			djn_err_set(err, DJN_ERR_FORMAT,
 				    "%s: record %d at byte %zu: piece of %d bytes runs past the "
 				    "end of the file (%zu bytes)", path, i, pos, (int)len, size);
+			if (i < 4) /* not a vocabulary's end: no tokenizer */
+				not_a_tokenizer(path, buf, size, err);
 			goto out_free_arrays;
 		}
 		pieces[i] = (const char *)buf + pos + 8;

@@ -309,6 +309,8 @@ static enum djn_cmd_ret list(struct djn_shell *sh, bool watch_only)
 			  bi.temporary ? "del" : "keep", bi.enabled ? "y" : "n", what);
 		if (bi.cond && bi.kind != DJN_BP_WATCH)
 			sh_printf(sh, "\tstop only if %s\n", bi.cond);
+		if (bi.stop_if)
+			sh_printf(sh, "\tstop only if %s\n", bi.stop_if);
 		if (bi.hits)
 			sh_printf(sh, "\tbreakpoint already hit %ld time%s\n", bi.hits,
 				  bi.hits == 1 ? "" : "s");
@@ -324,6 +326,8 @@ static enum djn_cmd_ret list(struct djn_shell *sh, bool watch_only)
 		cJSON_AddStringToObject(e, "what", what);
 		if (bi.cond)
 			cJSON_AddStringToObject(e, "cond", bi.cond);
+		if (bi.stop_if)
+			cJSON_AddStringToObject(e, "stop_if", bi.stop_if);
 		cJSON_AddBoolToObject(e, "enabled", bi.enabled);
 		cJSON_AddBoolToObject(e, "temporary", bi.temporary);
 		cJSON_AddNumberToObject(e, "hits", (double)bi.hits);

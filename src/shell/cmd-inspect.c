@@ -278,16 +278,20 @@ enum djn_cmd_ret sh_print(struct djn_shell *sh, int argc, char **argv, int disp)
 		if (djn_session_site_shape(s, site, &rows, &cols))
 			return sh_fail(sh, "%s", djn_session_errmsg(s));
 		djn_site_name(&sh->m->cfg, site, label, sizeof(label));
-		struct djn_cursor cur = djn_session_cursor(s);
-		if (djn_site_kind(&sh->m->cfg, site) >= DJN_SITE_FINAL_NORM || cur.n_rows == 1)
-			snprintf(where, sizeof(where), " (pos %d)", cur.pos + cur.n_rows - 1);
-		else
-			snprintf(where, sizeof(where), " (pos %d..%d)", cur.pos,
-				 cur.pos + cur.n_rows - 1);
 	}
 	if (!djn_slice_resolve(&sl, pa.slice ? pa.slice : "[:]", rows, cols, &r0, &r1, &c0, &c1,
 			       err, sizeof(err)))
 		return sh_fail(sh, "%s", err);
+	if (!hv) { /* the positions of the rows shown */
+		struct djn_cursor cur = djn_session_cursor(s);
+		int p0 = cur.pos + r0, p1 = cur.pos + r1 - 1;
+		if (djn_site_kind(&sh->m->cfg, site) >= DJN_SITE_FINAL_NORM || rows != cur.n_rows)
+			p0 = p1 = cur.pos + cur.n_rows - 1;
+		if (p0 == p1)
+			snprintf(where, sizeof(where), " (pos %d)", p0);
+		else
+			snprintf(where, sizeof(where), " (pos %d..%d)", p0, p1);
+	}
 	if (pa.top && (c0 != 0 || c1 != cols))
 		return sh_fail(sh, "%s: --top reads whole rows of logits; slice rows only ([R])",
 			       argv[0]);
@@ -538,10 +542,17 @@ DJN_CMD_FN(cmd_backtrace)
 	}
 	sh_printf(sh, "#3  run: %d prompt token%s, %d generated\n", n_prompt,
 		  n_prompt == 1 ? "" : "s", n_total - n_prompt);
-	text = djn_xmalloc(glen * 4 + 8);
-	sh_escape(gen, glen, text, glen * 4 + 8);
-	sh_printf(sh, "text so far: \"%s\"\n", text);
-	free(text);
+	if (!done && cur.pos < n_prompt && n_total == n_prompt) { /* nothing generated yet */
+		int read = cur.pos + cur.n_rows < n_prompt ? cur.pos + cur.n_rows : n_prompt;
+		sh_printf(sh, "text so far: none yet (reading the prompt: %d of %d token%s)\n",
+			  read, n_prompt, n_prompt == 1 ? "" : "s");
+		sh_json_num(sh, "prompt_read", read);
+	} else {
+		text = djn_xmalloc(glen * 4 + 8);
+		sh_escape(gen, glen, text, glen * 4 + 8);
+		sh_printf(sh, "text so far: \"%s\"\n", text);
+		free(text);
+	}
 	sh_json_add(sh, "cursor", sh_cursor_json(sh, s));
 	sh_json_num(sh, "n_prompt", n_prompt);
 	sh_json_num(sh, "n_generated", n_total - n_prompt);

@@ -209,6 +209,8 @@ loaded:
 			  "\"info ringbuf\")\n", p->n_streamed, m->cfg.n_layer, p->n_slots,
 			  p->n_slots == 1 ? "" : "s", size);
 	}
+	if (m->tok_found)
+		sh_printf(sh, "Tokenizer: %s (found beside the model)\n", m->tok_found);
 	if (!m->tok)
 		sh_printf(sh, "warning: no tokenizer; \"run\" needs one (load with --tokenizer FILE)\n");
 	sh_json_str(sh, "model", m->name);

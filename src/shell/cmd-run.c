@@ -284,6 +284,14 @@ static enum djn_cmd_ret begin(struct djn_shell *sh, int argc, char **argv, bool 
 	ss->gen = g;
 	ss->have_gen = true;
 	sh_json_num(sh, "prompt_tokens", n);
+	for (int i = 1; i < argc - 1; i++) { /* an -n asked for that the context cannot hold */
+		int ctx = sh->m->cfg.seq_len;
+		if (!strcmp(argv[i], "-n") && g.n_new > ctx - n) {
+			sh_printf(sh, "warning: -n %d is past the context: %d tokens, %d of them the "
+				      "prompt; the run stops after %d\n", g.n_new, ctx, n, ctx - n);
+			break;
+		}
+	}
 	if (echo) {
 		for (int i = 0; i < n; i++) {
 			size_t len;

@@ -243,7 +243,9 @@ const struct djn_cmd djn_cmd_table[] = {
 		  "L2-4.q, L3.*, *), or `token N` (before the token at position N starts).\n"
 		  "COND reads the token in flight at the site: norm max min mean std absmax\n"
 		  "argmax nan inf, and the cursor: pos layer token; compare with > >= < <= ==\n"
-		  "!= and combine with and, or, not and parentheses: `norm > 10 and pos >= 3`." },
+		  "!= (either order: `3 < norm`; a lone = is an error) and combine with and,\n"
+		  "or, not and parentheses: `norm > 10 and pos >= 3`.  `token == \" the\"` takes\n"
+		  "a token's text as stops print it (one token of the model's tokenizer)." },
 	{ .name = "tbreak", .usage = "tbreak SITE [if COND]", .arity = -2,
 	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_tbreak, .args = DJN_ARG_SITE,
 	  .summary = "a breakpoint deleted when it first stops" },
@@ -252,7 +254,10 @@ const struct djn_cmd djn_cmd_table[] = {
 	  .summary = "stop when COND holds at SITE (nan, inf, norm > X, absmax > X ...)" },
 	{ .name = "condition", .usage = "condition N [COND]", .arity = -2,
 	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_condition,
-	  .summary = "set breakpoint N's condition (none: stop unconditionally)" },
+	  .summary = "set breakpoint N's condition (none: stop unconditionally)",
+	  .help = "COND as in `break ... if COND`.  On a watchpoint COND is a condition on\n"
+		  "top of the watch expression, as in gdb: it stops where both hold, and\n"
+		  "`condition N` alone removes COND, never the watch expression." },
 	{ .name = "ignore", .usage = "ignore N COUNT", .arity = 3, .flags = DJN_CMD_NEEDS_MODEL,
 	  .exec = cmd_ignore, .summary = "pass breakpoint N the next COUNT times it is reached" },
 	{ .name = "commands", .usage = "commands [N...]", .arity = -1,

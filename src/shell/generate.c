@@ -148,7 +148,7 @@ int djn_generate_main(int argc, char **argv)
 	char *chat_prompt = NULL;
 	struct djn_ring_opts ring = { 0 };
 	struct djn_session_opts sopts = { 0 };
-	bool want_ring = false;
+	bool want_ring = false, n_given = false;
 	int rc = 1;
 
 	for (int i = 1; i < argc; i++) {
@@ -163,7 +163,7 @@ int djn_generate_main(int argc, char **argv)
 		else if (!strcmp(a, "-p") || !strcmp(a, "-i") || !strcmp(a, "--prompt"))
 			prompt = val;
 		else if (!strcmp(a, "-n") && parse_long(val, 0, 1 << 24, &v))
-			g.n_new = (int)v;
+			g.n_new = (int)v, n_given = true;
 		else if (!strcmp(a, "-t") || !strcmp(a, "--temp")) {
 			char *end;
 			g.temperature = strtof(val, &end);
@@ -250,6 +250,19 @@ int djn_generate_main(int argc, char **argv)
 				    model_path);
 			goto out;
 		}
+	}
+	if (n_given && g.n_new > 0) { /* as run and start in the shell say it */
+		const char *text = chat ? chat_prompt : prompt;
+		int32_t *ids;
+		int n;
+		if (djn_tok_encode(m->tok, text, strlen(text), djn_tok_add_bos(m->tok), false, &ids,
+				   &n, &err))
+			goto out;
+		free(ids);
+		if (n < m->cfg.seq_len && g.n_new > m->cfg.seq_len - n)
+			fprintf(stderr, "warning: -n %d is past the context: %d tokens, %d of them the "
+					"prompt; the run stops after %d\n", g.n_new, m->cfg.seq_len, n,
+				m->cfg.seq_len - n);
 	}
 	if (want_ring) {
 		/* the budget counts the KV cache of the context this run needs,

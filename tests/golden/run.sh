@@ -78,6 +78,16 @@ fails_with "unknown device" "device 'tpu'" \
 	"$djinn" generate models/stories260K.bin -z models/tok512.bin -n 4 --device tpu
 fails_with "unknown format" "unknown model format" \
 	"$djinn" generate models/manifest.tsv -n 4
+fails_with "a tokenizer given as the model" "tok512.bin: this is not a model: it is a llama2.c tokenizer" \
+	"$djinn" generate models/tok512.bin -n 4
+# a .bin finds tok512.bin beside it; -n past the context warns as run and start do
+"$djinn" generate models/stories260K.bin -t 0 -n 600 -p "Once upon a time" --device cpu >"$tmp/out" 2>"$tmp/err"
+if [ $? -eq 0 ] && [ -s "$tmp/out" ] &&
+   grep -q '^warning: -n 600 is past the context: 512 tokens, 5 of them the prompt; the run stops after 507$' "$tmp/err"; then
+	ok "tok512.bin beside the model; -n past the context warns"
+else
+	bad "tok512.bin beside the model; -n past the context warns" "$(head -c 300 "$tmp/err")"
+fi
 
 printf '%d/%d golden tests passed\n' $((n - fails)) "$n"
 [ "$fails" -eq 0 ]

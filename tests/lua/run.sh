@@ -3,7 +3,8 @@
 #   tests/lua/test_*.lua  must exit 0;
 #   tests/lua/bad/*.lua   must exit 1 with "djinn: <message>" and a Lua traceback
 #                         on stderr, the message given by the script's
-#                         "-- expect: " line;
+#                         "-- expect: " line (one line and no traceback where
+#                         the script says "-- traceback: no");
 #   lua/exp/whitebox.lua and lua/exp/generate_trace.lua run end to end and
 #   their JSON is checked by tests/lua/check_results.lua.
 set -u
@@ -32,14 +33,19 @@ for t in tests/lua/bad/*.lua; do
 	if [ "$rc" -ne 1 ]; then bad "$t" "exit $rc, want 1"
 	elif ! head -1 "$TMP/err" | grep -q '^djinn: '; then bad "$t" "no 'djinn: ' prefix"
 	elif ! grep -qF -- "$expect" "$TMP/err"; then bad "$t" "no '$expect'"
+	elif grep -q '^-- traceback: no' "$t"; then
+		if grep -q '^stack traceback:' "$TMP/err" || [ "$(wc -l <"$TMP/err")" -ne 1 ]; then
+			bad "$t" "want one line, no traceback"
+		else ok "$t"; fi
 	elif ! grep -q '^stack traceback:' "$TMP/err"; then bad "$t" "no traceback"
 	else ok "$t"; fi
 done
 
 # a missing script is an error too, and so is a missing model given to a protocol
 "$DJINN" tests/lua/bad/no-such-script.lua >"$TMP/out" 2>"$TMP/err"
-if [ $? -eq 1 ] && grep -q 'cannot open tests/lua/bad/no-such-script.lua' "$TMP/err"; then ok "missing script"
-else bad "missing script" "want exit 1 and 'cannot open'"; fi
+if [ $? -eq 1 ] && grep -q 'cannot open tests/lua/bad/no-such-script.lua' "$TMP/err" &&
+   [ "$(wc -l <"$TMP/err")" -eq 1 ]; then ok "missing script"
+else bad "missing script" "want exit 1 and one line 'cannot open'"; fi
 
 if "$DJINN" lua/exp/whitebox.lua "$MODEL" --device cpu --layers 1,3 --prompts 2 --n 32 \
 	--repeats 2 --out "$TMP/wb.json" >"$TMP/out" 2>"$TMP/err" &&

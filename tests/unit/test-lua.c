@@ -111,11 +111,19 @@ Test(lua, run_file_sets_arg)
 	      "error('at the end')\n", f);
 	fclose(f);
 	cr_assert_eq(djn_lua_run_file(L, path, 2, argv, &err), DJN_ERR_INVALID);
-	cr_assert(strstr(err.msg, ":5: at the end") && strstr(err.msg, "in main chunk"), "%s",
+	/* error() in the main chunk: the message is the whole story, one line */
+	cr_assert(strstr(err.msg, ":5: at the end") && !strstr(err.msg, "stack traceback"), "%s",
 		  err.msg);
+	f = fopen(path, "w");
+	fputs("local function f() error('deeper') end\nf()\n", f);
+	fclose(f);
+	cr_assert_eq(djn_lua_run_file(L, path, 0, NULL, &err), DJN_ERR_INVALID);
+	cr_assert(strstr(err.msg, ":1: deeper") && strstr(err.msg, "stack traceback:") &&
+		  strstr(err.msg, "in local 'f'"), "%s", err.msg);
 	unlink(path);
 	cr_assert_neq(djn_lua_run_file(L, "/nonexistent/x.lua", 0, NULL, &err), DJN_OK);
-	cr_assert(strstr(err.msg, "cannot open /nonexistent/x.lua"), "%s", err.msg);
+	cr_assert(strstr(err.msg, "cannot open /nonexistent/x.lua") &&
+		  !strstr(err.msg, "traceback"), "%s", err.msg);
 }
 
 /* Models and sessions left open are closed by djn_lua_free (ASan: no leak). */

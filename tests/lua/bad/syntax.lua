@@ -1,3 +1,4 @@
--- expect: syntax.lua:3: unexpected symbol near '='
--- a syntax error: nothing runs, the position and a traceback come back
+-- expect: syntax.lua:4: unexpected symbol near '='
+-- a syntax error: nothing runs, the position comes back on one line
+-- traceback: no
 local x = = 1

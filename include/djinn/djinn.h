@@ -75,9 +75,14 @@ int djn_site_find(const struct djn_config *c, const char *name);
 bool djn_site_match(const struct djn_config *c, const char *pattern, int site);
 /* Is the pattern well formed and does it match at least one site? */
 bool djn_site_pattern_valid(const struct djn_config *c, const char *pattern);
-/* Up to max site names nearest to a misspelt one (edit distance), into out
- * (each a buffer of 32); returns how many. */
+/* Up to max site names nearest to a misspelt one (a typo's edit distance, or
+ * the layer kinds a truncated one begins), into out (each a buffer of 32);
+ * returns how many: none for a name nothing is near, or a layer out of range. */
 int djn_site_suggest(const struct djn_config *c, const char *name, char (*out)[32], int max);
+/* Why name (a site name or pattern) names no site, as the end of a message,
+ * the same for every front end: "did you mean L3.resid_post?", "layers are
+ * L0..L4", "a layer's sites are ...".  True when it suggests names. */
+bool djn_site_why(const struct djn_config *c, const char *name, char *buf, size_t size);
 
 /* ------------------------------------------------------------- sessions */
 

@@ -183,21 +183,107 @@ static int edit_distance(const char *a, const char *b)
 	return d;
 }
 
+/* A typo, not another word: at most two edits, and at most half the word. */
+static bool near_enough(int d, size_t len)
+{
+	return d <= 2 && 2 * (size_t)d <= len;
+}
+
+static bool is_layer_kind(const char *k)
+{
+	for (int i = DJN_SITE_ATTN_NORM; i <= DJN_SITE_RESID_POST; i++)
+		if (!strcmp(k, kind_names[i]))
+			return true;
+	return false;
+}
+
+/* "L<layers>.<kind>" with a well-formed layer part (in range or not): where
+ * the kind starts, and the layers; NULL for anything else. */
+static const char *split_layers(const struct djn_config *c, const char *name, int *lo, int *hi)
+{
+	const char *dot = strchr(name, '.');
+
+	if (!dot || !parse_layers(name, (size_t)(dot - name), c->n_layer, lo, hi))
+		return NULL;
+	return dot + 1;
+}
+
 int djn_site_suggest(const struct djn_config *c, const char *name, char (*out)[32], int max)
 {
-	int n = 0, best = 1 << 30;
-	char buf[32];
+	int n = 0, best = 1 << 30, lo, hi;
+	const char *kind = split_layers(c, name, &lo, &hi);
+	char buf[40];
 
-	/* two passes: find the best distance, then list the sites at it */
+	if (kind && hi >= c->n_layer)
+		return 0; /* L9.q on five layers: no other name is nearer than the range */
+	if (kind && strcmp(kind, "*") && !is_layer_kind(kind)) {
+		/* the layers are right: the kind's typos and the kinds it begins */
+		size_t len = strlen(kind);
+		for (int pass = 0; pass < 2; pass++) {
+			for (int k = DJN_SITE_ATTN_NORM; k <= DJN_SITE_RESID_POST; k++) {
+				int d = len && !strncmp(kind_names[k], kind, len)
+						? 0
+						: edit_distance(kind, kind_names[k]);
+				if (!near_enough(d, len))
+					continue;
+				if (pass == 0 && d < best)
+					best = d;
+				if (pass == 1 && d == best && n < max &&
+				    snprintf(buf, sizeof(buf), "%.*s%s", (int)(kind - name), name,
+					     kind_names[k]) < 32)
+					memcpy(out[n++], buf, 32);
+			}
+		}
+		return n;
+	}
+	/* two passes: find the best distance, then list the sites at it; a
+	 * layerless site (embed, final_norm, logits) also by its beginning */
 	for (int pass = 0; pass < 2; pass++) {
 		for (int s = 0; s < djn_site_count(c); s++) {
+			size_t len = strlen(name);
 			djn_site_name(c, s, buf, sizeof(buf));
-			int d = edit_distance(name, buf);
+			int d = len >= 2 && djn_site_layer(c, s) < 0 && !strncmp(buf, name, len)
+					? 0
+					: edit_distance(name, buf);
+			if (!near_enough(d, len))
+				continue;
 			if (pass == 0 && d < best)
 				best = d;
 			else if (pass == 1 && d == best && n < max)
-				memcpy(out[n++], buf, sizeof(buf));
+				memcpy(out[n++], buf, 32);
 		}
 	}
-	return best <= 4 ? n : 0;
+	return n;
+}
+
+bool djn_site_why(const struct djn_config *c, const char *name, char *buf, size_t size)
+{
+	char sug[4][32];
+	int n = djn_site_suggest(c, name, sug, 4), lo, hi, last = c->n_layer - 1;
+	const char *kind = split_layers(c, name, &lo, &hi);
+	size_t o;
+
+	if (!size)
+		return n > 0;
+	if (n > 0) {
+		o = (size_t)snprintf(buf, size, "did you mean ");
+		for (int i = 0; i < n && o < size; i++)
+			o += (size_t)snprintf(buf + o, size - o, "%s%s", i ? (i == n - 1 ? " or " : ", ") : "",
+					      sug[i]);
+		if (o < size)
+			snprintf(buf + o, size - o, "?");
+		return true;
+	}
+	if (kind && hi > last)
+		snprintf(buf, size, "layers are L0..L%d", last);
+	else if (is_layer_kind(name))
+		snprintf(buf, size, "name its layer: L0.%s .. L%d.%s", name, last, name);
+	else if (kind && strcmp(kind, "*") && !is_layer_kind(kind)) {
+		o = (size_t)snprintf(buf, size, "a layer's sites are ");
+		for (int k = DJN_SITE_ATTN_NORM; k <= DJN_SITE_RESID_POST && o < size; k++)
+			o += (size_t)snprintf(buf + o, size - o, "%s%s", k > DJN_SITE_ATTN_NORM ? ", " : "",
+					      kind_names[k]);
+	} else
+		snprintf(buf, size, "sites are embed, L0..L%d.<kind>, final_norm, logits", last);
+	return false;
 }

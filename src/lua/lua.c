@@ -127,24 +127,10 @@ int ldj_error(lua_State *L, const char *fmt, ...)
 
 static void push_suggestions(lua_State *L, const struct djn_config *c, const char *name)
 {
-	char near[4][32];
-	int n = djn_site_suggest(c, name, near, 4);
-	luaL_Buffer b;
+	char why[256];
 
-	luaL_buffinit(L, &b);
-	if (n == 0) {
-		luaL_addstring(&b, " (sites are embed, L0..L");
-		lua_pushinteger(L, c->n_layer - 1);
-		luaL_addvalue(&b);
-		luaL_addstring(&b, ".<kind>, final_norm, logits)");
-	}
-	for (int i = 0; i < n; i++) {
-		luaL_addstring(&b, i ? ", " : " (did you mean ");
-		luaL_addstring(&b, near[i]);
-		if (i == n - 1)
-			luaL_addstring(&b, "?)");
-	}
-	luaL_pushresult(&b);
+	djn_site_why(c, name, why, sizeof(why));
+	lua_pushfstring(L, " (%s)", why);
 }
 
 /* Name -> site without formatting every site's name (djn_site_find does,

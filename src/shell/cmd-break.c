@@ -242,6 +242,11 @@ static enum djn_cmd_ret for_ids(struct djn_shell *sh, int argc, char **argv, int
 	if (argc < 2) {
 		struct djn_bp_info bi;
 		if (what == 0) {
+			bool any = false;
+			for (int i = 0; djn_bp_get(s, i, &bi); i++)
+				any |= bi.id != sh->advance_bp;
+			if (any && !sh_query(sh, "Delete all breakpoints? "))
+				return DJN_CMD_OK;
 			djn_bp_delete(s, 0);
 			while (ss->n_bps)
 				sh_bp_forget(ss, ss->bps[0].id);

@@ -455,6 +455,8 @@ DJN_CMD_FN(cmd_undisplay)
 	enum djn_cmd_ret ret = DJN_CMD_OK;
 
 	if (argc == 1) {
+		if (sh->n_disp && !sh_query(sh, "Delete all auto-display expressions? "))
+			return DJN_CMD_OK;
 		for (int i = 0; i < sh->n_disp; i++)
 			disp_free(&sh->disp[i]);
 		sh->n_disp = 0;

@@ -29,7 +29,7 @@ static const struct setting settings[] = {
 	{ "elements", S_INT, offsetof(struct djn_shell, elements), 0, 1 << 30, { 0 },
 	  "Limit on values to print is %s.\n" },
 	{ "confirm", S_BOOL, offsetof(struct djn_shell, confirm), 0, 1, { "off", "on" },
-	  "Whether to confirm restarting a paused run is %s.\n" },
+	  "Whether to confirm potentially dangerous operations is %s.\n" },
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -165,8 +165,38 @@ DJN_CMD_FN(cmd_echo)
 	return DJN_CMD_OK;
 }
 
+/* gdb's quit_confirm: what a quit would end, if anything */
+static bool quit_confirmed(struct djn_shell *sh)
+{
+	char msg[2048], where[256];
+	size_t o = 0;
+
+	for (int i = 0; i < sh->n_sess && o < sizeof(msg); i++) {
+		struct djn_session *s = sh->sess[i].s;
+		struct djn_checkpoint_info ci;
+		int n_ckpt = 0;
+		if (!s)
+			continue;
+		while (djn_checkpoint_get(s, n_ckpt, &ci))
+			n_ckpt++;
+		if (djn_session_state(s) == DJN_RUN_PAUSED) {
+			sh_cursor_str(sh, s, where, sizeof(where));
+			o += (size_t)snprintf(msg + o, sizeof(msg) - o,
+					      "\tSession %s, paused at %s, will be killed.\n",
+					      sh->sess[i].name, where);
+		}
+		if (n_ckpt && o < sizeof(msg))
+			o += (size_t)snprintf(msg + o, sizeof(msg) - o,
+					      "\tSession %s's %d checkpoint%s will be lost.\n",
+					      sh->sess[i].name, n_ckpt, n_ckpt == 1 ? "" : "s");
+	}
+	return !o || sh_query(sh, "A debugging session is active.\n\n%s\nQuit anyway? ", msg);
+}
+
 DJN_CMD_FN(cmd_quit)
 {
+	if (!quit_confirmed(sh))
+		return sh_fail(sh, "Not confirmed.");
 	sh->quit = true;
 	return DJN_CMD_QUIT;
 }

@@ -128,7 +128,6 @@ enum djn_cmd_ret sh_run(struct djn_shell *sh, enum djn_run_mode mode, long count
 {
 	struct djn_session *s = sh_s(sh);
 	enum djn_stop why = DJN_STOP_STEP;
-	bool stream = mode == DJN_RUN_CONTINUE || mode == DJN_RUN_UNTIL_POS;
 
 	if (sh->run_budget) { /* it stays at 1 once spent */
 		if (sh->run_budget == 1)
@@ -138,7 +137,10 @@ enum djn_cmd_ret sh_run(struct djn_shell *sh, enum djn_run_mode mode, long count
 	if (single && sh->sandbox && count > 4096)
 		count = 4096;
 
-	if (stream && sh->m->tok)
+	/* Every way of moving on streams: a step or finish from logits samples
+	 * the next token too, and nothing later prints it (the next continue
+	 * streams from the token after). */
+	if (sh->m->tok)
 		djn_session_on_token(s, on_token, sh);
 	if (single) {
 		for (long i = 0; i < count && why == DJN_STOP_STEP; i++) {
@@ -232,20 +234,6 @@ fail:
 	return DJN_CMD_FAIL;
 }
 
-static bool confirm_restart(struct djn_shell *sh)
-{
-	char ans[16];
-
-	if (!sh->confirm || !sh->interactive || sh->batch)
-		return true;
-	fprintf(sh->out, "The program being debugged has been started already.\n"
-			 "Start it from the beginning? (y or n) ");
-	fflush(sh->out);
-	if (!fgets(ans, sizeof(ans), stdin))
-		return false;
-	return ans[0] == 'y' || ans[0] == 'Y';
-}
-
 /* Begin a run (start and run share this); echo the prompt when asked. */
 static enum djn_cmd_ret begin(struct djn_shell *sh, int argc, char **argv, bool echo)
 {
@@ -263,7 +251,9 @@ static enum djn_cmd_ret begin(struct djn_shell *sh, int argc, char **argv, bool 
 			       argv[0]);
 	if ((ret = parse_run_args(sh, argc, argv, &prompt, &g)))
 		return ret;
-	if (djn_session_state(ss->s) == DJN_RUN_PAUSED && !confirm_restart(sh)) {
+	if (djn_session_state(ss->s) == DJN_RUN_PAUSED &&
+	    !sh_query(sh, "The program being debugged has been started already.\n"
+			  "Start it from the beginning? ")) {
 		free(prompt);
 		return sh_fail(sh, "Program not restarted.");
 	}

@@ -16,7 +16,8 @@ static const struct djn_cmd set_cmds[] = {
 	{ .name = "elements", .usage = "set elements N", .arity = 2,
 	  .summary = "most values print shows (0: no limit, default 16)", .exec = cmd_set },
 	{ .name = "confirm", .usage = "set confirm on|off", .arity = 2,
-	  .summary = "ask before restarting a paused run (interactive only)", .exec = cmd_set },
+	  .summary = "ask before restarting a run, deleting all, or quitting (interactive only)",
+	  .exec = cmd_set },
 	{ 0 }
 };
 
@@ -28,7 +29,7 @@ static const struct djn_cmd show_cmds[] = {
 	{ .name = "elements", .usage = "show elements", .arity = 1,
 	  .summary = "most values print shows", .exec = cmd_show },
 	{ .name = "confirm", .usage = "show confirm", .arity = 1,
-	  .summary = "whether a restart asks first", .exec = cmd_show },
+	  .summary = "whether a restart, delete, undisplay or quit asks first", .exec = cmd_show },
 	{ 0 }
 };
 
@@ -383,6 +384,17 @@ const struct djn_cmd djn_cmd_table[] = {
 	{ 0 }
 };
 
+/* gdb's other abbreviations of the commands djinn shares with it (its
+ * add_com_alias calls), besides each command's one .alias: like those they
+ * win over prefixes, so `dis` is disable, as in gdb, not ambiguous. */
+static const struct {
+	const char *alias, *name;
+} gdb_aliases[] = {
+	{ "br", "break" },    { "bre", "break" },     { "brea", "break" },
+	{ "dis", "disable" }, { "disa", "disable" },  { "en", "enable" },
+	{ "fg", "continue" }, { "fin", "finish" },    { "inf", "info" },
+};
+
 const struct djn_cmd *djn_cmd_find(const struct djn_cmd *table, const char *word,
 				   const char *what, char *err, size_t n)
 {
@@ -396,6 +408,14 @@ const struct djn_cmd *djn_cmd_find(const struct djn_cmd *table, const char *word
 	for (const struct djn_cmd *c = table; c->name; c++)
 		if (!strcmp(c->name, word))
 			return c;
+	for (size_t i = 0; table == djn_cmd_table && i < sizeof(gdb_aliases) / sizeof(*gdb_aliases);
+	     i++) {
+		if (strcmp(gdb_aliases[i].alias, word))
+			continue;
+		for (const struct djn_cmd *c = table; c->name; c++)
+			if (!strcmp(c->name, gdb_aliases[i].name))
+				return c;
+	}
 	if (len) {
 		for (const struct djn_cmd *c = table; c->name; c++) {
 			if (!(c->flags & DJN_CMD_HIDDEN) && !strncmp(c->name, word, len)) {

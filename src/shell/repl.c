@@ -2,6 +2,7 @@
  * interactive loop (readline with history and completion, Ctrl-C, Ctrl-D). */
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
@@ -227,6 +228,48 @@ out:
 	return m;
 }
 
+/* ------------------------------------------------------------ queries */
+
+bool sh_query(struct djn_shell *sh, const char *fmt, ...)
+{
+	char ans[64];
+	va_list ap;
+
+	if (!sh->confirm || !sh->interactive || sh->batch || sh->json || sh->depth > 1 ||
+	    sh->in_stop_cmds)
+		return true;
+	for (;;) {
+		size_t n = 0;
+		ssize_t r;
+		char c;
+		va_start(ap, fmt);
+		vfprintf(sh->out, fmt, ap);
+		va_end(ap);
+		fputs("(y or n) ", sh->out);
+		fflush(sh->out);
+		/* read(2), not stdio: what is typed after the answer stays for readline */
+		while ((r = read(STDIN_FILENO, &c, 1)) == 1 && c != '\n')
+			if (n + 1 < sizeof(ans))
+				ans[n++] = c;
+		ans[n] = '\0';
+		if (r < 0) { /* Ctrl-C: no */
+			djn_shell_sigint = 0;
+			fputs("\n", sh->out);
+			return false;
+		}
+		if (r == 0 && !n) { /* gdb's answer to EOF */
+			fputs("EOF [answered Y; input not from terminal]\n", sh->out);
+			return true;
+		}
+		char *a = ans + strspn(ans, " \t");
+		if (*a == 'y' || *a == 'Y')
+			return true;
+		if (*a == 'n' || *a == 'N')
+			return false;
+		fputs("Please answer y or n.\n", sh->out);
+	}
+}
+
 /* ------------------------------------------------------- interactive */
 
 static char *history_path;
@@ -249,8 +292,12 @@ static void on_line(char *line)
 	bool in_block = g_sh->block.kind != SH_BLOCK_NONE;
 	const char *run = line;
 
-	if (!line) { /* Ctrl-D */
+	if (!line) { /* Ctrl-D: quit, asking first as quit does */
 		fputs("quit\n", stdout);
+		if (g_sh->block.kind == SH_BLOCK_NONE)
+			djn_shell_exec(g_sh, "quit");
+		if (g_sh->block.kind == SH_BLOCK_NONE && !g_sh->quit)
+			return;
 		done = true;
 		rl_callback_handler_remove();
 		return;

@@ -119,11 +119,20 @@ bool sh_files_ok(struct djn_shell *sh)
 	return true;
 }
 
+/* Text and JSON say the same: the engine's one explanation, and where to
+ * look when it names no site itself. */
+static void no_site(struct djn_shell *sh, const char *what, const char *name)
+{
+	char why[256];
+	bool named = djn_site_why(&sh->m->cfg, name, why, sizeof(why));
+
+	sh_fail(sh, "%s '%s'; %s%s", what, name, why, named ? "" : " (see \"info sites\")");
+}
+
 int sh_site_arg(struct djn_shell *sh, const char *name)
 {
 	const struct djn_config *c = &sh->m->cfg;
-	char sug[4][32];
-	int site = djn_site_find(c, name), n;
+	int site = djn_site_find(c, name);
 
 	if (site >= 0)
 		return site;
@@ -131,17 +140,7 @@ int sh_site_arg(struct djn_shell *sh, const char *name)
 		sh_fail(sh, "'%s' is a pattern; name one site here", name);
 		return -1;
 	}
-	n = djn_site_suggest(c, name, sug, 4);
-	if (n == 0) {
-		sh_fail(sh, "no site '%s' (see \"info sites\")", name);
-	} else {
-		char list[160] = "";
-		for (int i = 0; i < n; i++) {
-			strcat(list, i ? (i == n - 1 ? " or " : ", ") : "");
-			strcat(list, sug[i]);
-		}
-		sh_fail(sh, "no site '%s'; did you mean %s?", name, list);
-	}
+	no_site(sh, "no site", name);
 	return -1;
 }
 
@@ -155,8 +154,7 @@ bool sh_pattern_arg(struct djn_shell *sh, const char *pattern)
 		sh_site_arg(sh, pattern);
 		return false;
 	}
-	sh_fail(sh, "no site matches '%s' (layers are L0..L%d; see \"info sites\")", pattern,
-		c->n_layer - 1);
+	no_site(sh, "no site matches", pattern);
 	return false;
 }
 

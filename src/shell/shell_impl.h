@@ -310,6 +310,11 @@ bool sh_parse_float(const char *s, float *out);
 /* A site name given by the user: its index, or -1 after sh_fail with a
  * suggestion (`no site 'L3.resid_pots'; did you mean L3.resid_post?`). */
 int sh_site_arg(struct djn_shell *sh, const char *name);
+/* gdb's query(): ask "FMT(y or n) " at the terminal and read the answer;
+ * true for yes.  With no one to ask (confirm off, batch, a pipe, a sourced
+ * file, a breakpoint's commands, JSON) it is yes, unasked; EOF is yes and
+ * Ctrl-C no, as in gdb. */
+bool sh_query(struct djn_shell *sh, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A site pattern: true, or false after sh_fail. */
 bool sh_pattern_arg(struct djn_shell *sh, const char *pattern);
 /* "L3.resid_post at pos 7 (token "Lily")" */

@@ -3,7 +3,9 @@
 # we type with send-keys and read the screen with capture-pane.  Checks the
 # prompt, Tab completion of a command and of a site, Ctrl-C at the prompt,
 # an empty line repeating `step`, Ctrl-C during a long run (paused, `bt`
-# works, `continue` resumes), history in $HOME/.djinn_history, and Ctrl-D.
+# works, `continue` resumes), history in $HOME/.djinn_history, Ctrl-D, and
+# gdb's questions: `delete` and `undisplay` with no argument, `quit` with a
+# paused run or checkpoints (unless `set confirm off`).
 #
 # usage: tests/shell/interactive.sh BUILD_DIR
 set -u
@@ -93,7 +95,46 @@ else
 fi
 keys Enter
 wait_n "Breakpoint 1 at L3.resid_post" 1 || bad "break after completion"
+
+# --- delete and undisplay ask first, as in gdb ------------------------------
 keys "delete" Enter
+if wait_n "Delete all breakpoints? (y or n)" 1; then
+	ok "delete with no argument asks"
+else
+	bad "delete with no argument asks"
+fi
+keys "maybe" Enter
+wait_n "Please answer y or n." 1 || bad "delete: an answer that is not y or n asks again"
+keys "n" Enter "info breakpoints" Enter
+if wait_n "1       breakpoint     keep y   L3.resid_post" 1; then
+	ok "delete answered n keeps the breakpoints"
+else
+	bad "delete answered n keeps the breakpoints"
+fi
+keys "delete" Enter
+wait_n "Delete all breakpoints? (y or n)" 3
+keys "y" Enter "info breakpoints" Enter
+if wait_n "No breakpoints or watchpoints." 1; then
+	ok "delete answered y deletes them"
+else
+	bad "delete answered y deletes them"
+fi
+keys "display embed" Enter "undisplay" Enter
+wait_n "Delete all auto-display expressions? (y or n)" 1 || bad "undisplay asks"
+keys "y" Enter "info display" Enter
+if wait_n "There are no auto-display expressions now." 1; then
+	ok "undisplay with no argument asks, and y deletes the displays"
+else
+	bad "undisplay with no argument asks, and y deletes the displays"
+fi
+keys "set confirm off" Enter "display embed" Enter "undisplay" Enter "info display" Enter
+if wait_n "There are no auto-display expressions now." 2 &&
+	[ "$(count 'Delete all auto-display expressions? (y or n)')" -eq 1 ]; then
+	ok "set confirm off: undisplay does not ask"
+else
+	bad "set confirm off: undisplay does not ask"
+fi
+keys "set confirm on" Enter
 
 # --- Ctrl-C at the prompt clears the line ---------------------------------
 keys "garbage that must not run"
@@ -143,7 +184,22 @@ if wait_n "#2  pos " 1 && wait_n "text so far:" 1; then
 else
 	bad "bt works after Ctrl-C"
 fi
+keys "quit" Enter
+if wait_n "A debugging session is active." 1 && wait_n "Session main, paused at" 1 &&
+	wait_n "Quit anyway? (y or n)" 1; then
+	ok "quit with a paused run asks"
+else
+	bad "quit with a paused run asks"
+fi
+keys "n" Enter
+if wait_n "Not confirmed." 1; then
+	ok "quit answered n stays"
+else
+	bad "quit answered n stays"
+fi
 keys "delete" Enter
+wait_n "Delete all breakpoints? (y or n)" 4
+keys "y" Enter
 keys "continue" Enter
 if wait_n "[Run finished:" 1 100; then
 	ok "continue resumes after Ctrl-C and the run finishes"
@@ -153,8 +209,14 @@ fi
 keys "info sessions" Enter
 wait_n "main             finished" 1 || bad "the session is intact after Ctrl-C"
 
-# --- Ctrl-D quits, and history is kept -----------------------------------
+# --- Ctrl-D quits (asking, for the checkpoint), and history is kept -------
 keys C-d
+if wait_n "Session main's 1 checkpoint will be lost." 1 && wait_n "Quit anyway? (y or n)" 2; then
+	ok "Ctrl-D with a checkpoint asks"
+else
+	bad "Ctrl-D with a checkpoint asks"
+fi
+keys "y" Enter
 if wait_n "[djinn exited]" 1; then
 	ok "Ctrl-D quits"
 else

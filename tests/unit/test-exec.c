@@ -96,6 +96,28 @@ Test(exec, site_names_and_patterns)
 	cr_assert_str_eq(sug[0], "L3.resid_post");
 }
 
+/* Only near names are suggested; otherwise the reason (issue 14). */
+Test(exec, site_suggestions_are_near_or_none)
+{
+	const struct djn_config *c = &model->cfg;
+	char sug[4][32], why[256];
+
+	cr_assert_eq(djn_site_suggest(c, "foo", sug, 4), 0);
+	cr_assert_eq(djn_site_suggest(c, "L9.resid_post", sug, 4), 0);
+	cr_assert_eq(djn_site_suggest(c, "L3.resid", sug, 4), 2);
+	cr_assert_str_eq(sug[1], "L3.resid_post");
+	cr_assert_eq(djn_site_suggest(c, "L*.resid_pots", sug, 4), 1);
+	cr_assert_str_eq(sug[0], "L*.resid_post");
+	cr_assert_eq(djn_site_suggest(c, "embd", sug, 4), 1);
+	cr_assert_str_eq(sug[0], "embed");
+	cr_assert(!djn_site_why(c, "L9.resid_post", why, sizeof(why)));
+	cr_assert_str_eq(why, "layers are L0..L4");
+	cr_assert(!djn_site_why(c, "foo", why, sizeof(why)));
+	cr_assert_str_eq(why, "sites are embed, L0..L4.<kind>, final_norm, logits");
+	cr_assert(djn_site_why(c, "logit", why, sizeof(why)));
+	cr_assert_str_eq(why, "did you mean logits?");
+}
+
 Test(exec, breakpoints_every_layer_do_not_change_tokens)
 {
 	struct djn_session *a = session(), *b = session(), *c = session();

@@ -213,10 +213,22 @@ Test(shell, unique_prefixes_and_exact_names)
 	cr_expect_str_eq(find("backtrace"), "backtrace");
 }
 
+/* gdb's aliases win over prefixes: `dis` is disable there, not ambiguous. */
+Test(shell, gdb_aliases)
+{
+	cr_expect_str_eq(find("dis"), "disable");
+	cr_expect_str_eq(find("disa"), "disable");
+	cr_expect_str_eq(find("en"), "enable");
+	cr_expect_str_eq(find("br"), "break");
+	cr_expect_str_eq(find("fin"), "finish");
+	cr_expect_str_eq(find("fg"), "continue");
+	cr_expect_str_eq(find("inf"), "info");
+}
+
 Test(shell, ambiguous_and_unknown)
 {
 	cr_expect_str_eq(find("st"), "ambiguous command \"st\": could be start, step, steer");
-	cr_expect_str_eq(find("dis"), "ambiguous command \"dis\": could be disable, display");
+	cr_expect_str_eq(find("di"), "ambiguous command \"di\": could be disable, display");
 	cr_expect_str_eq(find("foo"), "Undefined command: \"foo\".  Try \"help\".");
 	cr_expect_str_eq(find(""), "Undefined command: \"\".  Try \"help\".");
 }

@@ -10,10 +10,13 @@
  * row as it computes it when the session runs alone, so on the CPU a batched
  * session's tokens are bit-identical to its tokens alone.
  *
- * A batch of decode rows only is recorded as one backend graph per padded
- * size (1, 2, 4, ... rows, as vLLM captures them) and replayed with the
- * rows' ids, positions and page tables copied in first; padding rows have
- * position -1 and touch no cache.
+ * On a GPU a batch of more than one row is padded to 16 rows at least:
+ * the one-row GEMVs do not serve several rows well, cuBLAS does, and every
+ * batched row then gets the same arithmetic whatever the batch's size.  A
+ * batch of decode rows only is recorded as one backend graph per padded
+ * size (1, 16, 32, ... 256 rows, as vLLM captures them) and replayed with
+ * the rows' ids, positions and page tables copied in first (one copy);
+ * padding rows have position -1 and touch no cache.
  *
  * Only the head's tensors (final_norm, logits) of a finished session are
  * copied back to its own buffers; a chunk run in a batch has no other live

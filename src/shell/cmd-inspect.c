@@ -1,5 +1,6 @@
 /* cmd-inspect.c - looking at the program: print / inspect (with slices, top
  * tokens, .npy export and the value history), display, backtrace. */
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,195 @@ int sh_value_record(struct djn_shell *sh, const char *label, const float *v, int
 	e->v = djn_xmalloc(sizeof(float) * (size_t)rows * cols);
 	memcpy(e->v, v, sizeof(float) * (size_t)rows * cols);
 	return sh->n_hist;
+}
+
+/* ---------------------------------------------- arithmetic on $N */
+
+/* print's small expressions on the value history, nothing more: a value, an
+ * operator, a value ($A + $B, $A - $B, $A * $B elementwise, $A * X, X * $A,
+ * $A / X), or a function of values: cos($A, $B), dot($A, $B) (per row, a
+ * column of rows x 1), norm($A) (the L2 norm of each row).  $ is the last
+ * entry; X a number.  Shapes must match exactly: no broadcasting. */
+
+struct operand {
+	const struct sh_value *v; /* NULL: a number */
+	float x;
+	char text[24];
+};
+
+static bool is_func(const char *w)
+{
+	return !strncmp(w, "cos(", 4) || !strncmp(w, "dot(", 4) || !strncmp(w, "norm(", 5);
+}
+
+/* Does print's first word begin an expression? */
+static bool expr_start(const char *w, const char *next)
+{
+	if (is_func(w))
+		return true;
+	if (w[0] != '$' && !isdigit((unsigned char)w[0]) &&
+	    !(w[0] == '-' && (isdigit((unsigned char)w[1]) || w[1] == '.')))
+		return false;
+	if (next && next[0] != '[' && strncmp(next, "--", 2))
+		return true;
+	return w[0] == '$' && w[strcspn(w, "+-*/")]; /* glued: $1-$2 */
+}
+
+static const char *skip_sp(const char *p)
+{
+	while (*p == ' ')
+		p++;
+	return p;
+}
+
+static const char *scan_operand(struct djn_shell *sh, const char *p, struct operand *o,
+				const char *expr)
+{
+	const char *q = p;
+	char word[24];
+
+	memset(o, 0, sizeof(*o));
+	if (*q == '$') {
+		q++;
+		while (isdigit((unsigned char)*q))
+			q++;
+	} else {
+		char *end;
+		strtof(p, &end);
+		q = end;
+	}
+	if (q == p || (size_t)(q - p) >= sizeof(word)) {
+		sh_fail(sh, "print: bad expression '%s' (want $N or a number at '%.16s')", expr, p);
+		return NULL;
+	}
+	snprintf(word, sizeof(word), "%.*s", (int)(q - p), p);
+	snprintf(o->text, sizeof(o->text), "%s", word);
+	if (word[0] == '$') {
+		if (!(o->v = sh_value_arg(sh, word)))
+			return NULL;
+	} else if (!sh_parse_float(word, &o->x)) {
+		sh_fail(sh, "print: bad number '%s' in '%s'", word, expr);
+		return NULL;
+	}
+	return skip_sp(q);
+}
+
+static bool same_shape(struct djn_shell *sh, const struct operand *a, const struct operand *b,
+		       const char *expr)
+{
+	if (a->v->rows == b->v->rows && a->v->cols == b->v->cols)
+		return true;
+	sh_fail(sh, "print: %s: the shapes differ: %s (%s) is %d x %d, %s (%s) is %d x %d", expr,
+		a->text, a->v->label, a->v->rows, a->v->cols, b->text, b->v->label, b->v->rows,
+		b->v->cols);
+	return false;
+}
+
+/* Evaluate expr into out (rows, cols, v malloc'd; label the expression). */
+static bool eval_expr(struct djn_shell *sh, const char *expr, struct sh_value *out)
+{
+	struct operand a, b;
+	const char *p = skip_sp(expr);
+	char op = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (is_func(p)) {
+		char fn[8];
+		int nf = p[0] == 'n' ? 4 : 3;
+		snprintf(fn, sizeof(fn), "%.*s", nf, p);
+		p = skip_sp(p + nf + 1);
+		if (!(p = scan_operand(sh, p, &a, expr)))
+			return false;
+		if (nf == 3) {
+			if (*p != ',') {
+				sh_fail(sh, "print: %s(A, B) takes two values ('%s')", fn, expr);
+				return false;
+			}
+			if (!(p = scan_operand(sh, skip_sp(p + 1), &b, expr)))
+				return false;
+		}
+		if (*p != ')' || *skip_sp(p + 1)) {
+			sh_fail(sh, "print: bad expression '%s' (want %s)", expr,
+				nf == 3 ? "cos($A, $B) or dot($A, $B)" : "norm($A)");
+			return false;
+		}
+		if (!a.v || (nf == 3 && !b.v)) {
+			sh_fail(sh, "print: %s() takes values from the history ($N), not numbers", fn);
+			return false;
+		}
+		if (nf == 3 && !same_shape(sh, &a, &b, expr))
+			return false;
+		out->rows = a.v->rows;
+		out->cols = 1;
+		out->v = djn_xmalloc(sizeof(float) * (size_t)out->rows);
+		for (int r = 0; r < out->rows; r++) {
+			const float *x = a.v->v + (size_t)r * a.v->cols;
+			const float *y = nf == 3 ? b.v->v + (size_t)r * b.v->cols : x;
+			double xy = 0, xx = 0, yy = 0;
+			for (int c = 0; c < a.v->cols; c++) {
+				xy += (double)x[c] * y[c];
+				xx += (double)x[c] * x[c];
+				yy += (double)y[c] * y[c];
+			}
+			out->v[r] = fn[0] == 'd'   ? (float)xy
+				    : fn[0] == 'n' ? (float)sqrt(xx)
+				    : xx > 0 && yy > 0 ? (float)(xy / (sqrt(xx) * sqrt(yy)))
+						     : NAN;
+		}
+		if (nf == 3)
+			snprintf(out->label, sizeof(out->label), "%s(%s, %s)", fn, a.text, b.text);
+		else
+			snprintf(out->label, sizeof(out->label), "norm(%s)", a.text);
+		return true;
+	}
+	if (!(p = scan_operand(sh, p, &a, expr)))
+		return false;
+	if (!*p || !strchr("+-*/", *p)) {
+		sh_fail(sh, "print: bad expression '%s' (want A + B, A - B, A * B, A / X, "
+			    "cos(A, B), dot(A, B) or norm(A))", expr);
+		return false;
+	}
+	op = *p;
+	if (!(p = scan_operand(sh, skip_sp(p + 1), &b, expr)))
+		return false;
+	if (*p) {
+		if (strchr("+-*/", *p))
+			sh_fail(sh, "print: one operator at a time ('%s'; print a part first, "
+				    "then use its $N)", expr);
+		else
+		{
+			int k = (int)(p - expr);
+			while (k > 0 && expr[k - 1] == ' ')
+				k--;
+			sh_fail(sh, "print: unexpected '%s' after %.*s", p, k, expr);
+		}
+		return false;
+	}
+	if (!a.v && !b.v) {
+		sh_fail(sh, "print: %s has no value from the history ($N)", expr);
+		return false;
+	}
+	if ((op == '+' || op == '-') && (!a.v || !b.v)) {
+		sh_fail(sh, "print: %s: %c takes two values ($A %c $B), not a number", expr, op, op);
+		return false;
+	}
+	if (op == '/' && (!a.v || b.v)) {
+		sh_fail(sh, "print: %s: / divides a value by a number ($A / X)", expr);
+		return false;
+	}
+	if (a.v && b.v && !same_shape(sh, &a, &b, expr))
+		return false;
+	const struct sh_value *m = a.v ? a.v : b.v;
+	size_t n = (size_t)m->rows * m->cols;
+	out->rows = m->rows;
+	out->cols = m->cols;
+	out->v = djn_xmalloc(sizeof(float) * n);
+	for (size_t i = 0; i < n; i++) {
+		float x = a.v ? a.v->v[i] : a.x, y = b.v ? b.v->v[i] : b.x;
+		out->v[i] = op == '+' ? x + y : op == '-' ? x - y : op == '*' ? x * y : x / y;
+	}
+	snprintf(out->label, sizeof(out->label), "%s %c %s", a.text, op, b.text);
+	return true;
 }
 
 /* ------------------------------------------------------------- print */
@@ -243,7 +433,8 @@ cJSON *sh_top_tokens(struct djn_shell *sh, const float *row, int n, long k, cons
 	return arr;
 }
 
-enum djn_cmd_ret sh_print(struct djn_shell *sh, int argc, char **argv, int disp)
+static enum djn_cmd_ret print_impl(struct djn_shell *sh, int argc, char **argv, int disp,
+				   const struct sh_value *expr)
 {
 	struct djn_session *s = sh_s(sh);
 	struct print_args pa;
@@ -259,7 +450,14 @@ enum djn_cmd_ret sh_print(struct djn_shell *sh, int argc, char **argv, int disp)
 		return DJN_CMD_FAIL;
 	if (pa.slice && !djn_slice_parse(pa.slice, &sl, err, sizeof(err)))
 		return sh_fail(sh, "%s", err);
-	if (pa.what && pa.what[0] == '$') {
+	if (expr && pa.what)
+		return sh_fail(sh, "%s: unexpected '%s' after %s", argv[0], pa.what, expr->label);
+	if (expr) {
+		hv = expr;
+		rows = hv->rows;
+		cols = hv->cols;
+		snprintf(label, sizeof(label), "%s", hv->label);
+	} else if (pa.what && pa.what[0] == '$') {
 		if (!(hv = sh_value_arg(sh, pa.what)))
 			return DJN_CMD_FAIL;
 		rows = hv->rows;
@@ -365,6 +563,35 @@ enum djn_cmd_ret sh_print(struct djn_shell *sh, int argc, char **argv, int disp)
 	}
 	free(sel);
 	return DJN_CMD_OK;
+}
+
+enum djn_cmd_ret sh_print(struct djn_shell *sh, int argc, char **argv, int disp)
+{
+	struct sh_value val;
+	char text[256], **rest;
+	size_t u = 0;
+	int i, n = 1;
+	enum djn_cmd_ret ret;
+
+	if (argc < 2 || !expr_start(argv[1], argc > 2 ? argv[2] : NULL))
+		return print_impl(sh, argc, argv, disp, NULL);
+	/* the expression: the words up to a slice or an option */
+	text[0] = '\0';
+	for (i = 1; i < argc && argv[i][0] != '[' && strncmp(argv[i], "--", 2); i++) {
+		if (u + strlen(argv[i]) + 2 >= sizeof(text))
+			return sh_fail(sh, "%s: expression too long", argv[0]);
+		u += (size_t)snprintf(text + u, sizeof(text) - u, "%s%s", i > 1 ? " " : "", argv[i]);
+	}
+	if (!eval_expr(sh, text, &val))
+		return DJN_CMD_FAIL;
+	rest = djn_xcalloc((size_t)argc + 1, sizeof(char *));
+	rest[0] = argv[0];
+	for (; i < argc; i++)
+		rest[n++] = argv[i];
+	ret = print_impl(sh, n, rest, disp, &val);
+	free(rest);
+	free(val.v);
+	return ret;
 }
 
 DJN_CMD_FN(cmd_print)

@@ -277,14 +277,17 @@ const struct djn_cmd djn_cmd_table[] = {
 
 	/* looking */
 	{ .group = "Inspecting", .name = "print", .alias = "p",
-	  .usage = "print [SITE|$N] [SLICE] [--top K] [--save FILE.npy]", .arity = -1,
+	  .usage = "print [SITE|$N|EXPR] [SLICE] [--top K] [--save FILE.npy]", .arity = -1,
 	  .max = 7, .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_print, .args = DJN_ARG_SITE,
 	  .summary = "shape, statistics and values of the tensor at SITE",
 	  .help = "Without SITE: the site at the cursor.  SLICE picks rows (the tokens of the\n"
 		  "chunk) and columns: [0], [-1, 10:20], [:, 0:8].  At logits, --top K lists\n"
 		  "the K likeliest next tokens (softmax on the host).  --save writes what is\n"
 		  "shown as an NPY v1.0 f32 file.  Each print is kept as $1, $2 ... (value\n"
-		  "history); `print $N` shows one again." },
+		  "history); `print $N` shows one again.  EXPR is arithmetic on the history,\n"
+		  "one operator at a time: $A + $B, $A - $B, $A * $B (elementwise), $A * X,\n"
+		  "$A / X, cos($A, $B), dot($A, $B) (per row) and norm($A) (L2 of each row);\n"
+		  "shapes must match, and the result is the next $N." },
 	{ .name = "inspect", .usage = "inspect [SITE|$N] [SLICE] [--top K] [--save FILE.npy]",
 	  .arity = -1, .max = 7, .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_print,
 	  .args = DJN_ARG_SITE, .summary = "same as print" },

@@ -224,6 +224,14 @@ enum djn_steer_op {
 int djn_steer_add(struct djn_session *s, const char *pattern, enum djn_steer_op op,
 		  const float *v, int n_v, float scale, const int *idx, int n_idx,
 		  bool persist);
+/* djn_steer_add for the rows at token positions [pos0, pos1) only (pos1 -1:
+ * no end); rows at other positions are left as they are, bit for bit.  A
+ * one-shot steer fails (DJN_ERR_RANGE) when the paused tensor holds none of
+ * them; a persistent one applies (and counts) only in chunks that do.
+ * djn_steer_add is this with 0, -1. */
+int djn_steer_add_at(struct djn_session *s, const char *pattern, enum djn_steer_op op,
+		     const float *v, int n_v, float scale, const int *idx, int n_idx, bool persist,
+		     int pos0, int pos1);
 /* Remove persistent steer id (0: all). */
 enum djn_status djn_steer_clear(struct djn_session *s, int id);
 
@@ -234,6 +242,7 @@ struct djn_steer_info {
 	float scale;
 	int n_v;
 	long n_applied;
+	int pos0, pos1; /* the positions [pos0, pos1) it applies to; pos1 -1: no end */
 };
 /* Iterate persistent steers: i from 0; false past the end. */
 bool djn_steer_get(const struct djn_session *s, int i, struct djn_steer_info *out);

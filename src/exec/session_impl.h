@@ -45,6 +45,7 @@ struct steer {
 	int n_idx;
 	long n_applied;
 	unsigned char *mask;
+	int pos0, pos1; /* the rows at positions [pos0, pos1) only; INT_MAX: no end */
 };
 
 /* Everything about a run that a checkpoint must capture, by value. */

@@ -654,17 +654,19 @@ static int width_of(lua_State *L, struct ldj_session *ls, const char *pattern, c
 	return 0;
 }
 
-/* s:steer(pattern, op, value [, {persist=, scale=}]) -> id | nil
+/* s:steer(pattern, op, value [, {persist=, scale=, pos=}]) -> id | nil
  *   "add"   x += scale * v   v: Tensor (1 x cols; or the site's full shape,
  *                            one-shot), table, or number for every element
  *   "set"   x = v            as add
  *   "scale" x *= value       value: number
  *   "zero"  x[i] = 0         value: table of 0-based column indices, or nil (all)
  * One-shot (the default) edits the paused tensor at one site; persist = true
- * applies every time a matching site runs and returns the steer's id. */
+ * applies every time a matching site runs and returns the steer's id.
+ * pos = N or {A, B} changes only the rows at token position N, or A..B-1
+ * (0-based positions, as in the shell's --pos N | A:B; B nil: no end). */
 static int s_steer(lua_State *L)
 {
-	static const char *const keys[] = { "persist", "scale", NULL };
+	static const char *const keys[] = { "persist", "scale", "pos", NULL };
 	static const char *const ops[] = { "add", "scale", "set", "zero", NULL };
 	static const enum djn_steer_op op_of[] = { DJN_STEER_ADD, DJN_STEER_SCALE, DJN_STEER_SET,
 						   DJN_STEER_ZERO };
@@ -674,11 +676,32 @@ static int s_steer(lua_State *L)
 	bool persist;
 	float scale = 1;
 	struct ldj_tensor *v = NULL;
-	int width, id, n_idx = 0, *idx = NULL;
+	int width, id, n_idx = 0, *idx = NULL, pos0 = 0, pos1 = -1;
 
 	ldj_check_opts(L, 5, "steer", keys);
 	persist = ldj_opt_boolean(L, 5, "steer", "persist", false);
 	scale = (float)ldj_opt_number(L, 5, "steer", "scale", 1);
+	if (lua_istable(L, 5) && lua_getfield(L, 5, "pos") != LUA_TNIL) {
+		lua_Integer a, b = -1;
+		int ok = 1, okb = 1;
+		if (lua_istable(L, -1)) {
+			lua_geti(L, -1, 1);
+			a = lua_tointegerx(L, -1, &ok);
+			lua_geti(L, -2, 2);
+			if (!lua_isnil(L, -1))
+				b = lua_tointegerx(L, -1, &okb);
+			lua_pop(L, 2);
+		} else {
+			a = lua_tointegerx(L, -1, &ok);
+			b = a + 1;
+		}
+		if (!ok || !okb || a < 0 || a > 1 << 30 || b > 1 << 30 || (b >= 0 && b <= a))
+			return ldj_error(L, "steer: pos wants a position N or {A, B} (A..B-1, "
+					    "0-based, B > A)");
+		pos0 = (int)a;
+		pos1 = (int)b;
+	}
+	lua_pop(L, lua_istable(L, 5) ? 1 : 0);
 	width = width_of(L, ls, pattern, "steer");
 	lua_settop(L, 5);
 
@@ -720,6 +743,9 @@ static int s_steer(lua_State *L)
 			struct ldj_tensor *x;
 			if (persist)
 				return luaL_argerror(L, 4, "a persistent steer takes one row");
+			if (pos0 != 0 || pos1 != -1)
+				return luaL_argerror(L, 4, "pos takes one row (a whole tensor says "
+							   "every row already)");
 			if (djn_session_site_shape(ls->s, site, &rows, &cols))
 				return fail(L, ls, "steer");
 			if (rows != v->rows)
@@ -739,8 +765,8 @@ static int s_steer(lua_State *L)
 		}
 		break;
 	}
-	id = djn_steer_add(ls->s, pattern, op, v ? v->data : NULL, v ? v->cols : 0, scale, idx,
-			   n_idx, persist);
+	id = djn_steer_add_at(ls->s, pattern, op, v ? v->data : NULL, v ? v->cols : 0, scale, idx,
+			      n_idx, persist, pos0, pos1);
 	if (id < 0)
 		return fail(L, ls, "steer");
 	if (!persist)
@@ -760,7 +786,7 @@ static int s_unsteer(lua_State *L)
 	return 0;
 }
 
-/* s:steers() -> {{id=, pattern=, op=, scale=, n_applied=}...} */
+/* s:steers() -> {{id=, pattern=, op=, scale=, n_applied= [, pos=]}...} */
 static int s_steers(lua_State *L)
 {
 	static const char *const names[] = { "add", "scale", "set", "zero" };
@@ -780,6 +806,16 @@ static int s_steers(lua_State *L)
 		lua_setfield(L, -2, "scale");
 		lua_pushinteger(L, t.n_applied);
 		lua_setfield(L, -2, "n_applied");
+		if (t.pos0 != 0 || t.pos1 != -1) { /* {A, B}: A..B-1; B nil: no end */
+			lua_createtable(L, 2, 0);
+			lua_pushinteger(L, t.pos0);
+			lua_rawseti(L, -2, 1);
+			if (t.pos1 >= 0) {
+				lua_pushinteger(L, t.pos1);
+				lua_rawseti(L, -2, 2);
+			}
+			lua_setfield(L, -2, "pos");
+		}
 		lua_rawseti(L, -2, i + 1);
 	}
 	return 1;

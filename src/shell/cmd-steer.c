@@ -116,25 +116,96 @@ static float *vector_arg(struct djn_shell *sh, const char *spec, int *n)
 	return NULL;
 }
 
+/* --pos N, A:B (A..B-1, as in slices), A: or :B -> [pos0, pos1), pos1 -1: no end */
+static bool pos_arg(struct djn_shell *sh, const char *w, int *pos0, int *pos1)
+{
+	const char *colon = strchr(w, ':');
+	char a[24] = "", b[24] = "";
+	long x = 0, y = -1;
+
+	if (strlen(w) >= sizeof(a))
+		goto bad;
+	if (!colon) {
+		if (!sh_parse_long(w, 0, 1 << 30, &x))
+			goto bad;
+		y = x + 1;
+	} else {
+		snprintf(a, sizeof(a), "%.*s", (int)(colon - w), w);
+		snprintf(b, sizeof(b), "%s", colon + 1);
+		if ((a[0] && !sh_parse_long(a, 0, 1 << 30, &x)) ||
+		    (b[0] && !sh_parse_long(b, 0, 1 << 30, &y)))
+			goto bad;
+		if (y >= 0 && y <= x) {
+			sh_fail(sh, "steer: --pos %s holds no position (A:B is A..B-1)", w);
+			return false;
+		}
+	}
+	*pos0 = (int)x;
+	*pos1 = (int)y;
+	return true;
+bad:
+	sh_fail(sh, "steer: bad --pos '%s' (a position N, or A:B for A..B-1, A: or :B)", w);
+	return false;
+}
+
+/* " at pos 4", " at pos 2..4", " at pos 2 on", or "" for all */
+static void pos_text(int pos0, int pos1, char *buf, size_t n)
+{
+	if (pos0 == 0 && pos1 < 0)
+		buf[0] = '\0';
+	else if (pos1 < 0)
+		snprintf(buf, n, " at pos %d on", pos0);
+	else if (pos1 == pos0 + 1)
+		snprintf(buf, n, " at pos %d", pos0);
+	else
+		snprintf(buf, n, " at pos %d..%d", pos0, pos1 - 1);
+}
+
+static void pos_json(struct djn_shell *sh, cJSON *o, int pos0, int pos1)
+{
+	cJSON *a;
+
+	if (pos0 == 0 && pos1 < 0)
+		return;
+	a = cJSON_CreateArray();
+	cJSON_AddItemToArray(a, cJSON_CreateNumber(pos0));
+	cJSON_AddItemToArray(a, pos1 < 0 ? cJSON_CreateNull() : cJSON_CreateNumber(pos1));
+	if (o)
+		cJSON_AddItemToObject(o, "pos", a);
+	else
+		sh_json_add(sh, "pos", a);
+}
+
 DJN_CMD_FN(cmd_steer)
 {
 	struct djn_session *s = sh_s(sh);
 	const char *site_arg = argv[1], *vec_text = NULL;
 	bool persist = false;
 	char **words = djn_xcalloc((size_t)argc + 1, sizeof(char *));
-	int n = 0, op = -1, n_v = 0, *idx = NULL, n_idx = 0, id;
+	int n = 0, op = -1, n_v = 0, *idx = NULL, n_idx = 0, id, pos0 = 0, pos1 = -1;
+	char where[48];
 	float scale = 1.0f, *v = NULL;
 	char *glued = NULL;
 	enum djn_cmd_ret ret = DJN_CMD_FAIL;
 
 	for (int i = 2; i < argc; i++) {
-		if (!strcmp(argv[i], "--persist"))
+		if (!strcmp(argv[i], "--persist")) {
 			persist = true;
-		else
+		} else if (!strcmp(argv[i], "--pos")) {
+			if (i + 1 >= argc) {
+				sh_fail(sh, "steer: --pos needs a position (N, or A:B for A..B-1)");
+				goto out;
+			}
+			if (!pos_arg(sh, argv[++i], &pos0, &pos1))
+				goto out;
+		} else if (!strncmp(argv[i], "--", 2) && argv[i][2] && !isdigit((unsigned char)argv[i][2])) {
+			sh_fail(sh, "steer: unknown option '%s' (--persist, --pos)", argv[i]);
+			goto out;
+		} else
 			words[n++] = argv[i];
 	}
 	if (n == 0) {
-		sh_fail(sh, "usage: steer SITE add|scale|set|zero ARGS [--persist]");
+		sh_fail(sh, "usage: steer SITE add|scale|set|zero ARGS [--pos P] [--persist]");
 		goto out;
 	}
 	for (int k = 0; k < 4; k++)
@@ -227,7 +298,8 @@ DJN_CMD_FN(cmd_steer)
 	}
 	if (vec_text && !(v = vector_arg(sh, vec_text, &n_v)))
 		goto out;
-	id = djn_steer_add(s, site_arg, (enum djn_steer_op)op, v, n_v, scale, idx, n_idx, persist);
+	id = djn_steer_add_at(s, site_arg, (enum djn_steer_op)op, v, n_v, scale, idx, n_idx, persist,
+			      pos0, pos1);
 	if (id < 0) {
 		sh_fail(sh, "%s", djn_session_errmsg(s));
 		goto out;
@@ -241,12 +313,14 @@ DJN_CMD_FN(cmd_steer)
 				      op == DJN_STEER_ADD ? " * " : " ", scale);
 	for (int i = 0; i < n_idx && u < sizeof(what); i++)
 		u += (size_t)snprintf(what + u, sizeof(what) - u, " %d", idx[i]);
+	pos_text(pos0, pos1, where, sizeof(where));
 	if (persist) {
-		sh_printf(sh, "Steer %d: %s %s, every time it runs\n", id, site_arg, what);
+		sh_printf(sh, "Steer %d: %s %s%s, every time it runs\n", id, site_arg, what, where);
 		sh_json_num(sh, "id", id);
 	} else {
-		sh_printf(sh, "Steered %s: %s (once, now)\n", site_arg, what);
+		sh_printf(sh, "Steered %s: %s%s (once, now)\n", site_arg, what, where);
 	}
+	pos_json(sh, NULL, pos0, pos1);
 	sh_json_str(sh, "site", site_arg);
 	sh_json_str(sh, "op", op_names[op]);
 	sh_json_bool(sh, "persist", persist);
@@ -288,14 +362,17 @@ DJN_CMD_FN(cmd_info_steers)
 			sh_fmt_float(sh, si.scale, sc, sizeof(sc));
 		if (si.n_v)
 			snprintf(w, sizeof(w), "%d", si.n_v);
-		sh_printf(sh, "%-4d %-18s %-6s %-10s %-6s %ld\n", si.id, si.pattern,
-			  op_names[si.op], sc, w, si.n_applied);
+		char where[48];
+		pos_text(si.pos0, si.pos1, where, sizeof(where));
+		sh_printf(sh, "%-4d %-18s %-6s %-10s %-6s %ld%s\n", si.id, si.pattern,
+			  op_names[si.op], sc, w, si.n_applied, where);
 		cJSON *e = cJSON_CreateObject();
 		cJSON_AddNumberToObject(e, "id", si.id);
 		cJSON_AddStringToObject(e, "site", si.pattern);
 		cJSON_AddStringToObject(e, "op", op_names[si.op]);
 		cJSON_AddNumberToObject(e, "scale", si.scale);
 		cJSON_AddNumberToObject(e, "applied", (double)si.n_applied);
+		pos_json(sh, e, si.pos0, si.pos1);
 		cJSON_AddItemToArray(arr, e);
 	}
 	if (!i)

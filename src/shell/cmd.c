@@ -316,7 +316,7 @@ const struct djn_cmd djn_cmd_table[] = {
 
 	/* steering */
 	{ .group = "Steering", .name = "steer",
-	  .usage = "steer SITE add|scale|set|zero ARGS [--persist] | steer clear [N]",
+	  .usage = "steer SITE add|scale|set|zero ARGS [--pos P] [--persist] | steer clear [N]",
 	  .arity = -2, .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_steer, .sub = steer_cmds,
 	  .args = DJN_ARG_STEER, .summary = "change the activation at SITE",
 	  .help = "  steer SITE add VEC [* SCALE]   x += SCALE * VEC, on every row\n"
@@ -326,7 +326,9 @@ const struct djn_cmd djn_cmd_table[] = {
 		  "VEC: FILE.npy (f32 or f64, shape (n,) or (1, n)), $N (a printed value of\n"
 		  "one row), or emb(\"word\") (the embedding row of a word that is one token).\n"
 		  "Without --persist the change applies once, to the paused tensor (SITE must\n"
-		  "be live); with --persist every time a site matching SITE runs from now on." },
+		  "be live); with --persist every time a site matching SITE runs from now on.\n"
+		  "--pos P changes only the rows at token positions P: N, or A:B for A..B-1\n"
+		  "(as in slices), A: or :B; the other rows stay as they are, bit for bit." },
 
 	/* state */
 	{ .group = "Checkpoints", .name = "checkpoint", .usage = "checkpoint", .arity = 1,

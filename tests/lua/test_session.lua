@@ -138,6 +138,31 @@ s:unsteer()
 assert(#s:steers() == 0)
 s:start(PROMPT, { n = N }); finish_run(s)
 assert(same(s:tokens(), ref), "unsteer restores")
+-- per position: pos = P steers the rows at P only (a persistent steer at a
+-- generated token's position leaves every token up to it as it was)
+local P = n_prompt + 5
+id = s:steer("L2.resid_post", "add", djinn.tensor(big), { persist = true, pos = P })
+assert(s:steers()[1].pos[1] == P and s:steers()[1].pos[2] == P + 1)
+s:start(PROMPT, { n = N }); finish_run(s)
+local toks = s:tokens()
+for i = 1, P + 1 do assert(toks[i] == ref[i], "pos steer: token " .. i .. " kept") end
+assert(not same(toks, ref), "pos steer changes the tokens after it")
+assert(s:steers()[1].n_applied == 1, "pos steer: one chunk")
+s:unsteer()
+bp = s:break_at("L2.resid_post", { temporary = true })
+s:start(PROMPT, { n = N })
+assert(s:continue() == "breakpoint")
+local x0 = s:tensor("L2.resid_post")
+s:steer("L2.resid_post", "add", djinn.tensor(big), { pos = { 1, 3 } })
+local x1 = s:tensor("L2.resid_post")
+local bigt = djinn.tensor(big)
+for r = 1, n_prompt do
+	local want = (r == 2 or r == 3) and x0:row(r) + bigt or x0:row(r)
+	assert(x1:row(r) == want, "one-shot pos steer, row " .. r)
+end
+assert(not pcall(s.steer, s, "L2.resid_post", "add", bigt, { pos = { 3, 3 } }), "empty pos")
+assert(not pcall(s.steer, s, "L2.resid_post", "add", bigt, { pos = 40 }), "pos not held")
+finish_run(s)
 -- one-shot at a breakpoint: scale 1 and add 0 are no-ops; the full-shape
 -- form (t * 0) too; a big add changes the next token's logits
 s:break_at("L3.resid_post", { cond = "pos == 12" })

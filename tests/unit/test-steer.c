@@ -241,3 +241,85 @@ Test(steer, wrong_width_is_refused_and_changes_nothing)
 	free(v);
 	djn_session_free(s);
 }
+
+/* x += v on the rows of the paused L2.resid_post at positions [p0, p1). */
+static void add_by_hand_at(struct djn_session *s, const float *v, int p0, int p1)
+{
+	int site = djn_site_find(&m->cfg, "L2.resid_post"), rows, cols;
+	struct djn_cursor cur = djn_session_cursor(s);
+	float *x;
+
+	cr_assert_eq(djn_session_site_shape(s, site, &rows, &cols), DJN_OK);
+	x = malloc(sizeof(float) * (size_t)rows * cols);
+	cr_assert_eq(djn_session_read(s, site, x, (size_t)rows * cols), DJN_OK);
+	for (int r = 0; r < rows; r++)
+		if (cur.pos + r >= p0 && cur.pos + r < p1)
+			for (int c = 0; c < cols; c++)
+				x[(size_t)r * cols + c] += v[c];
+	cr_assert_eq(djn_session_write(s, site, x, (size_t)rows * cols), DJN_OK);
+	free(x);
+}
+
+Test(steer, positions_steer_those_rows_only)
+{
+	struct djn_session *hand = begin(), *steer = begin(), *plain = begin();
+	float *v = vec(2.0f), *lh, *ls;
+	int site = djn_site_find(&m->cfg, "L2.resid_post"), rows, cols, n = m->cfg.dim;
+	enum djn_stop why;
+
+	/* one-shot at pos 1..2 of the prompt's rows: the others stay bit for bit */
+	run_to(steer, NULL);
+	run_to(plain, NULL);
+	cr_assert_eq(djn_session_site_shape(steer, site, &rows, &cols), DJN_OK);
+	cr_assert_eq(rows, n_ids);
+	float *a = malloc(sizeof(float) * (size_t)rows * cols), *b = malloc(sizeof(float) * (size_t)rows * cols);
+	cr_assert_eq(djn_steer_add_at(steer, "L2.resid_post", DJN_STEER_ADD, v, n, 1.0f, NULL, 0,
+				      false, 1, 3), 0, "%s", djn_session_errmsg(steer));
+	djn_session_read(steer, site, a, (size_t)rows * cols);
+	djn_session_read(plain, site, b, (size_t)rows * cols);
+	for (int r = 0; r < rows; r++)
+		for (int c = 0; c < cols; c++) {
+			float want = b[(size_t)r * cols + c] + (r == 1 || r == 2 ? v[c] : 0.0f);
+			cr_assert_eq(memcmp(&a[(size_t)r * cols + c], &want, sizeof(float)), 0,
+				     "row %d col %d", r, c);
+		}
+	/* none of the paused rows at the positions: refused, nothing changed */
+	cr_assert_lt(djn_steer_add_at(steer, "L2.resid_post", DJN_STEER_ZERO, NULL, 0, 1.0f, NULL,
+				      0, false, 40, -1), 0);
+	djn_session_read(steer, site, b, (size_t)rows * cols);
+	cr_assert_arr_eq(a, b, sizeof(float) * (size_t)rows * cols);
+	free(a);
+	free(b);
+	djn_session_free(steer);
+	djn_session_free(plain);
+
+	/* persistent at pos 2 and 10..11: the same as the edit by hand there */
+	steer = begin();
+	cr_assert_gt(djn_steer_add_at(steer, "L2.resid_post", DJN_STEER_ADD, v, n, 1.0f, NULL, 0,
+				      true, 2, 3), 0);
+	cr_assert_gt(djn_steer_add_at(steer, "L2.resid_post", DJN_STEER_ADD, v, n, 1.0f, NULL, 0,
+				      true, 10, 12), 0);
+	cr_assert_gt(djn_bp_add(hand, "L2.resid_post", NULL, false), 0);
+	while ((why = djn_session_run(hand, DJN_RUN_CONTINUE, 1)) == DJN_STOP_BREAKPOINT) {
+		add_by_hand_at(hand, v, 2, 3);
+		add_by_hand_at(hand, v, 10, 12);
+	}
+	cr_assert_eq(why, DJN_STOP_DONE, "%s", djn_session_errmsg(hand));
+	cr_assert_eq(djn_session_run(steer, DJN_RUN_CONTINUE, 1), DJN_STOP_DONE);
+	same_tokens(hand, steer);
+	lh = logits(hand);
+	ls = logits(steer);
+	cr_expect_arr_eq(lh, ls, sizeof(float) * (size_t)m->cfg.vocab_size);
+	struct djn_steer_info si;
+	cr_assert(djn_steer_get(steer, 0, &si));
+	cr_expect_eq(si.n_applied, 1, "pos 2 is in the prompt's chunk only");
+	cr_expect_eq(si.pos0, 2);
+	cr_expect_eq(si.pos1, 3);
+	cr_assert(djn_steer_get(steer, 1, &si));
+	cr_expect_eq(si.n_applied, 2, "pos 10 and 11: one chunk each");
+	free(lh);
+	free(ls);
+	free(v);
+	djn_session_free(hand);
+	djn_session_free(steer);
+}

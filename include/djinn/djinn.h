@@ -208,6 +208,23 @@ bool djn_site_residual(const struct djn_config *c, int site);
 enum djn_status djn_session_lens(struct djn_session *s, int site, int row0, int n_rows,
 				 float *out);
 
+/* Attention patterns: softmax(q . k / sqrt(head_dim)) of query head `head`
+ * (0-based) of layer `layer` over its causal window, for rows [row0, row0 +
+ * n_rows) of the chunk in flight.  Row r sits at position p = cursor.pos +
+ * row0 + r and has p + 1 weights (positions 0..p) followed by zeros: out is
+ * n_rows * (cursor.pos + row0 + n_rows) floats (host, row-major).  Computed
+ * on demand on the host, with the CPU attention's arithmetic, from the live
+ * L{layer}.q (after RoPE, as stored) and K of the kv head the attention op
+ * reads (h / (n_head / n_kv_head)): positions before the chunk from the KV
+ * cache, the chunk's own from the cache once L{layer}.attn has stored them
+ * or, at L{layer}.k and L{layer}.v, from the live L{layer}.k (what attn will
+ * store).  Nothing is kept or computed during runs.  Errors: no run
+ * (DJN_ERR_STATE), layer, head or rows out of range (DJN_ERR_RANGE), q not
+ * live or the chunk's K not computed yet (DJN_ERR_STATE); the session is
+ * unchanged (a swapped-out session's KV is swapped in). */
+enum djn_status djn_session_attn_pattern(struct djn_session *s, int layer, int head, int row0,
+					 int n_rows, float *out);
+
 /* ----------------------------------------------------------- steering */
 
 enum djn_steer_op {

@@ -590,6 +590,38 @@ static int s_lens(lua_State *L)
 	return 1;
 }
 
+/* s:attn_pattern(layer, head [, row]) -> Tensor: head's attention weights
+ * at layer (both 0-based, as in L3 and print's L3.attn_pattern[H]) for every
+ * row of the chunk, or one (1-based): rows x (cursor pos + last row), each
+ * row's causal window then zeros. */
+static int s_attn_pattern(lua_State *L)
+{
+	struct ldj_session *ls = check(L);
+	lua_Integer layer = luaL_checkinteger(L, 2), head = luaL_checkinteger(L, 3);
+	lua_Integer row = luaL_optinteger(L, 4, 0);
+	struct djn_cursor cur = djn_session_cursor(ls->s);
+	struct ldj_tensor *t;
+	int n;
+
+	if (layer < 0 || layer >= cfg(ls)->n_layer)
+		return luaL_argerror(L, 2, lua_pushfstring(L, "layer %I outside 0..%d", layer,
+							   cfg(ls)->n_layer - 1));
+	if (head < 0 || head >= cfg(ls)->n_head)
+		return luaL_argerror(L, 3, lua_pushfstring(L, "head %I outside 0..%d", head,
+							   cfg(ls)->n_head - 1));
+	if (djn_session_state(ls->s) == DJN_RUN_IDLE)
+		return ldj_error(L, "attn_pattern: the program is not being run");
+	if (row < 0 || row > cur.n_rows)
+		return luaL_argerror(L, 4, lua_pushfstring(L, "row %I outside 1..%d", row,
+							   cur.n_rows));
+	n = row ? 1 : cur.n_rows;
+	t = ldj_tensor_new(L, n, cur.pos + (row ? (int)row : n));
+	if (djn_session_attn_pattern(ls->s, (int)layer, (int)head, row ? (int)row - 1 : 0, n,
+				     t->data))
+		return ldj_error(L, "%s", djn_session_errmsg(ls->s)); /* says attn_pattern */
+	return 1;
+}
+
 /* s:stats([site [, row]]) -> stats table, computed where the tensor lives
  * (no host copy); row is 1-based, all rows without it. */
 static int s_stats(lua_State *L)
@@ -975,6 +1007,7 @@ static const luaL_Reg methods[] = {
 	{ "tensor", s_tensor },
 	{ "stats", s_stats },
 	{ "lens", s_lens },
+	{ "attn_pattern", s_attn_pattern },
 	{ "steer", s_steer },
 	{ "unsteer", s_unsteer },
 	{ "steers", s_steers },

@@ -568,11 +568,19 @@ static enum djn_cmd_ret print_impl(struct djn_shell *sh, int argc, char **argv, 
 enum djn_cmd_ret sh_print(struct djn_shell *sh, int argc, char **argv, int disp)
 {
 	struct sh_value val;
-	char text[256], **rest;
+	char text[256], rows[64] = "", **rest;
 	size_t u = 0;
 	int i, n = 1;
 	enum djn_cmd_ret ret;
 
+	if (argc >= 2 && sh_pattern_name(argv[1])) {
+		/* L3.attn_pattern[H]: computed now, then shown as a value */
+		i = argc > 2 && !strchr(argv[1], '[') && argv[2][0] == '[' ? 3 : 2;
+		if (!sh_pattern_value(sh, argv[0], argv[1], i == 3 ? argv[2] : NULL, &val, rows,
+				      sizeof(rows)))
+			return DJN_CMD_FAIL;
+		goto show;
+	}
 	if (argc < 2 || !expr_start(argv[1], argc > 2 ? argv[2] : NULL))
 		return print_impl(sh, argc, argv, disp, NULL);
 	/* the expression: the words up to a slice or an option */
@@ -584,8 +592,11 @@ enum djn_cmd_ret sh_print(struct djn_shell *sh, int argc, char **argv, int disp)
 	}
 	if (!eval_expr(sh, text, &val))
 		return DJN_CMD_FAIL;
-	rest = djn_xcalloc((size_t)argc + 1, sizeof(char *));
+show:
+	rest = djn_xcalloc((size_t)argc + 2, sizeof(char *));
 	rest[0] = argv[0];
+	if (rows[0])
+		rest[n++] = rows;
 	for (; i < argc; i++)
 		rest[n++] = argv[i];
 	ret = print_impl(sh, n, rest, disp, &val);

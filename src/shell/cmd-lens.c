@@ -253,3 +253,93 @@ DJN_CMD_FN(cmd_detokenize)
 	free(buf);
 	return DJN_CMD_OK;
 }
+
+/* ---------------------------------------------------- attn_pattern */
+
+bool sh_pattern_name(const char *w)
+{
+	if (w[0] != 'L' || !isdigit((unsigned char)w[1]))
+		return false;
+	for (w++; isdigit((unsigned char)*w); w++)
+		;
+	return !strncmp(w, ".attn_pattern", 13) && (!w[13] || w[13] == '[');
+}
+
+bool sh_pattern_value(struct djn_shell *sh, const char *argv0, const char *word,
+		      const char *slice, struct sh_value *out, char *rows, size_t rows_n)
+{
+	struct djn_session *s = sh_s(sh);
+	const struct djn_config *c = &sh->m->cfg;
+	struct djn_cursor cur = djn_session_cursor(s);
+	struct djn_slice sl;
+	char err[256], head_text[64];
+	const char *br = strchr(word, '['), *end;
+	long layer = strtol(word + 1, NULL, 10), head;
+	int width;
+
+	memset(out, 0, sizeof(*out));
+	rows[0] = '\0';
+	if (djn_session_state(s) == DJN_RUN_IDLE) {
+		sh_fail(sh, "The program is not being run.");
+		return false;
+	}
+	if (layer >= c->n_layer) {
+		sh_fail(sh, "%s: no layer %ld in '%s' (layers are L0..L%d)", argv0, layer, word,
+			c->n_layer - 1);
+		return false;
+	}
+	if (br)
+		slice = br;
+	if (!slice) {
+		sh_fail(sh, "%s: L%ld.attn_pattern needs a head: L%ld.attn_pattern[H] (heads 0..%d)",
+			argv0, layer, layer, c->n_head - 1);
+		return false;
+	}
+	/* [H] then print's rows, glued ([H][ROWS]) or as [H, ROWS] */
+	end = strchr(slice, ']');
+	end = end ? end + 1 : slice + strlen(slice);
+	snprintf(head_text, sizeof(head_text), "%.*s", (int)(end - slice), slice);
+	if (!djn_slice_parse(head_text, &sl, err, sizeof(err))) {
+		sh_fail(sh, "%s", err);
+		return false;
+	}
+	if (sl.d[0].kind != DJN_SLICE_INDEX) {
+		sh_fail(sh, "%s: '%s' names no head: one head at a time, [H] (heads 0..%d)", argv0,
+			head_text, c->n_head - 1);
+		return false;
+	}
+	if (sl.n_dims == 2) {
+		const char *comma = strchr(head_text, ',') + 1;
+		while (*comma == ' ')
+			comma++;
+		snprintf(rows, rows_n, "[%s", comma);
+	} else {
+		snprintf(rows, rows_n, "%s", end);
+	}
+	head = sl.d[0].lo;
+	if (head < -c->n_head || head >= c->n_head) {
+		sh_fail(sh, "%s: no head %ld in L%ld.attn_pattern (heads 0..%d)", argv0, head, layer,
+			c->n_head - 1);
+		return false;
+	}
+	if (head < 0)
+		head += c->n_head;
+	/* every row of the chunk, so that print's row slice and row numbers
+	 * are the chunk's, as for a site */
+	width = cur.pos + cur.n_rows;
+	out->rows = cur.n_rows;
+	out->cols = width;
+	out->v = djn_xmalloc(sizeof(float) * (size_t)out->rows * width);
+	if (djn_session_attn_pattern(s, (int)layer, (int)head, 0, out->rows, out->v)) {
+		free(out->v);
+		out->v = NULL;
+		sh_fail(sh, "%s", djn_session_errmsg(s));
+		return false;
+	}
+	snprintf(out->label, sizeof(out->label), "L%ld.attn_pattern[%ld]", layer, head);
+	sh_json_num(sh, "layer", layer);
+	sh_json_num(sh, "head", head);
+	sh_json_num(sh, "kv_head", head / (c->n_head / c->n_kv_head));
+	sh_json_num(sh, "pos", cur.pos);
+	return true;
+}

@@ -287,7 +287,12 @@ const struct djn_cmd djn_cmd_table[] = {
 		  "history); `print $N` shows one again.  EXPR is arithmetic on the history,\n"
 		  "one operator at a time: $A + $B, $A - $B, $A * $B (elementwise), $A * X,\n"
 		  "$A / X, cos($A, $B), dot($A, $B) (per row) and norm($A) (L2 of each row);\n"
-		  "shapes must match, and the result is the next $N." },
+		  "shapes must match, and the result is the next $N.\n"
+		  "L{i}.attn_pattern[H] (or [H, ROWS]): the attention weights of head H in\n"
+		  "layer i, computed when asked from L{i}.q and the KV cache (K of kv head\n"
+		  "H / (n_head / n_kv_head)): a row per token of the chunk, softmax(q.k /\n"
+		  "sqrt(head_dim)) over positions 0..pos, zeros after; columns are positions.\n"
+		  "Needs L{i}.q live, and K of the chunk computed (at L{i}.k or later)." },
 	{ .name = "inspect", .usage = "inspect [SITE|$N] [SLICE] [--top K] [--save FILE.npy]",
 	  .arity = -1, .max = 7, .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_print,
 	  .args = DJN_ARG_SITE, .summary = "same as print" },

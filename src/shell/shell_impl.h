@@ -414,6 +414,15 @@ DJN_CMD_FN(cmd_info_display);
 DJN_CMD_FN(cmd_lens);
 DJN_CMD_FN(cmd_tokenize);
 DJN_CMD_FN(cmd_detokenize);
+/* print's L{l}.attn_pattern[H]: is w such a name (a slice may be glued on)?
+ * sh_pattern_value: head H's pattern at every row of the chunk as a value
+ * (rows x cursor pos + rows: each row's causal window, then zeros), labelled
+ * L{l}.attn_pattern[H]; slice is the [H] given as its own word, when word
+ * has none.  A row slice after it ([H][ROWS], or [H, ROWS]) goes to rows as
+ * print's slice text ("" if none).  False after sh_fail. */
+bool sh_pattern_name(const char *w);
+bool sh_pattern_value(struct djn_shell *sh, const char *argv0, const char *word,
+		      const char *slice, struct sh_value *out, char *rows, size_t rows_n);
 /* cmd-steer.c */
 DJN_CMD_FN(cmd_steer);
 DJN_CMD_FN(cmd_steer_clear);

@@ -1,5 +1,7 @@
 /* cmd-break.c - breakpoints and watchpoints: break, tbreak, watch,
  * condition, ignore, commands, delete, disable, enable, info breakpoints. */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +21,21 @@ static bool bp_exists(struct djn_session *s, int id, struct djn_bp_info *out)
 	return false;
 }
 
-/* Breakpoint numbers: `3`, `1-4`; false after sh_fail. */
+/* $bpnum: the newest breakpoint's number (the highest; 0 when none), as in
+ * gdb, so that a file of break and condition lines (save breakpoints) needs
+ * no numbers. */
+static int newest_id(struct djn_shell *sh)
+{
+	struct djn_bp_info bi;
+	int last = 0;
+
+	for (int i = 0; djn_bp_get(sh_s(sh), i, &bi); i++)
+		if (bi.id > last && bi.id != sh->advance_bp)
+			last = bi.id;
+	return last;
+}
+
+/* Breakpoint numbers: `3`, `1-4`, `$bpnum`; false after sh_fail. */
 static bool parse_ids(struct djn_shell *sh, int argc, char **argv, int **ids, int *n)
 {
 	*ids = NULL;
@@ -27,7 +43,14 @@ static bool parse_ids(struct djn_shell *sh, int argc, char **argv, int **ids, in
 	for (int i = 0; i < argc; i++) {
 		long a, b;
 		char *dash = strchr(argv[i], '-');
-		if (dash && dash != argv[i]) {
+		if (!strcmp(argv[i], "$bpnum")) {
+			if (!(a = b = newest_id(sh))) {
+				free(*ids);
+				*ids = NULL;
+				sh_fail(sh, "$bpnum: there are no breakpoints");
+				return false;
+			}
+		} else if (dash && dash != argv[i]) {
 			*dash = '\0';
 			bool ok = sh_parse_long(argv[i], 1, 1 << 30, &a) &&
 				  sh_parse_long(dash + 1, 1, 1 << 30, &b) && a <= b && b - a < 100000;
@@ -149,6 +172,13 @@ static bool one_id(struct djn_shell *sh, const char *word, int *id)
 {
 	long v;
 
+	if (!strcmp(word, "$bpnum")) {
+		if (!(*id = newest_id(sh))) {
+			sh_fail(sh, "$bpnum: there are no breakpoints");
+			return false;
+		}
+		return true;
+	}
 	if (!sh_parse_long(word, 1, 1 << 30, &v)) {
 		sh_fail(sh, "bad breakpoint number '%s'", word);
 		return false;
@@ -353,4 +383,65 @@ DJN_CMD_FN(cmd_info_breakpoints)
 DJN_CMD_FN(cmd_info_watchpoints)
 {
 	return list(sh, true);
+}
+
+/* ------------------------------------------------------------- save */
+
+DJN_CMD_FN(cmd_save)
+{
+	if (argc > 1)
+		return sh_fail(sh, "Undefined save command: \"%s\".  Try \"help save\".", argv[1]);
+	return sh_fail(sh, "\"save\" must be followed by what to save: breakpoints");
+}
+
+/* gdb's save breakpoints: the break, tbreak and watch lines, then each one's
+ * condition on a watchpoint, ignore count, disable and commands, numbered
+ * $bpnum (the one just made), so that `source FILE` makes them again. */
+DJN_CMD_FN(cmd_save_breakpoints)
+{
+	struct sh_session *ss = sh_cur(sh);
+	struct djn_bp_info bi;
+	const char *path = argv[1];
+	FILE *f;
+	int n = 0;
+
+	if (!sh_files_ok(sh))
+		return DJN_CMD_FAIL;
+	for (int i = 0; djn_bp_get(ss->s, i, &bi); i++)
+		n += bi.id != sh->advance_bp;
+	if (!n)
+		return sh_fail(sh, "Nothing to save.");
+	if (!(f = fopen(path, "w")))
+		return sh_fail(sh, "save breakpoints: cannot write '%s': %s", path, strerror(errno));
+	for (int i = 0; djn_bp_get(ss->s, i, &bi); i++) {
+		struct sh_bp *bp = sh_bp_find(ss, bi.id);
+		if (bi.id == sh->advance_bp)
+			continue;
+		if (bi.kind == DJN_BP_WATCH)
+			fprintf(f, "watch %s %s\n", bi.pattern, bi.cond ? bi.cond : "");
+		else if (bi.kind == DJN_BP_TOKEN)
+			fprintf(f, "%s token %d", bi.temporary ? "tbreak" : "break", bi.token);
+		else
+			fprintf(f, "%s %s", bi.temporary ? "tbreak" : "break", bi.pattern);
+		if (bi.kind != DJN_BP_WATCH)
+			fprintf(f, bi.cond ? " if %s\n" : "\n", bi.cond);
+		if (bi.stop_if)
+			fprintf(f, "condition $bpnum %s\n", bi.stop_if);
+		if (bi.ignore_count)
+			fprintf(f, "ignore $bpnum %ld\n", bi.ignore_count);
+		if (!bi.enabled)
+			fprintf(f, "disable $bpnum\n");
+		if (bp && bp->n_cmds) {
+			fprintf(f, "commands $bpnum\n");
+			for (int k = 0; k < bp->n_cmds; k++)
+				fprintf(f, "%s\n", bp->cmds[k]);
+			fprintf(f, "end\n");
+		}
+	}
+	if (fclose(f))
+		return sh_fail(sh, "save breakpoints: cannot write '%s': %s", path, strerror(errno));
+	sh_printf(sh, "Saved to file '%s'.\n", path);
+	sh_json_str(sh, "file", path);
+	sh_json_num(sh, "saved", n);
+	return DJN_CMD_OK;
 }

@@ -100,6 +100,17 @@ static const struct djn_cmd delete_cmds[] = {
 	{ 0 }
 };
 
+static const struct djn_cmd save_cmds[] = {
+	{ .name = "breakpoints", .usage = "save breakpoints FILE", .arity = 2,
+	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_save_breakpoints, .args = DJN_ARG_FILE,
+	  .summary = "write the breakpoints as commands that `source FILE` makes again",
+	  .help = "break, tbreak and watch lines, each followed by its watchpoint\n"
+		  "condition, ignore count, disable and commands ... end, all naming it\n"
+		  "$bpnum (the newest breakpoint), so the file needs no numbers.  The\n"
+		  "current session's breakpoints; hit counts are not saved." },
+	{ 0 }
+};
+
 static const struct djn_cmd sched_cmds[] = {
 	{ .name = "add", .usage = "sched add [NAME...]", .arity = -1,
 	  .summary = "schedule sessions with a started run (the current one if none named)",
@@ -270,6 +281,8 @@ const struct djn_cmd djn_cmd_table[] = {
 	{ .name = "delete", .alias = "d", .usage = "delete [N...]", .arity = -1,
 	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_delete, .sub = delete_cmds,
 	  .summary = "delete breakpoints (all when no number is given)" },
+	{ .name = "save", .usage = "save breakpoints FILE", .arity = -1, .exec = cmd_save,
+	  .sub = save_cmds, .summary = "save the breakpoints to a file (see save breakpoints)" },
 	{ .name = "disable", .usage = "disable [N...]", .arity = -1, .flags = DJN_CMD_NEEDS_MODEL,
 	  .exec = cmd_disable, .summary = "disable breakpoints (all when no number is given)" },
 	{ .name = "enable", .usage = "enable [N...]", .arity = -1, .flags = DJN_CMD_NEEDS_MODEL,

@@ -402,6 +402,8 @@ DJN_CMD_FN(cmd_delete);
 DJN_CMD_FN(cmd_disable);
 DJN_CMD_FN(cmd_enable);
 DJN_CMD_FN(cmd_info_breakpoints);
+DJN_CMD_FN(cmd_save);
+DJN_CMD_FN(cmd_save_breakpoints);
 DJN_CMD_FN(cmd_info_watchpoints);
 /* cmd-inspect.c */
 DJN_CMD_FN(cmd_print);

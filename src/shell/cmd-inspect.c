@@ -623,6 +623,8 @@ static void show_one(struct djn_shell *sh, struct sh_display *d)
 	if (d->argc > 1 && d->argv[1][0] != '[' && d->argv[1][0] != '-') {
 		char name[64];
 		snprintf(name, sizeof(name), "%.*s", (int)strcspn(d->argv[1], "["), d->argv[1]);
+		if (sh_pattern_name(d->argv[1])) /* live with its q */
+			snprintf(name, sizeof(name), "L%ld.q", strtol(d->argv[1] + 1, NULL, 10));
 		site = djn_site_find(&sh->m->cfg, name);
 	}
 	if (site >= 0 && !djn_session_site_live(s, site)) {
@@ -663,10 +665,16 @@ DJN_CMD_FN(cmd_display)
 		return sh_fail(sh, "display: --save is for print");
 	if (pa.what && pa.what[0] == '$')
 		return sh_fail(sh, "display: a value-history entry does not change; print it");
-	if (pa.what && sh_site_arg(sh, pa.what) < 0)
+	if (pa.what && sh_pattern_name(pa.what)) {
+		if (!pa.slice)
+			return sh_fail(sh, "display: %s needs a head: %s[H]", pa.what, pa.what);
+		if (pa.top)
+			return sh_fail(sh, "display: --top needs logits (%s is not)", pa.what);
+	} else if (pa.what && sh_site_arg(sh, pa.what) < 0) {
 		return DJN_CMD_FAIL;
-	if (pa.slice && !djn_slice_parse(pa.slice, &sl, err, sizeof(err)))
+	} else if (pa.slice && !djn_slice_parse(pa.slice, &sl, err, sizeof(err))) {
 		return sh_fail(sh, "%s", err);
+	}
 	sh->disp = djn_xrealloc(sh->disp, sizeof(*sh->disp) * (size_t)(sh->n_disp + 1));
 	d = &sh->disp[sh->n_disp++];
 	d->id = sh->next_disp++;

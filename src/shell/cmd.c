@@ -305,7 +305,8 @@ const struct djn_cmd djn_cmd_table[] = {
 		  "layer i, computed when asked from L{i}.q and the KV cache (K of kv head\n"
 		  "H / (n_head / n_kv_head)): a row per token of the chunk, softmax(q.k /\n"
 		  "sqrt(head_dim)) over positions 0..pos, zeros after; columns are positions.\n"
-		  "Needs L{i}.q live, and K of the chunk computed (at L{i}.k or later)." },
+		  "Needs L{i}.q live, and K of the chunk computed (at L{i}.k or later);\n"
+		  "display takes it too." },
 	{ .name = "inspect", .usage = "inspect [SITE|$N] [SLICE] [--top K] [--save FILE.npy]",
 	  .arity = -1, .max = 7, .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_print,
 	  .args = DJN_ARG_SITE, .summary = "same as print" },

@@ -4,7 +4,8 @@
 # slice ([H][ROWS], [H, ROWS], or a slice word), --save, the value history,
 # JSON.  At L{i}.q the chunk's K is not computed yet; at L{i}.k it is read
 # from the live L{i}.k.  Errors: no run, no head, a head range, a layer out
-# of range, q not live, --top.
+# of range, q not live, --top.  display shows one at every stop (<not live
+# here> while its q is not).
 # expect-exit: 1
 load models/stories260K.bin --tokenizer models/tok512.bin
 set elements 100
@@ -39,3 +40,8 @@ print L3.attn_pattern[0]
 set output json
 print L3.attn_pattern[7]
 set output text
+display L3.attn_pattern[2][-1]
+display L4.attn_pattern[0]
+display L3.attn_pattern
+display L3.attn_pattern[0] --top 1
+continue

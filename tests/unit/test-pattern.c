@@ -237,6 +237,27 @@ Test(pattern, misuse_fails_and_changes_nothing)
 	djn_session_free(s);
 }
 
+Test(pattern, a_swapped_out_session_reads_its_kv_back)
+{
+	struct djn_err err = { 0 };
+	struct djn_session *s = djn_session_new(model, be, NULL, &err);
+	float before[6], after[6];
+
+	cr_assert_not_null(s, "%s", err.msg);
+	cr_assert_gt(djn_bp_add(s, "L4.attn", NULL, false), 0);
+	cr_assert_eq(djn_session_start(s, prompt, 5, &greedy), DJN_OK);
+	cr_assert_eq(djn_session_run(s, DJN_RUN_CONTINUE, 0), DJN_STOP_BREAKPOINT);
+	cr_assert_eq(djn_session_run(s, DJN_RUN_CONTINUE, 0), DJN_STOP_BREAKPOINT);
+	cr_assert_eq(djn_session_cursor(s).pos, 5);
+	cr_assert_eq(djn_session_attn_pattern(s, 4, 3, 0, 1, before), DJN_OK);
+	cr_assert_eq(djn_session_swapout(s), DJN_OK, "%s", djn_session_errmsg(s));
+	cr_assert(djn_session_swapped(s));
+	cr_assert_eq(djn_session_attn_pattern(s, 4, 3, 0, 1, after), DJN_OK, "%s",
+		     djn_session_errmsg(s));
+	cr_assert_arr_eq(before, after, sizeof(before));
+	djn_session_free(s);
+}
+
 /* GPT-2: no RoPE, one kv head per head */
 Test(pattern_gpt2, rows_are_the_attention, .init = setup_gpt2, .fini = teardown)
 {

@@ -225,6 +225,33 @@ enum djn_status djn_session_lens(struct djn_session *s, int site, int row0, int 
 enum djn_status djn_session_attn_pattern(struct djn_session *s, int layer, int head, int row0,
 					 int n_rows, float *out);
 
+/* Activation patching between two prompts of the same token length n: the
+ * clean prompt runs once, keeping the rows of the site of kind `kind` (a
+ * per-layer kind: L*.attn_norm .. L*.resid_post) of every layer on the host;
+ * then, for each layer l and position p, the corrupted prompt runs with that
+ * one row set to the clean row (a persistent SET steer at L{l}.kind, position
+ * p only), and the metric logit[a] - logit[b] at the last position is read
+ * at the prompt's logits.  effect[l * n + p] is (patched - corrupt) /
+ * (clean - corrupt): 0 where the patch changes nothing, 1 where it restores
+ * the clean metric.  Where |clean - corrupt| < 1e-6 (nothing to restore)
+ * the effect is the raw patched - corrupt and normalised is false.  One
+ * session of its own, freed before the return; the model's breakpoints and
+ * other sessions are not touched.  Errors: lengths differ or n < 1, a token
+ * or a or b outside the vocabulary, a kind that is not per-layer
+ * (DJN_ERR_INVALID / DJN_ERR_RANGE), and what a run can fail with. */
+struct djn_patch_result {
+	int n_layer, n_pos;
+	float *effect;  /* n_layer * n_pos, row-major (layers), normalised */
+	float *patched; /* n_layer * n_pos: the metric of each patched run */
+	float clean, corrupt; /* the metric of the clean and the corrupted run */
+	bool normalised;
+};
+enum djn_status djn_patch_run(struct djn_model *m, struct djn_backend *be,
+			      const int32_t *clean, const int32_t *corrupt, int n,
+			      enum djn_site_kind kind, int32_t a, int32_t b,
+			      struct djn_patch_result *out, struct djn_err *err);
+void djn_patch_result_free(struct djn_patch_result *r);
+
 /* ----------------------------------------------------------- steering */
 
 enum djn_steer_op {

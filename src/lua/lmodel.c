@@ -337,6 +337,69 @@ static int m_tokenize(lua_State *L)
 	return 2;
 }
 
+/* m:patch{clean=, corrupt=, a=, b= [, site=]} -> Tensor (layers x positions),
+ * clean metric, corrupted metric: activation patching (djn_patch_run).  The
+ * prompts are texts encoded as run encodes them (same length in tokens), a
+ * and b token ids (the metric is logit[a] - logit[b] at the last position),
+ * site a per-layer kind ("resid_post", the default, or "L*.resid_post"). */
+static int m_patch(lua_State *L)
+{
+	static const char *const keys[] = { "clean", "corrupt", "a", "b", "site", NULL };
+	struct ldj_model *lm = ldj_model_check(L, 1);
+	const struct djn_tokenizer *tok = check_tok(L, lm, "patch");
+	const char *text[2], *site;
+	enum djn_site_kind kind = DJN_SITE_KIND_COUNT;
+	struct djn_err err = { 0 };
+	struct ldj_box *box[2];
+	struct djn_patch_result r;
+	struct ldj_tensor *t;
+	int32_t *ids[2];
+	int n[2];
+	lua_Integer a, b;
+
+	luaL_checktype(L, 2, LUA_TTABLE);
+	ldj_check_opts(L, 2, "patch", keys);
+	text[0] = ldj_opt_string(L, 2, "patch", "clean", NULL);
+	text[1] = ldj_opt_string(L, 2, "patch", "corrupt", NULL);
+	a = ldj_opt_integer(L, 2, "patch", "a", -1);
+	b = ldj_opt_integer(L, 2, "patch", "b", -1);
+	site = ldj_opt_string(L, 2, "patch", "site", "resid_post");
+	if (!text[0] || !text[1])
+		return ldj_error(L, "patch: needs clean = TEXT and corrupt = TEXT");
+	if (a < 0 || b < 0 || a > INT32_MAX || b > INT32_MAX)
+		return ldj_error(L, "patch: needs a = ID and b = ID (token ids; the metric is "
+				 "logit[a] - logit[b])");
+	if (!strncmp(site, "L*.", 3))
+		site += 3;
+	for (int k = DJN_SITE_ATTN_NORM; k <= DJN_SITE_RESID_POST; k++)
+		if (!strcmp(site, djn_site_kind_name(k)))
+			kind = k;
+	if (kind == DJN_SITE_KIND_COUNT)
+		return ldj_error(L, "patch: '%s' is not a per-layer site kind (attn_norm .. "
+				 "resid_post)", site);
+	for (int i = 0; i < 2; i++) {
+		box[i] = ldj_box_new(L, free);
+		if (djn_tok_encode(tok, text[i], strlen(text[i]), djn_tok_add_bos(tok), false,
+				   &ids[i], &n[i], &err))
+			return ldj_error(L, "patch: %s", err.msg);
+		box[i]->p = ids[i];
+	}
+	if (n[0] != n[1])
+		return ldj_error(L, "patch: the prompts differ in length: clean is %d tokens, "
+				 "corrupted %d", n[0], n[1]);
+	if (djn_patch_run(lm->m, lm->be, ids[0], ids[1], n[0], kind, (int32_t)a, (int32_t)b, &r,
+			  &err))
+		return ldj_error(L, "%s", err.msg);
+	t = ldj_tensor_new(L, r.n_layer, r.n_pos);
+	memcpy(t->data, r.effect, sizeof(float) * (size_t)r.n_layer * r.n_pos);
+	lua_pushnumber(L, r.clean);
+	lua_pushnumber(L, r.corrupt);
+	djn_patch_result_free(&r);
+	ldj_box_free(box[0]);
+	ldj_box_free(box[1]);
+	return 3;
+}
+
 /* m:detokenize(ids [, prev]) -> string; prev is the token before ids[1]. */
 static int m_detokenize(lua_State *L)
 {
@@ -451,6 +514,7 @@ static const luaL_Reg methods[] = {
 	{ "session", ldj_model_session },
 	{ "tokenize", m_tokenize },
 	{ "detokenize", m_detokenize },
+	{ "patch", m_patch },
 	{ "residency", m_residency },
 	{ "prefetch", m_prefetch },
 	{ "close", m_close },

@@ -325,6 +325,22 @@ const struct djn_cmd djn_cmd_table[] = {
 		  "the K likeliest next tokens are listed (default 5).  At the last layer's\n"
 		  "resid_post the last row is the model's own logits.  Steers are not\n"
 		  "applied to the head.  The logits are kept as $N: `print $N[0] --top 20`." },
+	{ .name = "patch",
+	  .usage = "patch \"CLEAN\" \"CORRUPT\" --tokens A B [--site KIND] [--save FILE.csv]",
+	  .arity = -2, .max = 10, .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_patch,
+	  .summary = "activation patching: the effect of each layer's and position's clean row",
+	  .help = "CLEAN and CORRUPT are prompts of the same token length (encoded as run\n"
+		  "encodes them).  The clean prompt runs once, keeping L{l}.KIND (default\n"
+		  "resid_post; any per-layer kind) of every layer; then for each layer l and\n"
+		  "position p the corrupted prompt runs with that one row set to the clean\n"
+		  "row.  The metric is logit[A] - logit[B] at the last position (A, B: token\n"
+		  "ids, pieces as tokenize shows them, or texts of one token).  Each cell is\n"
+		  "(patched - corrupted) / (clean - corrupted): 0 changes nothing, 1 restores\n"
+		  "the clean metric (patched - corrupted when clean and corrupted agree).\n"
+		  "The table (rows layers, columns positions) is kept as $N, layers x\n"
+		  "positions; --save writes it as CSV for bench/plot_patch.sh.  Runs in a\n"
+		  "session of its own: the current run, breakpoints and steers are not\n"
+		  "touched." },
 	{ .name = "backtrace", .alias = "bt", .usage = "backtrace", .arity = 1,
 	  .flags = DJN_CMD_NEEDS_RUN, .exec = cmd_backtrace,
 	  .summary = "where the run is: site, layer, token position and text so far" },

@@ -416,6 +416,8 @@ DJN_CMD_FN(cmd_info_display);
 DJN_CMD_FN(cmd_lens);
 DJN_CMD_FN(cmd_tokenize);
 DJN_CMD_FN(cmd_detokenize);
+/* cmd-patch.c */
+DJN_CMD_FN(cmd_patch);
 /* print's L{l}.attn_pattern[H]: is w such a name (a slice may be glued on)?
  * sh_pattern_value: head H's pattern at every row of the chunk as a value
  * (rows x cursor pos + rows: each row's causal window, then zeros), labelled

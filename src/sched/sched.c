@@ -353,22 +353,12 @@ static bool fits(const struct djn_sched *q, struct djn_session *s, size_t *left,
 	return true;
 }
 
-/* One chunk of s alone, on the per-site path (breakpoints, steers). */
-static void step_alone(struct djn_sched *q, struct member *e, struct djn_step_info *info,
-		       int *budget)
+/* The chunk in flight of s, on the per-site path, and what it ended in. */
+static void run_chunk(struct member *e, struct djn_step_info *info)
 {
-	struct djn_session *s = e->s;
-	struct djn_cursor c = djn_session_cursor(s);
-	enum djn_stop why;
+	struct djn_cursor c = djn_session_cursor(e->s);
 
-	if (c.site == -1 && c.n_rows > 1 && *budget > 0 && c.n_rows > *budget)
-		if (!djn_session_chunk_limit(s, *budget))
-			c = djn_session_cursor(s);
-	*budget -= c.n_rows;
-	why = djn_session_run(s, DJN_RUN_UNTIL_POS, c.pos + c.n_rows);
-	info->n_alone++;
-	q->st.alone_steps++;
-	switch (why) {
+	switch (djn_session_run(e->s, DJN_RUN_UNTIL_POS, c.pos + c.n_rows)) {
 	case DJN_STOP_STEP:
 		break;
 	case DJN_STOP_DONE:
@@ -380,6 +370,21 @@ static void step_alone(struct djn_sched *q, struct member *e, struct djn_step_in
 		info->n_stopped++;
 		break;
 	}
+}
+
+/* One chunk of s alone (breakpoints, steers), its prompt cut to the budget. */
+static void step_alone(struct djn_sched *q, struct member *e, struct djn_step_info *info,
+		       int *budget)
+{
+	struct djn_cursor c = djn_session_cursor(e->s);
+
+	if (c.site == -1 && c.n_rows > 1 && *budget > 0 && c.n_rows > *budget)
+		if (!djn_session_chunk_limit(e->s, *budget))
+			c = djn_session_cursor(e->s);
+	*budget -= c.n_rows;
+	run_chunk(e, info);
+	info->n_alone++;
+	q->st.alone_steps++;
 }
 
 enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
@@ -449,11 +454,7 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 		if (n == 1) {
 			/* a batch of one runs as a session alone: the same path,
 			 * fused and recorded, and the same numbers to the bit */
-			int spare = 1 << 30;
-			struct member *e = find(q, q->pick[i]);
-			step_alone(q, e, &info, &spare);
-			info.n_alone--;
-			q->st.alone_steps--;
+			run_chunk(find(q, q->pick[i]), &info);
 			info.n_batched++;
 			if (q->st.max_batch < 1)
 				q->st.max_batch = 1;

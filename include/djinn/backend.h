@@ -166,8 +166,8 @@ struct djn_backend_i {
 	 * row at its own position in its own cache, all rows in one call (one
 	 * launch on CUDA).  For every row the result is what the per-session op
 	 * gives for it; the CPU's is bit-identical to rope / kv_store /
-	 * attention / argmax on that row.  All four may be NULL: callers then
-	 * run the per-session ops session by session. */
+	 * attention / argmax on that row.  All four may be NULL: the backend
+	 * then batches no sessions (djn_batch_run refuses; each runs alone). */
 	/* rope() on each row of x (kv->n_rows, n_head * head_dim) at its own
 	 * position kv->pos[i]; padding rows are left as they are. */
 	enum djn_status (*rope_rows)(struct djn_backend *be, float *x, const struct djn_kv_rows *kv,

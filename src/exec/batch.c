@@ -5,8 +5,7 @@
  * end to end, session after session.  Norms, matmuls and the MLP run over
  * all rows at once, so each weight is read once for the whole batch; RoPE,
  * the KV store and attention run per row at the row's own position in its
- * own session's paged cache (the backend's *_rows ops, or the per-session
- * ops one session at a time where a backend has none).  Every op computes a
+ * own session's paged cache (the backend's *_rows ops).  Every op computes a
  * row as it computes it when the session runs alone, so on the CPU a batched
  * session's tokens are bit-identical to its tokens alone.
  *
@@ -176,51 +175,30 @@ static enum djn_status fail(struct djn_batch *b, enum djn_status st, const char 
 	return djn_err_set(&b->err, st, "batch step: %s: %s", what, b->be->err.msg);
 }
 
-/* RoPE on q and k, the KV store and attention of layer l, row by row at
- * each row's position in its own cache. */
-static enum djn_status attend(struct djn_batch *b, struct djn_session *const *ss, int n_seqs,
-			      int n_rows, int l)
+/* RoPE on q and k, the KV store and attention of layer l, each row at its
+ * own position in its own session's cache. */
+static enum djn_status attend(struct djn_batch *b, int n_rows, int l)
 {
 	const struct djn_backend_i *o = b->be->i;
 	struct djn_backend *be = b->be;
 	const struct djn_config *c = &b->m->cfg;
-	int qd = c->n_head * c->head_dim, kvd = c->n_kv_head * c->head_dim;
 	enum djn_status st;
 
-	if (o->attention_rows) {
-		b->rows.n_rows = n_rows;
-		if ((st = o->rope_rows(be, b->q, &b->rows, c->n_head, c->head_dim, c->head_dim,
-				       c->rope_theta, c->rope_style)) ||
-		    (st = o->rope_rows(be, b->k, &b->rows, c->n_kv_head, c->head_dim, c->head_dim,
-				       c->rope_theta, c->rope_style)) ||
-		    (st = o->kv_store_rows(be, &b->rows, l, b->k, b->v)) ||
-		    (st = o->attention_rows(be, b->att, b->q, &b->rows, c->n_head, c->n_kv_head,
-					    c->head_dim, l)))
-			return fail(b, st, "attention");
-		return DJN_OK;
-	}
-	for (int i = 0; i < n_seqs; i++) {
-		struct djn_session *s = ss[i];
-		int r0 = b->first[i], n = s->r.n_rows, pos0 = s->r.pos;
-		float *q = b->q + (size_t)r0 * qd, *k = b->k + (size_t)r0 * kvd;
-		struct djn_attn_shape sh = { c->n_head, c->n_kv_head, c->head_dim, l, pos0, n };
-
-		if ((st = o->rope(be, q, n, c->n_head, c->head_dim, c->head_dim, pos0, c->rope_theta,
-				  c->rope_style)) ||
-		    (st = o->rope(be, k, n, c->n_kv_head, c->head_dim, c->head_dim, pos0,
-				  c->rope_theta, c->rope_style)) ||
-		    (st = o->kv_store(be, &s->kv.view, l, pos0, n, k, b->v + (size_t)r0 * kvd)) ||
-		    (st = o->attention(be, b->att + (size_t)r0 * qd, q, &s->kv.view, &sh)))
-			return fail(b, st, "attention");
-	}
+	b->rows.n_rows = n_rows;
+	if ((st = o->rope_rows(be, b->q, &b->rows, c->n_head, c->head_dim, c->head_dim,
+			       c->rope_theta, c->rope_style)) ||
+	    (st = o->rope_rows(be, b->k, &b->rows, c->n_kv_head, c->head_dim, c->head_dim,
+			       c->rope_theta, c->rope_style)) ||
+	    (st = o->kv_store_rows(be, &b->rows, l, b->k, b->v)) ||
+	    (st = o->attention_rows(be, b->att, b->q, &b->rows, c->n_head, c->n_kv_head,
+				    c->head_dim, l)))
+		return fail(b, st, "attention");
 	return DJN_OK;
 }
 
 /* The layers over n_rows rows whose ids are in b->ids: the residual stream
- * ends in b->x.  No host wait, no host copy: recordable when the backend
- * has the *_rows ops. */
-static enum djn_status layers(struct djn_batch *b, struct djn_session *const *ss, int n_seqs,
-			      int n_rows)
+ * ends in b->x.  No host wait, no host copy: recordable. */
+static enum djn_status layers(struct djn_batch *b, int n_rows)
 {
 	const struct djn_backend_i *o = b->be->i;
 	struct djn_backend *be = b->be;
@@ -248,7 +226,7 @@ static enum djn_status layers(struct djn_batch *b, struct djn_session *const *ss
 		}
 		if (st)
 			return fail(b, st, "q/k/v");
-		if ((st = attend(b, ss, n_seqs, n_rows, l)))
+		if ((st = attend(b, n_rows, l)))
 			return st;
 		if (o->matmul_add && !djn_weight_present(&L->bo))
 			st = o->matmul_add(be, b->ao, b->x, b->att, &L->wo, b->x, n_rows);
@@ -349,7 +327,7 @@ static int padded(int n)
 
 /* The forward pass of the decode rows, as a recorded graph: false when it
  * could not run that way (the caller runs it op by op). */
-static bool run_graph(struct djn_batch *b, struct djn_session *const *ss, int n_seqs, int size)
+static bool run_graph(struct djn_batch *b, int size)
 {
 	struct djn_backend *be = b->be;
 	int rows = 1 << size;
@@ -359,7 +337,7 @@ static bool run_graph(struct djn_batch *b, struct djn_session *const *ss, int n_
 		if (!b->graph[size]) {
 			if (be->i->graph_begin(be, 0))
 				goto fail;
-			st = layers(b, ss, n_seqs, rows);
+			st = layers(b, rows);
 			if (!st)
 				st = head(b, b->x, rows);
 			if (be->i->graph_end(be, &b->graph[size]) || st)
@@ -407,7 +385,7 @@ static enum djn_status run(struct djn_batch *b, int n, enum djn_stop *why)
 	 * row gets the same arithmetic whatever the batch's size) */
 	int floor = be->host_memory || n_rows == 1 ? 1 : 16;
 	int rows = n_rows > floor ? n_rows : floor;
-	graph = decode && o->graph_begin && o->attention_rows && !b->graph_off &&
+	graph = decode && o->graph_begin && !b->graph_off &&
 		(size = padded(rows)) >= 0 && b->graph_fails[size] < 3;
 	if (graph)
 		rows = 1 << size;
@@ -441,9 +419,9 @@ static enum djn_status run(struct djn_batch *b, int n, enum djn_stop *why)
 	if ((st = o->copy_h2d(be, b->meta, b->meta_host, meta_bytes(b->cap_rows))))
 		return fail(b, st, "copying the rows");
 
-	if (!graph || !run_graph(b, ss, n, size)) {
+	if (!graph || !run_graph(b, size)) {
 		const float *lastrows = b->x;
-		if ((st = layers(b, ss, n, rows)))
+		if ((st = layers(b, rows)))
 			return st;
 		if (!decode) {
 			/* each session's last row goes on to the head */
@@ -468,13 +446,7 @@ static enum djn_status run(struct djn_batch *b, int n, enum djn_stop *why)
 		any_greedy = any_greedy || djn_session_greedy(ss[i]);
 	}
 	if (any_greedy) {
-		if (o->argmax_rows) {
-			st = o->argmax_rows(be, b->logits, n, m->cfg.vocab_size, b->next);
-		} else {
-			for (int i = 0; i < n && !st; i++)
-				st = o->argmax(be, b->logits + (size_t)i * m->cfg.vocab_size,
-					       m->cfg.vocab_size, &b->next[i]);
-		}
+		st = o->argmax_rows(be, b->logits, n, m->cfg.vocab_size, b->next);
 		if (st)
 			return fail(b, st, "sampling");
 		for (int i = 0; i < n; i++)
@@ -515,6 +487,11 @@ enum djn_status djn_batch_run(struct djn_batch *b, struct djn_session *const *ss
 
 	if (n < 1)
 		return djn_err_set(&b->err, DJN_ERR_INVALID, "batch step: no sessions");
+	if (!b->be->i->attention_rows || !b->be->i->rope_rows || !b->be->i->kv_store_rows ||
+	    !b->be->i->argmax_rows)
+		return djn_err_set(&b->err, DJN_ERR_UNSUPPORTED,
+				   "batch step: the %s backend has no batched attention",
+				   b->be->i->name);
 	m = ss[0]->m;
 	for (int i = 0; i < n; i++) {
 		if (ss[i]->m != m || ss[i]->be != b->be)

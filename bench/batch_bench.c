@@ -5,7 +5,8 @@
  * greedy tokens of the first sessions beside the same prompts run alone.
  *
  * usage: batch_bench MODEL_DIR [--device cuda] [--batches 1,8,32,64,128]
- *                    [--prompt 128] [--new 64] [--check 4]
+ *                    [--prompt 128] [--new 64] [--check 4] [--kv-dtype f32|f16]
+ * (batch 1 alone and every batch use the same KV dtype)
  * Prints one JSON object on stdout. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,7 +62,7 @@ static struct djn_session *started(struct djn_model *m, struct djn_backend *be, 
 
 int main(int argc, char **argv)
 {
-	const char *dir = NULL, *dev = "cuda", *batches = "1,8,32,64,128";
+	const char *dir = NULL, *dev = "cuda", *batches = "1,8,32,64,128", *kvd = "f32";
 	int n_prompt = 128, n_new = 64, n_check = 4;
 	struct djn_err err = { 0 };
 
@@ -76,12 +77,17 @@ int main(int argc, char **argv)
 			n_new = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--check") && i + 1 < argc)
 			n_check = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc)
+			kvd = argv[++i];
 		else
 			dir = argv[i];
 	}
 	if (!dir || n_prompt < 1 || n_new < 8)
 		die("usage", "batch_bench MODEL_DIR [--device D] [--batches 1,8,...] [--prompt N] "
-			     "[--new N>=8] [--check N]");
+			     "[--new N>=8] [--check N] [--kv-dtype f32|f16]");
+	enum djn_dtype kvt;
+	if (!djn_dtype_parse(kvd, &kvt))
+		die("--kv-dtype", kvd);
 	struct djn_backend *be = djn_backend_new(dev, 0, &err);
 	if (!be)
 		die(dev, err.msg);
@@ -108,9 +114,11 @@ int main(int argc, char **argv)
 	struct djn_model *m = djn_model_load(dir, NULL, &err);
 	if (!m)
 		die(dir, err.msg);
+	if (djn_model_set_kv_dtype(m, kvt, &err))
+		die("--kv-dtype", err.msg);
 	const struct djn_config *c = &m->cfg;
 	size_t wbytes = djn_model_weight_bytes(m);
-	size_t kv_tok = (size_t)c->n_layer * 2 * c->n_kv_head * c->head_dim * sizeof(float);
+	size_t kv_tok = (size_t)c->n_layer * 2 * c->n_kv_head * c->head_dim * djn_kv_elem_bytes(kvt);
 
 	/* batch 1 alone (djn_session_run), the reference for the scheduler's */
 	double solo_ms = 0;
@@ -141,10 +149,10 @@ int main(int argc, char **argv)
 	}
 
 	printf("{\"bench\":\"batch_decode\",\"model\":\"%s\",\"device\":\"%s\",\"weight_bytes\":%zu,"
-	       "\"kv_bytes_per_token\":%zu,\"d2d_bytes_per_s\":%.4g,\"prompt\":%d,\"new\":%d,"
+	       "\"kv_dtype\":\"%s\",\"kv_bytes_per_token\":%zu,\"d2d_bytes_per_s\":%.4g,\"prompt\":%d,\"new\":%d,"
 	       "\"solo_decode_ms_per_token\":%.4f,\"batches\":[",
 	       strrchr(dir, '/') && strrchr(dir, '/')[1] ? strrchr(dir, '/') + 1 : dir, dev, wbytes,
-	       kv_tok, d2d, n_prompt, n_new, solo_ms);
+	       djn_dtype_name(kvt), kv_tok, d2d, n_prompt, n_new, solo_ms);
 	const char *p = batches;
 	bool first = true;
 	while (*p) {

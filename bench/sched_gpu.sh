@@ -9,7 +9,8 @@
 #   SKIP_TESTS=1, SKIP_BATCH=1, SKIP_HF=1, SKIP_AGENTS=1 leave parts out (the table reads
 #   what OUT_DIR holds);
 #   BATCHES="1,8,32,64,128", AGENTS="1,8,16,24,32", KV_LIMIT=1G (about five whole agent
-#   contexts of the 7B model), TOOL_S=1.0, BUDGET=64 (rows a step)
+#   contexts of the 7B model), TOOL_S=1.0, BUDGET=64 (rows a step), KV_DTYPE=f16 (of
+#   djinn's KV cache in the batched decode and the agents; transformers' is f16)
 set -uo pipefail
 out=${1:?usage: bench/sched_gpu.sh OUT_DIR [MODEL_DIR]}
 m=${2:-/tmp/djinn-llama-2-7b}
@@ -20,7 +21,7 @@ run() { ./run.sh "$@"; }
 if [ -z "${SKIP_TESTS:-}" ]; then
 	echo "== GPU tests of the batched path" >&2
 	: >"$out/tests.log"
-	for t in bin/tests/gpu-test-cuda-batch; do
+	for t in bin/tests/gpu-test-cuda-batch bin/tests/gpu-test-cuda-model; do
 		[ -x "$t" ] && { run "$t" >>"$out/tests.log" 2>&1 || echo "FAILED: $t" >>"$out/tests.log"; }
 	done
 	for t in test-sched test-exec test-batch-ops; do
@@ -33,6 +34,7 @@ fi
 if [ -z "${SKIP_BATCH:-}" ]; then
 	echo "== djinn: batched decode" >&2
 	run bin/bench/batch_bench "$m" --batches "${BATCHES:-1,8,32,64,128}" --prompt 128 --new 64 \
+		--kv-dtype "${KV_DTYPE:-f16}" \
 		>"$out/batch.json" 2>"$out/batch.err" || tail -3 "$out/batch.err"
 fi
 
@@ -48,7 +50,7 @@ if [ -z "${SKIP_AGENTS:-}" ]; then
 	timeout "${AGENTS_TIMEOUT:-300}" ./run.sh djinn lua/exp/agents.lua "$m" --device cuda \
 		--agents "${AGENTS:-1,8,16,24,32}" --kv-limit "${KV_LIMIT:-1G}" --rate 20 --steps 3 \
 		--think 32 --tool-s "${TOOL_S:-1.0}" --tool-tokens 8 --prompt 64 --check 3 \
-		--budget "${BUDGET:-64}" \
+		--budget "${BUDGET:-64}" --kv-dtype "${KV_DTYPE:-f16}" \
 		--out "$out/agents.json" --trace-out "$out/agents_trace.json" 2>"$out/agents.log" ||
 		tail -5 "$out/agents.log"
 fi
@@ -63,7 +65,8 @@ b, h, a = load("batch.json"), load("hf_batch.json"), load("agents.json")
 if b:
     base = next((x for x in b["batches"] if x["batch"] == 1), None)
     hf = {x["batch"]: x for x in (h or {}).get("batches", [])}
-    print(f"d2d {b['d2d_bytes_per_s']/1e12:.2f} TB/s, weights {b['weight_bytes']/1e9:.2f} GB; "
+    print(f"d2d {b['d2d_bytes_per_s']/1e12:.2f} TB/s, weights {b['weight_bytes']/1e9:.2f} GB, "
+          f"KV {b.get('kv_dtype', 'f32')}; "
           f"batch 1 alone {b['solo_decode_ms_per_token']:.3f} ms/token")
     print(f"{'batch':>5} {'ms/step':>8} {'tok/s':>8} {'x b1':>6} {'roof ms':>8} {'% roof':>6} "
           f"{'hf tok/s':>9} {'vs hf':>6} {'graphs':>6} {'same':>5}")

@@ -40,10 +40,14 @@ enum djn_rope_style {
 
 /* The paged KV cache of one session, as the ops see it.  Page p holds
  * page_tokens consecutive positions of every layer, laid out
- *     [layer][0 = K, 1 = V][token in page][kv_dim]   f32
+ *     [layer][0 = K, 1 = V][token in page][kv_dim]   f32 or f16
  * so a page can be copied, swapped or checkpointed as one block.
  * `pages` is backend-visible (on CUDA a device array of device pointers);
- * `pages_host` is the same table in host memory. */
+ * `pages_host` is the same table in host memory.  With dtype F16 the page
+ * pointers point at halves (IEEE binary16): kv_store rounds k and v to
+ * nearest even, attention reads them back exactly; every op reads and
+ * writes the cache through its dtype, the rest of the engine moves pages
+ * as bytes (djn_kv_page_bytes). */
 struct djn_kv_view {
 	float *const *pages;
 	float *const *pages_host;
@@ -51,11 +55,18 @@ struct djn_kv_view {
 	int page_tokens;
 	int n_layer;
 	int kv_dim;
+	enum djn_dtype dtype; /* DJN_DTYPE_F32 (0) or DJN_DTYPE_F16 */
 };
 
-static inline size_t djn_kv_page_floats(const struct djn_kv_view *kv)
+/* Elements of one page, and bytes of one element of a cache of dtype t. */
+static inline size_t djn_kv_page_elems(const struct djn_kv_view *kv)
 {
 	return (size_t)kv->n_layer * 2 * kv->page_tokens * kv->kv_dim;
+}
+
+static inline size_t djn_kv_elem_bytes(enum djn_dtype t)
+{
+	return t == DJN_DTYPE_F16 ? 2 : 4;
 }
 
 /* Shape of one attention call. */
@@ -87,6 +98,7 @@ struct djn_kv_rows {
 	int n_rows;
 	int page_tokens, n_layer, kv_dim;
 	int max_len;
+	enum djn_dtype dtype; /* of every cache of the batch, as djn_kv_view's */
 };
 
 /* RoPE and the KV-cache store that follow a decode step's q/k/v projection,

@@ -76,6 +76,7 @@ struct djn_model {
 	char *chat_template;                        /* GGUF tokenizer.chat_template, or NULL */
 	char *tok_found;     /* the tokenizer file found beside a llama2.c .bin, or NULL */
 	void *text;                                 /* Text-segment state (src/vmu/text.c) */
+	enum djn_dtype kv_dtype; /* of its sessions' KV caches: f32 (default) or f16 */
 
 	/* ownership of the bytes behind the weights */
 	struct djn_mapping **maps;
@@ -109,6 +110,14 @@ const char *djn_format_name(enum djn_format f);
  * sources are dequantized first.  Only before any session uses the model
  * (DJN_ERR_STATE otherwise).  On failure the model is unchanged. */
 enum djn_status djn_model_cast(struct djn_model *m, enum djn_dtype t, struct djn_err *err);
+
+/* The dtype of the KV cache of the model's sessions from now on: f32 (the
+ * default, exact) or f16 (half the bytes, what f16 engines keep; k and v
+ * rounded to nearest even when stored).  Only while no session of m is
+ * alive (DJN_ERR_STATE otherwise: a batch holds one dtype); other dtypes
+ * DJN_ERR_INVALID. */
+enum djn_status djn_model_set_kv_dtype(struct djn_model *m, enum djn_dtype t,
+				       struct djn_err *err);
 
 /* --- for loaders --- */
 struct djn_model *djn_model_alloc(enum djn_format fmt, const char *path);

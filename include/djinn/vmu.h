@@ -41,8 +41,11 @@ struct djn_kv {
 	int n_cap;                /* max pages (context / page_tokens, rounded up) */
 };
 
+/* dtype: what the pages hold, DJN_DTYPE_F32 or DJN_DTYPE_F16 (the model's
+ * kv_dtype: djn_model_set_kv_dtype). */
 enum djn_status djn_kv_init(struct djn_kv *kv, struct djn_backend *be, int n_layer,
-			    int kv_dim, int page_tokens, int max_ctx, struct djn_err *err);
+			    int kv_dim, int page_tokens, int max_ctx, enum djn_dtype dtype,
+			    struct djn_err *err);
 /* Make sure positions 0 .. n_tokens-1 have pages. */
 enum djn_status djn_kv_reserve(struct djn_kv *kv, int n_tokens, struct djn_err *err);
 void djn_kv_release(struct djn_kv *kv);

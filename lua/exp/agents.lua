@@ -34,7 +34,8 @@ end
 local o = {
   device = "auto", policies = { "signal", "lru", "recompute", "none" }, agents = { 1, 8 },
   seed = 1, rate = 40, steps = 3, think = 32, tool_s = 0.3, tool_tokens = 8, prompt = 64,
-  kv_limit = nil, budget = 512, check = 4, slo_x = 2, out = "-", trace_out = nil,
+  kv_limit = nil, kv_dtype = "f32", budget = 512, check = 4, slo_x = 2, out = "-",
+  trace_out = nil,
 }
 local i = 2
 while i <= #arg do
@@ -43,14 +44,16 @@ while i <= #arg do
   local k = a:sub(3):gsub("-", "_")
   if k == "policies" then o.policies = list(v)
   elseif k == "agents" then o.agents = list(v, true)
-  elseif k == "device" or k == "out" or k == "trace_out" or k == "kv_limit" then o[k] = v
+  elseif k == "device" or k == "out" or k == "trace_out" or k == "kv_limit"
+    or k == "kv_dtype" then o[k] = v
   elseif o[k] ~= nil and type(o[k]) == "number" then
     o[k] = tonumber(v) or die("--" .. a:sub(3) .. " needs a number, got '" .. v .. "'")
   else die("unknown option '" .. a .. "'") end
   i = i + 2
 end
 
-local m = assert(djinn.load(model_path, { device = o.device, kv_limit = o.kv_limit }))
+local m = assert(djinn.load(model_path, { device = o.device, kv_limit = o.kv_limit,
+  kv_dtype = o.kv_dtype }))
 local info = m:info()
 local vocab = info.vocab
 

@@ -416,6 +416,9 @@ static enum djn_status run(struct djn_batch *b, int n, enum djn_stop *why)
 	b->rows.n_layer = ss[0]->kv.view.n_layer;
 	b->rows.kv_dim = ss[0]->kv.view.kv_dim;
 	b->rows.max_len = m->cfg.seq_len;
+	if (b->rows.dtype != ss[0]->kv.view.dtype) /* the model's, same for all */
+		graphs_free(b);
+	b->rows.dtype = ss[0]->kv.view.dtype;
 	if ((st = o->copy_h2d(be, b->meta, b->meta_host, meta_bytes(b->cap_rows))))
 		return fail(b, st, "copying the rows");
 

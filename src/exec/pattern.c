@@ -42,23 +42,37 @@ static enum djn_status read_k(struct djn_session *s, int layer, int kvh, int n_p
 					"attn_pattern: position %d is not in the KV cache",
 					from_cache - 1);
 	/* one copy a page: the layer's K rows of a page are contiguous */
+	const bool f16 = kv->dtype == DJN_DTYPE_F16;
+	const size_t eb = djn_kv_elem_bytes(kv->dtype);
 	blk = djn_xmalloc(sizeof(float) * (size_t)pt * kvd);
 	for (int p = 0; p * pt < from_cache && !st; p++) {
 		int n = from_cache - p * pt < pt ? from_cache - p * pt : pt;
-		const float *src = kv->pages_host[p] + (size_t)layer * 2 * pt * kvd;
-		st = o->copy_d2h(s->be, blk, src, sizeof(float) * (size_t)n * kvd);
-		for (int u = 0; u < n && !st; u++)
-			memcpy(k + (size_t)(p * pt + u) * hd, blk + (size_t)u * kvd + (size_t)kvh * hd,
-			       sizeof(float) * hd);
+		const char *src = (const char *)kv->pages_host[p] + eb * (size_t)layer * 2 * pt * kvd;
+		st = o->copy_d2h(s->be, blk, src, eb * (size_t)n * kvd);
+		for (int u = 0; u < n && !st; u++) {
+			size_t at = (size_t)u * kvd + (size_t)kvh * hd;
+			float *dst = k + (size_t)(p * pt + u) * hd;
+			if (f16)
+				for (int i = 0; i < hd; i++)
+					dst[i] = djn_f16_to_f32(((const uint16_t *)blk)[at + i]);
+			else
+				memcpy(dst, blk + at, sizeof(float) * hd);
+		}
 	}
 	if (!st && from_cache < n_pos) {
 		int n = n_pos - pos0;
 		float *rows = djn_xrealloc(blk, sizeof(float) * (size_t)n * kvd);
 		blk = rows;
 		st = o->copy_d2h(s->be, rows, s->buf[ksite], sizeof(float) * (size_t)n * kvd);
-		for (int u = 0; u < n && !st; u++)
-			memcpy(k + (size_t)(pos0 + u) * hd, rows + (size_t)u * kvd + (size_t)kvh * hd,
-			       sizeof(float) * hd);
+		/* what attention will read: the stored value, rounded as the
+		 * cache rounds it */
+		for (int u = 0; u < n && !st; u++) {
+			float *dst = k + (size_t)(pos0 + u) * hd;
+			memcpy(dst, rows + (size_t)u * kvd + (size_t)kvh * hd, sizeof(float) * hd);
+			if (f16)
+				for (int i = 0; i < hd; i++)
+					dst[i] = djn_f16_to_f32(djn_f32_to_f16(dst[i]));
+		}
 	}
 	free(blk);
 	if (st)

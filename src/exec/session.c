@@ -105,7 +105,7 @@ struct djn_session *djn_session_new(struct djn_model *m, struct djn_backend *be,
 	s->r.site = -1;
 	s->forced = -1;
 	if (djn_kv_init(&s->kv, be, m->cfg.n_layer, m->cfg.n_kv_head * m->cfg.head_dim, page, ctx,
-			err))
+			m->kv_dtype, err))
 		goto out_free;
 	if (djn_arena_init(&s->arena, be, 1 << 20, err))
 		goto out_free;
@@ -117,6 +117,23 @@ struct djn_session *djn_session_new(struct djn_model *m, struct djn_backend *be,
 out_free:
 	djn_session_free(s);
 	return NULL;
+}
+
+enum djn_status djn_model_set_kv_dtype(struct djn_model *m, enum djn_dtype t,
+				       struct djn_err *err)
+{
+	if (t != DJN_DTYPE_F32 && t != DJN_DTYPE_F16)
+		return djn_err_set(err, DJN_ERR_INVALID, "%s: a KV cache of %s (f32 or f16)",
+				   m->name, djn_dtype_name(t));
+	for (struct djn_session *o = live; o; o = o->next_live)
+		if (o->m == m && o->kv.view.dtype != t)
+			return djn_err_set(err, DJN_ERR_STATE,
+					   "%s: a session's KV cache is %s: free its sessions before "
+					   "changing it to %s",
+					   m->name, djn_dtype_name(o->kv.view.dtype),
+					   djn_dtype_name(t));
+	m->kv_dtype = t;
+	return DJN_OK;
 }
 
 void djn_session_free(struct djn_session *s)

@@ -131,16 +131,19 @@ static size_t kv_limit_opt(lua_State *L, int idx)
 }
 
 /* djinn.load(path [, {device=, dtype=, tokenizer=, threads=, vram_budget=,
- * ring_slots=, kv_limit=, pool=}]) -> Model | nil, msg.  pool = true: the
- * model joins its device's shared VRAM pool, vram_budget being the pool's. */
+ * ring_slots=, kv_limit=, kv_dtype=, pool=}]) -> Model | nil, msg.  pool =
+ * true: the model joins its device's shared VRAM pool, vram_budget being the
+ * pool's.  kv_dtype = "f32" (default) | "f16": its sessions' KV caches. */
 static int l_load(lua_State *L)
 {
 	static const char *const keys[] = { "device", "dtype", "tokenizer", "threads",
-					    "vram_budget", "ring_slots", "kv_limit", "pool", NULL };
+					    "vram_budget", "ring_slots", "kv_limit", "kv_dtype", "pool",
+					    NULL };
 	struct djn_ring_opts ring;
 	bool want_ring;
 	const char *path = luaL_checkstring(L, 1);
-	const char *device, *dtype, *tok;
+	const char *device, *dtype, *tok, *kv_dtype;
+	enum djn_dtype kvt;
 	lua_Integer threads;
 	struct djn_err err = { 0 };
 	struct djn_backend *be;
@@ -151,6 +154,9 @@ static int l_load(lua_State *L)
 	device = ldj_opt_string(L, 2, "djinn.load", "device", "auto");
 	dtype = ldj_opt_string(L, 2, "djinn.load", "dtype", "f32");
 	tok = ldj_opt_string(L, 2, "djinn.load", "tokenizer", NULL);
+	kv_dtype = ldj_opt_string(L, 2, "djinn.load", "kv_dtype", "f32");
+	if (!djn_dtype_parse(kv_dtype, &kvt) || (kvt != DJN_DTYPE_F32 && kvt != DJN_DTYPE_F16))
+		return ldj_error(L, "djinn.load: kv_dtype '%s' (f32 or f16)", kv_dtype);
 	threads = ldj_opt_integer(L, 2, "djinn.load", "threads", 0);
 	if (strcmp(dtype, "f32") && strcmp(dtype, "auto"))
 		return ldj_error(L, "djinn.load: dtype '%s' is not supported (activations are f32; "
@@ -167,7 +173,8 @@ static int l_load(lua_State *L)
 		lua_pushfstring(L, "djinn.load: %s", err.msg);
 		return 2;
 	}
-	if (want_ring && djn_ring_configure(box->p, &ring, &err)) {
+	if ((kvt != DJN_DTYPE_F32 && djn_model_set_kv_dtype(box->p, kvt, &err)) ||
+	    (want_ring && djn_ring_configure(box->p, &ring, &err))) {
 		ldj_box_free(box);
 		lua_pushnil(L);
 		lua_pushfstring(L, "djinn.load: %s", err.msg);

@@ -64,6 +64,8 @@ DJN_CMD_FN(cmd_load)
 {
 	const char *path = NULL, *device = sh->device, *tok = NULL, *dtype = NULL, *busy;
 	const char *budget = NULL, *slots = NULL, *kv_limit = NULL, *name = NULL, *why;
+	const char *kv_dtype = NULL;
+	enum djn_dtype kvt = DJN_DTYPE_F32;
 	size_t kv_bytes = 0;
 	struct djn_ring_opts ring = { 0 };
 	struct djn_err err = { 0 };
@@ -77,7 +79,7 @@ DJN_CMD_FN(cmd_load)
 		const char *a = argv[i];
 		if (!strcmp(a, "--device") || !strcmp(a, "--dtype") || !strcmp(a, "--tokenizer") ||
 		    !strcmp(a, "-z") || !strcmp(a, "--vram-budget") || !strcmp(a, "--ring-slots") ||
-		    !strcmp(a, "--kv-limit") || !strcmp(a, "--name")) {
+		    !strcmp(a, "--kv-limit") || !strcmp(a, "--name") || !strcmp(a, "--kv-dtype")) {
 			if (i + 1 >= argc)
 				return sh_fail(sh, "load: option '%s' needs a value", a);
 			if (!strcmp(a, "--device"))
@@ -92,6 +94,8 @@ DJN_CMD_FN(cmd_load)
 				kv_limit = argv[++i];
 			else if (!strcmp(a, "--name"))
 				name = argv[++i];
+			else if (!strcmp(a, "--kv-dtype"))
+				kv_dtype = argv[++i];
 			else
 				tok = argv[++i];
 		} else if (a[0] == '-' && a[1]) {
@@ -111,6 +115,9 @@ DJN_CMD_FN(cmd_load)
 		return sh_fail(sh, "load: bad dtype '%s' (f32, f16 or bf16)", dtype);
 	if (budget && (!djn_size_parse(budget, &ring.vram_budget) || !ring.vram_budget))
 		return sh_fail(sh, "load: bad --vram-budget '%s' (a size: 18G, 512M, bytes)", budget);
+	if (kv_dtype && (!djn_dtype_parse(kv_dtype, &kvt) ||
+			 (kvt != DJN_DTYPE_F32 && kvt != DJN_DTYPE_F16)))
+		return sh_fail(sh, "load: bad --kv-dtype '%s' (f32 or f16)", kv_dtype);
 	if (kv_limit && (!djn_size_parse(kv_limit, &kv_bytes) || !kv_bytes))
 		return sh_fail(sh, "load: bad --kv-limit '%s' (a size: 2G, 512M, bytes)", kv_limit);
 	if (slots) {
@@ -123,9 +130,11 @@ DJN_CMD_FN(cmd_load)
 			return sh_fail(sh, "load: bad --ring-slots '%s' (1..%d, or sync)", slots,
 				       DJN_RING_MAX_SLOTS);
 	}
-	if (sh->host && (dtype || budget || slots || kv_limit || strcmp(device, sh->device)))
+	if (sh->host &&
+	    (dtype || budget || slots || kv_limit || kv_dtype || strcmp(device, sh->device)))
 		return sh_fail(sh, "load: the server fixed how '%s' is loaded (device %s); "
-				   "drop --device, --dtype, --vram-budget, --ring-slots and --kv-limit",
+				   "drop --device, --dtype, --vram-budget, --ring-slots, --kv-limit "
+				   "and --kv-dtype",
 			       path, sh->device);
 	if (!sh->host && !sh_files_ok(sh))
 		return DJN_CMD_FAIL;
@@ -150,6 +159,10 @@ DJN_CMD_FN(cmd_load)
 			   : djn_model_load(path, tok, &err)))
 		return sh_fail(sh, "%s", err.msg);
 	if (dtype && m->layers[0].wq.dtype != want && djn_model_cast(m, want, &err)) {
+		djn_model_unref(m);
+		return sh_fail(sh, "load: %s", err.msg);
+	}
+	if (kv_dtype && djn_model_set_kv_dtype(m, kvt, &err)) {
 		djn_model_unref(m);
 		return sh_fail(sh, "load: %s", err.msg);
 	}
@@ -414,8 +427,10 @@ DJN_CMD_FN(cmd_info_kv)
 	fmt_bytes(mi.data_bytes, b, sizeof(b));
 	sh_printf(sh, "KV cache of session '%s': %zu page%s of %s (%s)\n", sh_cur(sh)->name,
 		  mi.data_pages, mi.data_pages == 1 ? "" : "s", a, b);
-	sh_printf(sh, "  %d layers x (K, V) x kv_dim %d per token; %d of %d positions in use\n",
-		  c->n_layer, c->n_kv_head * c->head_dim, held, c->seq_len);
+	sh_printf(sh, "  %d layers x (K, V) x kv_dim %d per token, %s; %d of %d positions in use\n",
+		  c->n_layer, c->n_kv_head * c->head_dim, djn_dtype_name(sh->m->kv_dtype), held,
+		  c->seq_len);
+	sh_json_str(sh, "dtype", djn_dtype_name(sh->m->kv_dtype));
 	sh_json_num(sh, "pages", (double)mi.data_pages);
 	sh_json_num(sh, "page_bytes", (double)mi.data_page_bytes);
 	sh_json_num(sh, "positions", held);

@@ -174,8 +174,9 @@ const struct djn_cmd djn_cmd_table[] = {
 	/* model */
 	{ .group = "Model", .name = "load", .usage =
 	  "load PATH [--device auto|cpu|cuda[:N]] [--dtype f32|f16|bf16] [--tokenizer FILE] "
-	  "[--vram-budget SIZE] [--ring-slots K|sync] [--kv-limit SIZE] [--name NAME]",
-	  .arity = -2, .max = 16, .exec = cmd_load, .args = DJN_ARG_FILE,
+	  "[--vram-budget SIZE] [--ring-slots K|sync] [--kv-limit SIZE] [--kv-dtype f32|f16] "
+	  "[--name NAME]",
+	  .arity = -2, .max = 18, .exec = cmd_load, .args = DJN_ARG_FILE,
 	  .summary = "load a model (llama2.c .bin, .gguf, or a Hugging Face directory)",
 	  .help = "Replaces the loaded model and its sessions; refused while a run is paused\n"
 		  "(kill it first).  A load that fails keeps the old model.  --dtype converts\n"
@@ -186,7 +187,9 @@ const struct djn_cmd djn_cmd_table[] = {
 		  "K slots (--ring-slots; default 2..4, or sync for no overlap).  See\n"
 		  "\"info ringbuf\".  --kv-limit bounds the KV pages of all sessions: past it\n"
 		  "(or when the device is full) the least recently used paused session is\n"
-		  "swapped out to the host, and comes back when it runs.\n"
+		  "swapped out to the host, and comes back when it runs.  --kv-dtype f16 keeps\n"
+		  "the KV cache in halves (k and v rounded to nearest even as they are stored):\n"
+		  "half the bytes of the default f32, so twice the contexts under a limit.\n"
 		  "--name NAME keeps the models loaded before (those loaded with --name) and\n"
 		  "adds this one beside them, with a session of the same name: with\n"
 		  "--vram-budget all of them share one VRAM pool (the budget is the pool's),\n"

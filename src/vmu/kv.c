@@ -8,13 +8,17 @@
 
 size_t djn_kv_page_bytes(const struct djn_kv *kv)
 {
-	return djn_kv_page_floats(&kv->view) * sizeof(float);
+	return djn_kv_page_elems(&kv->view) * djn_kv_elem_bytes(kv->view.dtype);
 }
 
 enum djn_status djn_kv_init(struct djn_kv *kv, struct djn_backend *be, int n_layer,
-			    int kv_dim, int page_tokens, int max_ctx, struct djn_err *err)
+			    int kv_dim, int page_tokens, int max_ctx, enum djn_dtype dtype,
+			    struct djn_err *err)
 {
 	memset(kv, 0, sizeof(*kv));
+	if (dtype != DJN_DTYPE_F32 && dtype != DJN_DTYPE_F16)
+		return djn_err_set(err, DJN_ERR_INVALID, "kv cache: dtype %s (f32 or f16)",
+				   djn_dtype_name(dtype));
 	kv->be = be;
 	kv->n_cap = (max_ctx + page_tokens - 1) / page_tokens;
 	kv->host_table = djn_xcalloc((size_t)kv->n_cap, sizeof(float *));
@@ -33,6 +37,7 @@ enum djn_status djn_kv_init(struct djn_kv *kv, struct djn_backend *be, int n_lay
 	kv->view.page_tokens = page_tokens;
 	kv->view.n_layer = n_layer;
 	kv->view.kv_dim = kv_dim;
+	kv->view.dtype = dtype;
 	return DJN_OK;
 }
 

@@ -154,9 +154,13 @@ struct tbatch {
 	struct djn_kv_rows cpu_rows, gpu_rows;
 };
 
-static size_t page_floats(const struct tbatch *b)
+/* The dtype of every cache the tests make (the f16 test sets it). */
+static enum djn_dtype kv_dt = DJN_DTYPE_F32;
+
+/* Bytes of a page. */
+static size_t page_bytes(const struct tbatch *b)
 {
-	return (size_t)N_LAYER * 2 * PAGE_TOKENS * b->kv_dim;
+	return (size_t)N_LAYER * 2 * PAGE_TOKENS * b->kv_dim * djn_kv_elem_bytes(kv_dt);
 }
 
 static struct djn_kv_view view_of(const struct tbatch *b, const struct tsess *s, bool gpu)
@@ -164,14 +168,14 @@ static struct djn_kv_view view_of(const struct tbatch *b, const struct tsess *s,
 	struct djn_kv_view v = { .pages = gpu ? s->gpu_table : s->cpu_pages,
 				 .pages_host = gpu ? s->gpu_pages_host : s->cpu_pages,
 				 .n_pages = s->n_pages, .page_tokens = PAGE_TOKENS,
-				 .n_layer = N_LAYER, .kv_dim = b->kv_dim };
+				 .n_layer = N_LAYER, .kv_dim = b->kv_dim, .dtype = kv_dt };
 	return v;
 }
 
-static void tsess_new(struct tbatch *b, struct tsess *s, int len, int n_new, const float *nan_page)
+static void tsess_new(struct tbatch *b, struct tsess *s, int len, int n_new, const void *nan_page)
 {
 	struct djn_backend *g = b->p->gpu, *c = b->p->cpu;
-	const size_t pf = page_floats(b);
+	const size_t pb = page_bytes(b);
 
 	s->len = len;
 	s->n_new = n_new;
@@ -181,10 +185,10 @@ static void tsess_new(struct tbatch *b, struct tsess *s, int len, int n_new, con
 	s->cpu_pages = malloc(sizeof(float *) * s->n_pages);
 	s->gpu_pages_host = malloc(sizeof(float *) * s->n_pages);
 	for (int i = 0; i < s->n_pages; i++) {
-		s->cpu_pages[i] = malloc(sizeof(float) * pf);
+		s->cpu_pages[i] = malloc(pb);
 		cr_assert(s->cpu_pages[i]);
-		memcpy(s->cpu_pages[i], nan_page, sizeof(float) * pf);
-		s->gpu_pages_host[i] = gpu_put(g, nan_page, sizeof(float) * pf);
+		memcpy(s->cpu_pages[i], nan_page, pb);
+		s->gpu_pages_host[i] = gpu_put(g, nan_page, pb);
 	}
 	for (int i = s->n_pages - 1; i > 0; i--) {
 		int j = (int)(rng_u64() % (uint64_t)(i + 1));
@@ -255,10 +259,9 @@ static void tbatch_new(struct tbatch *b, struct pair *p, int n_head, int n_kv_he
 	b->n_sess = n_sess;
 	cr_assert(n_sess <= MAX_SESS);
 
-	size_t pf = page_floats(b);
-	float *nan_page = malloc(sizeof(float) * pf);
-	for (size_t i = 0; i < pf; i++)
-		nan_page[i] = NAN;
+	size_t pb = page_bytes(b);
+	void *nan_page = malloc(pb);
+	memset(nan_page, 0xff, pb); /* NaN in f32 and in f16 */
 	for (int i = 0; i < n_sess; i++) {
 		tsess_new(b, &b->s[i], sess[i][0], sess[i][1], nan_page);
 		if (sess[i][0] + sess[i][1] > b->max_len)
@@ -287,7 +290,7 @@ static void tbatch_new(struct tbatch *b, struct pair *p, int n_head, int n_kv_he
 	b->cpu_rows = (struct djn_kv_rows){ .tables = b->cpu_tables, .pos = b->pos,
 					    .n_rows = b->n_rows, .page_tokens = PAGE_TOKENS,
 					    .n_layer = N_LAYER, .kv_dim = b->kv_dim,
-					    .max_len = b->max_len };
+					    .max_len = b->max_len, .dtype = kv_dt };
 	b->gpu_rows = b->cpu_rows;
 	b->gpu_rows.tables = b->gpu_tables;
 	b->gpu_rows.pos = b->gpu_pos;
@@ -304,14 +307,14 @@ static void tbatch_free(struct tbatch *b)
 /* Every page of every session, bit for bit. */
 static void expect_caches_equal(struct tbatch *b, const char *what)
 {
-	size_t pf = page_floats(b);
-	float *h = malloc(sizeof(float) * pf);
+	size_t pb = page_bytes(b);
+	void *h = malloc(pb);
 	int bad = 0;
 
 	for (int i = 0; i < b->n_sess; i++)
 		for (int pg = 0; pg < b->s[i].n_pages; pg++) {
-			gpu_get(b->p->gpu, h, b->s[i].gpu_pages_host[pg], sizeof(float) * pf);
-			bad += memcmp(h, b->s[i].cpu_pages[pg], sizeof(float) * pf) != 0;
+			gpu_get(b->p->gpu, h, b->s[i].gpu_pages_host[pg], pb);
+			bad += memcmp(h, b->s[i].cpu_pages[pg], pb) != 0;
 		}
 	cr_expect_eq(bad, 0, "%s: %d cache pages differ", what, bad);
 	free(h);
@@ -473,6 +476,20 @@ Test(batch, other_shapes)
 	check_shape(9, 3, 64, 3, 1, 300, 123);  /* SmolLM2-135M */
 	check_shape(8, 4, 8, 128, 7, 300, 124); /* stories260K: head_dim 8 */
 	check_shape(4, 1, 96, 3, 0, 2100, 125); /* head_dim not a multiple of 32 */
+}
+
+/* An f16 cache: the same stores (rounded to nearest even alike, bit for bit)
+ * and attention within the same tolerance as f32, on the float4 path (hd
+ * 128 and 64) and the scalar one (hd 8, 96). */
+Test(batch, f16_cache)
+{
+	kv_dt = DJN_DTYPE_F16;
+	check_shape(32, 8, 128, 64, 5, 2100, 131);
+	check_shape(32, 32, 64, 3, 0, 2100, 132);
+	check_shape(9, 3, 64, 3, 1, 300, 133);
+	check_shape(8, 4, 8, 128, 7, 300, 134);
+	check_shape(4, 1, 96, 3, 0, 2100, 135);
+	kv_dt = DJN_DTYPE_F32;
 }
 
 /* A batch of only padding, and n_rows 0: nothing stored, zeros, no error. */

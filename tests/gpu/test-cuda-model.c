@@ -134,6 +134,43 @@ Test(cuda_model, stories260K_bf16_logits_within_1e_2, .timeout = 300)
 	half(DJN_DTYPE_BF16);
 }
 
+/* f32 weights, an f16 KV cache on both: the cache rounds alike, so the
+ * logits stay within f32's tolerance (a k or v a hair apart may round to
+ * the neighbouring half: 1e-3).  A 5-token prompt (the split and small
+ * prefill kernels, the fused store), then 80 (the tiled and GEMM prefill). */
+Test(cuda_model, stories260K_f16_kv_cache_matches_cpu, .timeout = 300)
+{
+	struct side c, g;
+	struct djn_err err = { 0 };
+	int32_t longer[80];
+	int bad;
+
+	need_gpu();
+	side_open(&c, "models/stories260K.bin", "models/tok512.bin", "cpu", DJN_DTYPE_COUNT);
+	side_open(&g, "models/stories260K.bin", "models/tok512.bin", "cuda", DJN_DTYPE_COUNT);
+	djn_session_free(c.s);
+	djn_session_free(g.s);
+	cr_assert_eq(djn_model_set_kv_dtype(c.m, DJN_DTYPE_F16, &err), DJN_OK, "%s", err.msg);
+	cr_assert_eq(djn_model_set_kv_dtype(g.m, DJN_DTYPE_F16, &err), DJN_OK, "%s", err.msg);
+	c.s = djn_session_new(c.m, c.be, NULL, &err);
+	g.s = djn_session_new(g.m, g.be, NULL, &err);
+	cr_assert(c.s && g.s, "%s", err.msg);
+	double worst = compare(&c, &g, once, 5, 120, &bad);
+	printf("stories260K f16 KV: worst relative logit error %.3g, %d argmax differences in "
+	       "120\n", worst, bad);
+	cr_expect_leq(worst, 1e-3);
+	cr_expect_eq(bad, 0);
+	longer[0] = 1;
+	for (int i = 1; i < 80; i++)
+		longer[i] = 3 + (i * 37) % 500;
+	worst = compare(&c, &g, longer, 80, 40, &bad);
+	printf("stories260K f16 KV, 80-token prompt: worst %.3g, %d argmax differences\n", worst,
+	       bad);
+	cr_expect_leq(worst, 1e-3);
+	side_close(&c);
+	side_close(&g);
+}
+
 Test(cuda_model, smollm2_q4_1_matches_cpu, .timeout = 600)
 {
 	struct side c, g;

@@ -78,13 +78,16 @@ struct batch {
 	struct djn_kv_rows rows;
 };
 
+/* The dtype of every cache the tests make (the f16 tests set it). */
+static enum djn_dtype kv_dt = DJN_DTYPE_F32;
+
 /* Every page starts as NaN so that a read of a slot never written shows,
  * and so that whole pages can be compared. */
 static void kv_new(struct batch *b, struct djn_kv *kv, int len)
 {
 	struct djn_err err = { 0 };
 
-	OK(b->be, djn_kv_init(kv, b->be, N_LAYER, b->kv_dim, PAGE_TOKENS, MAX_CTX, &err));
+	OK(b->be, djn_kv_init(kv, b->be, N_LAYER, b->kv_dim, PAGE_TOKENS, MAX_CTX, kv_dt, &err));
 	cr_assert_eq(djn_kv_reserve(kv, len, &err), DJN_OK, "reserve %d: %s", len, err.msg);
 	for (int p = 0; p < kv->view.n_pages; p++)
 		memset(kv->host_table[p], 0xff, djn_kv_page_bytes(kv));
@@ -135,7 +138,7 @@ static void batch_new(struct batch *b, struct djn_backend *be, int n_head, int n
 			     next[i], b->s[i].n_new);
 	b->rows = (struct djn_kv_rows){ .tables = b->tables, .pos = b->pos, .n_rows = n_rows,
 					.page_tokens = PAGE_TOKENS, .n_layer = N_LAYER,
-					.kv_dim = b->kv_dim, .max_len = MAX_CTX };
+					.kv_dim = b->kv_dim, .max_len = MAX_CTX, .dtype = kv_dt };
 }
 
 static void batch_free(struct batch *b)
@@ -430,5 +433,85 @@ Test(batch_ops, argmax_rows_equal_argmax)
 	OK(be, be->i->argmax_rows(be, x, 0, DIM, got));
 	cr_expect_eq(be->i->argmax_rows(be, x, 1, 0, got), DJN_ERR_INVALID);
 	free(x);
+	djn_backend_free(be);
+}
+
+/* An f16 cache: the batch's rows equal the per-session ops bit for bit, as
+ * with f32 (the same tests, every cache in halves). */
+Test(batch_ops, f16_cache_rows_equal_per_session)
+{
+	struct djn_backend *be = cpu_open(3);
+	static const int sess[][2] = { { 3, 2 }, { 20, 1 }, { 11, 3 }, { 1, 1 } };
+	static const int order[] = { 2, 0, 1, 2, 3, 0, 2 };
+	struct batch b;
+
+	kv_dt = DJN_DTYPE_F16;
+	rng_seed(11);
+	batch_new(&b, be, 4, 2, 8, sess3, N_OF(sess3), order3, N_OF(order3));
+	check_step(&b, 1, 8, DJN_ROPE_INTERLEAVED);
+	batch_free(&b);
+	rng_seed(12);
+	batch_new(&b, be, 8, 2, 4, sess, N_OF(sess), order, N_OF(order));
+	check_step(&b, 0, 4, DJN_ROPE_HALF);
+	batch_free(&b);
+	kv_dt = DJN_DTYPE_F32;
+	djn_backend_free(be);
+}
+
+/* What an f16 cache holds: k and v rounded to nearest even, half the bytes
+ * of an f32 page; attention over it equals attention over an f32 cache
+ * holding those rounded values, bit for bit (widening is exact). */
+Test(batch_ops, f16_cache_holds_rounded_values)
+{
+	struct djn_backend *be = cpu_open(2);
+	struct djn_err err = { 0 };
+	struct djn_kv h, f;
+	const int kd = 16, len = 9, n_head = 4, n_kv_head = 2, hd = 8;
+	float *k = rand_vec((size_t)len * kd, 3.0f), *v = rand_vec((size_t)len * kd, 3.0f);
+	float *kr = malloc(sizeof(float) * len * kd), *vr = malloc(sizeof(float) * len * kd);
+	float *q = rand_vec((size_t)len * n_head * hd, 2.0f);
+	float *oh = malloc(sizeof(float) * len * n_head * hd);
+	float *of = malloc(sizeof(float) * len * n_head * hd);
+
+	rng_seed(13);
+	OK(be, djn_kv_init(&h, be, N_LAYER, kd, PAGE_TOKENS, MAX_CTX, DJN_DTYPE_F16, &err));
+	OK(be, djn_kv_init(&f, be, N_LAYER, kd, PAGE_TOKENS, MAX_CTX, DJN_DTYPE_F32, &err));
+	cr_assert_eq(2 * djn_kv_page_bytes(&h), djn_kv_page_bytes(&f));
+	cr_assert_eq(djn_kv_reserve(&h, len, &err), DJN_OK, "%s", err.msg);
+	cr_assert_eq(djn_kv_reserve(&f, len, &err), DJN_OK, "%s", err.msg);
+	for (int i = 0; i < len * kd; i++) {
+		kr[i] = djn_f16_to_f32(djn_f32_to_f16(k[i]));
+		vr[i] = djn_f16_to_f32(djn_f32_to_f16(v[i]));
+	}
+	OK(be, be->i->kv_store(be, &h.view, 1, 0, len, k, v));
+	OK(be, be->i->kv_store(be, &f.view, 1, 0, len, kr, vr));
+	for (int t = 0; t < len; t++) {
+		const uint16_t *page = (const uint16_t *)h.host_table[t / PAGE_TOKENS];
+		const uint16_t *row = page + ((size_t)(1 * 2 + 0) * PAGE_TOKENS + t % PAGE_TOKENS) * kd;
+		for (int d = 0; d < kd; d++)
+			cr_expect_eq(row[d], djn_f32_to_f16(k[t * kd + d]),
+				     "position %d, dim %d: K stored as %04x, not %04x", t, d, row[d],
+				     djn_f32_to_f16(k[t * kd + d]));
+	}
+	struct djn_attn_shape sh = { .n_head = n_head, .n_kv_head = n_kv_head, .head_dim = hd,
+				     .layer = 1, .pos0 = 0, .n_rows = len };
+	OK(be, be->i->attention(be, oh, q, &h.view, &sh));
+	OK(be, be->i->attention(be, of, q, &f.view, &sh));
+	cr_expect_arr_eq(oh, of, sizeof(float) * len * n_head * hd,
+			 "attention over the f16 cache differs from f32 over rounded values");
+	/* and a dtype the cache does not take */
+	struct djn_kv bad;
+	cr_expect_eq(djn_kv_init(&bad, be, N_LAYER, kd, PAGE_TOKENS, MAX_CTX, DJN_DTYPE_BF16, &err),
+		     DJN_ERR_INVALID);
+	cr_expect(strstr(err.msg, "f32 or f16"), "message: %s", err.msg);
+	djn_kv_release(&h);
+	djn_kv_release(&f);
+	free(k);
+	free(v);
+	free(kr);
+	free(vr);
+	free(q);
+	free(oh);
+	free(of);
 	djn_backend_free(be);
 }

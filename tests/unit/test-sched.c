@@ -137,7 +137,7 @@ static struct djn_sched *sched(enum djn_sched_policy p, int budget)
 	return q;
 }
 
-Test(sched, batched_equals_alone_with_joins_and_leaves)
+static void batched_equals_alone(void)
 {
 	struct result ref[N_AGENTS], got[N_AGENTS];
 	struct djn_session *s[N_AGENTS];
@@ -185,6 +185,31 @@ Test(sched, batched_equals_alone_with_joins_and_leaves)
 	djn_sched_free(q);
 	release(ref, N_AGENTS);
 	release(got, N_AGENTS);
+}
+
+Test(sched, batched_equals_alone_with_joins_and_leaves) { batched_equals_alone(); }
+
+/* An f16 KV cache: batched still equals alone (both round k and v alike);
+ * the dtype cannot change under a live session. */
+Test(sched, f16_kv_batched_equals_alone)
+{
+	struct djn_err err = { 0 };
+
+	cr_assert_eq(djn_model_set_kv_dtype(model, DJN_DTYPE_F16, &err), DJN_OK, "%s", err.msg);
+	batched_equals_alone();
+	struct djn_session *s = started(0);
+	cr_assert_eq(djn_model_set_kv_dtype(model, DJN_DTYPE_F32, &err), DJN_ERR_STATE);
+	cr_assert(strstr(err.msg, "free its sessions"), "message: %s", err.msg);
+	cr_assert_eq(djn_model_set_kv_dtype(model, DJN_DTYPE_BF16, &err), DJN_ERR_INVALID);
+	struct djn_mem_info half, full;
+	djn_session_mem(s, &half);
+	djn_session_free(s);
+	cr_assert_eq(djn_model_set_kv_dtype(model, DJN_DTYPE_F32, &err), DJN_OK, "%s", err.msg);
+	s = started(0);
+	djn_session_mem(s, &full);
+	cr_assert_eq(2 * half.data_page_bytes, full.data_page_bytes, "f16 pages of %zu bytes, f32 %zu",
+		     half.data_page_bytes, full.data_page_bytes);
+	djn_session_free(s);
 }
 
 Test(sched, breakpoint_in_one_session_while_three_run)
@@ -289,7 +314,7 @@ static void agents_under(enum djn_sched_policy p)
 	for (int i = 0; i < N_AGENTS; i++)
 		alone(i, &ref[i]);
 	be->data_limit = 12 * 16 * (size_t)model->cfg.n_layer * 2 *
-			 model->cfg.n_kv_head * model->cfg.head_dim * sizeof(float);
+			 model->cfg.n_kv_head * model->cfg.head_dim * djn_kv_elem_bytes(model->kv_dtype);
 	q = sched(p, 32);
 	for (int i = 0; i < N_AGENTS; i++)
 		cr_assert_eq(djn_sched_add(q, s[i] = started(i)), DJN_OK, "%s", djn_sched_errmsg(q));
@@ -354,6 +379,19 @@ Test(sched, io_wait_signal) { agents_under(DJN_POLICY_SIGNAL); }
 Test(sched, io_wait_lru) { agents_under(DJN_POLICY_LRU); }
 Test(sched, io_wait_recompute) { agents_under(DJN_POLICY_RECOMPUTE); }
 Test(sched, io_wait_none) { agents_under(DJN_POLICY_NONE); }
+
+/* Swapped out and back, and recomputed, in halves: tokens as alone. */
+static void f16_agents_under(enum djn_sched_policy p)
+{
+	struct djn_err err = { 0 };
+
+	cr_assert_eq(djn_model_set_kv_dtype(model, DJN_DTYPE_F16, &err), DJN_OK, "%s", err.msg);
+	agents_under(p);
+	cr_assert_eq(djn_model_set_kv_dtype(model, DJN_DTYPE_F32, &err), DJN_OK, "%s", err.msg);
+}
+
+Test(sched, f16_kv_io_wait_signal) { f16_agents_under(DJN_POLICY_SIGNAL); }
+Test(sched, f16_kv_io_wait_recompute) { f16_agents_under(DJN_POLICY_RECOMPUTE); }
 
 Test(sched, free_while_swapped_out)
 {
@@ -429,7 +467,7 @@ Test(sched, kv_table_complete_after_a_reserve_that_ran_out)
 
 	cr_assert_not_null(cpu, "%s", err.msg);
 	cpu->host_memory = false;
-	cr_assert_eq(djn_kv_init(&kv, cpu, 2, 8, 4, 64, &err), DJN_OK, "%s", err.msg);
+	cr_assert_eq(djn_kv_init(&kv, cpu, 2, 8, 4, 64, DJN_DTYPE_F32, &err), DJN_OK, "%s", err.msg);
 	cr_assert(kv.dev_table != kv.host_table);
 	saved = cpu->data_limit;
 	/* room for 3 of the 5 pages asked: it fails with 3 taken ... */

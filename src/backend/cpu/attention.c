@@ -6,12 +6,46 @@
 
 #include "backend/cpu/cpu.h"
 
-static inline float *kv_row(const struct djn_kv_view *kv, int layer, int which, int pos)
+/* Element index of row `pos` of K (which = 0) or V (1) of layer in its
+ * page, and that page. */
+static inline size_t kv_off(const struct djn_kv_view *kv, int layer, int which, int pos)
 {
-	float *page = kv->pages_host[pos / kv->page_tokens];
+	return (((size_t)layer * 2 + which) * kv->page_tokens + pos % kv->page_tokens) *
+	       kv->kv_dim;
+}
 
-	return page + (((size_t)layer * 2 + which) * kv->page_tokens + pos % kv->page_tokens) *
-			      kv->kv_dim;
+static inline void *kv_page(const struct djn_kv_view *kv, int pos)
+{
+	return kv->pages_host[pos / kv->page_tokens];
+}
+
+/* n elements of a row of the cache from element off, as f32: the f32
+ * cache's own floats, or an f16 cache's halves widened into buf (exact). */
+static inline const float *kv_read(const struct djn_kv_view *kv, int layer, int which, int pos,
+				   size_t off, int n, float *buf)
+{
+	size_t at = kv_off(kv, layer, which, pos) + off;
+
+	if (kv->dtype != DJN_DTYPE_F16)
+		return (const float *)kv_page(kv, pos) + at;
+	const uint16_t *h = (const uint16_t *)kv_page(kv, pos) + at;
+	for (int i = 0; i < n; i++)
+		buf[i] = djn_f16_to_f32(h[i]);
+	return buf;
+}
+
+static void kv_write(const struct djn_kv_view *kv, int layer, int which, int pos,
+		     const float *src)
+{
+	size_t at = kv_off(kv, layer, which, pos);
+
+	if (kv->dtype != DJN_DTYPE_F16) {
+		memcpy((float *)kv_page(kv, pos) + at, src, sizeof(float) * kv->kv_dim);
+		return;
+	}
+	uint16_t *h = (uint16_t *)kv_page(kv, pos) + at;
+	for (int i = 0; i < kv->kv_dim; i++)
+		h[i] = djn_f32_to_f16(src[i]);
 }
 
 enum djn_status cpu_kv_store(struct djn_backend *be, const struct djn_kv_view *kv, int layer,
@@ -22,10 +56,8 @@ enum djn_status cpu_kv_store(struct djn_backend *be, const struct djn_kv_view *k
 				   "kv_store: positions %d..%d beyond the %d cached", pos0,
 				   pos0 + n - 1, kv->n_pages * kv->page_tokens);
 	for (int i = 0; i < n; i++) {
-		memcpy(kv_row(kv, layer, 0, pos0 + i), k + (size_t)i * kv->kv_dim,
-		       sizeof(float) * kv->kv_dim);
-		memcpy(kv_row(kv, layer, 1, pos0 + i), v + (size_t)i * kv->kv_dim,
-		       sizeof(float) * kv->kv_dim);
+		kv_write(kv, layer, 0, pos0 + i, k + (size_t)i * kv->kv_dim);
+		kv_write(kv, layer, 1, pos0 + i, v + (size_t)i * kv->kv_dim);
 	}
 	return DJN_OK;
 }
@@ -41,9 +73,10 @@ void cpu_attention_head(float *xb, const float *q, const struct djn_kv_view *kv,
 			int head_dim, int kvh, int pos, float *att)
 {
 	int hd = head_dim;
+	float wide[DJN_CPU_MAX_HEAD_DIM];
 
 	for (int u = 0; u <= pos; u++) {
-		const float *k = kv_row(kv, layer, 0, u) + (size_t)kvh * hd;
+		const float *k = kv_read(kv, layer, 0, u, (size_t)kvh * hd, hd, wide);
 		float score = 0.0f;
 		for (int i = 0; i < hd; i++)
 			score += q[i] * k[i];
@@ -53,7 +86,7 @@ void cpu_attention_head(float *xb, const float *q, const struct djn_kv_view *kv,
 	cpu_softmax_row(att, pos + 1);
 	memset(xb, 0, sizeof(float) * hd);
 	for (int u = 0; u <= pos; u++) {
-		const float *v = kv_row(kv, layer, 1, u) + (size_t)kvh * hd;
+		const float *v = kv_read(kv, layer, 1, u, (size_t)kvh * hd, hd, wide);
 		float a = att[u];
 		for (int i = 0; i < hd; i++)
 			xb[i] += a * v[i];

@@ -21,6 +21,7 @@ static struct djn_kv_view row_view(const struct djn_kv_rows *kv, int i, int pos)
 		.page_tokens = kv->page_tokens,
 		.n_layer = kv->n_layer,
 		.kv_dim = kv->kv_dim,
+		.dtype = kv->dtype,
 	};
 	return v;
 }

@@ -44,6 +44,9 @@ enum djn_status cpu_kv_store(struct djn_backend *be, const struct djn_kv_view *k
 			     int pos0, int n, const float *k, const float *v);
 enum djn_status cpu_attention(struct djn_backend *be, float *out, const float *q,
 			      const struct djn_kv_view *kv, const struct djn_attn_shape *s);
+/* The largest head_dim a model may have (djn_config_validate). */
+#define DJN_CPU_MAX_HEAD_DIM 1024
+
 /* One query head of attention: xb (head_dim) = softmax(q k^T / sqrt(head_dim)) v
  * over positions 0 .. pos of kv head kvh of `layer`; att holds pos + 1
  * floats of scratch.  cpu_attention and cpu_attention_rows both call it, so

@@ -2,7 +2,9 @@
  * cache, on the GPU.
  *
  * Page p of the cache holds positions p*page_tokens .. +page_tokens-1 of every
- * layer, [layer][K=0/V=1][token in page][kv_dim] f32, and kv->pages is a
+ * layer, [layer][K=0/V=1][token in page][kv_dim] f32 or f16 (kv->dtype:
+ * every kernel that touches the cache is a template on its element type,
+ * reads widen to f32, stores round to nearest even), and kv->pages is a
  * device array of device page pointers: a position's row is found through
  * pages[pos / page_tokens], never by assuming pages are contiguous.
  *
@@ -26,27 +28,29 @@ struct attn_params {
 };
 
 /* Row `t` of K (V: + page_tokens * kv_dim) for kv head offset koff. */
-__device__ __forceinline__ const float *kv_row(float *const *pages, const struct attn_params &p,
-					       size_t koff, int t)
+template <typename KT>
+__device__ __forceinline__ const KT *kv_row(float *const *pages, const struct attn_params &p,
+					    size_t koff, int t)
 {
-	const float *page = pages[t / p.page_tokens];
+	const KT *page = (const KT *)pages[t / p.page_tokens];
 
 	return page + koff + (size_t)(t % p.page_tokens) * p.kv_dim;
 }
 
 /* --- kv_store -------------------------------------------------------------- */
 
+template <typename KT>
 __global__ void __launch_bounds__(256, 4)
 kv_store_kernel(float *const *pages, int page_tokens, int kv_dim, int layer, int pos0,
 		const int *dpos, const float *__restrict__ k, const float *__restrict__ v)
 {
 	const int i = blockIdx.x, which = blockIdx.y, t = (dpos ? *dpos : pos0) + i;
-	float *dst = pages[t / page_tokens] +
-		     (((size_t)layer * 2 + which) * page_tokens + t % page_tokens) * kv_dim;
+	KT *dst = (KT *)pages[t / page_tokens] +
+		  (((size_t)layer * 2 + which) * page_tokens + t % page_tokens) * kv_dim;
 	const float *src = (which ? v : k) + (size_t)i * kv_dim;
 
 	for (int d = threadIdx.x; d < kv_dim; d += blockDim.x)
-		dst[d] = src[d];
+		kv_st(dst + d, src[d]);
 }
 
 static enum djn_status check_kv(struct djn_backend *be, const char *op,
@@ -80,8 +84,12 @@ extern "C" enum djn_status cuda_kv_store(struct djn_backend *be, const struct dj
 	if ((st = cuda_step_pos(be, op_name_, pos0, n, &dpos)) != DJN_OK)
 		return st;
 	unsigned threads = kv->kv_dim >= 256 ? 256 : (unsigned)(kv->kv_dim + 31) / 32 * 32;
-	kv_store_kernel<<<dim3((unsigned)n, 2), threads, 0, c->compute>>>(
-		kv->pages, kv->page_tokens, kv->kv_dim, layer, pos0, dpos, k, v);
+	if (kv->dtype == DJN_DTYPE_F16)
+		kv_store_kernel<__half><<<dim3((unsigned)n, 2), threads, 0, c->compute>>>(
+			kv->pages, kv->page_tokens, kv->kv_dim, layer, pos0, dpos, k, v);
+	else
+		kv_store_kernel<float><<<dim3((unsigned)n, 2), threads, 0, c->compute>>>(
+			kv->pages, kv->page_tokens, kv->kv_dim, layer, pos0, dpos, k, v);
 	CK_LAUNCH(be);
 	return DJN_OK;
 }
@@ -103,7 +111,7 @@ __host__ __device__ __forceinline__ int att_chunk(int lmax, int nsz)
 	return c < ATT_MIN_CHUNK ? ATT_MIN_CHUNK : c;
 }
 
-template <int VPL>
+template <typename KT, int VPL>
 __global__ void __launch_bounds__(ATT_WARPS * 32, 4)
 attn_split_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 		  float *__restrict__ part_ml, const float *__restrict__ q,
@@ -140,13 +148,13 @@ attn_split_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 #pragma unroll
 		for (int u = 0; u < ATT_G; u++) {
 			const int t = tb + u;
-			const float *kr = t < t1 ? kv_row(pages, p, koff, t) : NULL;
+			const KT *kr = t < t1 ? kv_row<KT>(pages, p, koff, t) : NULL;
 #pragma unroll
 			for (int j = 0; j < VPL; j++) {
 				int d = lane + 32 * j;
 				bool ok = kr && d < hd;
-				kk[u][j] = ok ? kr[d] : 0.0f;
-				vv[u][j] = ok ? kr[voff + d] : 0.0f;
+				kk[u][j] = ok ? kv_ld(kr + d) : 0.0f;
+				vv[u][j] = ok ? kv_ld(kr + voff + d) : 0.0f;
 			}
 		}
 #pragma unroll
@@ -273,14 +281,14 @@ static size_t prefill_smem(int hd, int vpl)
 				(size_t)PF_BQ * vpl * 32 + (size_t)PF_BQ * PF_BK);
 }
 
-template <int VPL>
+template <typename KT, int VPL>
 __global__ void __launch_bounds__(PF_WARPS * 32, 2)
 attn_prefill_kernel(float *__restrict__ out, const float *__restrict__ q, float *const *pages,
 		    struct attn_params p)
 {
 	constexpr int HDP = VPL * 32; /* V and Q rows, zero-padded */
 	extern __shared__ float4 smem4[];
-	__shared__ const float *krow[PF_BK];
+	__shared__ const KT *krow[PF_BK];
 	const int hd = p.head_dim, KS = hd + 4; /* K row stride: conflict-free float4 */
 	float *Ks = (float *)smem4;
 	float *Vs = Ks + PF_BK * KS;
@@ -318,16 +326,16 @@ attn_prefill_kernel(float *__restrict__ out, const float *__restrict__ q, float 
 		__syncthreads(); /* the last tile's readers are done */
 		if (tid < PF_BK) {
 			int t = tbase + tid;
-			krow[tid] = t <= maxpos ? kv_row(pages, p, koff, t) : NULL;
+			krow[tid] = t <= maxpos ? kv_row<KT>(pages, p, koff, t) : NULL;
 		}
 		__syncthreads();
 		for (int e = tid; e < PF_BK * HDP; e += blockDim.x) {
 			int jj = e / HDP, d = e % HDP;
-			const float *kr = krow[jj];
+			const KT *kr = krow[jj];
 			bool ok = kr && d < hd;
 			if (d < hd)
-				Ks[jj * KS + d] = ok ? kr[d] : 0.0f;
-			Vs[e] = ok ? kr[voff + d] : 0.0f;
+				Ks[jj * KS + d] = ok ? kv_ld(kr + d) : 0.0f;
+			Vs[e] = ok ? kv_ld(kr + voff + d) : 0.0f;
 		}
 		__syncthreads();
 
@@ -409,26 +417,40 @@ attn_prefill_kernel(float *__restrict__ out, const float *__restrict__ q, float 
 
 template <int VPL>
 static cudaError_t launch_split(const struct cuda_ctx *c, dim3 grid, float *out, float *pa,
-				float *pm, const float *q, float *const *pages,
+				float *pm, const float *q, const struct djn_kv_view *kv,
 				const struct attn_params &p, const int *dpos, int nsz, int n_split)
 {
-	return cuda_launch(c, attn_split_kernel<VPL>, grid, dim3(ATT_WARPS * 32), 0, out, pa, pm,
-			   q, pages, p, dpos, nsz, n_split);
+	if (kv->dtype == DJN_DTYPE_F16)
+		return cuda_launch(c, attn_split_kernel<__half, VPL>, grid, dim3(ATT_WARPS * 32),
+				   0, out, pa, pm, q, kv->pages, p, dpos, nsz, n_split);
+	return cuda_launch(c, attn_split_kernel<float, VPL>, grid, dim3(ATT_WARPS * 32), 0, out,
+			   pa, pm, q, kv->pages, p, dpos, nsz, n_split);
 }
 
-template <int VPL>
-static cudaError_t launch_prefill(dim3 grid, size_t smem, cudaStream_t st, float *out,
-				  const float *q, float *const *pages, const struct attn_params &p)
+template <typename KT, int VPL>
+static cudaError_t launch_prefill_t(dim3 grid, size_t smem, cudaStream_t st, float *out,
+				    const float *q, float *const *pages,
+				    const struct attn_params &p)
 {
 	if (smem > 48 * 1024) {
-		cudaError_t e = cudaFuncSetAttribute(attn_prefill_kernel<VPL>,
+		cudaError_t e = cudaFuncSetAttribute(attn_prefill_kernel<KT, VPL>,
 						     cudaFuncAttributeMaxDynamicSharedMemorySize,
 						     (int)smem);
 		if (e != cudaSuccess)
 			return e;
 	}
-	attn_prefill_kernel<VPL><<<grid, PF_WARPS * 32, smem, st>>>(out, q, pages, p);
+	attn_prefill_kernel<KT, VPL><<<grid, PF_WARPS * 32, smem, st>>>(out, q, pages, p);
 	return cudaSuccess;
+}
+
+template <int VPL>
+static cudaError_t launch_prefill(dim3 grid, size_t smem, cudaStream_t st, float *out,
+				  const float *q, const struct djn_kv_view *kv,
+				  const struct attn_params &p)
+{
+	if (kv->dtype == DJN_DTYPE_F16)
+		return launch_prefill_t<__half, VPL>(grid, smem, st, out, q, kv->pages, p);
+	return launch_prefill_t<float, VPL>(grid, smem, st, out, q, kv->pages, p);
 }
 
 #define VPL_SWITCH(vpl, CALL)                                                 \
@@ -454,6 +476,7 @@ static cudaError_t launch_prefill(dim3 grid, size_t smem, cudaStream_t st, float
 #define ATT_GEMM_MIN_ROWS 64
 #define ATT_GEMM_MAX_SCRATCH ((size_t)512 << 20)
 
+template <typename KT>
 __global__ void __launch_bounds__(256, 4)
 kv_gather_kernel(float4 *__restrict__ kc, float4 *__restrict__ vc, float *const *pages,
 		 int layer, int page_tokens, int kv_dim4, int len)
@@ -463,10 +486,10 @@ kv_gather_kernel(float4 *__restrict__ kc, float4 *__restrict__ vc, float *const 
 	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
 	     i += (size_t)gridDim.x * blockDim.x) {
 		int t = (int)(i / kv_dim4), e = (int)(i % kv_dim4);
-		const float4 *page = (const float4 *)pages[t / page_tokens];
-		size_t row = ((size_t)layer * 2 * page_tokens + t % page_tokens) * kv_dim4;
-		kc[i] = page[row + e];
-		vc[i] = page[row + (size_t)page_tokens * kv_dim4 + e];
+		const KT *page = (const KT *)pages[t / page_tokens];
+		size_t row = (((size_t)layer * 2 * page_tokens + t % page_tokens) * kv_dim4 + e) * 4;
+		kc[i] = kv_ld4(page + row);
+		vc[i] = kv_ld4(page + row + (size_t)page_tokens * kv_dim4 * 4);
 	}
 }
 
@@ -513,9 +536,13 @@ static enum djn_status attention_gemm(struct djn_backend *be, const char *op, fl
 		return be->err.code;
 	float *vc = kc + kvs, *S = vc + kvs;
 	int kv_dim4 = kv->kv_dim / 4;
-	kv_gather_kernel<<<cuda_blocks((size_t)len * kv_dim4, 256, (unsigned)c->n_sm * 8), 256, 0,
-			   c->compute>>>((float4 *)kc, (float4 *)vc, kv->pages, s->layer,
-					 kv->page_tokens, kv_dim4, len);
+	unsigned gb = cuda_blocks((size_t)len * kv_dim4, 256, (unsigned)c->n_sm * 8);
+	if (kv->dtype == DJN_DTYPE_F16)
+		kv_gather_kernel<__half><<<gb, 256, 0, c->compute>>>(
+			(float4 *)kc, (float4 *)vc, kv->pages, s->layer, kv->page_tokens, kv_dim4, len);
+	else
+		kv_gather_kernel<float><<<gb, 256, 0, c->compute>>>(
+			(float4 *)kc, (float4 *)vc, kv->pages, s->layer, kv->page_tokens, kv_dim4, len);
 	CK_LAUNCH(be);
 	/* heads h = kvh * group + g share K and V: one batched call per g */
 	for (int g = 0; g < group; g++)
@@ -588,7 +615,7 @@ extern "C" enum djn_status cuda_attention(struct djn_backend *be, float *out, co
 		size_t smem = prefill_smem(s->head_dim, vpl);
 		if (smem + sizeof(float *) * PF_BK <= c->smem_optin) {
 			dim3 grid((unsigned)((s->n_rows + PF_BQ - 1) / PF_BQ), (unsigned)s->n_head);
-#define PREFILL(V) CK(be, launch_prefill<V>(grid, smem, c->compute, out, q, kv->pages, p))
+#define PREFILL(V) CK(be, launch_prefill<V>(grid, smem, c->compute, out, q, kv, p))
 			VPL_SWITCH(vpl, PREFILL);
 #undef PREFILL
 			CK_LAUNCH(be);
@@ -621,7 +648,7 @@ extern "C" enum djn_status cuda_attention(struct djn_backend *be, float *out, co
 		pm = pa + (size_t)base * n_split * s->head_dim;
 	}
 	dim3 grid((unsigned)n_split, (unsigned)s->n_head, (unsigned)s->n_rows);
-#define SPLIT(V) CK(be, launch_split<V>(c, grid, out, pa, pm, q, kv->pages, p, dpos, nsz, n_split))
+#define SPLIT(V) CK(be, launch_split<V>(c, grid, out, pa, pm, q, kv, p, dpos, nsz, n_split))
 	VPL_SWITCH(vpl, SPLIT);
 #undef SPLIT
 	CK_LAUNCH(be);

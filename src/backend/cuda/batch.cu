@@ -99,6 +99,7 @@ extern "C" enum djn_status cuda_rope_rows(struct djn_backend *be, float *x,
 /* --- kv_store -------------------------------------------------------------- */
 
 /* grid (row, K = 0 / V = 1), as attention.cu's kv_store_kernel. */
+template <typename KT>
 __global__ void __launch_bounds__(256, 4)
 kv_store_rows_kernel(float *const *const *tables, const int32_t *__restrict__ pos,
 		     int page_tokens, int kv_dim, int layer, const float *__restrict__ k,
@@ -111,12 +112,12 @@ kv_store_rows_kernel(float *const *const *tables, const int32_t *__restrict__ po
 
 	if (t < 0)
 		return;
-	float *dst = tables[i][t / page_tokens] +
-		     (((size_t)layer * 2 + which) * page_tokens + t % page_tokens) * kv_dim;
+	KT *dst = (KT *)tables[i][t / page_tokens] +
+		  (((size_t)layer * 2 + which) * page_tokens + t % page_tokens) * kv_dim;
 	const float *src = (which ? v : k) + (size_t)i * kv_dim;
 
 	for (int d = threadIdx.x; d < kv_dim; d += blockDim.x)
-		dst[d] = src[d];
+		kv_st(dst + d, src[d]);
 }
 
 extern "C" enum djn_status cuda_kv_store_rows(struct djn_backend *be,
@@ -138,8 +139,14 @@ extern "C" enum djn_status cuda_kv_store_rows(struct djn_backend *be,
 		return djn_err_set(&be->err, DJN_ERR_UNSUPPORTED, "kv_store_rows: %d rows",
 				   kv->n_rows);
 	unsigned threads = kv->kv_dim >= 256 ? 256 : (unsigned)(kv->kv_dim + 31) / 32 * 32;
-	CK(be, cuda_launch(c, kv_store_rows_kernel, dim3((unsigned)kv->n_rows, 2), dim3(threads), 0,
-			   kv->tables, kv->pos, kv->page_tokens, kv->kv_dim, layer, k, v));
+	if (kv->dtype == DJN_DTYPE_F16)
+		CK(be, cuda_launch(c, kv_store_rows_kernel<__half>, dim3((unsigned)kv->n_rows, 2),
+				   dim3(threads), 0, kv->tables, kv->pos, kv->page_tokens,
+				   kv->kv_dim, layer, k, v));
+	else
+		CK(be, cuda_launch(c, kv_store_rows_kernel<float>, dim3((unsigned)kv->n_rows, 2),
+				   dim3(threads), 0, kv->tables, kv->pos, kv->page_tokens,
+				   kv->kv_dim, layer, k, v));
 	CK_LAUNCH(be);
 	return DJN_OK;
 }
@@ -169,7 +176,7 @@ __device__ __forceinline__ int rows_chunk(int L, int nsz)
 }
 
 /* grid (chunk, head, row); partials of (row, head) idx at idx * nsz + s. */
-template <int VPL>
+template <typename KT, int VPL>
 __global__ void __launch_bounds__(ATT_WARPS * 32, 4)
 attn_rows_split_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 		       float *__restrict__ part_ml, const float *__restrict__ q,
@@ -216,15 +223,15 @@ attn_rows_split_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 #pragma unroll
 		for (int u = 0; u < ATT_G; u++) {
 			const int t = tb + u;
-			const float *kr = t < t1 ? pages[t / p.page_tokens] + koff +
-							   (size_t)(t % p.page_tokens) * p.kv_dim
-						 : NULL;
+			const KT *kr = t < t1 ? (const KT *)pages[t / p.page_tokens] + koff +
+							(size_t)(t % p.page_tokens) * p.kv_dim
+					      : NULL;
 #pragma unroll
 			for (int j = 0; j < VPL; j++) {
 				int d = lane + 32 * j;
 				bool ok = kr && d < hd;
-				kk[u][j] = ok ? kr[d] : 0.0f;
-				vv[u][j] = ok ? kr[voff + d] : 0.0f;
+				kk[u][j] = ok ? kv_ld(kr + d) : 0.0f;
+				vv[u][j] = ok ? kv_ld(kr + voff + d) : 0.0f;
 			}
 		}
 #pragma unroll
@@ -342,10 +349,13 @@ attn_rows_merge_kernel(float *__restrict__ out, const float *__restrict__ part_a
 template <int VPL>
 static cudaError_t launch_rows_split(const struct cuda_ctx *c, dim3 grid, float *out, float *pa,
 				     float *pm, const float *q, const struct rows_params &p,
-				     int nsz)
+				     int nsz, bool f16)
 {
-	return cuda_launch(c, attn_rows_split_kernel<VPL>, grid, dim3(ATT_WARPS * 32), 0, out, pa,
-			   pm, q, p, nsz);
+	if (f16)
+		return cuda_launch(c, attn_rows_split_kernel<__half, VPL>, grid,
+				   dim3(ATT_WARPS * 32), 0, out, pa, pm, q, p, nsz);
+	return cuda_launch(c, attn_rows_split_kernel<float, VPL>, grid, dim3(ATT_WARPS * 32), 0,
+			   out, pa, pm, q, p, nsz);
 }
 
 /* --- attention, float4 path -------------------------------------------------
@@ -396,11 +406,6 @@ __host__ __device__ constexpr int rsum_src(int u)
 	return s;
 }
 
-__device__ __forceinline__ float4 ld_kv4(const float *p)
-{
-	return __ldg((const float4 *)p);
-}
-
 __device__ __forceinline__ float dot4(float4 a, float4 b, float s)
 {
 	s = fmaf(a.x, b.x, s);
@@ -410,7 +415,7 @@ __device__ __forceinline__ float dot4(float4 a, float4 b, float s)
 }
 
 /* grid (chunk, head group of GQ, row); partials as attn_rows_split_kernel's. */
-template <int GQ, int G>
+template <typename KT, int GQ, int G>
 __global__ void __launch_bounds__(ATT_WARPS * 32, 4)
 attn_rows_v4_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 		    float *__restrict__ part_ml, const float *__restrict__ q,
@@ -468,12 +473,12 @@ attn_rows_v4_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 		/* all loads of the step first, so they are in flight together */
 #pragma unroll
 		for (int u = 0; u < G; u++) {
-			const float *pp = (const float *)__shfl_sync(
+			const KT *pp = (const KT *)__shfl_sync(
 				FULL_MASK, (unsigned long long)wptr, (pg - wbase) & 31);
 			if (tb + u < t1 && on) {
-				const float *kr = pp + koff + (size_t)tp * p.kv_dim;
-				kk[u] = ld_kv4(kr);
-				vv[u] = ld_kv4(kr + voff);
+				const KT *kr = pp + koff + (size_t)tp * p.kv_dim;
+				kk[u] = kv_ld4(kr);
+				vv[u] = kv_ld4(kr + voff);
 			} else {
 				kk[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 				vv[u] = kk[u];
@@ -563,10 +568,14 @@ attn_rows_v4_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 
 template <int GQ, int G>
 static cudaError_t launch_rows_v4(const struct cuda_ctx *c, dim3 grid, float *out, float *pa,
-				  float *pm, const float *q, const struct rows_params &p, int nsz)
+				  float *pm, const float *q, const struct rows_params &p, int nsz,
+				  bool f16)
 {
-	return cuda_launch(c, attn_rows_v4_kernel<GQ, G>, grid, dim3(ATT_WARPS * 32), 0, out, pa,
-			   pm, q, p, nsz);
+	if (f16)
+		return cuda_launch(c, attn_rows_v4_kernel<__half, GQ, G>, grid,
+				   dim3(ATT_WARPS * 32), 0, out, pa, pm, q, p, nsz);
+	return cuda_launch(c, attn_rows_v4_kernel<float, GQ, G>, grid, dim3(ATT_WARPS * 32), 0,
+			   out, pa, pm, q, p, nsz);
 }
 
 /* Chunks a row may be cut into: enough (row, head, chunk) blocks to fill the
@@ -656,6 +665,7 @@ extern "C" enum djn_status cuda_attention_rows(struct djn_backend *be, float *ou
 	const bool v4 = head_dim <= 128 && head_dim % 4 == 0 && kv->kv_dim % 4 == 0 &&
 			((uintptr_t)q & 15) == 0 && !(old_env && old_env[0] == '1');
 	const int hpb = v4 ? gq : 1; /* query heads a block */
+	const bool f16 = kv->dtype == DJN_DTYPE_F16;
 	const int nsz = rows_nsz(c, kv->n_rows, n_head / hpb, kv->max_len);
 
 	float *pa = NULL, *pm = NULL;
@@ -672,13 +682,13 @@ extern "C" enum djn_status cuda_attention_rows(struct djn_backend *be, float *ou
 	dim3 grid((unsigned)nsz, (unsigned)(n_head / hpb), (unsigned)kv->n_rows);
 	if (v4) {
 		switch (gq) {
-		case 8: CK(be, (launch_rows_v4<8, 2>(c, grid, out, pa, pm, q, p, nsz))); break;
-		case 4: CK(be, (launch_rows_v4<4, 4>(c, grid, out, pa, pm, q, p, nsz))); break;
-		case 2: CK(be, (launch_rows_v4<2, 8>(c, grid, out, pa, pm, q, p, nsz))); break;
-		default: CK(be, (launch_rows_v4<1, 8>(c, grid, out, pa, pm, q, p, nsz))); break;
+		case 8: CK(be, (launch_rows_v4<8, 2>(c, grid, out, pa, pm, q, p, nsz, f16))); break;
+		case 4: CK(be, (launch_rows_v4<4, 4>(c, grid, out, pa, pm, q, p, nsz, f16))); break;
+		case 2: CK(be, (launch_rows_v4<2, 8>(c, grid, out, pa, pm, q, p, nsz, f16))); break;
+		default: CK(be, (launch_rows_v4<1, 8>(c, grid, out, pa, pm, q, p, nsz, f16))); break;
 		}
 	} else {
-#define SPLIT(V) CK(be, launch_rows_split<V>(c, grid, out, pa, pm, q, p, nsz))
+#define SPLIT(V) CK(be, launch_rows_split<V>(c, grid, out, pa, pm, q, p, nsz, f16))
 		VPL_SWITCH(vpl, SPLIT);
 #undef SPLIT
 	}

@@ -377,6 +377,44 @@ __device__ __forceinline__ float bf16_to_f32(uint16_t h)
 	return __uint_as_float((uint32_t)h << 16);
 }
 
+/* The KV cache's elements (djn_kv_view.dtype): f32, or f16 stored rounded
+ * to nearest even (as the CPU's djn_f32_to_f16) and read back exactly.
+ * Kernels that touch the cache are templates on KT = float or __half,
+ * chosen by the dtype at launch. */
+__device__ __forceinline__ float kv_ld(const float *p)
+{
+	return *p;
+}
+
+__device__ __forceinline__ float kv_ld(const __half *p)
+{
+	return __half2float(*p);
+}
+
+__device__ __forceinline__ void kv_st(float *p, float v)
+{
+	*p = v;
+}
+
+__device__ __forceinline__ void kv_st(__half *p, float v)
+{
+	*p = __float2half_rn(v);
+}
+
+/* Four consecutive elements (16-byte aligned for f32, 8 for f16), read-only. */
+__device__ __forceinline__ float4 kv_ld4(const float *p)
+{
+	return __ldg((const float4 *)p);
+}
+
+__device__ __forceinline__ float4 kv_ld4(const __half *p)
+{
+	uint2 u = __ldg((const uint2 *)p);
+	float2 a = __half22float2(*(const __half2 *)&u.x);
+	float2 b = __half22float2(*(const __half2 *)&u.y);
+	return make_float4(a.x, a.y, b.x, b.y);
+}
+
 /* Little-endian u16 from any address (block headers are only 2-aligned). */
 __device__ __forceinline__ uint16_t ld_u16(const uint8_t *p)
 {

@@ -198,6 +198,7 @@ struct rows_args {
 	const int *dpos;
 	int pos, head_dim, page_tokens, kv_dim, layer;
 	bool interleaved;
+	bool kv_f16; /* the cache holds halves (djn_kv_view.dtype) */
 };
 
 /* Row of pair slot j (0..3) of the block whose first row is r0, in a segment
@@ -246,7 +247,9 @@ gemv_rows_kernel(const float *__restrict__ x, const struct rows_args a)
 	/* ROPE: what the epilogue of thread t < GEMV_RB needs, fetched now, while
 	 * the weights stream (the position, the page table and the frequencies
 	 * are not written by the kernel before) */
-	float fcr = 1.0f, fci = 0.0f, *kv_dst = NULL;
+	float fcr = 1.0f, fci = 0.0f;
+	size_t kv_at = 0; /* element of the cache page kv_page this thread stores */
+	char *kv_page = NULL;
 	if (ROPE && t < GEMV_RB) {
 		int g = -1, r = 0;
 #pragma unroll
@@ -260,10 +263,11 @@ gemv_rows_kernel(const float *__restrict__ x, const struct rows_args a)
 			const int half = a.head_dim / 2, d = r % a.head_dim;
 			rope_cs(pos, a.freq[a.interleaved ? d / 2 : d % half], &fcr, &fci);
 		}
-		if (g > 0) /* k and v into the cache: [layer][K, V][token][kv_dim] */
-			kv_dst = a.pages[pos / a.page_tokens] +
-				 (((size_t)a.layer * 2 + (g - 1)) * a.page_tokens + pos % a.page_tokens) *
-					 a.kv_dim + r;
+		if (g > 0) { /* k and v into the cache: [layer][K, V][token][kv_dim] */
+			kv_page = (char *)a.pages[pos / a.page_tokens];
+			kv_at = (((size_t)a.layer * 2 + (g - 1)) * a.page_tokens +
+				 pos % a.page_tokens) * a.kv_dim + r;
+		}
 	}
 	float acc[GEMV_RB][NW];
 #pragma unroll
@@ -351,8 +355,10 @@ gemv_rows_kernel(const float *__restrict__ x, const struct rows_args a)
 			out = rope_rot(second ? pv : v[0], second ? v[0] : pv, second, fcr, fci);
 		}
 		y[r] = out;
-		if (kv_dst)
-			*kv_dst = out;
+		if (kv_page && a.kv_f16)
+			kv_st((__half *)kv_page + kv_at, out);
+		else if (kv_page)
+			kv_st((float *)kv_page + kv_at, out);
 		return;
 	}
 	float out = a.o.bias.p ? v[0] + vec_at(a.o.bias, r) : v[0];
@@ -966,6 +972,7 @@ static enum djn_status rope_args(struct djn_backend *be, const char *op, struct 
 	a.kv_dim = kv->kv_dim;
 	a.layer = r->layer;
 	a.interleaved = r->style == DJN_ROPE_INTERLEAVED;
+	a.kv_f16 = kv->dtype == DJN_DTYPE_F16;
 	*ok = true;
 	return DJN_OK;
 }

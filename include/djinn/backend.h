@@ -256,6 +256,9 @@ struct djn_backend_i {
 	enum djn_status (*event_wait)(struct djn_backend *be, int stream, struct djn_event *ev);
 	/* The host waits for ev. */
 	enum djn_status (*event_sync)(struct djn_backend *be, struct djn_event *ev);
+	/* Whether ev has completed, without waiting (an error counts as
+	 * completed: event_sync then reports it). */
+	bool (*event_done)(struct djn_backend *be, struct djn_event *ev);
 	/* n bytes host -> backend / backend -> host, queued on `stream`; the host
 	 * side must stay untouched until an event recorded after it completes. */
 	enum djn_status (*copy_h2d_async)(struct djn_backend *be, void *dst, const void *src,

@@ -383,6 +383,14 @@ void djn_session_mem(const struct djn_session *s, struct djn_mem_info *out);
 enum djn_status djn_session_swapout(struct djn_session *s);
 enum djn_status djn_session_swapin(struct djn_session *s);
 bool djn_session_swapped(const struct djn_session *s);
+/* swapout without waiting for the copies (the scheduler's io_wait under
+ * the signal policy): the session is swapped from here, its device pages
+ * are freed by djn_session_swap_poll once the copies are done (wait: wait
+ * for them), or taken back as they are by a swapin that comes first.  A
+ * page allocation that finds the KV limit or the device full, and freeing
+ * the session, finish pending swap-outs first. */
+enum djn_status djn_session_swapout_begin(struct djn_session *s);
+enum djn_status djn_session_swap_poll(struct djn_session *s, bool wait);
 /* The last swap's bytes and wall time of its copies (ms). */
 void djn_session_swap_last(const struct djn_session *s, size_t *bytes, double *ms);
 /* Every swap of the session so far, out and in: counts, bytes, copy time. */

@@ -236,8 +236,10 @@ struct djn_swap {
 	size_t cap;
 	bool pinned;
 	struct djn_event *ev;
-	bool out;           /* the pages are on the host */
+	bool out;           /* the pages are on the host (or on their way: pending) */
+	bool pending;       /* out, and the device pages not freed yet (djn_swap_finish) */
 	int n_pages;        /* pages held while out */
+	double t_begin;     /* when the pending swap-out was queued (ms) */
 	double last_ms;     /* the last swap's wall time (copies included) */
 	size_t last_bytes;
 	/* every swap so far: counts, bytes and copy time, out and in */
@@ -249,6 +251,16 @@ struct djn_swap {
 /* Copy kv's pages to the pool (after the compute queued so far) and free
  * them on the device.  On failure nothing changed.  No-op when out. */
 enum djn_status djn_swap_out(struct djn_swap *sw, struct djn_kv *kv, struct djn_err *err);
+/* The same without waiting: the copies are queued on the copy stream behind
+ * the compute queued so far, the cache reads as empty from here (out and
+ * pending), and the device pages stay allocated (and counted) until
+ * djn_swap_finish sees the copies done.  A djn_swap_in before that takes
+ * the pages back as they are, copying nothing. */
+enum djn_status djn_swap_out_begin(struct djn_swap *sw, struct djn_kv *kv, struct djn_err *err);
+/* Frees the device pages of a pending swap-out whose copies are done; with
+ * wait, waits for them first.  No-op when nothing is pending. */
+enum djn_status djn_swap_finish(struct djn_swap *sw, struct djn_kv *kv, bool wait,
+				struct djn_err *err);
 /* Allocate the pages again, copy them back, rebuild the page table.  On
  * failure (out of memory: bytes named) the pages stay on the host. */
 enum djn_status djn_swap_in(struct djn_swap *sw, struct djn_kv *kv, struct djn_err *err);

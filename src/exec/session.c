@@ -16,7 +16,18 @@ static uint64_t use_clock;
 enum djn_status djn_session_evict_other(struct djn_session *s)
 {
 	struct djn_session *lru = NULL;
+	bool freed = false;
 
+	/* pages of swap-outs still copying: free them first, waiting */
+	for (struct djn_session *o = live; o; o = o->next_live)
+		if (o != s && o->be == s->be && o->swap.pending) {
+			if (djn_session_swap_poll(o, true))
+				return djn_session_fail(s, DJN_ERR_NOMEM, "making room: %s",
+							djn_session_errmsg(o));
+			freed = true;
+		}
+	if (freed)
+		return DJN_OK;
 	for (struct djn_session *o = live; o; o = o->next_live)
 		if (o != s && o->be == s->be && !o->swap.out && !o->in_batch &&
 		    o->kv.view.n_pages > 0 &&
@@ -151,6 +162,7 @@ void djn_session_free(struct djn_session *s)
 	djn_breaks_free(s);
 	djn_steers_free(s);
 	djn_arena_release(&s->arena);
+	(void)djn_session_swap_poll(s, true); /* its device pages, freed below */
 	djn_swap_release(&s->swap);
 	djn_kv_release(&s->kv);
 	djn_text_release(s->m, s->be);
@@ -606,6 +618,16 @@ enum djn_status djn_session_swapout(struct djn_session *s)
 	return djn_swap_out(&s->swap, &s->kv, &s->err);
 }
 
+enum djn_status djn_session_swapout_begin(struct djn_session *s)
+{
+	return djn_swap_out_begin(&s->swap, &s->kv, &s->err);
+}
+
+enum djn_status djn_session_swap_poll(struct djn_session *s, bool wait)
+{
+	return djn_swap_finish(&s->swap, &s->kv, wait, &s->err);
+}
+
 enum djn_status djn_session_swapin(struct djn_session *s)
 {
 	return djn_swap_in(&s->swap, &s->kv, &s->err);
@@ -647,6 +669,9 @@ enum djn_status djn_session_drop_kv(struct djn_session *s)
 					"the KV cache can be dropped only before a chunk begins "
 					"(paused at a chunk boundary) or after the run");
 	djn_chunk_graph_free(s);
+	enum djn_status st;
+	if (s->swap.pending && (st = djn_session_swap_poll(s, true)))
+		return st;
 	if (s->swap.out) {
 		s->swap.out = false; /* the host copy is dropped; the pool stays for reuse */
 		s->swap.n_pages = 0;

@@ -134,13 +134,12 @@ static enum djn_status pool_reserve(struct djn_swap *sw, struct djn_backend *be,
 	return DJN_OK;
 }
 
-enum djn_status djn_swap_out(struct djn_swap *sw, struct djn_kv *kv, struct djn_err *err)
+enum djn_status djn_swap_out_begin(struct djn_swap *sw, struct djn_kv *kv, struct djn_err *err)
 {
 	struct djn_backend *be = kv->be;
 	size_t pb = djn_kv_page_bytes(kv);
 	int n = kv->view.n_pages;
 	enum djn_status st;
-	double t0;
 
 	if (sw->out)
 		return DJN_OK;
@@ -149,7 +148,7 @@ enum djn_status djn_swap_out(struct djn_swap *sw, struct djn_kv *kv, struct djn_
 		return djn_err_set(err, DJN_ERR_DEVICE, "swap: %s", be->err.msg);
 	if ((st = pool_reserve(sw, be, (size_t)n * pb, err)))
 		return st;
-	t0 = now_ms();
+	sw->t_begin = now_ms();
 	/* the pages are final once the compute queued so far has run */
 	if ((st = be->i->event_record(be, sw->ev, DJN_STREAM_COMPUTE)) ||
 	    (st = be->i->event_wait(be, DJN_STREAM_COPY, sw->ev)))
@@ -159,25 +158,58 @@ enum djn_status djn_swap_out(struct djn_swap *sw, struct djn_kv *kv, struct djn_
 						kv->host_table[i], pb, DJN_STREAM_COPY)))
 			goto out_fail;
 	/* the device pages can go only when their bytes are on the host */
-	if ((st = be->i->event_record(be, sw->ev, DJN_STREAM_COPY)) ||
-	    (st = be->i->event_sync(be, sw->ev)))
+	if ((st = be->i->event_record(be, sw->ev, DJN_STREAM_COPY)))
 		goto out_fail;
-	sw->last_ms = now_ms() - t0; /* the copies, not the frees */
 	sw->last_bytes = (size_t)n * pb;
 	sw->n_out++;
 	sw->bytes_out += sw->last_bytes;
-	sw->ms_out += sw->last_ms;
-	for (int i = 0; i < n; i++) {
-		djn_kv_page_free(kv, kv->host_table[i]);
-		kv->host_table[i] = NULL;
-	}
-	kv->view.n_pages = 0;
+	kv->view.n_pages = 0; /* the pages stay in host_table until finished */
 	sw->n_pages = n;
 	sw->out = true;
+	sw->pending = true;
 	return DJN_OK;
 
 out_fail:
+	/* copies queued before the failure may still read the pages: they
+	 * stay the cache's, and the pool block waits for them */
+	(void)be->i->event_record(be, sw->ev, DJN_STREAM_COPY);
+	(void)be->i->event_sync(be, sw->ev);
 	return djn_err_set(err, st, "swap out: %s", be->err.msg);
+}
+
+enum djn_status djn_swap_finish(struct djn_swap *sw, struct djn_kv *kv, bool wait,
+				struct djn_err *err)
+{
+	struct djn_backend *be = kv->be;
+	enum djn_status st;
+
+	if (!sw->pending)
+		return DJN_OK;
+	if (!wait && !be->i->event_done(be, sw->ev))
+		return DJN_OK;
+	if ((st = be->i->event_sync(be, sw->ev)))
+		return djn_err_set(err, st, "swap out: %s", be->err.msg);
+	/* the copies and whatever waited with them: exact when waited for at
+	 * once (djn_swap_out), an upper bound when found done later */
+	sw->last_ms = now_ms() - sw->t_begin;
+	sw->ms_out += sw->last_ms;
+	for (int i = 0; i < sw->n_pages; i++) {
+		djn_kv_page_free(kv, kv->host_table[i]);
+		kv->host_table[i] = NULL;
+	}
+	sw->pending = false;
+	return DJN_OK;
+}
+
+enum djn_status djn_swap_out(struct djn_swap *sw, struct djn_kv *kv, struct djn_err *err)
+{
+	enum djn_status st;
+
+	if (sw->out)
+		return djn_swap_finish(sw, kv, true, err);
+	if ((st = djn_swap_out_begin(sw, kv, err)))
+		return st;
+	return djn_swap_finish(sw, kv, true, err);
 }
 
 enum djn_status djn_swap_in(struct djn_swap *sw, struct djn_kv *kv, struct djn_err *err)
@@ -191,6 +223,17 @@ enum djn_status djn_swap_in(struct djn_swap *sw, struct djn_kv *kv, struct djn_e
 	if (!sw->out)
 		return DJN_OK;
 	DJN_ASSERT(kv->view.n_pages == 0);
+	if (sw->pending) {
+		/* back before the pages went: they are as they were (the copy
+		 * of them is dropped, nothing wrote them), the page table too */
+		kv->view.n_pages = n;
+		sw->out = sw->pending = false;
+		sw->n_pages = 0;
+		sw->n_in++;
+		sw->last_bytes = 0;
+		sw->last_ms = 0;
+		return DJN_OK;
+	}
 	for (got = 0; got < n; got++) {
 		if (!(kv->host_table[got] = djn_kv_page_alloc(kv))) {
 			char need[32];

@@ -276,7 +276,9 @@ enum djn_status djn_sched_io_wait(struct djn_sched *q, struct djn_session *s)
 	struct djn_swap_totals *before = snapshot(q);
 	switch (q->o.policy) {
 	case DJN_POLICY_SIGNAL:
-		if (!djn_session_swapped(s) && (st = djn_session_swapout(s)))
+		/* queued behind the compute so far, not waited for: the pages
+		 * go when the copies are done (djn_sched_step polls) */
+		if (!djn_session_swapped(s) && (st = djn_session_swapout_begin(s)))
 			return djn_err_set(&q->err, st, "io_wait: %s", djn_session_errmsg(s));
 		break;
 	case DJN_POLICY_RECOMPUTE:
@@ -392,6 +394,12 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 	struct djn_step_info info = { 0 };
 	int budget = q->o.token_budget, n_pick = 0, runnable = 0;
 
+	/* swap-outs begun by io_wait whose copies are done give their pages
+	 * back (so admission sees them free) */
+	struct djn_swap_totals *polled = snapshot(q);
+	for (int i = 0; i < q->n_mem; i++)
+		(void)djn_session_swap_poll(q->mem[i].s, false);
+	count(q, polled);
 	admit(q);
 	for (int i = 0; i < q->n_mem; i++) {
 		struct member *e = &q->mem[i];

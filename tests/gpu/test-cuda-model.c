@@ -134,9 +134,9 @@ Test(cuda_model, stories260K_bf16_logits_within_1e_2, .timeout = 300)
 	half(DJN_DTYPE_BF16);
 }
 
-/* f32 weights, an f16 KV cache on both: the cache rounds alike, so the
- * logits stay within f32's tolerance (a k or v a hair apart may round to
- * the neighbouring half: 1e-3).  A 5-token prompt (the split and small
+/* f32 weights, an f16 KV cache on both: the cache rounds alike, but a k
+ * or v a hair apart may round to the neighbouring half (2^-11 relative):
+ * within 3e-3, greedy tokens the same.  A 5-token prompt (the split and small
  * prefill kernels, the fused store), then 80 (the tiled and GEMM prefill). */
 Test(cuda_model, stories260K_f16_kv_cache_matches_cpu, .timeout = 300)
 {
@@ -158,7 +158,7 @@ Test(cuda_model, stories260K_f16_kv_cache_matches_cpu, .timeout = 300)
 	double worst = compare(&c, &g, once, 5, 120, &bad);
 	printf("stories260K f16 KV: worst relative logit error %.3g, %d argmax differences in "
 	       "120\n", worst, bad);
-	cr_expect_leq(worst, 1e-3);
+	cr_expect_leq(worst, 3e-3);
 	cr_expect_eq(bad, 0);
 	longer[0] = 1;
 	for (int i = 1; i < 80; i++)
@@ -166,7 +166,7 @@ Test(cuda_model, stories260K_f16_kv_cache_matches_cpu, .timeout = 300)
 	worst = compare(&c, &g, longer, 80, 40, &bad);
 	printf("stories260K f16 KV, 80-token prompt: worst %.3g, %d argmax differences\n", worst,
 	       bad);
-	cr_expect_leq(worst, 1e-3);
+	cr_expect_leq(worst, 3e-3);
 	side_close(&c);
 	side_close(&g);
 }

@@ -421,6 +421,7 @@ static const struct djn_backend_i cuda_i = {
 	.event_record = cuda_event_record,
 	.event_wait = cuda_event_wait,
 	.event_sync = cuda_event_sync,
+	.event_done = cuda_event_done,
 	.copy_h2d_async = cuda_copy_h2d_async,
 	.copy_d2h_async = cuda_copy_d2h_async,
 	.graph_begin = cuda_graph_begin,

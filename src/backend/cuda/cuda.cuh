@@ -226,6 +226,7 @@ void cuda_event_free(struct djn_backend *be, struct djn_event *ev);
 enum djn_status cuda_event_record(struct djn_backend *be, struct djn_event *ev, int stream);
 enum djn_status cuda_event_wait(struct djn_backend *be, int stream, struct djn_event *ev);
 enum djn_status cuda_event_sync(struct djn_backend *be, struct djn_event *ev);
+bool cuda_event_done(struct djn_backend *be, struct djn_event *ev);
 enum djn_status cuda_copy_h2d_async(struct djn_backend *be, void *dst, const void *src,
 				    size_t n, int stream);
 enum djn_status cuda_copy_d2h_async(struct djn_backend *be, void *dst, const void *src,
@@ -388,7 +389,7 @@ __device__ __forceinline__ float kv_ld(const float *p)
 
 __device__ __forceinline__ float kv_ld(const __half *p)
 {
-	return __half2float(*p);
+	return __half2float(__ushort_as_half(__ldg((const unsigned short *)p)));
 }
 
 __device__ __forceinline__ void kv_st(float *p, float v)
@@ -401,18 +402,44 @@ __device__ __forceinline__ void kv_st(__half *p, float v)
 	*p = __float2half_rn(v);
 }
 
-/* Four consecutive elements (16-byte aligned for f32, 8 for f16), read-only. */
-__device__ __forceinline__ float4 kv_ld4(const float *p)
+/* Four consecutive elements (16-byte aligned for f32, 8 for f16), read-only:
+ * kv_raw4 loads them as stored (kv_vec4<KT>::raw: a float4, or the four
+ * halves in a uint2, so a kernel can keep twice as many f16 loads in flight
+ * in the same registers), kv_wide4 widens to f32, kv_ld4 does both. */
+template <typename KT> struct kv_vec4 {
+	typedef float4 raw;
+};
+template <> struct kv_vec4<__half> {
+	typedef uint2 raw;
+};
+
+__device__ __forceinline__ float4 kv_raw4(const float *p)
 {
 	return __ldg((const float4 *)p);
 }
 
-__device__ __forceinline__ float4 kv_ld4(const __half *p)
+__device__ __forceinline__ uint2 kv_raw4(const __half *p)
 {
-	uint2 u = __ldg((const uint2 *)p);
-	float2 a = __half22float2(*(const __half2 *)&u.x);
-	float2 b = __half22float2(*(const __half2 *)&u.y);
-	return make_float4(a.x, a.y, b.x, b.y);
+	return __ldg((const uint2 *)p);
+}
+
+__device__ __forceinline__ float4 kv_wide4(float4 v)
+{
+	return v;
+}
+
+__device__ __forceinline__ float4 kv_wide4(uint2 u)
+{
+	return make_float4(__half2float(__ushort_as_half((unsigned short)(u.x & 0xffffu))),
+			   __half2float(__ushort_as_half((unsigned short)(u.x >> 16))),
+			   __half2float(__ushort_as_half((unsigned short)(u.y & 0xffffu))),
+			   __half2float(__ushort_as_half((unsigned short)(u.y >> 16))));
+}
+
+template <typename KT>
+__device__ __forceinline__ float4 kv_ld4(const KT *p)
+{
+	return kv_wide4(kv_raw4(p));
 }
 
 /* Little-endian u16 from any address (block headers are only 2-aligned). */

@@ -131,6 +131,19 @@ extern "C" enum djn_status cuda_event_sync(struct djn_backend *be, struct djn_ev
 	return DJN_OK;
 }
 
+extern "C" bool cuda_event_done(struct djn_backend *be, struct djn_event *ev)
+{
+	if (be->poisoned)
+		return true;
+	cudaSetDevice(cuda_ctx(be)->dev);
+	cudaError_t e = cudaEventQuery(ev_of(ev));
+	if (e == cudaErrorNotReady) {
+		(void)cudaGetLastError(); /* not sticky, but clear it anyway */
+		return false;
+	}
+	return true; /* done, or an error event_sync reports */
+}
+
 extern "C" enum djn_status cuda_copy_h2d_async(struct djn_backend *be, void *dst,
 					       const void *src, size_t n, int stream)
 {

@@ -255,7 +255,8 @@ static void set_str(lua_State *L, const char *k, const char *v)
 }
 
 /* m:info() -> {arch, dim, hidden_dim, n_layer, n_head, n_kv_head, head_dim,
- * vocab, seq_len, format, name, path, weight_bytes, device, n_sites} */
+ * vocab, seq_len, format, name, path, weight_bytes, device, n_sites,
+ * kv_dtype, kv_bytes_per_token} */
 static int m_info(lua_State *L)
 {
 	struct ldj_model *lm = ldj_model_check(L, 1);
@@ -277,6 +278,10 @@ static int m_info(lua_State *L)
 	set_str(L, "path", lm->m->path);
 	set_int(L, "weight_bytes", (lua_Integer)djn_model_weight_bytes(lm->m));
 	set_str(L, "device", lm->be->i->name);
+	set_str(L, "kv_dtype", djn_dtype_name(lm->m->kv_dtype));
+	set_int(L, "kv_bytes_per_token", (lua_Integer)((size_t)c->n_layer * 2 * c->n_kv_head *
+						       c->head_dim *
+						       djn_kv_elem_bytes(lm->m->kv_dtype)));
 	if (lm->m->tok) {
 		set_int(L, "bos", djn_tok_bos(lm->m->tok));
 		set_int(L, "eos", djn_tok_eos(lm->m->tok));

@@ -117,10 +117,6 @@ attn_split_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 		  float *__restrict__ part_ml, const float *__restrict__ q,
 		  float *const *pages, struct attn_params p, const int *dpos, int nsz, int n_split)
 {
-	/* positions a warp loads per step: an f16 cache's are half the bytes,
-	 * so twice as many keep the same bytes in flight (registers allowing:
-	 * head_dim up to 128) */
-	constexpr int G = sizeof(KT) == 2 && VPL <= 4 ? 2 * ATT_G : ATT_G;
 	__shared__ float sm_m[ATT_WARPS], sm_l[ATT_WARPS];
 	__shared__ float sm_acc[ATT_WARPS][VPL * 32];
 	const int s = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
@@ -146,11 +142,11 @@ attn_split_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 		qv[j] = d < hd ? qr[d] : 0.0f;
 		acc[j] = 0.0f;
 	}
-	for (int tb = t0 + warp * G; tb < t1; tb += ATT_WARPS * G) {
-		float kk[G][VPL], vv[G][VPL], sc[G];
+	for (int tb = t0 + warp * ATT_G; tb < t1; tb += ATT_WARPS * ATT_G) {
+		float kk[ATT_G][VPL], vv[ATT_G][VPL], sc[ATT_G];
 		/* all loads of the step first, so they are in flight together */
 #pragma unroll
-		for (int u = 0; u < G; u++) {
+		for (int u = 0; u < ATT_G; u++) {
 			const int t = tb + u;
 			const KT *kr = t < t1 ? kv_row<KT>(pages, p, koff, t) : NULL;
 #pragma unroll
@@ -162,7 +158,7 @@ attn_split_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 			}
 		}
 #pragma unroll
-		for (int u = 0; u < G; u++) {
+		for (int u = 0; u < ATT_G; u++) {
 			float dot = 0.0f;
 #pragma unroll
 			for (int j = 0; j < VPL; j++)
@@ -172,11 +168,11 @@ attn_split_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 #pragma unroll
 		for (int o = 16; o > 0; o >>= 1)
 #pragma unroll
-			for (int u = 0; u < G; u++)
+			for (int u = 0; u < ATT_G; u++)
 				sc[u] += __shfl_xor_sync(FULL_MASK, sc[u], o);
 		float mx = -INFINITY;
 #pragma unroll
-		for (int u = 0; u < G; u++) {
+		for (int u = 0; u < ATT_G; u++) {
 			sc[u] = tb + u < t1 ? sc[u] / p.sd : -INFINITY;
 			mx = fmaxf(mx, sc[u]);
 		}
@@ -185,7 +181,7 @@ attn_split_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 		const float alpha = m == -INFINITY ? 0.0f : expf(m - mn);
 		float psum = 0.0f;
 #pragma unroll
-		for (int u = 0; u < G; u++) {
+		for (int u = 0; u < ATT_G; u++) {
 			sc[u] = tb + u < t1 ? expf(sc[u] - mn) : 0.0f;
 			psum += sc[u];
 		}
@@ -194,7 +190,7 @@ attn_split_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 		for (int j = 0; j < VPL; j++) {
 			float a = acc[j] * alpha;
 #pragma unroll
-			for (int u = 0; u < G; u++)
+			for (int u = 0; u < ATT_G; u++)
 				a = fmaf(sc[u], vv[u][j], a);
 			acc[j] = a;
 		}

@@ -469,7 +469,7 @@ attn_rows_v4_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 			wbase = pg;
 			wptr = wbase + lane <= last_pg ? pages[wbase + lane] : NULL;
 		}
-		typename kv_vec4<KT>::raw kk[G], vv[G]; /* as stored: widened at use */
+		float4 kk[G], vv[G];
 		/* all loads of the step first, so they are in flight together */
 #pragma unroll
 		for (int u = 0; u < G; u++) {
@@ -477,10 +477,10 @@ attn_rows_v4_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 				FULL_MASK, (unsigned long long)wptr, (pg - wbase) & 31);
 			if (tb + u < t1 && on) {
 				const KT *kr = pp + koff + (size_t)tp * p.kv_dim;
-				kk[u] = kv_raw4(kr);
-				vv[u] = kv_raw4(kr + voff);
+				kk[u] = kv_ld4(kr);
+				vv[u] = kv_ld4(kr + voff);
 			} else {
-				kk[u] = typename kv_vec4<KT>::raw{}; /* zeros in both dtypes */
+				kk[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 				vv[u] = kk[u];
 			}
 			if (++tp == pt) {
@@ -490,12 +490,10 @@ attn_rows_v4_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 		}
 		float d[N];
 #pragma unroll
-		for (int u = 0; u < G; u++) {
-			const float4 kf = kv_wide4(kk[u]);
+		for (int hh = 0; hh < GQ; hh++)
 #pragma unroll
-			for (int hh = 0; hh < GQ; hh++)
-				d[hh * G + u] = dot4(qv[hh], kf, 0.0f);
-		}
+			for (int u = 0; u < G; u++)
+				d[hh * G + u] = dot4(qv[hh], kk[u], 0.0f);
 		rsum_step<N, 16>(d, lane);
 		const float mine = d[0];
 #pragma unroll
@@ -523,11 +521,10 @@ attn_rows_v4_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 			a.w *= alpha;
 #pragma unroll
 			for (int u = 0; u < G; u++) {
-				const float4 vf = kv_wide4(vv[u]);
-				a.x = fmaf(sc[u], vf.x, a.x);
-				a.y = fmaf(sc[u], vf.y, a.y);
-				a.z = fmaf(sc[u], vf.z, a.z);
-				a.w = fmaf(sc[u], vf.w, a.w);
+				a.x = fmaf(sc[u], vv[u].x, a.x);
+				a.y = fmaf(sc[u], vv[u].y, a.y);
+				a.z = fmaf(sc[u], vv[u].z, a.z);
+				a.w = fmaf(sc[u], vv[u].w, a.w);
 			}
 			acc[hh] = a;
 			m[hh] = mn;
@@ -569,12 +566,16 @@ attn_rows_v4_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 	}
 }
 
-template <typename KT, int GQ, int G>
+template <int GQ, int G>
 static cudaError_t launch_rows_v4(const struct cuda_ctx *c, dim3 grid, float *out, float *pa,
-				  float *pm, const float *q, const struct rows_params &p, int nsz)
+				  float *pm, const float *q, const struct rows_params &p, int nsz,
+				  bool f16)
 {
-	return cuda_launch(c, attn_rows_v4_kernel<KT, GQ, G>, grid, dim3(ATT_WARPS * 32), 0, out,
-			   pa, pm, q, p, nsz);
+	if (f16)
+		return cuda_launch(c, attn_rows_v4_kernel<__half, GQ, G>, grid,
+				   dim3(ATT_WARPS * 32), 0, out, pa, pm, q, p, nsz);
+	return cuda_launch(c, attn_rows_v4_kernel<float, GQ, G>, grid, dim3(ATT_WARPS * 32), 0,
+			   out, pa, pm, q, p, nsz);
 }
 
 /* Chunks a row may be cut into: enough (row, head, chunk) blocks to fill the
@@ -679,24 +680,13 @@ extern "C" enum djn_status cuda_attention_rows(struct djn_backend *be, float *ou
 		pm = pa + n_part * head_dim;
 	}
 	dim3 grid((unsigned)nsz, (unsigned)(n_head / hpb), (unsigned)kv->n_rows);
-	/* halves: twice the positions a step where registers allow (the same
-	 * bytes in flight); GQ 8 keeps 2 (4 spilled) */
-#define V4(T, GQ_, G_) CK(be, (launch_rows_v4<T, GQ_, G_>(c, grid, out, pa, pm, q, p, nsz)))
-	if (v4 && f16) {
+	if (v4) {
 		switch (gq) {
-		case 8: V4(__half, 8, 2); break;
-		case 4: V4(__half, 4, 8); break;
-		case 2: V4(__half, 2, 16); break;
-		default: V4(__half, 1, 16); break;
+		case 8: CK(be, (launch_rows_v4<8, 2>(c, grid, out, pa, pm, q, p, nsz, f16))); break;
+		case 4: CK(be, (launch_rows_v4<4, 4>(c, grid, out, pa, pm, q, p, nsz, f16))); break;
+		case 2: CK(be, (launch_rows_v4<2, 8>(c, grid, out, pa, pm, q, p, nsz, f16))); break;
+		default: CK(be, (launch_rows_v4<1, 8>(c, grid, out, pa, pm, q, p, nsz, f16))); break;
 		}
-	} else if (v4) {
-		switch (gq) {
-		case 8: V4(float, 8, 2); break;
-		case 4: V4(float, 4, 4); break;
-		case 2: V4(float, 2, 8); break;
-		default: V4(float, 1, 8); break;
-		}
-#undef V4
 	} else {
 #define SPLIT(V) CK(be, launch_rows_split<V>(c, grid, out, pa, pm, q, p, nsz, f16))
 		VPL_SWITCH(vpl, SPLIT);

@@ -389,7 +389,7 @@ __device__ __forceinline__ float kv_ld(const float *p)
 
 __device__ __forceinline__ float kv_ld(const __half *p)
 {
-	return __half2float(__ushort_as_half(__ldg((const unsigned short *)p)));
+	return __half2float(__ushort_as_half(*(const unsigned short *)p));
 }
 
 __device__ __forceinline__ void kv_st(float *p, float v)
@@ -402,44 +402,20 @@ __device__ __forceinline__ void kv_st(__half *p, float v)
 	*p = __float2half_rn(v);
 }
 
-/* Four consecutive elements (16-byte aligned for f32, 8 for f16), read-only:
- * kv_raw4 loads them as stored (kv_vec4<KT>::raw: a float4, or the four
- * halves in a uint2, so a kernel can keep twice as many f16 loads in flight
- * in the same registers), kv_wide4 widens to f32, kv_ld4 does both. */
-template <typename KT> struct kv_vec4 {
-	typedef float4 raw;
-};
-template <> struct kv_vec4<__half> {
-	typedef uint2 raw;
-};
-
-__device__ __forceinline__ float4 kv_raw4(const float *p)
+/* Four consecutive elements (16-byte aligned for f32, 8 for f16), read-only. */
+__device__ __forceinline__ float4 kv_ld4(const float *p)
 {
 	return __ldg((const float4 *)p);
 }
 
-__device__ __forceinline__ uint2 kv_raw4(const __half *p)
+__device__ __forceinline__ float4 kv_ld4(const __half *p)
 {
-	return __ldg((const uint2 *)p);
-}
+	const uint2 u = __ldg((const uint2 *)p);
 
-__device__ __forceinline__ float4 kv_wide4(float4 v)
-{
-	return v;
-}
-
-__device__ __forceinline__ float4 kv_wide4(uint2 u)
-{
 	return make_float4(__half2float(__ushort_as_half((unsigned short)(u.x & 0xffffu))),
 			   __half2float(__ushort_as_half((unsigned short)(u.x >> 16))),
 			   __half2float(__ushort_as_half((unsigned short)(u.y & 0xffffu))),
 			   __half2float(__ushort_as_half((unsigned short)(u.y >> 16))));
-}
-
-template <typename KT>
-__device__ __forceinline__ float4 kv_ld4(const KT *p)
-{
-	return kv_wide4(kv_raw4(p));
 }
 
 /* Little-endian u16 from any address (block headers are only 2-aligned). */

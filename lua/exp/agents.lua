@@ -286,7 +286,7 @@ local function run(policy, t)
 end
 
 local out = { schema = "djinn.agents/1",
-  model = { name = info.name, path = model_path, device = info.device, n_layer = info.n_layer,
+  model = { name = info.name, path = model_path:match("[^/]+/*$"):gsub("/+$", ""), device = info.device, n_layer = info.n_layer,
             dim = info.dim },
   config = o, runs = {} }
 -- density: per policy, the most agents that all completed, none failed,

@@ -219,12 +219,21 @@ void djn_ring_residency(const struct djn_model *m, struct djn_residency *out);
 /* One letter per layer into buf (n >= n_layer + 1): R resident, S
  * streamed, H host only; "" when m is not resident in a pool. */
 void djn_ring_layer_map(const struct djn_model *m, char *buf, size_t n);
+/* What one switch did and where its time went (host clock). */
+struct djn_switch {
+	size_t bytes;      /* copied: the missing layers that fit (0: all were resident) */
+	int n_copies;      /* one copy per layer, host to device, on the copy stream */
+	int n_evicted;     /* layers of other models given up for them */
+	double queue_ms;   /* choosing victims, carving ranges, queuing the copies */
+	double wait_ms;    /* then waiting for the copies to land */
+};
 /* Bring every missing layer of m in now (evicting as above) and wait for
- * the copies: *bytes copied (0 when all were resident).  For measuring a
- * switch apart from the run; a run does the same without waiting.  Layers
- * that do not fit stay in host memory (not an error).  DJN_ERR_STATE when m
- * is not resident in a pool. */
-enum djn_status djn_ring_prefetch(struct djn_model *m, size_t *bytes, struct djn_err *err);
+ * the copies; *out says what it did.  For measuring a switch apart from the
+ * run; a run does the same without waiting.  Layers that do not fit stay in
+ * host memory (not an error).  DJN_ERR_STATE when m is not resident in a
+ * pool. */
+enum djn_status djn_ring_prefetch(struct djn_model *m, struct djn_switch *out,
+				  struct djn_err *err);
 
 /* ---- KV swap: a session's pages to a pinned host pool and back */
 

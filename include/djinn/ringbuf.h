@@ -212,6 +212,8 @@ struct djn_residency {
 	/* the pool this model is in */
 	size_t pool_budget, pool_used;
 	int pool_models;
+	size_t pool_region;       /* its one allocation (weights and slots are ranges of it) */
+	size_t pool_largest_free; /* the largest free range in it */
 };
 
 /* Fill *out for m (resident or not; zero when m is not in a pool). */

@@ -762,6 +762,8 @@ void djn_ring_residency(const struct djn_model *m, struct djn_residency *out)
 	out->bytes_streamed = p->bytes_streamed;
 	out->pool_budget = p->pool->budget;
 	out->pool_used = p->pool->used;
+	out->pool_region = p->pool->region.cap;
+	out->pool_largest_free = djn_region_largest_free(&p->pool->region);
 	for (struct djn_pooled *o = p->pool->members; o; o = o->next)
 		out->pool_models++;
 }

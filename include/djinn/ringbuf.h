@@ -39,6 +39,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "djinn/backend.h"
 #include "djinn/model.h"
@@ -191,8 +192,8 @@ struct djn_ring *djn_ring_of(const struct djn_model *m);
  *
  * A pooled model always has a ring (djn_ring_of), so the engine brackets
  * every layer with begin/end; when its layers are resident a begin is a
- * flag test and a clock stamp.  (Decode steps are not recorded as graphs
- * for it: an eviction moves its weights.) */
+ * flag test and a clock stamp.  While all of them are resident its decode
+ * steps may be recorded as graphs (djn_ring_graph_key). */
 
 struct djn_residency {
 	bool shared;            /* in a shared pool (the rest is zero if not) */
@@ -221,6 +222,18 @@ void djn_ring_residency(const struct djn_model *m, struct djn_residency *out);
 /* One letter per layer into buf (n >= n_layer + 1): R resident, S
  * streamed, H host only; "" when m is not resident in a pool. */
 void djn_ring_layer_map(const struct djn_model *m, char *buf, size_t n);
+/* Decode steps as recorded graphs (src/exec/forward.c): a graph holds the
+ * weights' device addresses.  Nonzero when every layer of r's model has a
+ * place of its own on the device (a pooled model whose layers are all
+ * resident; never a model that streams through a ring or a slot): a step
+ * may be recorded then, and replayed for as long as the key stays the same
+ * (a new one whenever a layer of the model is brought in or evicted). */
+uint64_t djn_ring_graph_key(const struct djn_ring *r);
+/* Before recording or replaying a step under that key: the compute stream
+ * waits for copies it has not waited for yet (no host wait), and every
+ * layer is stamped as used (a replay makes no djn_ring_layer_begin). */
+enum djn_status djn_ring_graph_prepare(struct djn_ring *r, struct djn_err *err);
+
 /* What one switch did and where its time went (host clock). */
 struct djn_switch {
 	size_t bytes;      /* copied: the missing layers that fit (0: all were resident) */

@@ -65,6 +65,8 @@ struct djn_pooled {
 	int pointed;                /* the layer whose weights point at the slot, or -1 */
 
 	int last_admitted;          /* the layer whose copy was queued last, or -1 */
+	int n_resident;             /* layers with a frame */
+	uint64_t key;               /* new whenever a frame comes or goes (graph keys) */
 	long n_admitted, n_evicted, n_stream_copies;
 	size_t bytes_admitted, bytes_streamed;
 	struct djn_ring_plan plan;  /* what djn_ring_plan shows, refreshed on demand */
@@ -91,6 +93,7 @@ struct djn_pool {
 };
 
 static struct djn_pool *pools; /* the engine is single-threaded: no lock */
+static uint64_t keys;          /* the last graph key given out */
 
 static struct djn_pool *pool_of(struct djn_backend *be, bool make)
 {
@@ -212,6 +215,8 @@ static void evict(struct djn_pooled *q, int l)
 	give_back(q->pool, L->frame, L->bytes);
 	L->frame = NULL;
 	L->pending = false;
+	q->n_resident--;
+	q->key = ++keys;
 	q->n_evicted++;
 	q->pool->n_evicted_now++;
 }
@@ -303,6 +308,8 @@ static enum djn_status admit(struct djn_pooled *p, int l, bool *ok, struct djn_e
 	point(L, L->frame);
 	L->pending = true;
 	L->streamed = false;
+	p->n_resident++;
+	p->key = ++keys;
 	p->n_admitted++;
 	p->bytes_admitted += L->bytes;
 	p->last_admitted = l;
@@ -443,6 +450,30 @@ enum djn_status djn_pooled_end(struct djn_pooled *p, int layer, struct djn_err *
 	return DJN_OK;
 }
 
+uint64_t djn_pooled_graph_key(const struct djn_pooled *p)
+{
+	return p->n_resident == p->n ? p->key : 0;
+}
+
+enum djn_status djn_pooled_graph_prepare(struct djn_pooled *p, struct djn_err *err)
+{
+	struct djn_backend *be = p->be;
+	enum djn_status st;
+
+	DJN_ASSERT(p->n_resident == p->n);
+	for (int l = 0; l < p->n; l++) {
+		struct pool_layer *L = &p->L[l];
+		L->used = ++p->pool->clock;
+		if (!L->pending)
+			continue;
+		if ((st = be->i->event_wait(be, DJN_STREAM_COMPUTE, L->ready)))
+			return djn_err_set(err, st, "%s: waiting for L%d: %s", p->m->name, l,
+					   be->err.msg);
+		L->pending = false;
+	}
+	return DJN_OK;
+}
+
 bool djn_pooled_streams(const struct djn_pooled *p, int layer)
 {
 	return layer >= 0 && layer < p->n && !p->L[layer].frame;
@@ -563,6 +594,7 @@ struct djn_pooled *djn_pooled_new(struct djn_model *m, struct djn_backend *be,
 	p->n = m->cfg.n_layer;
 	p->working_set = working_set; /* p->fixed once it is reserved */
 	p->slot_layer = p->pointed = p->last_admitted = -1;
+	p->key = ++keys;
 	p->L = djn_xcalloc((size_t)p->n, sizeof(*p->L));
 	for (int l = 0; l < p->n; l++) {
 		struct pool_layer *L = &p->L[l];

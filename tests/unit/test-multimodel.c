@@ -28,6 +28,15 @@ static const char *device(void)
 	return d ? d : "cpu";
 }
 
+/* Decode steps are recorded as graphs where the backend has them (CUDA),
+ * unless DJINN_GRAPH=0. */
+static bool graphs(void)
+{
+	const char *g = getenv("DJINN_GRAPH");
+
+	return !strcmp(device(), "cuda") && !(g && !strcmp(g, "0"));
+}
+
 static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
 	(void)sb, (void)flag, (void)ftw;
@@ -183,6 +192,7 @@ Test(pool, three_models_one_and_a_half_budget_tokens_as_alone_in_any_order)
 			struct djn_residency r;
 			djn_ring_residency(m[i], &r);
 			partial += r.n_resident > 0 && r.n_resident < r.n_layer;
+			long g0 = djn_session_graph_steps(s[i]);
 			generate(s[i], got);
 			cr_assert_arr_eq(got, ref[i], sizeof(got), "order %zu request %d: model %d's "
 					 "tokens differ from its run alone", o, k, i);
@@ -191,6 +201,10 @@ Test(pool, three_models_one_and_a_half_budget_tokens_as_alone_in_any_order)
 			/* the one just run is all there when it fits (it does) */
 			cr_assert_eq(r.n_resident, r.n_layer, "model %d: %d of %d layers resident",
 				     i, r.n_resident, r.n_layer);
+			/* so its decode steps replay as graphs, wherever it was put */
+			if (graphs())
+				cr_assert_gt(djn_session_graph_steps(s[i]), g0, "order %zu request %d: "
+					     "no decode step of model %d ran as a graph", o, k, i);
 		}
 		for (int i = 0; i < N_MODELS; i++) {
 			struct djn_residency r;

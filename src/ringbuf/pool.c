@@ -283,6 +283,17 @@ static bool reserve(struct djn_pool *pool, const struct djn_pooled *self, size_t
 	return true;
 }
 
+/* "region R, largest free range F" into buf, for messages. */
+static const char *region_note(const struct djn_pool *pool, char *buf, size_t n)
+{
+	char a[32], b[32];
+
+	djn_size_str(pool->region.cap, a, sizeof(a));
+	djn_size_str(djn_region_largest_free(&pool->region), b, sizeof(b));
+	snprintf(buf, n, "region %s, largest free range %s", a, b);
+	return buf;
+}
+
 /* Queue the copy of layer l into a range of the region; false when there
  * is no room for it (nothing of p changed).  Errors of the copy itself are
  * returned. */
@@ -389,11 +400,14 @@ static enum djn_status slot_make(struct djn_pooled *p, struct djn_err *err)
 			break;
 		evict(p, v);
 	}
-	if (!ok)
+	if (!ok) {
+		char note[96];
 		return djn_err_set(err, DJN_ERR_NOMEM,
-				   "%s: no room in the vram budget for a slot of %s to stream "
-				   "through (the rest is held by layers that paused sessions are "
-				   "stopped in)", p->m->name, sz);
+				   "%s: no room in the shared pool for a slot of %s to stream "
+				   "through (%s; the rest is held by layers that paused sessions "
+				   "are stopped in)", p->m->name, sz,
+				   region_note(p->pool, note, sizeof(note)));
+	}
 	/* slot_load waits for the compute queued so far before each copy */
 	return DJN_OK;
 }
@@ -558,10 +572,15 @@ static enum djn_status top_load(struct djn_pooled *p, struct djn_err *err)
 		T->bytes = off;
 		if (!off)
 			continue;
-		if (!reserve(p->pool, p, off, &T->frame, true))
-			return djn_err_set(err, DJN_ERR_NOMEM, "%s: no room in the vram budget for "
-					   "the %s: the rest is held by layers that paused sessions "
-					   "are stopped in", p->m->name, k ? "head" : "embedding");
+		if (!reserve(p->pool, p, off, &T->frame, true)) {
+			char note[96], sz[32];
+			djn_size_str(off, sz, sizeof(sz));
+			return djn_err_set(err, DJN_ERR_NOMEM, "%s: no room in the shared pool for "
+					   "the %s (%s; %s): the rest is held by layers that paused "
+					   "sessions are stopped in", p->m->name,
+					   k ? "head" : "embedding", sz,
+					   region_note(p->pool, note, sizeof(note)));
+		}
 		if ((st = fence(p->pool)))
 			goto out_copy;
 		for (int i = 0; i < T->n_w; i++)

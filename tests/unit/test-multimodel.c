@@ -333,20 +333,21 @@ Test(pool, freeing_a_model_gives_its_bytes_back)
  * evicts on until one opens.  Tokens as alone, the budget kept. */
 Test(pool, layers_of_different_sizes_share_the_region)
 {
-	static const int order[] = { 0, GPT2, 1, GPT2, 0, 1, GPT2, GPT2, 0 };
+	static const int order[] = { 0, GPT2, 1, GPT2, 0, 1 };
 	int32_t ref[GPT2 + 1][5 + N_NEW], got[5 + N_NEW];
 	size_t fl, ll, fg, lg, budget;
 	struct djn_model *m[GPT2 + 1] = { 0 };
 	struct djn_session *s[GPT2 + 1] = { 0 };
 	long evicted = 0;
 
-	reference(ref);
-	{
-		struct djn_model *g = load(GPT2, 0);
-		struct djn_session *gs = session(g);
-		generate(gs, ref[GPT2]);
-		djn_session_free(gs);
-		djn_model_unref(g);
+	for (int i = 0; i <= GPT2; i++) {
+		if (i == 2)
+			continue;
+		struct djn_model *a = load(i, 0);
+		struct djn_session *as = session(a);
+		generate(as, ref[i]);
+		djn_session_free(as);
+		djn_model_unref(a);
 	}
 	sizes_of(0, &fl, &ll);
 	sizes_of(GPT2, &fg, &lg);

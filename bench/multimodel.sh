@@ -157,12 +157,30 @@ for name, r in rows + torch:
     frac = s.get("miss_bw_frac")
     print(f"{name:<16} {f(s['p50_ms']):>8} {f(s['p99_ms']):>8} {f(s['mean_ms']):>8} {f(sw):>10} "
           f"{'%d/%d/%d' % (s['hit'], s['partial'], s['miss']):>13} {f(s['miss_gbps'], '%.2f'):>9} "
-          f"{f(frac * 100 if frac is not None else None, '%.0f'):>6} "
+          f"{f(frac * 100 if frac is not None else None, '%.1f'):>6} "
           f"{'%d/%d' % (s['completed'], s['failed']):>11} {s['tokens_identical']:>9}")
     summary["systems"][name] = {k: s.get(k) for k in (
         "p50_ms", "p99_ms", "mean_ms", "hit", "partial", "miss", "miss_gbps", "miss_bw_frac",
         "completed", "failed", "tokens_identical")}
 summary["h2d_gbps"] = h2d
+# where djinn's switch time goes: the switches that copied, summed.  bound:
+# their bytes at the pinned H2D bandwidth measured above; other: the rest
+# (queuing the copies, evictions, gaps between copies, the call itself)
+print(f"\nswitches that copied, summed (pinned H2D {f(h2d, '%.2f')} GB/s, measured first in this run)")
+print(f"{'system':<16} {'GB':>7} {'copies':>6} {'evicted':>7} {'switch ms':>9} {'queue ms':>8} "
+      f"{'wait ms':>8} {'bound ms':>8} {'other ms':>8} {'miss GB/s':>9} {'H2D GB/s':>8} {'% H2D':>6}")
+for name, r in rows:
+    s = r["summary"] if r and r.get("summary") else None
+    b = s.get("switch_breakdown") if s else None
+    if not b or not s.get("copied_bytes"):
+        print(f"{name:<16} (no switch copied)")
+        continue
+    frac = s.get("miss_bw_frac")
+    print(f"{name:<16} {s['copied_bytes'] / 1e9:>7.2f} {b['copies']:>6} {b['evicted']:>7} "
+          f"{f(s.get('copied_ms')):>9} {f(b['queue_ms']):>8} {f(b['wait_ms']):>8} "
+          f"{f(b.get('bound_ms')):>8} {f(b.get('other_ms')):>8} {f(s['miss_gbps'], '%.2f'):>9} "
+          f"{f(h2d, '%.2f'):>8} {f(frac * 100 if frac is not None else None, '%.1f'):>6}")
+    summary["systems"][name]["switch_breakdown"] = b
 tp = dict(torch).get("torch-pinned")
 tps = tp["summary"] if tp and tp.get("summary") else None
 print(f"\npinned H2D {f(h2d, '%.2f')} GB/s; goal: djinn P50 >= 3x below torch-pinned, P99 no worse, "
@@ -178,7 +196,8 @@ for name, r in rows:
     frac = s.get("miss_bw_frac")
     print(f"{name:<16} P50 torch-pinned/djinn {f(ratio, '%.2f')}x; P99 djinn/torch-pinned "
           f"{f(p99, '%.2f')} ({'no worse' if p99 is not None and p99 <= 1 else 'WORSE'}); "
-          f"misses {f(frac * 100 if frac is not None else None, '%.0f')}% of H2D; "
+          f"misses {f(frac * 100 if frac is not None else None, '%.1f')}% of H2D "
+          f"({'>= 90%' if frac is not None and frac >= 0.9 else 'BELOW 90%' if frac is not None else '-'}); "
           f"{s['completed']}/{s['completed'] + s['failed']} complete, "
           f"{'tokens identical' if s.get('tokens_identical_all') else 'TOKENS DIFFER'}")
 with open(os.path.join(out, "summary.json"), "w") as fh:

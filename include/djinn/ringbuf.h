@@ -39,6 +39,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "djinn/backend.h"
 #include "djinn/model.h"
@@ -191,8 +192,8 @@ struct djn_ring *djn_ring_of(const struct djn_model *m);
  *
  * A pooled model always has a ring (djn_ring_of), so the engine brackets
  * every layer with begin/end; when its layers are resident a begin is a
- * flag test and a clock stamp.  (Decode steps are not recorded as graphs
- * for it: an eviction moves its weights.) */
+ * flag test and a clock stamp.  While all of them are resident its decode
+ * steps may be recorded as graphs (djn_ring_graph_key). */
 
 struct djn_residency {
 	bool shared;            /* in a shared pool (the rest is zero if not) */
@@ -212,6 +213,8 @@ struct djn_residency {
 	/* the pool this model is in */
 	size_t pool_budget, pool_used;
 	int pool_models;
+	size_t pool_region;       /* its one allocation (weights and slots are ranges of it) */
+	size_t pool_largest_free; /* the largest free range in it */
 };
 
 /* Fill *out for m (resident or not; zero when m is not in a pool). */
@@ -219,12 +222,33 @@ void djn_ring_residency(const struct djn_model *m, struct djn_residency *out);
 /* One letter per layer into buf (n >= n_layer + 1): R resident, S
  * streamed, H host only; "" when m is not resident in a pool. */
 void djn_ring_layer_map(const struct djn_model *m, char *buf, size_t n);
+/* Decode steps as recorded graphs (src/exec/forward.c): a graph holds the
+ * weights' device addresses.  Nonzero when every layer of r's model has a
+ * place of its own on the device (a pooled model whose layers are all
+ * resident; never a model that streams through a ring or a slot): a step
+ * may be recorded then, and replayed for as long as the key stays the same
+ * (a new one whenever a layer of the model is brought in or evicted). */
+uint64_t djn_ring_graph_key(const struct djn_ring *r);
+/* Before recording or replaying a step under that key: the compute stream
+ * waits for copies it has not waited for yet (no host wait), and every
+ * layer is stamped as used (a replay makes no djn_ring_layer_begin). */
+enum djn_status djn_ring_graph_prepare(struct djn_ring *r, struct djn_err *err);
+
+/* What one switch did and where its time went (host clock). */
+struct djn_switch {
+	size_t bytes;      /* copied: the missing layers that fit (0: all were resident) */
+	int n_copies;      /* one copy per layer, host to device, on the copy stream */
+	int n_evicted;     /* layers of other models given up for them */
+	double queue_ms;   /* choosing victims, carving ranges, queuing the copies */
+	double wait_ms;    /* then waiting for the copies to land */
+};
 /* Bring every missing layer of m in now (evicting as above) and wait for
- * the copies: *bytes copied (0 when all were resident).  For measuring a
- * switch apart from the run; a run does the same without waiting.  Layers
- * that do not fit stay in host memory (not an error).  DJN_ERR_STATE when m
- * is not resident in a pool. */
-enum djn_status djn_ring_prefetch(struct djn_model *m, size_t *bytes, struct djn_err *err);
+ * the copies; *out says what it did.  For measuring a switch apart from the
+ * run; a run does the same without waiting.  Layers that do not fit stay in
+ * host memory (not an error).  DJN_ERR_STATE when m is not resident in a
+ * pool. */
+enum djn_status djn_ring_prefetch(struct djn_model *m, struct djn_switch *out,
+				  struct djn_err *err);
 
 /* ---- KV swap: a session's pages to a pinned host pool and back */
 

@@ -205,9 +205,13 @@ for i, rq in ipairs(trace) do
   }
   local t0 = djinn.clock()
   local ok, err = pcall(function()
-    local bytes, sw_ms = m:prefetch()
+    local bytes, sw_ms, detail = m:prefetch()
     if not bytes then error(sw_ms, 0) end
     row.switch_bytes, row.switch_ms = bytes, sw_ms
+    -- where the switch's time went: queuing (victims, ranges, the copy
+    -- calls) and waiting for the copies; what is left is the call itself
+    row.switch_copies, row.switch_evicted = detail.copies, detail.evicted
+    row.switch_queue_ms, row.switch_wait_ms = detail.queue_ms, detail.wait_ms
     row.switch_gbps = sw_ms > 0 and bytes / (sw_ms * 1e6) or 0
     local mid = m:residency()
     local t1 = djinn.clock()
@@ -242,6 +246,7 @@ local function summary_or_null(xs) return #xs > 0 and stats.summary(xs) or djinn
 
 local n_ok, n_equal, kinds = 0, 0, { hit = 0, partial = 0, miss = 0 }
 local copy_bytes, copy_ms = 0, 0
+local sw = { queue_ms = 0, wait_ms = 0, copies = 0, evicted = 0 }
 for _, r in ipairs(rows) do
   kinds[r.kind] = kinds[r.kind] + 1
   if r.ok then
@@ -249,6 +254,8 @@ for _, r in ipairs(rows) do
     if r.tokens_equal then n_equal = n_equal + 1 end
     if r.switch_bytes > 0 then
       copy_bytes, copy_ms = copy_bytes + r.switch_bytes, copy_ms + r.switch_ms
+      sw.queue_ms, sw.wait_ms = sw.queue_ms + r.switch_queue_ms, sw.wait_ms + r.switch_wait_ms
+      sw.copies, sw.evicted = sw.copies + r.switch_copies, sw.evicted + r.switch_evicted
     end
   end
 end
@@ -296,6 +303,16 @@ local result = {
     run_ms = summary_or_null(col(all, "run_ms")),
     hit = kinds.hit, partial = kinds.partial, miss = kinds.miss,
     copied_bytes = copy_bytes,
+    copied_ms = copy_ms,
+    -- the switches that copied, summed: their time split (host clock)
+    switch_breakdown = {
+      copies = sw.copies, evicted = sw.evicted, queue_ms = sw.queue_ms, wait_ms = sw.wait_ms,
+      -- the copies alone at the pinned bandwidth (the bound), and the rest
+      bound_ms = (o.h2d_gbps and o.h2d_gbps > 0) and copy_bytes / (o.h2d_gbps * 1e6)
+                 or djinn.json.null,
+      other_ms = (o.h2d_gbps and o.h2d_gbps > 0) and copy_ms - copy_bytes / (o.h2d_gbps * 1e6)
+                 or djinn.json.null,
+    },
     miss_gbps = miss_gbps,
     miss_gbps_p50 = #col(copied, "switch_gbps") > 0 and stats.median(col(copied, "switch_gbps"))
                     or djinn.json.null,

@@ -359,12 +359,13 @@ static enum djn_status site_exec(struct djn_session *s, int site)
 
 bool djn_chunk_graphable(const struct djn_session *s)
 {
-	/* streamed layers wait on copies between sites; GPT-2's learned
-	 * positions are gathered through a host copy; a steered site changes
-	 * its tensor between ops; a profile times each site */
+	/* streamed layers wait on copies between sites (a pooled model whose
+	 * layers are all resident does not); GPT-2's learned positions are
+	 * gathered through a host copy; a steered site changes its tensor
+	 * between ops; a profile times each site */
 	return s->be->i->graph_begin && !s->graph_off && s->r.site == -1 && s->r.n_rows == 1 &&
-	       !s->aliased && !s->ring && s->c->arch == DJN_ARCH_LLAMA && s->n_steers == 0 &&
-	       !prof_enabled();
+	       !s->aliased && (!s->ring || djn_ring_graph_key(s->ring)) &&
+	       s->c->arch == DJN_ARCH_LLAMA && s->n_steers == 0 && !prof_enabled();
 }
 
 void djn_chunk_graph_free(struct djn_session *s)
@@ -395,6 +396,7 @@ static bool graph_record(struct djn_session *s)
 		goto fail;
 	s->graph_key[0] = s->buf[0];
 	s->graph_key[1] = s->kv.view.pages;
+	s->graph_ring_key = s->ring ? djn_ring_graph_key(s->ring) : 0;
 	s->graph_fails = 0;
 	return true;
 fail:
@@ -412,8 +414,16 @@ enum djn_status djn_chunk_graph(struct djn_session *s, bool *ran)
 	*ran = false; /* djn_chunk_begin has swapped the KV in */
 	if ((st = djn_chunk_ids(s)))
 		return st;
-	if (s->graph && (s->graph_key[0] != s->buf[0] || s->graph_key[1] != s->kv.view.pages))
+	if (s->graph && (s->graph_key[0] != s->buf[0] || s->graph_key[1] != s->kv.view.pages ||
+			 (s->ring && s->graph_ring_key != djn_ring_graph_key(s->ring))))
 		djn_chunk_graph_free(s);
+	/* a pooled model's layers: where they were recorded, waited for, and
+	 * stamped as used (a replay begins no layer) */
+	if (s->ring) {
+		struct djn_err e = { 0 };
+		if ((st = djn_ring_graph_prepare(s->ring, &e)))
+			return djn_session_fail(s, st, "decode step: %s", e.msg);
+	}
 	for (int tries = 0; tries < 2; tries++) {
 		if (!s->graph && !graph_record(s))
 			return DJN_OK;

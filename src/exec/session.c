@@ -395,6 +395,20 @@ static enum djn_stop settle(struct djn_session *s, enum djn_stop why)
 	return hit != DJN_STOP_STEP ? hit : why;
 }
 
+/* A replayed step stopped at `site`: if that is inside a layer (not its
+ * last site, after which op by op ends it), begin the layer as op by op
+ * would have, so that a shared pool keeps it while the session is there.
+ * Its weights are resident (a replay needs them all): nothing is copied.
+ * Errors go to s (DJN_STOP_ERROR). */
+static enum djn_status stopped_inside(struct djn_session *s, int site)
+{
+	int l = djn_site_layer(s->c, site);
+
+	if (l < 0 || djn_site_kind(s->c, site) == DJN_SITE_RESID_POST)
+		return DJN_OK;
+	return djn_ring_layer_begin(s->ring, l, &s->err);
+}
+
 enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, long count)
 {
 	int last = s->n_sites - 1;
@@ -447,8 +461,13 @@ enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, lon
 						continue;
 					s->r.site = site;
 					enum djn_stop why = djn_breaks_check(s, site);
-					if (why != DJN_STOP_STEP)
+					if (why != DJN_STOP_STEP) {
+						/* stopped inside a layer: begun and not
+						 * ended, as op by op (the pool keeps it) */
+						if (s->ring && stopped_inside(s, site))
+							return settle(s, DJN_STOP_ERROR);
 						return why;
+					}
 				}
 				s->r.site = last;
 				if (mode == DJN_RUN_FINISH)

@@ -119,6 +119,7 @@ struct djn_session {
 	 * was recorded against: the arena and the KV page table */
 	struct djn_graph *graph;
 	const void *graph_key[2];
+	uint64_t graph_ring_key; /* a pooled model's layers where they were (ringbuf.h) */
 	bool graph_off;         /* DJINN_GRAPH=0, or recording keeps failing */
 	int graph_fails;
 	long graph_steps;       /* steps replayed */

@@ -479,26 +479,36 @@ static int m_residency(lua_State *L)
 	return 1;
 }
 
-/* m:prefetch() -> bytes, ms | nil, msg: bring the model's missing layers into
- * the pool now and wait for them (a switch, timed apart from the run). */
+/* m:prefetch() -> bytes, ms, detail | nil, msg: bring the model's missing
+ * layers into the pool now and wait for them (a switch, timed apart from the
+ * run); detail = { copies, evicted, queue_ms, wait_ms }. */
 static int m_prefetch(lua_State *L)
 {
 	struct ldj_model *lm = ldj_model_check(L, 1);
 	struct djn_err err = { 0 };
 	struct timespec t0, t1;
-	size_t bytes;
+	struct djn_switch sw;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (djn_ring_prefetch(lm->m, &bytes, &err)) {
+	if (djn_ring_prefetch(lm->m, &sw, &err)) {
 		lua_pushnil(L);
 		lua_pushfstring(L, "prefetch: %s", err.msg);
 		return 2;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	lua_pushinteger(L, (lua_Integer)bytes);
+	lua_pushinteger(L, (lua_Integer)sw.bytes);
 	lua_pushnumber(L, (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
 			       (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6);
-	return 2;
+	lua_createtable(L, 0, 4);
+	lua_pushinteger(L, sw.n_copies);
+	lua_setfield(L, -2, "copies");
+	lua_pushinteger(L, sw.n_evicted);
+	lua_setfield(L, -2, "evicted");
+	lua_pushnumber(L, sw.queue_ms);
+	lua_setfield(L, -2, "queue_ms");
+	lua_pushnumber(L, sw.wait_ms);
+	lua_setfield(L, -2, "wait_ms");
+	return 3;
 }
 
 static int m_close(lua_State *L)

@@ -1,14 +1,18 @@
 /* pool.c - the shared VRAM pool: several models' layers under one budget on
  * a backend, brought in when needed, the least recently used evicted, and a
- * slot for what does not fit. */
+ * slot for what does not fit.  Everything the pool places on the device
+ * (layers, embeddings and heads, slots) is a range of one allocation made
+ * with the pool (region.c): a switch or an eviction makes no device call. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "djinn/progress.h"
 #include "djinn/ringbuf.h"
 #include "djinn/vmu.h"
 #include "ringbuf/pool.h"
+#include "ringbuf/region.h"
 
 /* Host copies are made in chunks about this big (as the ring's are). */
 #define HOST_CHUNK ((size_t)1 << 30)
@@ -19,7 +23,7 @@ struct pool_layer {
 	size_t off[DJN_RING_BLOCK_MAX_WEIGHTS];
 	size_t bytes;
 	char *host;              /* the host copy, laid out as on the device */
-	char *frame;             /* its device block while resident, else NULL */
+	char *frame;             /* its range of the region while resident, else NULL */
 	struct djn_event *ready; /* copy stream: the frame is filled */
 	bool pending;            /* the compute stream has not waited on ready yet */
 	bool open;               /* begun, not ended: a session may be stopped inside */
@@ -46,7 +50,13 @@ struct djn_pooled {
 	struct host_chunk *chunk;
 	int n_chunks;
 	bool pinned;
+	bool ws_held;               /* the working set is counted in the pool */
 	char host_note[DJN_ERRMSG_MAX];
+
+	/* the embedding and head blocks (0, n_layer + 1): ranges of the region
+	 * for as long as the model is in the pool */
+	struct pool_layer top[2];
+	struct djn_event *top_ready;
 
 	/* the slot for layers that cannot be made resident */
 	char *slot;
@@ -54,21 +64,36 @@ struct djn_pooled {
 	int slot_layer;             /* whose bytes are in the slot, or -1 */
 	int pointed;                /* the layer whose weights point at the slot, or -1 */
 
+	int last_admitted;          /* the layer whose copy was queued last, or -1 */
+	int n_resident;             /* layers with a frame */
+	uint64_t key;               /* new whenever a frame comes or goes (graph keys) */
 	long n_admitted, n_evicted, n_stream_copies;
 	size_t bytes_admitted, bytes_streamed;
 	struct djn_ring_plan plan;  /* what djn_ring_plan shows, refreshed on demand */
 };
 
-/* One per backend, made with its first member and freed with its last. */
+/* One per backend, made with its first member and freed with its last.
+ * `used` counts against the budget: every member's fixed part (its
+ * embedding and head, in the region, and its working set, which its
+ * sessions allocate outside it) and the layers and slots in the region. */
 struct djn_pool {
 	struct djn_backend *be;
 	size_t budget, used;
 	uint64_t clock;
 	struct djn_pooled *members;
 	struct djn_pool *next;
+	char *base;                 /* the region's one allocation */
+	struct djn_region region;
+	/* A range given back may still be read by kernels queued on the
+	 * compute stream; the next copy into the region waits for them (an
+	 * event, not the host) when `fence` says a range was given back. */
+	struct djn_event *fence_ev;
+	bool fence;
+	long n_evicted_now;         /* evictions so far, for a switch's count */
 };
 
 static struct djn_pool *pools; /* the engine is single-threaded: no lock */
+static uint64_t keys;          /* the last graph key given out */
 
 static struct djn_pool *pool_of(struct djn_backend *be, bool make)
 {
@@ -96,7 +121,49 @@ static void pool_drop_if_empty(struct djn_pool *p)
 			break;
 		}
 	}
+	if (p->base)
+		p->be->i->dealloc(p->be, p->base); /* waits for what still reads it */
+	p->be->i->event_free(p->be, p->fence_ev);
+	djn_region_release(&p->region);
 	free(p);
+}
+
+/* The region, made with the pool's first member: the budget less that
+ * member's working set (which its sessions allocate themselves), or less
+ * when the device has not that much free (the budget is then planned for
+ * what is free, keeping room for the working set and the backend's own
+ * buffers).  A later member's working set is counted against the budget
+ * but lies outside the region. */
+static enum djn_status region_make(struct djn_pool *pool, size_t working_set,
+				   struct djn_err *err)
+{
+	struct djn_backend *be = pool->be;
+	size_t cap = pool->budget > working_set ? pool->budget - working_set : 0;
+	size_t free_b = 0, total_b = 0;
+	char a[32], b[32];
+
+	if (!be->i->mem_info(be, &free_b, &total_b) && free_b) {
+		size_t keep = working_set + (free_b / 32 > ((size_t)256 << 20) ? free_b / 32
+									  : (size_t)256 << 20);
+		size_t room = free_b > keep ? free_b - keep : 0;
+		if (room < cap) {
+			djn_size_str(pool->budget, a, sizeof(a));
+			djn_size_str(free_b, b, sizeof(b));
+			fprintf(stderr, "warning: shared pool: vram budget %s is above the free "
+				"memory (%s): the pool's region is planned for what is free\n", a, b);
+			cap = room;
+		}
+	}
+	cap &= ~(size_t)(DJN_RING_ALIGN - 1);
+	if (!(pool->fence_ev = be->i->event_new(be)))
+		return djn_err_set(err, DJN_ERR_DEVICE, "shared pool: events: %s", be->err.msg);
+	if (cap && !(pool->base = be->i->alloc(be, cap))) {
+		djn_size_str(cap, a, sizeof(a));
+		return djn_err_set(err, DJN_ERR_NOMEM, "shared pool: a region of %s: %s", a,
+				   be->err.msg);
+	}
+	djn_region_init(&pool->region, cap, DJN_RING_ALIGN);
+	return DJN_OK;
 }
 
 static size_t align_up(size_t n)
@@ -110,20 +177,48 @@ static void point(struct pool_layer *L, char *base)
 		L->w[i]->dev = base ? base + L->off[i] : NULL;
 }
 
-/* Give layer l of q's model its device block back to the pool.  The
- * backend's dealloc waits for the device (CUDA's cudaFree does), so no
- * queued kernel still reads it. */
+/* Give a range back to the region: no device call.  Kernels queued on the
+ * compute stream may still read it; the next copy into the region waits
+ * for them (the fence). */
+static void give_back(struct djn_pool *pool, char *frame, size_t bytes)
+{
+	size_t n = djn_region_free(&pool->region, (size_t)(frame - pool->base));
+
+	DJN_ASSERT(n == align_up(bytes));
+	pool->used -= bytes;
+	pool->fence = true;
+}
+
+/* Before a copy into the region on the copy stream: if a range was given
+ * back since the last one, wait (on the device) for the compute queued so
+ * far, which may still read what the copy overwrites. */
+static enum djn_status fence(struct djn_pool *pool)
+{
+	struct djn_backend *be = pool->be;
+	enum djn_status st;
+
+	if (!pool->fence)
+		return DJN_OK;
+	if ((st = be->i->event_record(be, pool->fence_ev, DJN_STREAM_COMPUTE)) ||
+	    (st = be->i->event_wait(be, DJN_STREAM_COPY, pool->fence_ev)))
+		return st;
+	pool->fence = false;
+	return DJN_OK;
+}
+
 static void evict(struct djn_pooled *q, int l)
 {
 	struct pool_layer *L = &q->L[l];
 
 	DJN_ASSERT(L->frame && !L->open);
 	point(L, NULL);
-	q->be->i->dealloc(q->be, L->frame);
+	give_back(q->pool, L->frame, L->bytes);
 	L->frame = NULL;
 	L->pending = false;
-	q->pool->used -= L->bytes;
+	q->n_resident--;
+	q->key = ++keys;
 	q->n_evicted++;
+	q->pool->n_evicted_now++;
 }
 
 /* The least recently used layer of the other members that may go: resident,
@@ -152,11 +247,16 @@ static bool lru_victim(struct djn_pool *pool, const struct djn_pooled *self,
 	return best != NULL;
 }
 
-/* Make room for bytes in the pool, evicting others' layers; false (nothing
- * evicted beyond what was needed so far) when that is not enough. */
-static bool reserve(struct djn_pool *pool, const struct djn_pooled *self, size_t bytes)
+/* Count bytes against the budget, evicting others' layers as needed; with
+ * a frame, also a range of the region for them (from its top when `high`),
+ * evicting further until one is free (first fit leaves holes when sizes
+ * differ: the least recently used go on until coalescing opens one).
+ * false when that is not enough (what was evicted stays evicted). */
+static bool reserve(struct djn_pool *pool, const struct djn_pooled *self, size_t bytes,
+		    char **frame, bool high)
 {
 	struct djn_pooled *q;
+	size_t off;
 	int l;
 
 	/* fail early, evicting nothing, when even every evictable layer is short */
@@ -168,17 +268,35 @@ static bool reserve(struct djn_pool *pool, const struct djn_pooled *self, size_t
 					could += o->L[k].bytes;
 	if (could < bytes)
 		return false;
-	while (pool->used + bytes > pool->budget) {
+	while (pool->used + bytes > pool->budget ||
+	       (frame && !djn_region_fits(&pool->region, bytes))) {
 		if (!lru_victim(pool, self, &q, &l))
 			return false;
 		evict(q, l);
+	}
+	if (frame) {
+		if (djn_region_alloc(&pool->region, bytes, high, &off, NULL))
+			return false; /* fits said it does */
+		*frame = pool->base + off;
 	}
 	pool->used += bytes;
 	return true;
 }
 
-/* Queue the copy of layer l into a new device block; false when there is no
- * room for it (nothing changed).  Errors of the copy itself are returned. */
+/* "region R, largest free range F" into buf, for messages. */
+static const char *region_note(const struct djn_pool *pool, char *buf, size_t n)
+{
+	char a[32], b[32];
+
+	djn_size_str(pool->region.cap, a, sizeof(a));
+	djn_size_str(djn_region_largest_free(&pool->region), b, sizeof(b));
+	snprintf(buf, n, "region %s, largest free range %s", a, b);
+	return buf;
+}
+
+/* Queue the copy of layer l into a range of the region; false when there
+ * is no room for it (nothing of p changed).  Errors of the copy itself are
+ * returned. */
 static enum djn_status admit(struct djn_pooled *p, int l, bool *ok, struct djn_err *err)
 {
 	struct pool_layer *L = &p->L[l];
@@ -186,17 +304,13 @@ static enum djn_status admit(struct djn_pooled *p, int l, bool *ok, struct djn_e
 	enum djn_status st;
 
 	*ok = false;
-	if (!reserve(p->pool, p, L->bytes))
+	if (!reserve(p->pool, p, L->bytes, &L->frame, false))
 		return DJN_OK;
-	if (!(L->frame = be->i->alloc(be, L->bytes))) {
-		p->pool->used -= L->bytes; /* the device has less than the budget says */
-		return DJN_OK;
-	}
-	if ((st = be->i->copy_h2d_async(be, L->frame, L->host, L->bytes, DJN_STREAM_COPY)) ||
+	if ((st = fence(p->pool)) ||
+	    (st = be->i->copy_h2d_async(be, L->frame, L->host, L->bytes, DJN_STREAM_COPY)) ||
 	    (st = be->i->event_record(be, L->ready, DJN_STREAM_COPY))) {
-		be->i->dealloc(be, L->frame);
+		give_back(p->pool, L->frame, L->bytes);
 		L->frame = NULL;
-		p->pool->used -= L->bytes;
 		return djn_err_set(err, st, "%s: copying L%d into the pool: %s", p->m->name, l,
 				   be->err.msg);
 	}
@@ -205,8 +319,11 @@ static enum djn_status admit(struct djn_pooled *p, int l, bool *ok, struct djn_e
 	point(L, L->frame);
 	L->pending = true;
 	L->streamed = false;
+	p->n_resident++;
+	p->key = ++keys;
 	p->n_admitted++;
 	p->bytes_admitted += L->bytes;
+	p->last_admitted = l;
 	*ok = true;
 	return DJN_OK;
 }
@@ -214,7 +331,7 @@ static enum djn_status admit(struct djn_pooled *p, int l, bool *ok, struct djn_e
 /* Bring in every missing layer, from `from` on and around: in the order the
  * run needs them, so the compute waits least.  Stops at the first that does
  * not fit (those after it would need the same room). */
-static enum djn_status admit_all(struct djn_pooled *p, int from, size_t *bytes,
+static enum djn_status admit_all(struct djn_pooled *p, int from, size_t *bytes, int *n,
 				 struct djn_err *err)
 {
 	enum djn_status st;
@@ -230,6 +347,8 @@ static enum djn_status admit_all(struct djn_pooled *p, int from, size_t *bytes,
 			break;
 		if (bytes)
 			*bytes += p->L[l].bytes;
+		if (n)
+			(*n)++;
 	}
 	return DJN_OK;
 }
@@ -263,7 +382,6 @@ static enum djn_status slot_load(struct djn_pooled *p, int l, struct djn_err *er
 
 static enum djn_status slot_make(struct djn_pooled *p, struct djn_err *err)
 {
-	struct djn_backend *be = p->be;
 	char sz[32];
 
 	if (p->slot)
@@ -272,7 +390,7 @@ static enum djn_status slot_make(struct djn_pooled *p, struct djn_err *err)
 	/* the model does not fit beside the others: give up its own least
 	 * recently used layers for the slot if need be (it streams them) */
 	bool ok;
-	while (!(ok = reserve(p->pool, p, p->largest))) {
+	while (!(ok = reserve(p->pool, p, p->largest, &p->slot, true))) {
 		int v = -1;
 		for (int l = 0; l < p->n; l++)
 			if (p->L[l].frame && !p->L[l].open &&
@@ -282,16 +400,15 @@ static enum djn_status slot_make(struct djn_pooled *p, struct djn_err *err)
 			break;
 		evict(p, v);
 	}
-	if (!ok)
+	if (!ok) {
+		char note[96];
 		return djn_err_set(err, DJN_ERR_NOMEM,
-				   "%s: no room in the vram budget for a slot of %s to stream "
-				   "through (the rest is held by layers that paused sessions are "
-				   "stopped in)", p->m->name, sz);
-	if (!(p->slot = be->i->alloc(be, p->largest))) {
-		p->pool->used -= p->largest;
-		return djn_err_set(err, DJN_ERR_NOMEM, "%s: a slot of %s: %s", p->m->name, sz,
-				   be->err.msg);
+				   "%s: no room in the shared pool for a slot of %s to stream "
+				   "through (%s; the rest is held by layers that paused sessions "
+				   "are stopped in)", p->m->name, sz,
+				   region_note(p->pool, note, sizeof(note)));
 	}
+	/* slot_load waits for the compute queued so far before each copy */
 	return DJN_OK;
 }
 
@@ -305,7 +422,7 @@ enum djn_status djn_pooled_begin(struct djn_pooled *p, int layer, struct djn_err
 	L->open = true;
 	if (!L->frame && !(L->in_slot && p->pointed == layer)) {
 		/* missing: bring it in with every other missing layer, or stream it */
-		if ((st = admit_all(p, layer, NULL, err)))
+		if ((st = admit_all(p, layer, NULL, NULL, err)))
 			return st;
 		if (!L->frame) {
 			if ((st = slot_make(p, err)))
@@ -343,6 +460,30 @@ enum djn_status djn_pooled_end(struct djn_pooled *p, int layer, struct djn_err *
 		int l = (layer + i) % p->n;
 		if (!p->L[l].frame)
 			return slot_load(p, l, err);
+	}
+	return DJN_OK;
+}
+
+uint64_t djn_pooled_graph_key(const struct djn_pooled *p)
+{
+	return p->n_resident == p->n ? p->key : 0;
+}
+
+enum djn_status djn_pooled_graph_prepare(struct djn_pooled *p, struct djn_err *err)
+{
+	struct djn_backend *be = p->be;
+	enum djn_status st;
+
+	DJN_ASSERT(p->n_resident == p->n);
+	for (int l = 0; l < p->n; l++) {
+		struct pool_layer *L = &p->L[l];
+		L->used = ++p->pool->clock;
+		if (!L->pending)
+			continue;
+		if ((st = be->i->event_wait(be, DJN_STREAM_COMPUTE, L->ready)))
+			return djn_err_set(err, st, "%s: waiting for L%d: %s", p->m->name, l,
+					   be->err.msg);
+		L->pending = false;
 	}
 	return DJN_OK;
 }
@@ -408,6 +549,56 @@ out_free:
 	return st;
 }
 
+/* The embedding and head blocks into ranges at the region's top (they stay
+ * as long as the model is in the pool; layers come and go at the bottom):
+ * copied from the model's mapping on the copy stream, the compute stream
+ * waiting for them. */
+static enum djn_status top_load(struct djn_pooled *p, struct djn_err *err)
+{
+	struct djn_backend *be = p->be;
+	int blk[2] = { 0, p->n + 1 };
+	enum djn_status st;
+
+	if (!(p->top_ready = be->i->event_new(be)))
+		return djn_err_set(err, DJN_ERR_DEVICE, "%s: events: %s", p->m->name, be->err.msg);
+	for (int k = 0; k < 2; k++) {
+		struct pool_layer *T = &p->top[k];
+		size_t off = 0;
+		T->n_w = djn_ring_block_weights(p->m, blk[k], T->w);
+		for (int i = 0; i < T->n_w; i++) {
+			T->off[i] = off;
+			off += align_up(djn_weight_bytes(T->w[i]));
+		}
+		T->bytes = off;
+		if (!off)
+			continue;
+		if (!reserve(p->pool, p, off, &T->frame, true)) {
+			char note[96], sz[32];
+			djn_size_str(off, sz, sizeof(sz));
+			return djn_err_set(err, DJN_ERR_NOMEM, "%s: no room in the shared pool for "
+					   "the %s (%s; %s): the rest is held by layers that paused "
+					   "sessions are stopped in", p->m->name,
+					   k ? "head" : "embedding", sz,
+					   region_note(p->pool, note, sizeof(note)));
+		}
+		if ((st = fence(p->pool)))
+			goto out_copy;
+		for (int i = 0; i < T->n_w; i++)
+			if ((st = be->i->copy_h2d_async(be, T->frame + T->off[i], T->w[i]->host,
+							djn_weight_bytes(T->w[i]), DJN_STREAM_COPY)))
+				goto out_copy;
+		point(T, T->frame);
+	}
+	if ((st = be->i->event_record(be, p->top_ready, DJN_STREAM_COPY)) ||
+	    (st = be->i->event_wait(be, DJN_STREAM_COMPUTE, p->top_ready)))
+		goto out_copy;
+	return DJN_OK;
+
+out_copy:
+	return djn_err_set(err, st, "%s: copying the embedding and head into the pool: %s",
+			   p->m->name, be->err.msg);
+}
+
 struct djn_pooled *djn_pooled_new(struct djn_model *m, struct djn_backend *be,
 				  size_t fixed_bytes, size_t working_set, size_t budget,
 				  struct djn_err *err)
@@ -421,7 +612,8 @@ struct djn_pooled *djn_pooled_new(struct djn_model *m, struct djn_backend *be,
 	p->be = be;
 	p->n = m->cfg.n_layer;
 	p->working_set = working_set; /* p->fixed once it is reserved */
-	p->slot_layer = p->pointed = -1;
+	p->slot_layer = p->pointed = p->last_admitted = -1;
+	p->key = ++keys;
 	p->L = djn_xcalloc((size_t)p->n, sizeof(*p->L));
 	for (int l = 0; l < p->n; l++) {
 		struct pool_layer *L = &p->L[l];
@@ -455,13 +647,17 @@ struct djn_pooled *djn_pooled_new(struct djn_model *m, struct djn_backend *be,
 	}
 	p->next = pool->members;
 	pool->members = p;
-	if (!reserve(pool, p, fixed_bytes)) {
-		djn_err_set(err, DJN_ERR_NOMEM, "%s: no room in the vram budget for the embedding, "
-			    "head and working set: the rest is held by layers that paused sessions "
-			    "are stopped in", m->name);
+	if (!pool->fence_ev && region_make(pool, working_set, err))
+		goto out_free;
+	if (!reserve(pool, p, working_set, NULL, false)) {
+		djn_err_set(err, DJN_ERR_NOMEM, "%s: no room in the vram budget for the working set: "
+			    "the rest is held by layers that paused sessions are stopped in", m->name);
 		goto out_free;
 	}
-	p->fixed = fixed_bytes; /* reserved from here: freed with p */
+	p->ws_held = true;
+	p->fixed = fixed_bytes;
+	if (top_load(p, err))
+		goto out_free;
 	for (int l = 0; l < p->n; l++)
 		if (!(p->L[l].ready = be->i->event_new(be))) {
 			djn_err_set(err, DJN_ERR_DEVICE, "%s: events: %s", m->name, be->err.msg);
@@ -477,7 +673,7 @@ struct djn_pooled *djn_pooled_new(struct djn_model *m, struct djn_backend *be,
 	 * the others' least recent */
 	for (int l = 0; l < p->n; l++)
 		p->L[l].used = ++pool->clock;
-	if (admit_all(p, 0, NULL, err))
+	if (admit_all(p, 0, NULL, NULL, err))
 		goto out_free;
 	return p;
 
@@ -490,7 +686,6 @@ void djn_pooled_free(struct djn_pooled *p)
 {
 	struct djn_backend *be;
 	struct djn_pool *pool;
-	bool member = false;
 
 	if (!p)
 		return;
@@ -499,27 +694,30 @@ void djn_pooled_free(struct djn_pooled *p)
 	for (struct djn_pooled **pp = &pool->members; *pp; pp = &(*pp)->next) {
 		if (*pp == p) {
 			*pp = p->next;
-			member = true;
 			break;
 		}
 	}
+	/* the ranges go back to the region with no device call: the next copy
+	 * into it waits for the kernels queued so far (the fence) */
 	for (int l = 0; l < p->n; l++) {
 		struct pool_layer *L = &p->L[l];
 		point(L, NULL);
-		if (L->frame) {
-			be->i->dealloc(be, L->frame); /* waits for the copies and kernels */
-			pool->used -= L->bytes;
-		}
+		if (L->frame)
+			give_back(pool, L->frame, L->bytes);
 		be->i->event_free(be, L->ready);
 	}
-	if (p->slot) {
-		be->i->dealloc(be, p->slot);
-		pool->used -= p->largest;
+	for (int k = 0; k < 2; k++) {
+		point(&p->top[k], NULL);
+		if (p->top[k].frame)
+			give_back(pool, p->top[k].frame, p->top[k].bytes);
 	}
+	if (p->slot)
+		give_back(pool, p->slot, p->largest);
 	be->i->event_free(be, p->slot_ready);
 	be->i->event_free(be, p->slot_done);
-	if (member)
-		pool->used -= p->fixed;
+	be->i->event_free(be, p->top_ready);
+	if (p->ws_held)
+		pool->used -= p->working_set;
 	for (int i = 0; i < p->n_chunks; i++)
 		if (p->chunk[i].p)
 			be->i->host_free(be, p->chunk[i].p, p->chunk[i].pinned);
@@ -615,6 +813,8 @@ void djn_ring_residency(const struct djn_model *m, struct djn_residency *out)
 	out->bytes_streamed = p->bytes_streamed;
 	out->pool_budget = p->pool->budget;
 	out->pool_used = p->pool->used;
+	out->pool_region = p->pool->region.cap;
+	out->pool_largest_free = djn_region_largest_free(&p->pool->region);
 	for (struct djn_pooled *o = p->pool->members; o; o = o->next)
 		out->pool_models++;
 }
@@ -631,31 +831,53 @@ void djn_ring_layer_map(const struct djn_model *m, char *buf, size_t n)
 	buf[i] = '\0';
 }
 
-enum djn_status djn_ring_prefetch(struct djn_model *m, size_t *bytes, struct djn_err *err)
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+enum djn_status djn_ring_prefetch(struct djn_model *m, struct djn_switch *out,
+				  struct djn_err *err)
 {
 	struct djn_pooled *p = djn_ring_pooled(djn_ring_of(m));
 	struct djn_backend *be;
 	enum djn_status st;
+	double t0 = now_ms(), t1;
+	long evicted0;
 
-	*bytes = 0;
+	memset(out, 0, sizeof(*out));
 	if (!p)
 		return djn_err_set(err, DJN_ERR_STATE, "%s: not resident in a shared pool", m->name);
 	be = p->be;
+	evicted0 = p->pool->n_evicted_now;
 	/* a prefetch is a use: stamp the model so that its own admissions do
 	 * not look older than what they displace */
 	for (int l = 0; l < p->n; l++)
 		p->L[l].used = ++p->pool->clock;
-	if ((st = admit_all(p, 0, bytes, err)))
+	p->last_admitted = -1;
+	if ((st = admit_all(p, 0, &out->bytes, &out->n_copies, err)))
 		return st;
+	t1 = now_ms();
+	out->n_evicted = (int)(p->pool->n_evicted_now - evicted0);
+	out->queue_ms = t1 - t0;
+	/* every copy is on the one copy stream, in order: the last one's event
+	 * covers the others (one wait); a layer queued by an earlier run and not
+	 * reached yet is covered too */
+	if (p->last_admitted >= 0 &&
+	    (st = be->i->event_sync(be, p->L[p->last_admitted].ready)))
+		return djn_err_set(err, st, "%s: waiting for L%d: %s", m->name, p->last_admitted,
+				   be->err.msg);
 	for (int l = 0; l < p->n; l++) {
 		struct pool_layer *L = &p->L[l];
-		if (!L->pending)
+		if (!L->pending || l == p->last_admitted)
 			continue;
-		/* every copy is on the one copy stream: the last one's event
-		 * covers them all, but each pending flag is settled here */
 		if ((st = be->i->event_sync(be, L->ready)))
 			return djn_err_set(err, st, "%s: waiting for L%d: %s", m->name, l,
 					   be->err.msg);
 	}
+	out->wait_ms = now_ms() - t1;
 	return DJN_OK;
 }

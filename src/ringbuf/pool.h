@@ -13,6 +13,8 @@ void djn_pooled_free(struct djn_pooled *p);
 enum djn_status djn_pooled_begin(struct djn_pooled *p, int layer, struct djn_err *err);
 enum djn_status djn_pooled_end(struct djn_pooled *p, int layer, struct djn_err *err);
 bool djn_pooled_streams(const struct djn_pooled *p, int layer);
+uint64_t djn_pooled_graph_key(const struct djn_pooled *p);
+enum djn_status djn_pooled_graph_prepare(struct djn_pooled *p, struct djn_err *err);
 /* The plan as it stands now (refreshed at each call). */
 const struct djn_ring_plan *djn_pooled_plan(struct djn_pooled *p);
 void djn_pooled_stats(const struct djn_pooled *p, struct djn_ring_stats *out);

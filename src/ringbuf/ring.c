@@ -208,6 +208,18 @@ bool djn_ring_streams(const struct djn_ring *r, int layer)
 	return r && layer >= 0 && layer < r->m->cfg.n_layer && r->index_of[layer] >= 0;
 }
 
+uint64_t djn_ring_graph_key(const struct djn_ring *r)
+{
+	return r && r->pooled ? djn_pooled_graph_key(r->pooled) : 0;
+}
+
+enum djn_status djn_ring_graph_prepare(struct djn_ring *r, struct djn_err *err)
+{
+	if (!r->pooled)
+		return djn_err_set(err, DJN_ERR_STATE, "ring: a streamed model is not recorded");
+	return djn_pooled_graph_prepare(r->pooled, err);
+}
+
 const struct djn_ring_plan *djn_ring_plan(const struct djn_ring *r)
 {
 	if (r->pooled)

@@ -193,7 +193,7 @@ DJN_CMD_FN(cmd_info_models)
 {
 	cJSON *arr = cJSON_CreateArray();
 	struct djn_residency r = { 0 };
-	char a[32], b[32], c[32], map[512];
+	char a[32], b[32], c[32], d[32], lf[32], map[512];
 
 	if (!sh->n_models) {
 		sh_printf(sh, "One model, loaded without --name: %s (see \"info memory\").\n",
@@ -248,11 +248,15 @@ DJN_CMD_FN(cmd_info_models)
 		djn_size_str(r.pool_used, a, sizeof(a));
 		djn_size_str(r.pool_budget, b, sizeof(b));
 		djn_size_str(r.pool_budget - r.pool_used, c, sizeof(c));
-		sh_printf(sh, "Pool on %s: %s of %s in use by %d model%s (%s free); R resident, "
-			  "S streamed, H host only\n", sh->be->i->name, a, b, r.pool_models,
-			  r.pool_models == 1 ? "" : "s", c);
+		djn_size_str(r.pool_region, d, sizeof(d));
+		djn_size_str(r.pool_largest_free, lf, sizeof(lf));
+		sh_printf(sh, "Pool on %s: %s of %s in use by %d model%s (%s free); region %s, "
+			  "largest free range %s; R resident, S streamed, H host only\n",
+			  sh->be->i->name, a, b, r.pool_models, r.pool_models == 1 ? "" : "s", c, d, lf);
 		sh_json_num(sh, "pool_budget", (double)r.pool_budget);
 		sh_json_num(sh, "pool_used", (double)r.pool_used);
+		sh_json_num(sh, "pool_region", (double)r.pool_region);
+		sh_json_num(sh, "pool_largest_free", (double)r.pool_largest_free);
 		break;
 	}
 	return DJN_CMD_OK;

@@ -93,38 +93,24 @@ static void unload(struct djn_model *m, struct text_state *ts, struct djn_backen
 }
 
 /* A model in the backend's shared pool: the ring holds the layers (and
- * decides where each is); the embedding and head are uploaded here and stay
- * while the model is resident. */
+ * decides where each is) and the embedding and head, ranges of the pool's
+ * one allocation that stay while the model is resident. */
 static enum djn_status acquire_shared(struct djn_model *m, struct text_state *ts,
 				      struct djn_backend *be, size_t working_set,
 				      struct djn_err *err)
 {
 	int top[2] = { 0, m->cfg.n_layer + 1 };
 	size_t fixed = working_set;
-	struct djn_weight *w[DJN_RING_BLOCK_MAX_WEIGHTS];
-	struct upload u = { be, DJN_OK, 0, 0 };
 
 	for (int i = 0; i < 2; i++)
 		fixed += djn_ring_block_bytes(m, top[i]);
 	if (!(ts->ring = djn_ring_new_shared(m, be, fixed, working_set, ts->cfg.vram_budget, err)))
 		return err && err->code ? err->code : DJN_ERR_NOMEM;
-	u.total = be->host_memory ? 0 : fixed - working_set;
-	for (int i = 0; i < 2 && !u.st; i++) {
-		int n = djn_ring_block_weights(m, top[i], w);
-		for (int k = 0; k < n; k++)
-			upload_one(w[k], &u);
-	}
-	if (u.st) {
-		enum djn_status st = djn_err_set(err, u.st, "%s: loading weights onto %s: %s",
-						 m->name, be->i->name, be->err.msg);
-		unload(m, ts, be);
-		return st;
-	}
 	if (m->cfg.tied_embeddings && m->output.host == m->tok_embd.host)
 		m->output.dev = m->tok_embd.dev;
 	ts->be = be;
 	ts->refs = 1;
-	ts->bytes = u.bytes;
+	ts->bytes = 0; /* all of it is the pool's: djn_text_bytes asks it */
 	return DJN_OK;
 }
 
@@ -226,7 +212,7 @@ size_t djn_text_bytes(const struct djn_model *m)
 	if (!state(m)->cfg.shared || state(m)->be == NULL || state(m)->be->host_memory)
 		return state(m)->bytes;
 	djn_ring_residency(m, &r);
-	return state(m)->bytes + r.resident_bytes + r.slot_bytes;
+	return r.fixed_bytes - r.working_set + r.resident_bytes + r.slot_bytes;
 }
 
 enum djn_status djn_ring_configure(struct djn_model *m, const struct djn_ring_opts *o,

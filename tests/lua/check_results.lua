@@ -33,10 +33,15 @@ elseif kind == "multimodel" then
          "the budget makes some switches copy and some not")
   assert(sm.p50_ms > 0 and sm.p99_ms >= sm.p50_ms and sm.copied_bytes > 0 and sm.miss_gbps > 0)
   assert(#r.models == 3 and #r.reference > 0)
+  local b = sm.switch_breakdown
+  assert(b.copies > 0 and b.evicted > 0 and b.queue_ms >= 0 and b.wait_ms >= 0, "switch breakdown")
   local seen = {}
   for _, q in ipairs(r.requests) do
     assert(q.ok and q.tokens_equal and q.n_generated == r.config.n, "request " .. q.id)
     assert(q.switch_bytes == q.missing_bytes, "a switch copies exactly the missing layers")
+    assert((q.switch_copies > 0) == (q.switch_bytes > 0) and q.switch_evicted >= 0 and
+           q.switch_queue_ms >= 0 and q.switch_wait_ms >= 0 and
+           q.switch_queue_ms + q.switch_wait_ms <= q.switch_ms + 1e-3, "a switch's breakdown")
     assert((q.kind == "hit") == (q.switch_bytes == 0), "hit means nothing copied")
     assert(q.layers_after == ("R"):rep(r.models[q.model].n_layer), "the model whole after its request")
     assert(q.total_ms >= q.switch_ms + q.run_ms - 1e-3)

@@ -14,6 +14,7 @@
 #include "djinn/mkmodel.h"
 
 #define N_MODELS 3
+#define GPT2 N_MODELS /* model N_MODELS is a tiny gpt2: layers of another size */
 #define N_NEW 12
 #define CTX 64
 
@@ -25,6 +26,15 @@ static const char *device(void)
 	const char *d = getenv("DJINN_TEST_DEVICE");
 
 	return d ? d : "cpu";
+}
+
+/* Decode steps are recorded as graphs where the backend has them (CUDA),
+ * unless DJINN_GRAPH=0. */
+static bool graphs(void)
+{
+	const char *g = getenv("DJINN_GRAPH");
+
+	return !strcmp(device(), "cuda") && !(g && !strcmp(g, "0"));
 }
 
 static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
@@ -39,10 +49,11 @@ static void setup(void)
 
 	strcpy(tmp, "/tmp/djn-test-multimodel-XXXXXX");
 	cr_assert_not_null(mkdtemp(tmp));
-	for (int i = 0; i < N_MODELS; i++) {
+	for (int i = 0; i <= GPT2; i++) {
 		char dir[128];
 		snprintf(dir, sizeof(dir), "%s/m%d", tmp, i);
-		struct djn_mkmodel_opts o = { .shape = "tiny-llama", .dtype = DJN_DTYPE_F16,
+		struct djn_mkmodel_opts o = { .shape = i == GPT2 ? "tiny-gpt2" : "tiny-llama",
+					      .dtype = DJN_DTYPE_F16,
 					      .seed = 11 + (uint64_t)i, .out_dir = dir };
 		cr_assert_eq(djn_mkmodel(&o, &err), DJN_OK, "%s", err.msg);
 	}
@@ -114,11 +125,11 @@ static void reference(int32_t ref[N_MODELS][5 + N_NEW])
 	cr_assert(memcmp(ref[0], ref[1], sizeof(ref[0])) || memcmp(ref[1], ref[2], sizeof(ref[0])));
 }
 
-/* Sizes of one model in a pool: its fixed part (embedding, head, working
+/* Sizes of model i in a pool: its fixed part (embedding, head, working
  * set) and its layers. */
-static void sizes(size_t *fixed, size_t *layers)
+static void sizes_of(int i, size_t *fixed, size_t *layers)
 {
-	struct djn_model *m = load(0, (size_t)1 << 40);
+	struct djn_model *m = load(i, (size_t)256 << 20); /* holds any of them */
 	struct djn_session *s = session(m);
 	struct djn_residency r;
 
@@ -129,6 +140,11 @@ static void sizes(size_t *fixed, size_t *layers)
 	*layers = r.host_bytes;
 	djn_session_free(s);
 	djn_model_unref(m);
+}
+
+static void sizes(size_t *fixed, size_t *layers)
+{
+	sizes_of(0, fixed, layers);
 }
 
 /* All three fixed parts and one and a half models' layers. */
@@ -176,6 +192,7 @@ Test(pool, three_models_one_and_a_half_budget_tokens_as_alone_in_any_order)
 			struct djn_residency r;
 			djn_ring_residency(m[i], &r);
 			partial += r.n_resident > 0 && r.n_resident < r.n_layer;
+			long g0 = djn_session_graph_steps(s[i]);
 			generate(s[i], got);
 			cr_assert_arr_eq(got, ref[i], sizeof(got), "order %zu request %d: model %d's "
 					 "tokens differ from its run alone", o, k, i);
@@ -184,6 +201,10 @@ Test(pool, three_models_one_and_a_half_budget_tokens_as_alone_in_any_order)
 			/* the one just run is all there when it fits (it does) */
 			cr_assert_eq(r.n_resident, r.n_layer, "model %d: %d of %d layers resident",
 				     i, r.n_resident, r.n_layer);
+			/* so its decode steps replay as graphs, wherever it was put */
+			if (graphs())
+				cr_assert_gt(djn_session_graph_steps(s[i]), g0, "order %zu request %d: "
+					     "no decode step of model %d ran as a graph", o, k, i);
 		}
 		for (int i = 0; i < N_MODELS; i++) {
 			struct djn_residency r;
@@ -305,4 +326,55 @@ Test(pool, freeing_a_model_gives_its_bytes_back)
 	djn_session_free(sa);
 	djn_model_unref(a);
 	djn_model_unref(b);
+}
+
+/* A llama and a gpt2 (layers of different sizes) and a second llama: the
+ * region's first fit leaves holes a larger layer does not fit, and the pool
+ * evicts on until one opens.  Tokens as alone, the budget kept. */
+Test(pool, layers_of_different_sizes_share_the_region)
+{
+	static const int order[] = { 0, GPT2, 1, GPT2, 0, 1 };
+	int32_t ref[GPT2 + 1][5 + N_NEW], got[5 + N_NEW];
+	size_t fl, ll, fg, lg, budget;
+	struct djn_model *m[GPT2 + 1] = { 0 };
+	struct djn_session *s[GPT2 + 1] = { 0 };
+	long evicted = 0;
+
+	for (int i = 0; i <= GPT2; i++) {
+		if (i == 2)
+			continue;
+		struct djn_model *a = load(i, 0);
+		struct djn_session *as = session(a);
+		generate(as, ref[i]);
+		djn_session_free(as);
+		djn_model_unref(a);
+	}
+	sizes_of(0, &fl, &ll);
+	sizes_of(GPT2, &fg, &lg);
+	cr_assert_neq(ll / 4, lg / 4, "the layers differ in size: %zu, %zu", ll / 4, lg / 4);
+	budget = 2 * fl + fg + ll + lg / 2;
+	for (int i = 0; i <= GPT2; i++) {
+		if (i == 2)
+			continue;
+		m[i] = load(i, budget);
+		s[i] = session(m[i]);
+		check_budget(m[i]);
+	}
+	for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++) {
+		int i = order[k];
+		generate(s[i], got);
+		cr_assert_arr_eq(got, ref[i], sizeof(got), "request %zu: model %d's tokens differ "
+				 "from its run alone", k, i);
+		check_budget(m[i]);
+	}
+	for (int i = 0; i <= GPT2; i++) {
+		struct djn_residency r;
+		if (!m[i])
+			continue;
+		djn_ring_residency(m[i], &r);
+		evicted += r.n_evicted;
+		djn_session_free(s[i]);
+		djn_model_unref(m[i]);
+	}
+	cr_assert_gt(evicted, 0);
 }

@@ -14,7 +14,10 @@
  *     are cut into n_split chunks so that a single decode row still fills the
  *     GPU; each block of 4 warps walks its chunk, a warp 4 positions at a time
  *     (lane = head dim, warp-shuffle dot products), keeping a running max, sum
- *     and weighted V.  A second pass merges the chunks' partials.
+ *     and weighted V.  A second pass merges the chunks' partials.  An f16
+ *     cache has its own split kernel (attn_split_h_kernel: lane = 4 dims, 8
+ *     positions a step, every load issued raw before any is widened), with
+ *     the same chunks and merge.
  *   - prefill (n_rows > 8): grid (16-row query tile, head).  Tiles of 32 keys
  *     are staged in shared memory once for the 16 query rows (K rows padded
  *     by 4 floats: conflict-free float4 reads); lane = key for q.k, lane =

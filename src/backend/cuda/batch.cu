@@ -21,7 +21,10 @@
  * sharing one read of it; elsewhere (and with DJN_ATTN_ROWS_OLD=1, for
  * comparing) the scalar one.  On an H200 the float4 one reads KV at 2.4 to
  * 4.2 TB/s for 32..128 rows (bench/attn_rows_bench.c and
- * bench/results/h200-2026-12-04-attn-rows.json). */
+ * bench/results/h200-2026-12-04-attn-rows.json).  An f16 cache takes
+ * attn_rows_v4h_kernel: the float4 kernel with every load of a step issued
+ * raw (four halves) before any is widened, and twice the positions a step
+ * (DJN_ATTN_F16_OLD=1 runs the float4 kernel itself on halves, to compare). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

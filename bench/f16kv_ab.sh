@@ -6,10 +6,12 @@
 # decode on the Llama-2-7B-shaped f16 model (bin/bench/batch_bench: batch 1 alone in ms a token,
 # batch 1 and 64 through the scheduler in ms a step, tokens/s, x batch 1, % of roofline) with an
 # f32 cache, an f16 cache, and an f16 cache through the old kernels (DJN_ATTN_F16_OLD=1), and
-# with the f16 cache again under AB_ENV (a variable=value to compare, e.g. DJN_GEMM_X16=0).
+# with the f16 cache again under AB_ENV (default DJN_GEMM_SHARED_X=0: q, k, v and gate, up each
+# round x to f16 for themselves, as before; AB_ENV= leaves that run out).
 # Logs and JSON go to OUT_DIR; a short table is printed last.  About 3 minutes.
 # usage: (from the bundle) bench/f16kv_ab.sh OUT_DIR [MODEL_DIR]
-#   TESTS=0 skips the tests, MEMCHECK=0 compute-sanitizer on the f16 tests, BATCHES=1,64
+#   TESTS=0 skips the tests, MEMCHECK=0 compute-sanitizer on the f16 tests, BATCHES=1,64,
+#   AB_ENV=VAR=VALUE
 set -uo pipefail
 out=${1:?usage: bench/f16kv_ab.sh OUT_DIR [MODEL_DIR]}
 m=${2:-/tmp/djinn-llama-2-7b}
@@ -32,6 +34,7 @@ if [ "${TESTS:-1}" != 0 ]; then
 	}
 	run_test ops-attention bin/tests/gpu-test-cuda-ops --filter 'attention/*'
 	run_test ops-graph bin/tests/gpu-test-cuda-ops --filter 'graph/*'
+	run_test ops-group bin/tests/gpu-test-cuda-ops --filter 'matmul/group_shares_x_rounding'
 	run_test batch bin/tests/gpu-test-cuda-batch
 	run_test model-f16 bin/tests/gpu-test-cuda-model --filter '*/*f16*'
 	if [ "${MEMCHECK:-1}" != 0 ] && command -v compute-sanitizer >/dev/null; then
@@ -64,9 +67,10 @@ batch() { # NAME KV_DTYPE [VAR=VALUE...]
 batch f32 f32
 batch f16 f16
 batch f16-old f16 DJN_ATTN_F16_OLD=1
-[ -z "${AB_ENV:-}" ] || batch f16-ab f16 $AB_ENV
+ab=${AB_ENV-DJN_GEMM_SHARED_X=0}
+[ -z "$ab" ] || batch f16-ab f16 $ab
 
-python3 - "$out" "${AB_ENV:-}" <<'PY' | tee -a "$summary"
+python3 - "$out" "$ab" <<'PY' | tee -a "$summary"
 import json, os, sys
 o, ab = sys.argv[1], sys.argv[2]
 def load(n):

@@ -293,6 +293,80 @@ Test(matmul, prefill_q4_0) { run_cases(DJN_DTYPE_Q4_0, prefill_cases, N_OF(prefi
 Test(matmul, prefill_q4_1) { run_cases(DJN_DTYPE_Q4_1, prefill_cases, N_OF(prefill_cases), 26); }
 
 /* Shapes and pointers the fast kernels refuse: odd columns, an unaligned x. */
+/* matmul_group over n > 8 rows of f16/bf16 weights (a prefill, a batch of
+ * sessions) rounds x once for the group: bit for bit what one matmul each
+ * gives (DJN_GEMM_SHARED_X=0), with and without swiglu, and within
+ * BOUND_MM_LOW of the CPU's. */
+static void check_group_shared(struct pair *p, enum djn_dtype t, int n, bool swiglu)
+{
+	struct djn_backend *g = p->gpu, *c = p->cpu;
+	const int cols = 256, n_w = swiglu ? 2 : 3;
+	const int rows[3] = { swiglu ? 344 : 256, swiglu ? 344 : 128, 128 };
+	struct tweight w[3];
+	const struct djn_weight *wg[3], *wc[3];
+	float *yd[3], *ys[3], *x = rand_vec((size_t)n * cols, 1.0f);
+	float *xd = gpu_put(g, x, sizeof(float) * n * cols);
+	size_t ny[3];
+
+	for (int i = 0; i < n_w; i++) {
+		tweight_new(p, &w[i], t, rows[i], cols, 1.0f / 16);
+		wg[i] = &w[i].gpu;
+		wc[i] = &w[i].cpu;
+		ny[i] = (size_t)n * rows[i];
+		yd[i] = gpu_alloc(g, sizeof(float) * ny[i]);
+		ys[i] = malloc(sizeof(float) * ny[i]);
+	}
+	float *a = malloc(sizeof(float) * ny[0]), *b = malloc(sizeof(float) * ny[0]);
+
+	setenv("DJN_GEMM_SHARED_X", "0", 1);
+	OK(g, g->i->matmul_group(g, yd, xd, wg, n_w, n, swiglu, NULL));
+	unsetenv("DJN_GEMM_SHARED_X");
+	for (int i = 0; i < n_w; i++)
+		gpu_get(g, ys[i], yd[i], sizeof(float) * ny[i]);
+	OK(g, g->i->matmul_group(g, yd, xd, wg, n_w, n, swiglu, NULL));
+	for (int i = 0; i < n_w; i++) {
+		gpu_get(g, a, yd[i], sizeof(float) * ny[i]);
+		cr_expect_arr_eq(a, ys[i], sizeof(float) * ny[i],
+				 "matmul_group %s n=%d%s: output %d differs from one matmul each",
+				 djn_dtype_name(t), n, swiglu ? " swiglu" : "", i);
+	}
+	/* and the first output against the CPU */
+	OK(c, c->i->matmul(c, b, x, wc[0], NULL, n));
+	if (swiglu) {
+		float *up = malloc(sizeof(float) * ny[1]);
+		OK(c, c->i->matmul(c, up, x, wc[1], NULL, n));
+		OK(c, c->i->swiglu(c, b, b, up, ny[0]));
+		free(up);
+	}
+	gpu_get(g, a, yd[0], sizeof(float) * ny[0]);
+	double e = rel_err(a, b, ny[0]);
+	cr_expect(e <= BOUND_MM_LOW, "matmul_group %s n=%d%s: rel err %.3g against the cpu",
+		  djn_dtype_name(t), n, swiglu ? " swiglu" : "", e);
+	for (int i = 0; i < n_w; i++) {
+		g->i->dealloc(g, yd[i]);
+		free(ys[i]);
+		tweight_free(p, &w[i]);
+	}
+	g->i->dealloc(g, xd);
+	free(x);
+	free(a);
+	free(b);
+}
+
+Test(matmul, group_shares_x_rounding)
+{
+	struct pair p = pair_open(0);
+	static const int ns[] = { 9, 64, 130 };
+
+	rng_seed(27);
+	for (size_t i = 0; i < N_OF(ns); i++)
+		for (int sw = 0; sw < 2; sw++) {
+			check_group_shared(&p, DJN_DTYPE_F16, ns[i], sw);
+			check_group_shared(&p, DJN_DTYPE_BF16, ns[i], sw);
+		}
+	pair_close(&p);
+}
+
 Test(matmul, odd_shapes_and_alignment)
 {
 	static const struct mm_case odd[] = {

@@ -137,13 +137,19 @@ enum djn_status cuda_check_weight(struct djn_backend *be, const char *op,
 			return cublas_fail((be), s_, op_name_, #call, __FILE__, __LINE__); \
 	} while (0)
 
-/* Environment switch NAME=1: picks a kernel kept to compare against (read
- * at each launch, so a recorded graph keeps the kernel it was recorded with). */
-static inline bool cuda_env_on(const char *name)
+/* Environment switches for A/B runs, NAME=1 (cuda_env_on) or NAME=V: pick a
+ * kernel or path kept to compare against (read at each call, so a recorded
+ * graph keeps what it was recorded with). */
+static inline bool cuda_env_is(const char *name, char v)
 {
 	const char *e = getenv(name);
 
-	return e && e[0] == '1';
+	return e && e[0] == v;
+}
+
+static inline bool cuda_env_on(const char *name)
+{
+	return cuda_env_is(name, '1');
 }
 
 static inline unsigned cuda_blocks(size_t work, unsigned per_block, unsigned cap)

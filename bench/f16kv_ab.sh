@@ -28,9 +28,9 @@ if [ "${TESTS:-1}" != 0 ]; then
 	run_test() { # LOG BINARY [ARGS...]
 		local log=$1
 		shift
-		./run.sh "$@" --jobs 1 >"$out/$log.log" 2>&1
+		./run.sh "$@" >"$out/$log.log" 2>&1
 		note "$log: rc=$? $(grep -o 'Tested: .*' "$out/$log.log" | tail -1)"
-		grep -E '^\[----\].*(FAIL|rel err)|Assertion|CRASH' "$out/$log.log" | head -5
+		grep -E -A1 'Assertion Failed|CRASH|\[FAIL\]' "$out/$log.log" | head -8
 	}
 	run_test ops-attention bin/tests/gpu-test-cuda-ops --filter 'attention/*'
 	run_test ops-graph bin/tests/gpu-test-cuda-ops --filter 'graph/*'
@@ -38,12 +38,13 @@ if [ "${TESTS:-1}" != 0 ]; then
 	run_test batch bin/tests/gpu-test-cuda-batch
 	run_test model-f16 bin/tests/gpu-test-cuda-model --filter '*/*f16*'
 	if [ "${MEMCHECK:-1}" != 0 ] && command -v compute-sanitizer >/dev/null; then
-		for f in 'bin/tests/gpu-test-cuda-ops attention/f16_cache' \
-			'bin/tests/gpu-test-cuda-batch batch/f16_cache'; do
+		# both new kernels, over many pages and positions, in two short tests
+		for f in 'gpu-test-cuda-ops graph/replay_at_other_positions_f16' \
+			'gpu-test-cuda-batch graph/batched_step_replays_with_new_positions_f16'; do
 			set -- $f
-			timeout 120 ./run.sh compute-sanitizer --tool memcheck --error-exitcode 9 \
-				"$1" --jobs 1 --filter "$2" >"$out/memcheck-${2%%/*}.log" 2>&1
-			note "memcheck $2: rc=$? $(grep -o 'ERROR SUMMARY: .*' "$out/memcheck-${2%%/*}.log" | tail -1)"
+			timeout 90 ./run.sh compute-sanitizer --tool memcheck --error-exitcode 9 \
+				"bin/tests/$1" --jobs 1 --filter "$2" >"$out/memcheck-$1.log" 2>&1
+			note "memcheck $2: rc=$? $(grep -o 'ERROR SUMMARY: .*' "$out/memcheck-$1.log" | tail -1)"
 		done
 	fi
 	note "tests: $((SECONDS - t0)) s"

@@ -512,7 +512,7 @@ static void check_tails(int n_head, int n_kv_head, int head_dim, int n_pad, uint
  * halves: only the order of the sums differs).  attn_rows_v4h_kernel at GQ 1
  * (32/32, 8/8, and 32/8 with one row), GQ 2 (16/8), GQ 4 (32/8; 32/4, whose
  * GQ 8 takes 4 on halves), head_dim 128, 64, 96 (lanes past the head idle)
- * and 8 (two lanes); the scalar kernel where float4 cannot go (hd 33). */
+ * and 8 (two lanes); the scalar kernel where float4 cannot go (hd 34). */
 static void check_f16(uint64_t seed)
 {
 	kv_dt = DJN_DTYPE_F16;
@@ -522,7 +522,7 @@ static void check_f16(uint64_t seed)
 	check_shape(9, 3, 64, 3, 1, 300, seed + 4);
 	check_shape(8, 4, 8, 128, 7, 300, seed + 5);
 	check_shape(4, 1, 96, 3, 0, 2100, seed + 6);
-	check_shape(4, 2, 33, 5, 1, 300, seed + 7);
+	check_shape(4, 2, 34, 5, 1, 300, seed + 7);
 	check_tails(32, 32, 128, 3, seed + 8);
 	check_tails(32, 8, 128, 0, seed + 9);
 	check_tails(16, 8, 64, 2, seed + 10);

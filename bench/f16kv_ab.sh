@@ -92,7 +92,8 @@ if a:
               f"{r['ctx']:>6} | {r['new_us']:>14.1f}{gbs:>7.0f}{100 * gbs / d2d:>6.1f}"
               f"{r['old_us']:>8.1f} | {r['session_us'] if r['rows'] == 1 else float('nan'):>12.1f}"
               f"{r['session_old_us'] if r['rows'] == 1 else float('nan'):>8.1f} | "
-              f"{max(r['err_new'], r['err_old']):>8.1e}")
+              f"{max(r['err_new'], r['err_old']):>8.1e}"
+              f"{'  WRONG' if max(r['err_new'], r['err_old']) > 1e-4 else ''}")
 runs = [(n, load(f"batch-{n}.json")) for n in ("f32", "f16", "f16-old", "f16-ab")]
 runs = [(n, b) for n, b in runs if b]
 ref = next((b for n, b in runs if n == "f32"), None)

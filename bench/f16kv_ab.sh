@@ -8,7 +8,8 @@
 # f32 cache, an f16 cache, and an f16 cache through the old kernels (DJN_ATTN_F16_OLD=1), and
 # with the f16 cache again under AB_ENV (default DJN_GEMM_SHARED_X=0: q, k, v and gate, up each
 # round x to f16 for themselves, as before; AB_ENV= leaves that run out).
-# Logs and JSON go to OUT_DIR; a short table is printed last.  About 3 minutes.
+# Logs and JSON go to OUT_DIR; a short table is printed last.  About 3 to 4 minutes (TESTS=0:
+# about 1.5).
 # usage: (from the bundle) bench/f16kv_ab.sh OUT_DIR [MODEL_DIR]
 #   TESTS=0 skips the tests, MEMCHECK=0 compute-sanitizer on the f16 tests, BATCHES=1,64,
 #   AB_ENV=VAR=VALUE
@@ -42,7 +43,7 @@ if [ "${TESTS:-1}" != 0 ]; then
 		for f in 'gpu-test-cuda-ops graph/replay_at_other_positions_f16' \
 			'gpu-test-cuda-batch graph/batched_step_replays_with_new_positions_f16'; do
 			set -- $f
-			timeout 90 ./run.sh compute-sanitizer --tool memcheck --error-exitcode 9 \
+			timeout 60 ./run.sh compute-sanitizer --tool memcheck --error-exitcode 9 \
 				"bin/tests/$1" --jobs 1 --filter "$2" >"$out/memcheck-$1.log" 2>&1
 			note "memcheck $2: rc=$? $(grep -o 'ERROR SUMMARY: .*' "$out/memcheck-$1.log" | tail -1)"
 		done

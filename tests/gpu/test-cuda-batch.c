@@ -5,7 +5,8 @@
  *
  * Bounds, per row: ||cuda - cpu|| / ||cpu||
  *     <= 1e-5  rope_rows (device cosf/sinf)
- *     <= 2e-5  attention_rows, f32 (split-KV sums in another order)
+ *     <= 2e-5  attention_rows, f32 and f16 caches (split-KV sums in another
+ *              order; an f16 cache is read as the same halves on both sides)
  * kv_store_rows and padding rows exactly (whole cache pages, bit for bit;
  * zeros out, inputs untouched); argmax_rows exactly; a replayed graph bit
  * for bit equal to the ops.  Pages start as NaN, so a read of a position past
@@ -478,18 +479,67 @@ Test(batch, other_shapes)
 	check_shape(4, 1, 96, 3, 0, 2100, 125); /* head_dim not a multiple of 32 */
 }
 
+/* Sessions whose rows end at every tail of the f16 rows kernel (16
+ * positions a warp step at GQ 1 and 2, 8 at GQ 4; 64 or 32 a block step;
+ * pages of 16 in shuffled order): lengths 1, 15, 16, 17, 31, 33, 63..65,
+ * 100, 128, 129, 256 (four chunks of 64), 1001 (chunks of 251), and a
+ * 20-row prefill chunk crossing two pages (lengths 18..37). */
+static const int tail_sessions[][2] = {
+	{ 0, 1 },   { 14, 1 },  { 15, 1 },  { 16, 1 },  { 30, 1 },   { 32, 1 },
+	{ 62, 1 },  { 63, 1 },  { 64, 1 },  { 99, 1 },  { 127, 1 },  { 128, 1 },
+	{ 255, 1 }, { 1000, 1 }, { 17, 20 }, { 3, 2 },
+};
+
+static void check_tails(int n_head, int n_kv_head, int head_dim, int n_pad, uint64_t seed)
+{
+	struct pair p = pair_open();
+	struct tbatch b;
+	char name[128];
+
+	rng_seed(seed);
+	tbatch_new(&b, &p, n_head, n_kv_head, head_dim, tail_sessions, (int)N_OF(tail_sessions),
+		   n_pad);
+	snprintf(name, sizeof(name), "tails: heads %d/%d hd %d (%d padding)", n_head, n_kv_head,
+		 head_dim, n_pad);
+	check_step(&b, 1, DJN_ROPE_HALF, name);
+	check_step(&b, 0, DJN_ROPE_INTERLEAVED, name);
+	tbatch_free(&b);
+	pair_close(&p);
+}
+
 /* An f16 cache: the same stores (rounded to nearest even alike, bit for bit)
- * and attention within the same tolerance as f32, on the float4 path (hd
- * 128 and 64) and the scalar one (hd 8, 96). */
-Test(batch, f16_cache)
+ * and attention within the same tolerance as f32 (both sides read the same
+ * halves: only the order of the sums differs).  attn_rows_v4h_kernel at GQ 1
+ * (32/32, 8/8, and 32/8 with one row), GQ 2 (16/8), GQ 4 (32/8; 32/4, whose
+ * GQ 8 takes 4 on halves), head_dim 128, 64, 96 (lanes past the head idle)
+ * and 8 (two lanes); the scalar kernel where float4 cannot go (hd 34). */
+static void check_f16(uint64_t seed)
 {
 	kv_dt = DJN_DTYPE_F16;
-	check_shape(32, 8, 128, 64, 5, 2100, 131);
-	check_shape(32, 32, 64, 3, 0, 2100, 132);
-	check_shape(9, 3, 64, 3, 1, 300, 133);
-	check_shape(8, 4, 8, 128, 7, 300, 134);
-	check_shape(4, 1, 96, 3, 0, 2100, 135);
+	check_shape(32, 8, 128, 64, 5, 2100, seed + 1);
+	check_shape(32, 8, 128, 1, 0, 2100, seed + 2);
+	check_shape(32, 32, 64, 3, 0, 2100, seed + 3);
+	check_shape(9, 3, 64, 3, 1, 300, seed + 4);
+	check_shape(8, 4, 8, 128, 7, 300, seed + 5);
+	check_shape(4, 1, 96, 3, 0, 2100, seed + 6);
+	check_shape(4, 2, 34, 5, 1, 300, seed + 7);
+	check_tails(32, 32, 128, 3, seed + 8);
+	check_tails(32, 8, 128, 0, seed + 9);
+	check_tails(16, 8, 64, 2, seed + 10);
+	check_tails(32, 4, 128, 1, seed + 11);
+	check_tails(8, 8, 64, 0, seed + 12);
+	check_tails(4, 1, 96, 0, seed + 13);
+	check_tails(8, 4, 8, 1, seed + 14);
 	kv_dt = DJN_DTYPE_F32;
+}
+
+Test(batch, f16_cache, .timeout = 120) { check_f16(130); }
+
+/* The float4 kernel itself on halves, kept for comparing (DJN_ATTN_F16_OLD=1). */
+Test(batch, f16_cache_old_kernel, .timeout = 120)
+{
+	setenv("DJN_ATTN_F16_OLD", "1", 1);
+	check_f16(150);
 }
 
 /* A batch of only padding, and n_rows 0: nothing stored, zeros, no error. */
@@ -536,8 +586,8 @@ static void step_ops(struct djn_backend *g, struct tbatch *b, float *qd, float *
 }
 
 /* Recorded once, replayed with other positions and tables: bit for bit what
- * the ops give run one by one with the same contents. */
-Test(graph, batched_step_replays_with_new_positions)
+ * the ops give run one by one with the same contents (a cache of kv_dt). */
+static void check_batched_replay(void)
 {
 	struct pair p = pair_open();
 	struct djn_backend *g = p.gpu;
@@ -634,6 +684,15 @@ Test(graph, batched_step_replays_with_new_positions)
 	free(bb);
 	tbatch_free(&b);
 	pair_close(&p);
+}
+
+Test(graph, batched_step_replays_with_new_positions) { check_batched_replay(); }
+
+/* The same with an f16 cache (attn_rows_v4h_kernel, GQ 4 at 32/8). */
+Test(graph, batched_step_replays_with_new_positions_f16)
+{
+	kv_dt = DJN_DTYPE_F16;
+	check_batched_replay();
 }
 
 /* The rest of a batched decode step at n rows (9..128 take cuBLAS, f16

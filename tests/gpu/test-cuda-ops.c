@@ -4,6 +4,8 @@
  * Each test draws seeded random inputs (never zeros), runs the op on the CPU
  * backend and on the CUDA backend, and compares
  *     ||cuda - cpu|| / ||cpu||   <=  1e-5  f32 elementwise, norms, rope, attention
+ *                                          (f32 and f16 caches alike: both sides
+ *                                          read the same halves)
  *                                <=  1e-4  f32 matmul (summation order differs)
  *                                <=  1e-3  f16 / bf16 / quantized matmul
  * argmax exactly, stats to 1e-5 relative.  Criterion forks a process per test,
@@ -291,6 +293,80 @@ Test(matmul, prefill_q4_0) { run_cases(DJN_DTYPE_Q4_0, prefill_cases, N_OF(prefi
 Test(matmul, prefill_q4_1) { run_cases(DJN_DTYPE_Q4_1, prefill_cases, N_OF(prefill_cases), 26); }
 
 /* Shapes and pointers the fast kernels refuse: odd columns, an unaligned x. */
+/* matmul_group over n > 8 rows of f16/bf16 weights (a prefill, a batch of
+ * sessions) rounds x once for the group: bit for bit what one matmul each
+ * gives (DJN_GEMM_SHARED_X=0), with and without swiglu, and within
+ * BOUND_MM_LOW of the CPU's. */
+static void check_group_shared(struct pair *p, enum djn_dtype t, int n, bool swiglu)
+{
+	struct djn_backend *g = p->gpu, *c = p->cpu;
+	const int cols = 256, n_w = swiglu ? 2 : 3;
+	const int rows[3] = { swiglu ? 344 : 256, swiglu ? 344 : 128, 128 };
+	struct tweight w[3];
+	const struct djn_weight *wg[3], *wc[3];
+	float *yd[3], *ys[3], *x = rand_vec((size_t)n * cols, 1.0f);
+	float *xd = gpu_put(g, x, sizeof(float) * n * cols);
+	size_t ny[3];
+
+	for (int i = 0; i < n_w; i++) {
+		tweight_new(p, &w[i], t, rows[i], cols, 1.0f / 16);
+		wg[i] = &w[i].gpu;
+		wc[i] = &w[i].cpu;
+		ny[i] = (size_t)n * rows[i];
+		yd[i] = gpu_alloc(g, sizeof(float) * ny[i]);
+		ys[i] = malloc(sizeof(float) * ny[i]);
+	}
+	float *a = malloc(sizeof(float) * ny[0]), *b = malloc(sizeof(float) * ny[0]);
+
+	setenv("DJN_GEMM_SHARED_X", "0", 1);
+	OK(g, g->i->matmul_group(g, yd, xd, wg, n_w, n, swiglu, NULL));
+	unsetenv("DJN_GEMM_SHARED_X");
+	for (int i = 0; i < n_w; i++)
+		gpu_get(g, ys[i], yd[i], sizeof(float) * ny[i]);
+	OK(g, g->i->matmul_group(g, yd, xd, wg, n_w, n, swiglu, NULL));
+	for (int i = 0; i < n_w; i++) {
+		gpu_get(g, a, yd[i], sizeof(float) * ny[i]);
+		cr_expect_arr_eq(a, ys[i], sizeof(float) * ny[i],
+				 "matmul_group %s n=%d%s: output %d differs from one matmul each",
+				 djn_dtype_name(t), n, swiglu ? " swiglu" : "", i);
+	}
+	/* and the first output against the CPU */
+	OK(c, c->i->matmul(c, b, x, wc[0], NULL, n));
+	if (swiglu) {
+		float *up = malloc(sizeof(float) * ny[1]);
+		OK(c, c->i->matmul(c, up, x, wc[1], NULL, n));
+		OK(c, c->i->swiglu(c, b, b, up, ny[0]));
+		free(up);
+	}
+	gpu_get(g, a, yd[0], sizeof(float) * ny[0]);
+	double e = rel_err(a, b, ny[0]);
+	cr_expect(e <= BOUND_MM_LOW, "matmul_group %s n=%d%s: rel err %.3g against the cpu",
+		  djn_dtype_name(t), n, swiglu ? " swiglu" : "", e);
+	for (int i = 0; i < n_w; i++) {
+		g->i->dealloc(g, yd[i]);
+		free(ys[i]);
+		tweight_free(p, &w[i]);
+	}
+	g->i->dealloc(g, xd);
+	free(x);
+	free(a);
+	free(b);
+}
+
+Test(matmul, group_shares_x_rounding)
+{
+	struct pair p = pair_open(0);
+	static const int ns[] = { 9, 64, 130 };
+
+	rng_seed(27);
+	for (size_t i = 0; i < N_OF(ns); i++)
+		for (int sw = 0; sw < 2; sw++) {
+			check_group_shared(&p, DJN_DTYPE_F16, ns[i], sw);
+			check_group_shared(&p, DJN_DTYPE_BF16, ns[i], sw);
+		}
+	pair_close(&p);
+}
+
 Test(matmul, odd_shapes_and_alignment)
 {
 	static const struct mm_case odd[] = {
@@ -642,20 +718,27 @@ struct tkv {
 	struct djn_kv_view cpu, gpu;
 };
 
+/* The dtype of the caches tkv_new makes (the f16 tests set it). */
+static enum djn_dtype kv_dt = DJN_DTYPE_F32;
+
 /* A cache whose pages are in shuffled address order, filled with the same
  * random bytes on both sides (slots never written must never be read). */
 static void tkv_new(struct pair *p, struct tkv *kv, int n_pages, int page_tokens, int n_layer,
 		    int kv_dim)
 {
 	size_t pf = (size_t)n_layer * 2 * page_tokens * kv_dim;
+	size_t pb = pf * djn_kv_elem_bytes(kv_dt);
 
 	kv->n_pages = n_pages;
 	kv->cpu_pages = malloc(sizeof(float *) * n_pages);
 	kv->gpu_pages_host = malloc(sizeof(float *) * n_pages);
 	for (int i = 0; i < n_pages; i++) {
 		float *junk = rand_vec(pf, 100.0f);
+		if (kv_dt == DJN_DTYPE_F16) /* halves of the same junk: finite, large */
+			for (size_t e = 0; e < pf; e++)
+				((uint16_t *)junk)[e] = f16_of(junk[e]);
 		kv->cpu_pages[i] = junk;
-		kv->gpu_pages_host[i] = gpu_put(p->gpu, junk, sizeof(float) * pf);
+		kv->gpu_pages_host[i] = gpu_put(p->gpu, junk, pb);
 	}
 	/* shuffle the page table, the same way for both */
 	for (int i = n_pages - 1; i > 0; i--) {
@@ -670,7 +753,7 @@ static void tkv_new(struct pair *p, struct tkv *kv, int n_pages, int page_tokens
 	kv->gpu_pages_dev = gpu_put(p->gpu, kv->gpu_pages_host, sizeof(float *) * n_pages);
 	kv->cpu = (struct djn_kv_view){ .pages = kv->cpu_pages, .pages_host = kv->cpu_pages,
 					.n_pages = n_pages, .page_tokens = page_tokens,
-					.n_layer = n_layer, .kv_dim = kv_dim };
+					.n_layer = n_layer, .kv_dim = kv_dim, .dtype = kv_dt };
 	kv->gpu = kv->cpu;
 	kv->gpu.pages = kv->gpu_pages_dev;
 	kv->gpu.pages_host = kv->gpu_pages_host;
@@ -718,18 +801,19 @@ static void check_attention(struct pair *p, int head_dim, int n_head, int n_kv_h
 	kv_store_both(p, &kv, layer, pos0, n_rows, 1.0f);
 
 	/* the cache itself must match exactly where it was written */
+	const size_t eb = djn_kv_elem_bytes(kv_dt);
 	size_t pf = (size_t)n_layer * 2 * page_tokens * kv_dim;
-	float *page = malloc(sizeof(float) * pf);
+	char *page = malloc(eb * pf);
 	int bad = 0;
 	for (int pg = 0; pg * page_tokens < pos0 + n_rows; pg++) {
-		gpu_get(p->gpu, page, kv.gpu_pages_host[pg], sizeof(float) * pf);
+		gpu_get(p->gpu, page, kv.gpu_pages_host[pg], eb * pf);
 		for (int t = pg * page_tokens; t < (pg + 1) * page_tokens && t < pos0 + n_rows; t++)
 			for (int l = 0; l < n_layer; l++)
 				for (int w = 0; w < 2; w++) {
 					size_t off = (((size_t)l * 2 + w) * page_tokens + t % page_tokens) *
-						     kv_dim;
-					bad += memcmp(page + off, kv.cpu_pages[pg] + off,
-						      sizeof(float) * kv_dim) != 0;
+						     kv_dim * eb;
+					bad += memcmp(page + off, (const char *)kv.cpu_pages[pg] + off,
+						      eb * kv_dim) != 0;
 				}
 	}
 	cr_expect_eq(bad, 0, "kv_store: %d rows of the cache differ", bad);
@@ -745,10 +829,11 @@ static void check_attention(struct pair *p, int head_dim, int n_head, int n_kv_h
 	OK(p->gpu, p->gpu->i->attention(p->gpu, od, qd, &kv.gpu, &s));
 	gpu_get(p->gpu, got, od, sizeof(float) * cnt);
 	double e = rel_err(got, ref, cnt);
-	cr_log_info("attention hd=%d heads=%d/%d pos0=%d rows=%d: rel err %.3g", head_dim, n_head,
-		    n_kv_head, pos0, n_rows, e);
-	cr_expect(e <= BOUND_EW, "attention hd=%d heads=%d/%d pos0=%d rows=%d: rel err %.3g",
-		  head_dim, n_head, n_kv_head, pos0, n_rows, e);
+	const char *dt = kv_dt == DJN_DTYPE_F16 ? "f16" : "f32";
+	cr_log_info("attention %s hd=%d heads=%d/%d pos0=%d rows=%d: rel err %.3g", dt, head_dim,
+		    n_head, n_kv_head, pos0, n_rows, e);
+	cr_expect(e <= BOUND_EW, "attention %s hd=%d heads=%d/%d pos0=%d rows=%d: rel err %.3g",
+		  dt, head_dim, n_head, n_kv_head, pos0, n_rows, e);
 	p->gpu->i->dealloc(p->gpu, qd);
 	p->gpu->i->dealloc(p->gpu, od);
 	free(q);
@@ -758,8 +843,8 @@ static void check_attention(struct pair *p, int head_dim, int n_head, int n_kv_h
 }
 
 /* A step recorded at one position and replayed at others computes what the
- * ops compute when run at those positions, bit for bit. */
-Test(graph, replay_at_other_positions)
+ * ops compute when run at those positions, bit for bit (cache of kv_dt). */
+static void check_replay(void)
 {
 	struct pair p = pair_open(1);
 	struct djn_backend *g = p.gpu;
@@ -823,6 +908,15 @@ Test(graph, replay_at_other_positions)
 	free(a);
 	free(b);
 	pair_close(&p);
+}
+
+Test(graph, replay_at_other_positions) { check_replay(); }
+
+/* The same with an f16 cache (attention.cu's f16 split kernel). */
+Test(graph, replay_at_other_positions_f16)
+{
+	kv_dt = DJN_DTYPE_F16;
+	check_replay();
 }
 
 /* The fused q/k/v step, matmul_group with rope, against matmul_group, rope
@@ -949,6 +1043,59 @@ Test(attention, other_shapes)
 	check_attention(&p, 256, 4, 2, 500, 1);
 	check_attention(&p, 64, 8, 1, 7, 70); /* multi-query through the GEMM path */
 	pair_close(&p);
+}
+
+/* An f16 cache: the stores bit for bit as the CPU rounds them, and attention
+ * within BOUND_EW of the CPU's (both read the same halves, exactly widened:
+ * only the summation order differs).  Decode rows (the split kernel: lane =
+ * 4 dims, 8 positions a warp step, through the page table) at every tail:
+ * lengths 1, 15, 16, 17, 31, 32, 33, 63..65, 100, 127..129, several chunks
+ * (2000), and 3..8 rows of different lengths; head_dim 64, 128 (one 128-dim
+ * slice), 256 (two), 96 and 80 (lanes past the head idle), 8 (stories260K),
+ * 33 (not a multiple of 4: the scalar kernel); MHA, GQA, MQA.  Pages are in
+ * shuffled order, the history is large finite halves: a position read that
+ * the CPU does not read shows. */
+static const int f16_decode_cases[][2] = {
+	{ 0, 1 },   { 14, 1 },  { 15, 1 },  { 16, 1 },   { 30, 1 },   { 31, 1 },
+	{ 32, 1 },  { 62, 1 },  { 63, 1 },  { 64, 1 },   { 99, 1 },   { 126, 1 },
+	{ 127, 1 }, { 128, 1 }, { 255, 1 }, { 1999, 1 }, { 5, 3 },    { 15, 2 },
+	{ 29, 4 },  { 60, 8 },  { 999, 8 }, { 1500, 3 }, { 121, 7 },  { 0, 8 },
+};
+
+static void check_f16_decode(uint64_t seed)
+{
+	struct pair p = pair_open(1);
+	static const int shapes[][3] = { /* head_dim, heads, kv heads */
+		{ 128, 8, 4 }, { 128, 4, 4 }, { 64, 8, 8 }, { 64, 6, 2 },
+	};
+
+	kv_dt = DJN_DTYPE_F16;
+	rng_seed(seed);
+	for (size_t sh = 0; sh < N_OF(shapes); sh++)
+		for (size_t i = 0; i < N_OF(f16_decode_cases); i++)
+			check_attention(&p, shapes[sh][0], shapes[sh][1], shapes[sh][2],
+					f16_decode_cases[i][0], f16_decode_cases[i][1]);
+	check_attention(&p, 256, 4, 2, 50, 1);
+	check_attention(&p, 256, 4, 2, 500, 3);
+	check_attention(&p, 96, 6, 2, 100, 1);
+	check_attention(&p, 80, 8, 8, 16, 2);
+	check_attention(&p, 8, 8, 4, 33, 1);
+	check_attention(&p, 33, 4, 1, 17, 1);
+	check_attention(&p, 128, 8, 1, 40, 1); /* multi-query */
+	/* prefill rows through the tiled kernel and the GEMM path, on halves */
+	check_attention(&p, 64, 8, 4, 20, 45);
+	check_attention(&p, 128, 8, 4, 0, 64);
+	kv_dt = DJN_DTYPE_F32;
+	pair_close(&p);
+}
+
+Test(attention, f16_cache, .timeout = 120) { check_f16_decode(75); }
+
+/* The kernel kept for comparing (DJN_ATTN_F16_OLD=1) on the same cases. */
+Test(attention, f16_cache_old_kernel, .timeout = 120)
+{
+	setenv("DJN_ATTN_F16_OLD", "1", 1);
+	check_f16_decode(76);
 }
 
 Test(attention, range_errors)

@@ -14,7 +14,10 @@
  *     are cut into n_split chunks so that a single decode row still fills the
  *     GPU; each block of 4 warps walks its chunk, a warp 4 positions at a time
  *     (lane = head dim, warp-shuffle dot products), keeping a running max, sum
- *     and weighted V.  A second pass merges the chunks' partials.
+ *     and weighted V.  A second pass merges the chunks' partials.  An f16
+ *     cache has its own split kernel (attn_split_h_kernel: lane = 4 dims, 8
+ *     positions a step, every load issued raw before any is widened), with
+ *     the same chunks and merge.
  *   - prefill (n_rows > 8): grid (16-row query tile, head).  Tiles of 32 keys
  *     are staged in shared memory once for the 16 query rows (K rows padded
  *     by 4 floats: conflict-free float4 reads); lane = key for q.k, lane =
@@ -221,6 +224,167 @@ attn_split_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 #pragma unroll
 		for (int w = 0; w < ATT_WARPS; w++)
 			a += sm_acc[w][d] * e[w];
+		if (n_split == 1)
+			out[idx * hd + d] = a / Lsum;
+		else
+			part_acc[(idx * n_split + s) * hd + d] = a;
+	}
+	if (n_split > 1 && threadIdx.x == 0) {
+		part_ml[(idx * n_split + s) * 2] = M;
+		part_ml[(idx * n_split + s) * 2 + 1] = Lsum;
+	}
+}
+
+/* --- split-KV (decode), f16 cache -------------------------------------------
+ *
+ * The split kernel above, for halves (DJN_ATTN_F16_OLD=1 keeps that one, to
+ * compare).  There a lane loads one half a dim, ATT_G positions a step: half
+ * the bytes in flight of f32, and each position's widening sat between its
+ * loads and the next position's, so the warp waited for each position in
+ * turn (its SASS shows it).  Here a lane takes 4 consecutive dims of each 128
+ * (one 8-byte load of K and one of V a position), ATT_GH positions a warp
+ * step, so a step has the bytes of f32's in flight: the step's page pointers
+ * first, then every load, raw, then the math.  Positions past the chunk's end
+ * re-read the chunk's last position (never a slot that was not written) and
+ * weigh nothing (score -inf, weight 0).  Chunks, partials and the merge are
+ * the f32 kernel's; the online softmax is the same, the dot products sum four
+ * dims a lane before the warp's butterfly.  Needs head_dim and kv_dim
+ * multiples of 4 (8-byte aligned loads). */
+#define ATT_GH 8 /* positions a warp handles per step, f16 */
+
+template <int NJ> /* 128-dim slices of a head: head_dim <= 128 * NJ */
+__global__ void __launch_bounds__(ATT_WARPS * 32, 4)
+attn_split_h_kernel(float *__restrict__ out, float *__restrict__ part_acc,
+		    float *__restrict__ part_ml, const float *__restrict__ q,
+		    float *const *pages, struct attn_params p, const int *dpos, int nsz,
+		    int n_split)
+{
+	constexpr int G = ATT_GH;
+	__shared__ float sm_m[ATT_WARPS], sm_l[ATT_WARPS];
+	__shared__ float4 sm_acc[ATT_WARPS][NJ * 32]; /* float d of a row at [d / 4].d % 4 */
+	const int s = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	pdl_trigger();
+	pdl_wait();
+	const int pos0 = dpos ? *dpos : p.pos0, lmax = pos0 + p.n_rows;
+	const int chunk = att_chunk(lmax, nsz);
+	const int hd = p.head_dim, L = pos0 + i + 1, pt = p.page_tokens;
+	const int t0 = s * chunk, t1 = min(t0 + chunk, L);
+
+	if (t0 >= lmax) /* a recorded grid has room for longer rows: nothing to do */
+		return;
+	const size_t koff = (size_t)p.layer * 2 * pt * p.kv_dim + (size_t)(h / p.group) * hd +
+			    4 * lane;
+	const size_t voff = (size_t)pt * p.kv_dim; /* V rows follow K rows */
+	const float *qr = q + ((size_t)i * p.n_head + h) * hd;
+	float4 qv[NJ], acc[NJ];
+	bool on[NJ];
+	float m = -INFINITY, l = 0.0f;
+
+#pragma unroll
+	for (int j = 0; j < NJ; j++) {
+		const int d = 128 * j + 4 * lane;
+		on[j] = d < hd;
+		qv[j] = on[j] ? make_float4(qr[d], qr[d + 1], qr[d + 2], qr[d + 3])
+			      : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+		acc[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+	}
+	for (int tb = t0 + warp * G; tb < t1; tb += ATT_WARPS * G) {
+		const __half *row[G];
+		int pg = tb / pt, tp = tb - pg * pt;
+		/* position tb + u, or the chunk's last (t1 - 1) past it */
+#pragma unroll
+		for (int u = 0; u < G; u++) {
+			row[u] = (const __half *)pages[pg] + koff + (size_t)tp * p.kv_dim;
+			tp += tb + u + 1 < t1;
+			if (tp == pt) {
+				tp = 0;
+				pg++;
+			}
+		}
+		uint2 kr[G][NJ], vr[G][NJ];
+#pragma unroll
+		for (int u = 0; u < G; u++)
+#pragma unroll
+			for (int j = 0; j < NJ; j++) {
+				kr[u][j] = on[j] ? kv_raw4h(row[u] + 128 * j) : make_uint2(0u, 0u);
+				vr[u][j] = on[j] ? kv_raw4h(row[u] + voff + 128 * j)
+						 : make_uint2(0u, 0u);
+			}
+		float sc[G];
+#pragma unroll
+		for (int u = 0; u < G; u++) {
+			float dot = 0.0f;
+#pragma unroll
+			for (int j = 0; j < NJ; j++)
+				dot = dot4(qv[j], kv_wide4h(kr[u][j]), dot);
+			sc[u] = dot;
+		}
+#pragma unroll
+		for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+			for (int u = 0; u < G; u++)
+				sc[u] += __shfl_xor_sync(FULL_MASK, sc[u], o);
+		float mx = -INFINITY;
+#pragma unroll
+		for (int u = 0; u < G; u++) {
+			sc[u] = tb + u < t1 ? sc[u] / p.sd : -INFINITY;
+			mx = fmaxf(mx, sc[u]);
+		}
+		/* tb < t1, so position tb is valid and mx finite (or NaN from NaN input) */
+		const float mn = fmaxf(m, mx);
+		const float alpha = m == -INFINITY ? 0.0f : expf(m - mn);
+		float psum = 0.0f;
+#pragma unroll
+		for (int u = 0; u < G; u++) {
+			sc[u] = tb + u < t1 ? expf(sc[u] - mn) : 0.0f;
+			psum += sc[u];
+		}
+		l = l * alpha + psum;
+#pragma unroll
+		for (int j = 0; j < NJ; j++) {
+			float4 a = acc[j];
+			a.x *= alpha;
+			a.y *= alpha;
+			a.z *= alpha;
+			a.w *= alpha;
+#pragma unroll
+			for (int u = 0; u < G; u++) {
+				const float4 vf = kv_wide4h(vr[u][j]);
+				a.x = fmaf(sc[u], vf.x, a.x);
+				a.y = fmaf(sc[u], vf.y, a.y);
+				a.z = fmaf(sc[u], vf.z, a.z);
+				a.w = fmaf(sc[u], vf.w, a.w);
+			}
+			acc[j] = a;
+		}
+		m = mn;
+	}
+
+	/* merge the warps, as the f32 kernel */
+	if (lane == 0) {
+		sm_m[warp] = m;
+		sm_l[warp] = l;
+	}
+#pragma unroll
+	for (int j = 0; j < NJ; j++)
+		sm_acc[warp][32 * j + lane] = acc[j];
+	__syncthreads();
+	float M = -INFINITY, Lsum = 0.0f, e[ATT_WARPS];
+#pragma unroll
+	for (int w = 0; w < ATT_WARPS; w++)
+		M = fmaxf(M, sm_m[w]);
+#pragma unroll
+	for (int w = 0; w < ATT_WARPS; w++) {
+		e[w] = sm_m[w] == -INFINITY ? 0.0f : expf(sm_m[w] - M);
+		Lsum += sm_l[w] * e[w];
+	}
+	const size_t idx = (size_t)i * p.n_head + h;
+	for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+		float a = 0.0f;
+#pragma unroll
+		for (int w = 0; w < ATT_WARPS; w++)
+			a += ((const float *)sm_acc[w])[d] * e[w];
 		if (n_split == 1)
 			out[idx * hd + d] = a / Lsum;
 		else
@@ -648,9 +812,19 @@ extern "C" enum djn_status cuda_attention(struct djn_backend *be, float *out, co
 		pm = pa + (size_t)base * n_split * s->head_dim;
 	}
 	dim3 grid((unsigned)n_split, (unsigned)s->n_head, (unsigned)s->n_rows);
+	if (kv->dtype == DJN_DTYPE_F16 && s->head_dim % 4 == 0 && kv->kv_dim % 4 == 0 &&
+	    !cuda_env_on("DJN_ATTN_F16_OLD")) {
+		if (s->head_dim <= 128)
+			CK(be, cuda_launch(c, attn_split_h_kernel<1>, grid, dim3(ATT_WARPS * 32), 0,
+					   out, pa, pm, q, kv->pages, p, dpos, nsz, n_split));
+		else
+			CK(be, cuda_launch(c, attn_split_h_kernel<2>, grid, dim3(ATT_WARPS * 32), 0,
+					   out, pa, pm, q, kv->pages, p, dpos, nsz, n_split));
+	} else {
 #define SPLIT(V) CK(be, launch_split<V>(c, grid, out, pa, pm, q, kv, p, dpos, nsz, n_split))
-	VPL_SWITCH(vpl, SPLIT);
+		VPL_SWITCH(vpl, SPLIT);
 #undef SPLIT
+	}
 	CK_LAUNCH(be);
 	if (n_split > 1) {
 		CK(be, cuda_launch(c, attn_merge_kernel, dim3((unsigned)s->n_head, (unsigned)s->n_rows),

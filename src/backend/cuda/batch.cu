@@ -21,7 +21,10 @@
  * sharing one read of it; elsewhere (and with DJN_ATTN_ROWS_OLD=1, for
  * comparing) the scalar one.  On an H200 the float4 one reads KV at 2.4 to
  * 4.2 TB/s for 32..128 rows (bench/attn_rows_bench.c and
- * bench/results/h200-2026-12-04-attn-rows.json). */
+ * bench/results/h200-2026-12-04-attn-rows.json).  An f16 cache takes
+ * attn_rows_v4h_kernel: the float4 kernel with every load of a step issued
+ * raw (four halves) before any is widened, and twice the positions a step
+ * (DJN_ATTN_F16_OLD=1 runs the float4 kernel itself on halves, to compare). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -406,14 +409,6 @@ __host__ __device__ constexpr int rsum_src(int u)
 	return s;
 }
 
-__device__ __forceinline__ float dot4(float4 a, float4 b, float s)
-{
-	s = fmaf(a.x, b.x, s);
-	s = fmaf(a.y, b.y, s);
-	s = fmaf(a.z, b.z, s);
-	return fmaf(a.w, b.w, s);
-}
-
 /* grid (chunk, head group of GQ, row); partials as attn_rows_split_kernel's. */
 template <typename KT, int GQ, int G>
 __global__ void __launch_bounds__(ATT_WARPS * 32, 4)
@@ -566,6 +561,166 @@ attn_rows_v4_kernel(float *__restrict__ out, float *__restrict__ part_acc,
 	}
 }
 
+/* The float4 kernel for an f16 cache (DJN_ATTN_F16_OLD=1 keeps the float4
+ * kernel itself on halves, to compare).  Converting each position's halves
+ * as they came made the warp wait for each position's loads in turn (its
+ * SASS shows it), and half the bytes a load kept half the bytes in flight.
+ * Here every load of a step is issued raw (four halves, 8 bytes, a lane),
+ * with G twice the f32 kernel's where registers allow (the same bytes in
+ * flight), and widened only at use; positions past the chunk's end re-read
+ * its last position (never a slot that was not written) and weigh nothing
+ * (score -inf, weight 0).  Same grid, partials, merge and online softmax. */
+template <int GQ, int G>
+__global__ void __launch_bounds__(ATT_WARPS * 32, 4)
+attn_rows_v4h_kernel(float *__restrict__ out, float *__restrict__ part_acc,
+		    float *__restrict__ part_ml, const float *__restrict__ q,
+		    struct rows_params p, int nsz)
+{
+	constexpr int N = GQ * G;
+	__shared__ float sm_m[ATT_WARPS][GQ], sm_l[ATT_WARPS][GQ];
+	__shared__ float4 sm_acc[ATT_WARPS][GQ][32];
+	const int s = blockIdx.x, h0 = blockIdx.y * GQ, i = blockIdx.z;
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const int hd = p.head_dim, pt = p.page_tokens;
+	const size_t idx0 = (size_t)i * p.n_head + h0;
+	pdl_trigger();
+	pdl_wait();
+	const int pos = p.pos[i];
+
+	if (pos < 0) { /* padding: zeros, once */
+		if (s == 0)
+			for (int d = threadIdx.x; d < GQ * hd; d += blockDim.x)
+				out[idx0 * hd + d] = 0.0f;
+		return;
+	}
+	const int L = pos + 1, chunk = rows_chunk(L, nsz);
+	const int t0 = s * chunk, t1 = min(t0 + chunk, L);
+	const int n_act = (L + chunk - 1) / chunk;
+
+	if (t0 >= L) /* past this row's end */
+		return;
+	float *const *pages = p.tables[i];
+	const bool on = 4 * lane < hd;
+	const size_t koff = (size_t)p.layer * 2 * pt * p.kv_dim + (size_t)(h0 / p.group) * hd +
+			    4 * lane;
+	const size_t voff = (size_t)pt * p.kv_dim; /* V rows follow K rows */
+	const int last_pg = (L - 1) / pt;
+	float4 qv[GQ], acc[GQ];
+	float m[GQ], l[GQ];
+
+#pragma unroll
+	for (int hh = 0; hh < GQ; hh++) {
+		qv[hh] = on ? *(const float4 *)(q + (idx0 + hh) * hd + 4 * lane)
+			    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+		acc[hh] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+		m[hh] = -INFINITY;
+		l[hh] = 0.0f;
+	}
+	int wbase = -1; /* lane j holds page wbase + j */
+	const float *wptr = NULL;
+	for (int tb = t0 + warp * G; tb < t1; tb += ATT_WARPS * G) {
+		int pg = tb / pt, tp = tb - pg * pt;
+		if (wbase < 0 || pg + G > wbase + 32) { /* warp-uniform */
+			wbase = pg;
+			wptr = wbase + lane <= last_pg ? pages[wbase + lane] : NULL;
+		}
+		uint2 kr[G], vr[G]; /* as stored: widened at use */
+		/* every load of the step first, so they are in flight together:
+		 * position tb + u, or the chunk's last (t1 - 1) past it */
+#pragma unroll
+		for (int u = 0; u < G; u++) {
+			const __half *pp = (const __half *)__shfl_sync(
+				FULL_MASK, (unsigned long long)wptr, (pg - wbase) & 31);
+			const __half *kp = pp + koff + (size_t)tp * p.kv_dim;
+			kr[u] = on ? kv_raw4h(kp) : make_uint2(0u, 0u);
+			vr[u] = on ? kv_raw4h(kp + voff) : make_uint2(0u, 0u);
+			tp += tb + u + 1 < t1;
+			if (tp == pt) {
+				tp = 0;
+				pg++;
+			}
+		}
+		float d[N];
+#pragma unroll
+		for (int u = 0; u < G; u++) {
+			const float4 kf = kv_wide4h(kr[u]);
+#pragma unroll
+			for (int hh = 0; hh < GQ; hh++)
+				d[hh * G + u] = dot4(qv[hh], kf, 0.0f);
+		}
+		rsum_step<N, 16>(d, lane);
+		const float mine = d[0];
+#pragma unroll
+		for (int hh = 0; hh < GQ; hh++) {
+			float sc[G], mx = -INFINITY;
+#pragma unroll
+			for (int u = 0; u < G; u++) {
+				float v = __shfl_sync(FULL_MASK, mine, rsum_src<N>(hh * G + u));
+				sc[u] = tb + u < t1 ? v / p.sd : -INFINITY;
+				mx = fmaxf(mx, sc[u]);
+			}
+			const float mn = fmaxf(m[hh], mx);
+			const float alpha = m[hh] == -INFINITY ? 0.0f : expf(m[hh] - mn);
+			float psum = 0.0f;
+#pragma unroll
+			for (int u = 0; u < G; u++) {
+				sc[u] = tb + u < t1 ? expf(sc[u] - mn) : 0.0f;
+				psum += sc[u];
+			}
+			l[hh] = l[hh] * alpha + psum;
+			float4 a = acc[hh];
+			a.x *= alpha;
+			a.y *= alpha;
+			a.z *= alpha;
+			a.w *= alpha;
+#pragma unroll
+			for (int u = 0; u < G; u++) {
+				const float4 vf = kv_wide4h(vr[u]);
+				a.x = fmaf(sc[u], vf.x, a.x);
+				a.y = fmaf(sc[u], vf.y, a.y);
+				a.z = fmaf(sc[u], vf.z, a.z);
+				a.w = fmaf(sc[u], vf.w, a.w);
+			}
+			acc[hh] = a;
+			m[hh] = mn;
+		}
+	}
+
+	/* merge the warps */
+#pragma unroll
+	for (int hh = 0; hh < GQ; hh++) {
+		if (lane == 0) {
+			sm_m[warp][hh] = m[hh];
+			sm_l[warp][hh] = l[hh];
+		}
+		sm_acc[warp][hh][lane] = acc[hh];
+	}
+	__syncthreads();
+	for (int x = threadIdx.x; x < GQ * hd; x += blockDim.x) {
+		const int hh = x / hd, dd = x - hh * hd;
+		float M = -INFINITY, Lsum = 0.0f, a = 0.0f;
+#pragma unroll
+		for (int w = 0; w < ATT_WARPS; w++)
+			M = fmaxf(M, sm_m[w][hh]);
+#pragma unroll
+		for (int w = 0; w < ATT_WARPS; w++) {
+			float e = sm_m[w][hh] == -INFINITY ? 0.0f : expf(sm_m[w][hh] - M);
+			Lsum += sm_l[w][hh] * e;
+			a += ((const float *)sm_acc[w][hh])[dd] * e;
+		}
+		const size_t idx = idx0 + hh;
+		if (n_act == 1) {
+			out[idx * hd + dd] = a / Lsum;
+		} else {
+			part_acc[(idx * nsz + s) * hd + dd] = a;
+			if (dd == 0) {
+				part_ml[(idx * nsz + s) * 2] = M;
+				part_ml[(idx * nsz + s) * 2 + 1] = Lsum;
+			}
+		}
+	}
+}
+
 template <int GQ, int G>
 static cudaError_t launch_rows_v4(const struct cuda_ctx *c, dim3 grid, float *out, float *pa,
 				  float *pm, const float *q, const struct rows_params &p, int nsz,
@@ -664,8 +819,14 @@ extern "C" enum djn_status cuda_attention_rows(struct djn_backend *be, float *ou
 	const char *old_env = getenv("DJN_ATTN_ROWS_OLD");
 	const bool v4 = head_dim <= 128 && head_dim % 4 == 0 && kv->kv_dim % 4 == 0 &&
 			((uintptr_t)q & 15) == 0 && !(old_env && old_env[0] == '1');
-	const int hpb = v4 ? gq : 1; /* query heads a block */
 	const bool f16 = kv->dtype == DJN_DTYPE_F16;
+	/* halves: attn_rows_v4h_kernel, but the float4 kernel itself with
+	 * DJN_ATTN_F16_OLD=1 (to compare); GQ 8 takes GQ 4 there, as GQ 8 with
+	 * twice the positions would spill */
+	const bool v4h = v4 && f16 && !cuda_env_on("DJN_ATTN_F16_OLD");
+	if (v4h && gq == 8)
+		gq = 4;
+	const int hpb = v4 ? gq : 1; /* query heads a block */
 	const int nsz = rows_nsz(c, kv->n_rows, n_head / hpb, kv->max_len);
 
 	float *pa = NULL, *pm = NULL;
@@ -680,7 +841,16 @@ extern "C" enum djn_status cuda_attention_rows(struct djn_backend *be, float *ou
 		pm = pa + n_part * head_dim;
 	}
 	dim3 grid((unsigned)nsz, (unsigned)(n_head / hpb), (unsigned)kv->n_rows);
-	if (v4) {
+	if (v4h) {
+#define V4H(GQ_, G_) CK(be, cuda_launch(c, attn_rows_v4h_kernel<GQ_, G_>, grid,                 \
+					dim3(ATT_WARPS * 32), 0, out, pa, pm, q, p, nsz))
+		switch (gq) { /* twice the f32 kernel's positions a step */
+		case 4: V4H(4, 8); break;
+		case 2: V4H(2, 16); break;
+		default: V4H(1, 16); break;
+		}
+#undef V4H
+	} else if (v4) {
 		switch (gq) {
 		case 8: CK(be, (launch_rows_v4<8, 2>(c, grid, out, pa, pm, q, p, nsz, f16))); break;
 		case 4: CK(be, (launch_rows_v4<4, 4>(c, grid, out, pa, pm, q, p, nsz, f16))); break;

@@ -16,6 +16,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 extern "C" {
 #include "djinn/backend.h"
@@ -135,6 +136,21 @@ enum djn_status cuda_check_weight(struct djn_backend *be, const char *op,
 		if (s_ != CUBLAS_STATUS_SUCCESS)                              \
 			return cublas_fail((be), s_, op_name_, #call, __FILE__, __LINE__); \
 	} while (0)
+
+/* Environment switches for A/B runs, NAME=1 (cuda_env_on) or NAME=V: pick a
+ * kernel or path kept to compare against (read at each call, so a recorded
+ * graph keeps what it was recorded with). */
+static inline bool cuda_env_is(const char *name, char v)
+{
+	const char *e = getenv(name);
+
+	return e && e[0] == v;
+}
+
+static inline bool cuda_env_on(const char *name)
+{
+	return cuda_env_is(name, '1');
+}
 
 static inline unsigned cuda_blocks(size_t work, unsigned per_block, unsigned cap)
 {
@@ -416,6 +432,32 @@ __device__ __forceinline__ float4 kv_ld4(const __half *p)
 			   __half2float(__ushort_as_half((unsigned short)(u.x >> 16))),
 			   __half2float(__ushort_as_half((unsigned short)(u.y & 0xffffu))),
 			   __half2float(__ushort_as_half((unsigned short)(u.y >> 16))));
+}
+
+/* Four halves as stored (8-byte aligned, read-only), and widened exactly.
+ * The f16 attention kernels load a whole step's halves raw with kv_raw4h
+ * before widening any: a widening between two loads makes the warp wait for
+ * the first before it issues the second. */
+__device__ __forceinline__ uint2 kv_raw4h(const __half *p)
+{
+	return __ldg((const uint2 *)p);
+}
+
+__device__ __forceinline__ float4 kv_wide4h(uint2 u)
+{
+	return make_float4(__half2float(__ushort_as_half((unsigned short)(u.x & 0xffffu))),
+			   __half2float(__ushort_as_half((unsigned short)(u.x >> 16))),
+			   __half2float(__ushort_as_half((unsigned short)(u.y & 0xffffu))),
+			   __half2float(__ushort_as_half((unsigned short)(u.y >> 16))));
+}
+
+/* s + a.b, in the order x, y, z, w (fused multiply-adds). */
+__device__ __forceinline__ float dot4(float4 a, float4 b, float s)
+{
+	s = fmaf(a.x, b.x, s);
+	s = fmaf(a.y, b.y, s);
+	s = fmaf(a.z, b.z, s);
+	return fmaf(a.w, b.w, s);
 }
 
 /* Little-endian u16 from any address (block headers are only 2-aligned). */

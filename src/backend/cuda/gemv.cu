@@ -23,7 +23,9 @@
  * cublasGemmEx on the weight as stored and x rounded to f16; bf16 likewise
  * with x split into a high and a low part (x = hi + lo to 2^-16 relative),
  * since x rounded to bf16 alone would cost 2e-3; quantized weights are dequantized to
- * f32 in row tiles and multiplied with cublasSgemm.
+ * f32 in row tiles and multiplied with cublasSgemm.  A group's f16/bf16
+ * GEMMs (q, k, v; gate, up) share one rounding of x (matmul_group;
+ * DJN_GEMM_SHARED_X=0 rounds it for each, to compare).
  */
 #include "backend/cuda/cuda.cuh"
 
@@ -747,30 +749,41 @@ bias_kernel(float *y, struct vec_ref bias, int rows, size_t count)
 		y[i] += vec_at(bias, (int64_t)(i % rows));
 }
 
-/* Column-major view for cuBLAS: y^T (rows x n) = W (cols x rows)^T . x^T (cols x n). */
-static enum djn_status gemm_half(struct djn_backend *be, const char *op, float *y,
-				 const float *x, const struct djn_weight *w, int n)
+/* x (count floats) rounded to the weights' half type t (f16 or bf16) into
+ * the matmul scratch: hi, and for bf16 the low part lo (x = hi + lo to
+ * 2^-16 relative).  One conversion serves every weight of a group. */
+static enum djn_status half_x(struct djn_backend *be, const char *op, const float *x,
+			      size_t count, enum djn_dtype t, uint16_t **hi, uint16_t **lo)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	const char *const op_name_ = op;
+
+	if (!(*hi = (uint16_t *)cuda_scratch(be, CUDA_SCRATCH_MM, 2 * count * sizeof(uint16_t))))
+		return be->err.code;
+	*lo = *hi + count;
+	unsigned blocks = cuda_blocks(count, 256, (unsigned)c->n_sm * 8);
+	if (t == DJN_DTYPE_F16)
+		split_kernel<__half><<<blocks, 256, 0, c->compute>>>((__half *)*hi, (__half *)*lo, x,
+								     count);
+	else
+		split_kernel<__nv_bfloat16><<<blocks, 256, 0, c->compute>>>(
+			(__nv_bfloat16 *)*hi, (__nv_bfloat16 *)*lo, x, count);
+	CK_LAUNCH(be);
+	return DJN_OK;
+}
+
+/* Column-major view for cuBLAS: y^T (rows x n) = W (cols x rows)^T . x^T (cols x n),
+ * with x already rounded by half_x. */
+static enum djn_status gemm_half_on(struct djn_backend *be, const char *op, float *y,
+				    const uint16_t *hi, const uint16_t *lo,
+				    const struct djn_weight *w, int n)
 {
 	struct cuda_ctx *c = cuda_ctx(be);
 	const char *const op_name_ = op;
 	const int rows = (int)w->rows, cols = (int)w->cols;
-	const size_t count = (size_t)n * cols;
 	const cudaDataType_t t = w->dtype == DJN_DTYPE_F16 ? CUDA_R_16F : CUDA_R_16BF;
 	const float one = 1.0f, zero = 0.0f;
-	uint16_t *hi = (uint16_t *)cuda_scratch(be, CUDA_SCRATCH_MM, 2 * count * sizeof(uint16_t));
-	uint16_t *lo;
 
-	if (!hi)
-		return be->err.code;
-	lo = hi + count;
-	unsigned blocks = cuda_blocks(count, 256, (unsigned)c->n_sm * 8);
-	if (w->dtype == DJN_DTYPE_F16)
-		split_kernel<__half><<<blocks, 256, 0, c->compute>>>((__half *)hi, (__half *)lo, x,
-								     count);
-	else
-		split_kernel<__nv_bfloat16><<<blocks, 256, 0, c->compute>>>(
-			(__nv_bfloat16 *)hi, (__nv_bfloat16 *)lo, x, count);
-	CK_LAUNCH(be);
 	CKB(be, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &one, w->dev, t,
 			     cols, hi, t, cols, &zero, y, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
 			     CUBLAS_GEMM_DEFAULT));
@@ -784,6 +797,17 @@ static enum djn_status gemm_half(struct djn_backend *be, const char *op, float *
 			     cols, lo, t, cols, &one, y, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
 			     CUBLAS_GEMM_DEFAULT));
 	return DJN_OK;
+}
+
+static enum djn_status gemm_half(struct djn_backend *be, const char *op, float *y,
+				 const float *x, const struct djn_weight *w, int n)
+{
+	uint16_t *hi, *lo;
+	enum djn_status st;
+
+	if ((st = half_x(be, op, x, (size_t)n * w->cols, w->dtype, &hi, &lo)) != DJN_OK)
+		return st;
+	return gemm_half_on(be, op, y, hi, lo, w, n);
 }
 
 /* Dequantized tiles of at most 64 MiB, each one f32 GEMM. */
@@ -977,6 +1001,18 @@ static enum djn_status rope_args(struct djn_backend *be, const char *op, struct 
 	return DJN_OK;
 }
 
+/* Weights a group's GEMMs can share one rounding of x for: all f16 or all
+ * bf16, the same columns, shapes cuBLAS takes. */
+static bool half_group(const struct djn_weight *const *ws, int n_w)
+{
+	for (int i = 0; i < n_w; i++)
+		if ((ws[i]->dtype != DJN_DTYPE_F16 && ws[i]->dtype != DJN_DTYPE_BF16) ||
+		    ws[i]->dtype != ws[0]->dtype || ws[i]->cols != ws[0]->cols ||
+		    ws[i]->rows > INT32_MAX || ws[i]->cols > INT32_MAX)
+			return false;
+	return n_w > 0;
+}
+
 extern "C" enum djn_status cuda_matmul_group(struct djn_backend *be, float *const *ys,
 					     const float *x, const struct djn_weight *const *ws,
 					     int n_w, int n, bool swiglu,
@@ -1001,6 +1037,22 @@ extern "C" enum djn_status cuda_matmul_group(struct djn_backend *be, float *cons
 			return st;
 		CK(be, rows_dispatch(c, (int)ws[0]->dtype, x, a, swiglu));
 		CK_LAUNCH(be);
+	} else if (n > GEMV_MAX_N && half_group(ws, n_w) && !cuda_env_is("DJN_GEMM_SHARED_X", '0')) {
+		/* f16/bf16 GEMMs (a prefill, a batch of sessions): x rounded
+		 * once for all of them, the arithmetic of one matmul each
+		 * (DJN_GEMM_SHARED_X=0: one matmul each, to compare) */
+		uint16_t *hi, *lo;
+		for (int i = 0; i < n_w; i++)
+			if ((st = cuda_check_weight(be, op_name_, ws[i])) != DJN_OK)
+				return st;
+		if ((st = half_x(be, op_name_, x, (size_t)n * ws[0]->cols, ws[0]->dtype, &hi,
+				 &lo)) != DJN_OK)
+			return st;
+		for (int i = 0; i < n_w; i++)
+			if ((st = gemm_half_on(be, op_name_, ys[i], hi, lo, ws[i], n)) != DJN_OK)
+				return st;
+		if (swiglu)
+			return cuda_swiglu(be, ys[0], ys[0], ys[1], (size_t)n * ws[0]->rows);
 	} else {
 		/* prefill, quantized weights, odd shapes: one matmul each */
 		for (int i = 0; i < n_w; i++)

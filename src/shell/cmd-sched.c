@@ -103,7 +103,11 @@ DJN_CMD_FN(cmd_sched_add)
 {
 	int i = 1;
 
-	add_tenant = (struct djn_tenant){ NULL, DJN_CLASS_STANDARD, 0 };
+	add_tenant = (struct djn_tenant){
+		sh->tenant[0] ? sh->tenant : NULL,
+		sh->tenant_class_set ? (enum djn_class)sh->tenant_class : DJN_CLASS_STANDARD,
+		sh->tenant_slo_ms,
+	};
 	for (; i < argc && !strncmp(argv[i], "--", 2); i += 2) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!v)

@@ -207,6 +207,12 @@ struct djn_shell {
 	int sched_budget;         /* rows a step; 0: the default */
 	bool sched_dirty;         /* policy or budget changed since it was made */
 	int sched_order;          /* enum djn_sched_order */
+	/* the tenant `sched add` schedules for without options (a server
+	 * client's, from its hello): name ("" for the default), class, SLO */
+	char tenant[64];
+	int tenant_class;         /* enum djn_class; 0 here means unset: standard */
+	bool tenant_class_set;
+	double tenant_slo_ms;
 
 	/* settings */
 	bool json;

@@ -216,15 +216,20 @@ enum djn_status djn_sched_member(const struct djn_sched *q, const struct djn_ses
 
 /* The step-time model: a step of r rows takes base_ms + row_ms * r, fitted
  * by least squares to the measured steps, each step's weight decaying by
- * 0.98 a step (the last ~50 count).  n: steps measured.  Set one (from an
- * earlier run) to predict before measuring; measured steps refine it. */
+ * 0.98 a step (the last ~50 count); rows that barely varied make it
+ * proportional (base 0).  gap_ms: the caller's own time between
+ * back-to-back steps (a running average of the gaps shorter than the step
+ * after them; a token waits for it too), added to every prediction.
+ * n: steps measured.  Set one (from an earlier run) to predict before
+ * measuring; measured steps refine it. */
 struct djn_step_model {
-	double base_ms, row_ms;
+	double base_ms, row_ms, gap_ms;
 	long n;
 };
 void djn_sched_step_model(const struct djn_sched *q, struct djn_step_model *out);
 void djn_sched_set_step_model(struct djn_sched *q, const struct djn_step_model *m);
-/* The model's prediction for a step of r rows, ms (0 before any). */
+/* The model's prediction for a step of r rows with the gap before it, ms
+ * (0 before any). */
 double djn_sched_predict_ms(const struct djn_sched *q, int rows);
 /* Sessions held, in the order added: i from 0; NULL past the end. */
 struct djn_session *djn_sched_session(const struct djn_sched *q, int i);

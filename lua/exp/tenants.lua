@@ -6,7 +6,7 @@
 --
 --   djinn lua/exp/tenants.lua MODEL [--device auto] [--orders fcfs,rr,priority,slo]
 --         [--seed 1] [--steps 1200] [--max-batch 32] [--budget 512] [--kv-dtype f32|f16]
---         [--slo-ms 0] [--slo-x 2.5] [--aging 8]
+--         [--slo-ms 0] [--slo-x 0] [--aging 8]
 --         [--user-every 20] [--user-prompt 16] [--user-new 16]
 --         [--svc-every 40] [--svc-prompt 64] [--svc-new 64]
 --         [--eval-burst 64] [--eval-every 16] [--eval-prompt 1024] [--eval-new 96]
@@ -17,7 +17,8 @@
 -- gaps (--*-every, exponential, in steps) and the length of the trace
 -- (--steps) are in those units, so a load means the same on a CPU and a GPU.
 -- The SLO is --slo-ms, or --slo-x times the predicted step of max_batch
--- decode rows plus one user prompt.  Result schema "djinn.tenants/1"
+-- decode rows plus one user prompt, or by default the geometric mean of that
+-- step and one of max_batch rows plus a full budget of prefill.  Result schema "djinn.tenants/1"
 -- (docs/experiments.md, docs/tenants.md).
 local djinn = require "djinn"
 local rng_mod = require "rng"
@@ -35,7 +36,7 @@ if not model_path or model_path:sub(1, 2) == "--" then
 end
 local o = {
   device = "auto", orders = { "fcfs", "rr", "priority", "slo" }, seed = 1, steps = 1200,
-  max_batch = 32, budget = 512, kv_dtype = "f32", slo_ms = 0, slo_x = 2.5, aging = 8,
+  max_batch = 32, budget = 512, kv_dtype = "f32", slo_ms = 0, slo_x = 0, aging = 8,
   user_every = 20, user_prompt = 16, user_new = 16,
   svc_every = 40, svc_prompt = 64, svc_new = 64,
   eval_burst = 64, eval_every = 16, eval_prompt = 1024, eval_new = 96,
@@ -103,7 +104,12 @@ end
 local sm = calibrate()
 local function predict(rows) return sm.base_ms + sm.row_ms * rows end
 local t_step_ms = predict(o.max_batch)
-local slo_ms = o.slo_ms > 0 and o.slo_ms or o.slo_x * predict(o.max_batch + o.user_prompt)
+-- the SLO: given, or slo_x times a decode step with a user prompt, or (by
+-- default) the geometric mean of that step and one that carries a full
+-- budget of prefill: between the two whatever a row costs on this device
+local slo_ms = o.slo_ms > 0 and o.slo_ms
+  or o.slo_x > 0 and o.slo_x * predict(o.max_batch + o.user_prompt)
+  or math.sqrt(predict(o.max_batch + o.user_prompt) * predict(o.max_batch + o.budget))
 
 -- The trace: per tenant exponential gaps (in steps of t_step); the eval job
 -- adds a burst at step 5.  Seeded: every order sees the same requests.
@@ -153,7 +159,8 @@ end
 local function run(order, reqs)
   local q = djinn.sched { order = order, budget = o.budget, max_batch = o.max_batch,
                           aging = o.aging, model = m }
-  q:step_model { base_ms = sm.base_ms, row_ms = sm.row_ms } -- admission knows from step 1
+  -- admission and the row cap know the model from step 1
+  q:step_model { base_ms = sm.base_ms, row_ms = sm.row_ms, gap_ms = sm.gap_ms }
   local per = {}
   for ti, t in ipairs(TENANTS) do
     per[ti] = { tenant = t.name, class = t.class, lat = {}, ttft = {}, tokens = 0,
@@ -288,7 +295,7 @@ local out = {
   model = { name = info.name, path = model_path, device = info.device, n_layer = info.n_layer,
             dim = info.dim },
   config = o,
-  calibration = { base_ms = sm.base_ms, row_ms = sm.row_ms, steps = sm.n,
+  calibration = { base_ms = sm.base_ms, row_ms = sm.row_ms, gap_ms = sm.gap_ms, steps = sm.n,
                   t_step_ms = t_step_ms, slo_ms = slo_ms },
   trace = { n = #reqs, per_tenant = {} },
   runs = {},

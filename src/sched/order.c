@@ -68,8 +68,6 @@ double djn_sched_now(const struct djn_sched *q)
 
 /* ------------------------------------------------------------ the order */
 
-static const struct djn_sched *sorting; /* qsort has no context; single-threaded engine */
-
 static int aging(const struct djn_sched *q)
 {
 	return q->o.aging > 0 ? q->o.aging : 8;
@@ -89,9 +87,9 @@ static double deadline(const struct member *e)
 
 #define CMP(a, b) do { if ((a) != (b)) return (a) < (b) ? -1 : 1; } while (0)
 
-static int by_order(const void *pa, const void *pb)
+static int by_order(const void *pa, const void *pb, void *ctx)
 {
-	const struct djn_sched *q = sorting;
+	const struct djn_sched *q = ctx;
 	const struct member *a = &q->mem[*(const int *)pa], *b = &q->mem[*(const int *)pb];
 
 	switch (q->o.order) {
@@ -123,9 +121,7 @@ int djn_sched_order_runnable(struct djn_sched *q)
 	for (int i = 0; i < q->n_mem; i++)
 		if (q->mem[i].phase == DJN_PHASE_COMPUTE)
 			q->ord[n++] = i;
-	sorting = q;
-	qsort(q->ord, (size_t)n, sizeof(*q->ord), by_order);
-	sorting = NULL;
+	qsort_r(q->ord, (size_t)n, sizeof(*q->ord), by_order, q);
 	return n;
 }
 
@@ -158,6 +154,7 @@ void djn_sched_step_model(const struct djn_sched *q, struct djn_step_model *out)
 {
 	*out = (struct djn_step_model){ 0 };
 	out->n = q->m_n;
+	out->gap_ms = q->gap_ms;
 	(void)model_of(q, &out->base_ms, &out->row_ms);
 }
 
@@ -173,13 +170,14 @@ void djn_sched_set_step_model(struct djn_sched *q, const struct djn_step_model *
 	q->mxx = x1 * x1 + x2 * x2;
 	q->mxy = x1 * y1 + x2 * y2;
 	q->m_n = m->n > 0 ? m->n : 1;
+	q->gap_ms = m->gap_ms > 0 ? m->gap_ms : 0;
 }
 
 double djn_sched_predict_ms(const struct djn_sched *q, int rows)
 {
 	double a, b;
 
-	return model_of(q, &a, &b) ? a + b * rows : 0;
+	return model_of(q, &a, &b) ? q->gap_ms + a + b * rows : 0;
 }
 
 /* The tightest SLO of a runnable session, or 0. */
@@ -205,7 +203,7 @@ int djn_sched_row_cap(const struct djn_sched *q)
 		return q->o.token_budget;
 	for (int i = 0; i < q->n_mem; i++)
 		n_slo += q->mem[i].phase == DJN_PHASE_COMPUTE && q->mem[i].slo_ms > 0;
-	double rows = floor((DJN_SLO_HEADROOM * slo - a) / b);
+	double rows = floor((DJN_SLO_HEADROOM * slo - q->gap_ms - a) / b);
 	/* the decode rows of the sessions with an SLO always go */
 	if (rows < n_slo)
 		rows = n_slo;
@@ -237,7 +235,7 @@ enum djn_status djn_sched_admit_slo(struct djn_sched *q, const struct djn_tenant
 	 * `rounds` steps of min(n_slo, max_batch) rows */
 	int seats = n_slo < q->o.max_batch ? n_slo : q->o.max_batch;
 	int rounds = (n_slo + q->o.max_batch - 1) / q->o.max_batch;
-	double ms = rounds * (a + b * seats);
+	double ms = rounds * (q->gap_ms + a + b * seats);
 	bool own = !tight || t->slo_ms <= tight->slo_ms;
 	double slo = own ? t->slo_ms : tight->slo_ms;
 	if (ms <= DJN_SLO_HEADROOM * slo)
@@ -247,13 +245,13 @@ enum djn_status djn_sched_admit_slo(struct djn_sched *q, const struct djn_tenant
 				   "admission: tenant '%s' (%s, slo %g ms) refused: predicted token "
 				   "latency %.3g ms (%d sessions with an slo; a step %.3g ms + %.3g ms "
 				   "a row) is over %.0f%% of its slo",
-				   name, djn_class_name(t->cls), t->slo_ms, ms, n_slo, a, b,
+				   name, djn_class_name(t->cls), t->slo_ms, ms, n_slo, q->gap_ms + a, b,
 				   100 * DJN_SLO_HEADROOM);
 	return djn_err_set(&q->err, DJN_ERR_STATE,
 			   "admission: tenant '%s' (%s, slo %g ms) refused: predicted token "
 			   "latency %.3g ms (%d sessions with an slo; a step %.3g ms + %.3g ms a "
 			   "row) is over %.0f%% of the slo %g ms of tenant '%s'",
-			   name, djn_class_name(t->cls), t->slo_ms, ms, n_slo, a, b,
+			   name, djn_class_name(t->cls), t->slo_ms, ms, n_slo, q->gap_ms + a, b,
 			   100 * DJN_SLO_HEADROOM, tight->slo_ms, tight->tenant);
 }
 
@@ -269,10 +267,15 @@ void djn_sched_member_ready(struct djn_sched *q, struct member *e)
 	e->waited = 0;
 }
 
-void djn_sched_account(struct djn_sched *q, int rows, double ms)
+void djn_sched_account(struct djn_sched *q, int rows, double t0)
 {
-	double now = djn_sched_now(q);
+	double now = djn_sched_now(q), ms = now - t0, gap = t0 - q->last_end_ms;
 
+	/* a gap no longer than the step after it is the caller's work between
+	 * back-to-back steps; a longer one is idle time (a person, a sleep) */
+	if (q->last_end_ms > 0 && gap >= 0 && gap <= ms)
+		q->gap_ms = q->gap_ms > 0 ? 0.9 * q->gap_ms + 0.1 * gap : gap;
+	q->last_end_ms = now;
 	if (rows > 0) {
 		const double w = 0.98;
 		q->m0 = q->m0 * w + 1;

@@ -433,6 +433,7 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 		runnable += e->phase == DJN_PHASE_COMPUTE;
 	}
 	if (!runnable) {
+		q->last_end_ms = 0; /* what comes next is idle time, not the caller's work */
 		if (out)
 			*out = info;
 		return djn_err_set(&q->err, DJN_ERR_STATE, "no session is runnable");
@@ -554,7 +555,7 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 	    total_b - free_b > q->st.device_peak_bytes)
 		q->st.device_peak_bytes = total_b - free_b;
 	q->st.batched_rows += info.n_rows;
-	djn_sched_account(q, info.n_rows, djn_sched_now(q) - t0);
+	djn_sched_account(q, info.n_rows, t0);
 	q->st.steps++;
 	for (int i = 0; i < q->n_mem; i++)
 		info.n_runnable += q->mem[i].phase == DJN_PHASE_COMPUTE;

@@ -51,6 +51,9 @@ struct djn_sched {
 	/* the step-time model: decayed sums of 1, rows, ms, rows^2, rows*ms */
 	double m0, mx, my, mxx, mxy;
 	long m_n;
+	/* the caller's time between back-to-back steps (an average), and when
+	 * the last step ended (0: none runnable since, or never) */
+	double gap_ms, last_end_ms;
 };
 
 /* order.c */
@@ -61,8 +64,8 @@ int djn_sched_order_runnable(struct djn_sched *q);
 int djn_sched_row_cap(const struct djn_sched *q);
 /* May a session of tenant t join?  DJN_OK, or the refusal in q->err. */
 enum djn_status djn_sched_admit_slo(struct djn_sched *q, const struct djn_tenant *t);
-/* After a step of `rows` rows that took ms: the model, tokens, latencies. */
-void djn_sched_account(struct djn_sched *q, int rows, double ms);
+/* After a step of `rows` rows that began at t0: the model, tokens, latencies. */
+void djn_sched_account(struct djn_sched *q, int rows, double t0);
 /* The latency clock of a member restarts (added, resumed). */
 void djn_sched_member_ready(struct djn_sched *q, struct member *e);
 

@@ -1,15 +1,16 @@
 -- tenants.lua - three tenants share one scheduler: an interactive user with
--- a token-latency SLO, a standard service, and a batch evaluation job with
--- long prompts that arrives as a burst and keeps coming.  The same seeded
+-- a token-latency SLO, a standard service, and a batch evaluation job that
+-- submits a burst of requests at once, then keeps sending long prompts.  The same seeded
 -- trace runs under every step order (fcfs, rr, priority, slo); per tenant:
 -- tokens/s, token latency P50/P99, time to first token, SLO violations.
 --
 --   djinn lua/exp/tenants.lua MODEL [--device auto] [--orders fcfs,rr,priority,slo]
 --         [--seed 1] [--steps 1200] [--max-batch 32] [--budget 512] [--kv-dtype f32|f16]
 --         [--slo-ms 0] [--slo-x 0] [--aging 8]
---         [--user-every 20] [--user-prompt 16] [--user-new 16]
+--         [--user-every 12] [--user-prompt 16] [--user-new 16]
 --         [--svc-every 40] [--svc-prompt 64] [--svc-new 64]
---         [--eval-burst 64] [--eval-every 16] [--eval-prompt 1024] [--eval-new 96]
+--         [--eval-every 22] [--eval-prompt 1024] [--eval-new 64]
+--         [--burst 64] [--burst-prompt 64] [--burst-new 128]
 --         [--check 2] [--out FILE.json]
 --
 -- Time is in steps of the model: a calibration first measures the step-time
@@ -37,9 +38,10 @@ end
 local o = {
   device = "auto", orders = { "fcfs", "rr", "priority", "slo" }, seed = 1, steps = 1200,
   max_batch = 32, budget = 512, kv_dtype = "f32", slo_ms = 0, slo_x = 0, aging = 8,
-  user_every = 20, user_prompt = 16, user_new = 16,
+  user_every = 12, user_prompt = 16, user_new = 16,
   svc_every = 40, svc_prompt = 64, svc_new = 64,
-  eval_burst = 64, eval_every = 16, eval_prompt = 1024, eval_new = 96,
+  eval_every = 22, eval_prompt = 1024, eval_new = 64,
+  burst = 64, burst_prompt = 64, burst_new = 128,
   check = 2, out = "-",
 }
 local i = 2
@@ -68,7 +70,7 @@ local TENANTS = {
   { name = "svc", class = "standard", every = o.svc_every, prompt = o.svc_prompt,
     new = o.svc_new },
   { name = "eval", class = "batch", every = o.eval_every, prompt = o.eval_prompt,
-    new = o.eval_new, burst = o.eval_burst },
+    new = o.eval_new, burst = o.burst, burst_prompt = o.burst_prompt, burst_new = o.burst_new },
 }
 
 local function ids_of(seed, n)
@@ -112,14 +114,15 @@ local slo_ms = o.slo_ms > 0 and o.slo_ms
   or math.sqrt(predict(o.max_batch + o.user_prompt) * predict(o.max_batch + o.budget))
 
 -- The trace: per tenant exponential gaps (in steps of t_step); the eval job
--- adds a burst at step 5.  Seeded: every order sees the same requests.
+-- adds a burst at step 5 (its own prompt and length).  Seeded: every order
+-- sees the same requests.
 local function make_trace()
   local rng = rng_mod.new(o.seed)
   local reqs = {}
   for ti, t in ipairs(TENANTS) do
     local at = 0
     if t.burst and t.burst > 0 then
-      for _ = 1, t.burst do reqs[#reqs + 1] = { tenant = ti, at_steps = 5 } end
+      for _ = 1, t.burst do reqs[#reqs + 1] = { tenant = ti, at_steps = 5, burst = true } end
     end
     while t.every > 0 do
       at = at + rng:exponential(1 / t.every)
@@ -135,8 +138,8 @@ local function make_trace()
     local t = TENANTS[r.tenant]
     r.id = k
     r.at_s = r.at_steps * t_step_ms / 1e3
-    r.ids = ids_of(o.seed * 100003 + k, t.prompt)
-    r.new = t.new
+    r.ids = ids_of(o.seed * 100003 + k, r.burst and t.burst_prompt or t.prompt)
+    r.new = r.burst and t.burst_new or t.new
   end
   return reqs
 end

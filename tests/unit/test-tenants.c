@@ -317,3 +317,22 @@ Test(tenants, parking_takes_the_lowest_class_and_keeps_tokens)
 	djn_sched_free(q);
 	be->data_limit = saved;
 }
+
+/* Many decoding sessions hold little: an arena far larger than the chunk
+ * ahead (a prefill's) is given back; one a little larger is kept. */
+Test(tenants, a_prefill_arena_is_given_back_for_decode)
+{
+	struct djn_arena a;
+	struct djn_err err = { 0 };
+	size_t big = (size_t)32 << 20, small = (size_t)1 << 20;
+
+	cr_assert_eq(djn_arena_init(&a, be, big, &err), DJN_OK, "%s", err.msg);
+	cr_assert_eq(djn_arena_fit(&a, big / 4, &err), DJN_OK);
+	cr_assert_eq(a.cap, big, "an arena 4 times the need is kept");
+	cr_assert_eq(djn_arena_fit(&a, small, &err), DJN_OK);
+	cr_assert_eq(a.cap, small, "an arena 32 times the need is given back");
+	cr_assert_not_null(djn_arena_floats(&a, small / sizeof(float)));
+	cr_assert_eq(djn_arena_fit(&a, 2 * small, &err), DJN_OK);
+	cr_assert_eq(a.cap, 2 * small, "it grows again");
+	djn_arena_release(&a);
+}

@@ -1,10 +1,10 @@
 /* sched.c - the scheduler: every runnable session one step forward, the
- * batchable ones in one forward pass per model, and the IO_WAIT policies. */
+ * batchable ones in one forward pass per model, in the step order
+ * (order.c), and the IO_WAIT policies. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <ctype.h>
 
 #include "sched/sched_impl.h"
 

@@ -9,7 +9,7 @@
 # JSON and logs go to OUT_DIR, plots (gnuplot) to OUT_DIR/plots; a short
 # table with each goal beside its number is printed last.
 # usage: (from the bundle) bench/tenants.sh OUT_DIR [MODEL_DIR]
-#   SKIP_TENANTS=1, SKIP_HF=1, SKIP_DJINN=1, SKIP_PLOTS=1 leave parts out (the table reads
+#   SKIP_TESTS=1, SKIP_TENANTS=1, SKIP_HF=1, SKIP_DJINN=1, SKIP_PLOTS=1 leave parts out (the table reads
 #   what OUT_DIR holds); HF_BATCHES="64,128,256,384,512", PROMPT=512, NEW=64 (memory
 #   pressure), KV_LIMIT (djinn's KV pages; default: the device's memory less 30 GiB),
 #   TENANT_ARGS (more options for tenants.lua, e.g. "--slo-x 2.5 --steps 1000")
@@ -21,6 +21,16 @@ run() { ./run.sh "$@"; }
 [ -f "$m/config.json" ] || run djinn mkmodel --shape llama-2-7b --dtype f16 --seed 0 "$m" >&2 || exit 1
 prompt=${PROMPT:-512}
 new=${NEW:-64}
+
+if [ -z "${SKIP_TESTS:-}" ]; then
+	echo "== the scheduler's and the tenants' tests on the GPU" >&2
+	: >"$out/tests.log"
+	for t in test-tenants test-sched; do
+		[ -x "bin/tests/$t" ] && { DJINN_TEST_DEVICE=cuda run "bin/tests/$t" >>"$out/tests.log" 2>&1 ||
+			echo "FAILED: $t (cuda)" >>"$out/tests.log"; }
+	done
+	grep -E "Synthesis|FAILED" "$out/tests.log" >&2
+fi
 
 if [ -z "${SKIP_TENANTS:-}" ]; then
 	echo "== tenants: every step order on one trace" >&2
@@ -70,6 +80,11 @@ def load(n):
     except (OSError, ValueError):
         return None
 t, h, d = load("tenants.json"), load("hf_mempressure.json"), load("mempressure.json")
+tl = os.path.join(o, "tests.log")
+if os.path.exists(tl):
+    for line in open(tl, errors="replace"):
+        if "Synthesis" in line or "FAILED" in line:
+            print("tests (cuda):", line.strip())
 if t:
     c = t["calibration"]
     print(f"tenants on {t['model']['name']} ({t['model']['device']}): step {c['base_ms']:.2f} ms + "

@@ -1,4 +1,4 @@
-/* test-tenants.c - tenants on stories260K (CPU): the exact order of a
+/* test-tenants.c - tenants on stories260K (CPU; DJINN_TEST_DEVICE=cuda on a GPU): the exact order of a
  * scripted trace under each order, starvation-freedom of priority, SLO
  * admission refused with a clear message and nothing lost, and parking
  * under memory pressure (lowest class first) with tokens as alone. */
@@ -26,7 +26,8 @@ static void setup(void)
 
 	model = djn_model_load("models/stories260K.bin", "models/tok512.bin", &err);
 	cr_assert_not_null(model, "%s", err.msg);
-	be = djn_backend_new("cpu", 2, &err);
+	const char *dev = getenv("DJINN_TEST_DEVICE");
+	be = djn_backend_new(dev ? dev : "cpu", 2, &err);
 	cr_assert_not_null(be, "%s", err.msg);
 	now_ms = 0;
 }

@@ -23,9 +23,9 @@ prompt=${PROMPT:-512}
 new=${NEW:-64}
 
 if [ -z "${SKIP_TESTS:-}" ]; then
-	echo "== the scheduler's and the tenants' tests on the GPU" >&2
+	echo "== the tenants tests on the GPU" >&2
 	: >"$out/tests.log"
-	for t in test-tenants test-sched; do
+	for t in test-tenants; do
 		[ -x "bin/tests/$t" ] && { DJINN_TEST_DEVICE=cuda run "bin/tests/$t" >>"$out/tests.log" 2>&1 ||
 			echo "FAILED: $t (cuda)" >>"$out/tests.log"; }
 	done

@@ -5,7 +5,7 @@
 -- tokens/s, token latency P50/P99, time to first token, SLO violations.
 --
 --   djinn lua/exp/tenants.lua MODEL [--device auto] [--orders fcfs,rr,priority,slo]
---         [--seed 1] [--steps 1200] [--max-batch 32] [--budget 512] [--kv-dtype f32|f16]
+--         [--seed 1] [--steps 1000] [--max-batch 32] [--budget 512] [--kv-dtype f32|f16]
 --         [--slo-ms 0] [--slo-x 0] [--aging 8]
 --         [--user-every 12] [--user-prompt 16] [--user-new 16]
 --         [--svc-every 40] [--svc-prompt 64] [--svc-new 64]
@@ -36,7 +36,7 @@ if not model_path or model_path:sub(1, 2) == "--" then
   die("usage: djinn lua/exp/tenants.lua MODEL [--options]")
 end
 local o = {
-  device = "auto", orders = { "fcfs", "rr", "priority", "slo" }, seed = 1, steps = 1200,
+  device = "auto", orders = { "fcfs", "rr", "priority", "slo" }, seed = 1, steps = 1000,
   max_batch = 32, budget = 512, kv_dtype = "f32", slo_ms = 0, slo_x = 0, aging = 8,
   user_every = 12, user_prompt = 16, user_new = 16,
   svc_every = 40, svc_prompt = 64, svc_new = 64,

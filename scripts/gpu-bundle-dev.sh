@@ -15,6 +15,6 @@ cp ../"$build"/bench/attn_rows_bench bin/bench/
 nvcc -O3 -std=c++17 -gencode=arch=compute_90,code=sm_90 ../bench/gemv_bench.cu -o bin/bench/gemv_bench
 rm -rf bench
 cp -r ../bench .
-(cd bin/tests && for t in *; do case $t in gpu-*|test-exec|test-ringbuf|test-hf-fixtures|test-sched|test-batch-ops|test-multimodel|test-lens|test-pattern|test-patch) ;; *) rm -f "$t" ;; esac; done)
+(cd bin/tests && for t in *; do case $t in gpu-*|test-exec|test-ringbuf|test-hf-fixtures|test-sched|test-tenants|test-batch-ops|test-multimodel|test-lens|test-pattern|test-patch) ;; *) rm -f "$t" ;; esac; done)
 strip bin/djinn bin/tests/* bin/bench/* 2>/dev/null || true
 du -sh .

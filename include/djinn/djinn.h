@@ -383,6 +383,10 @@ void djn_session_mem(const struct djn_session *s, struct djn_mem_info *out);
 enum djn_status djn_session_swapout(struct djn_session *s);
 enum djn_status djn_session_swapin(struct djn_session *s);
 bool djn_session_swapped(const struct djn_session *s);
+/* When the Data segment is full, paused sessions are swapped out to make
+ * room highest park rank first (the scheduler gives lower classes a higher
+ * rank), least recently used within a rank.  Default 0. */
+void djn_session_set_park_rank(struct djn_session *s, int rank);
 /* swapout without waiting for the copies (the scheduler's io_wait under
  * the signal policy): the session is swapped from here, its device pages
  * are freed by djn_session_swap_poll once the copies are done (wait: wait

@@ -27,6 +27,46 @@
  *   NONE       kept, never swapped: a session is admitted only while the KV
  *              caches of all admitted sessions fit the backend's KV limit
  *
+ * Order (a separate knob from the policy above): which runnable sessions
+ * enter a step when more are runnable than max_batch and the token budget
+ * allow, and in which order prefill chunks take the budget.
+ *   FCFS      in order of arrival; decode tokens first, then prefill chunks
+ *             (each pass by arrival), until max_batch or the budget is spent
+ *   RR        round-robin: the sessions served longest ago first (the step
+ *             each last ran in, then arrival)
+ *   PRIORITY  strict by class (interactive, standard, batch), with aging: a
+ *             session runnable but left out of a step waits one step more,
+ *             and every `aging` steps waited raise it one class (never past
+ *             interactive); ties go to the longest wait, then arrival.  A
+ *             session waits at most 2 * aging + ceil(n / max_batch) steps.
+ *   SLO       earliest deadline first: a session with a token-latency SLO
+ *             has its next token due at its last token (or its arrival, or
+ *             resume) plus its SLO; sessions without one come after, by
+ *             class then arrival.  The step's rows are capped so that the
+ *             step-time model predicts at most 80% of the tightest SLO of a
+ *             runnable session, and djn_sched_add refuses a session with an
+ *             SLO when the token latency of the sessions with an SLO, all
+ *             decoding (ceil(n / max_batch) steps of min(n, max_batch) rows
+ *             each), is predicted over 80% of an SLO, its own or an admitted
+ *             one's.  Before any step is measured nothing is refused.
+ * Under every order but FCFS the step's sessions are chosen first (the
+ * first max_batch in the order), then within them decode tokens before
+ * prefill chunks, each in the order.
+ *
+ * Tenants.  A session carries a tenant name, a class and an optional
+ * token-latency SLO (djn_sched_add_as).  Under memory pressure (a KV limit,
+ * or the device full) the step takes sessions whose pages fit by class
+ * first, and the sessions left out are parked (their KV swapped to the host)
+ * lowest class first, least recently used within a class
+ * (djn_session_set_park_rank): an admitted session is slowed, never failed.
+ * A session STOPPED by the debugger or in IO_WAIT costs nothing: it is in no
+ * step, no SLO prediction, and its latency clock restarts at resume.
+ *
+ * Token latency: the scheduler's clock (opts.clock_ms, or the monotonic
+ * clock) read after each step; a token's latency is the time since the
+ * session's previous token, or since it was added or resumed for the first
+ * token of a run.  A token later than the session's SLO is a violation.
+ *
  * The scheduler borrows its sessions: remove a session (djn_sched_remove)
  * before freeing it, and free the scheduler before the backend.  Errors:
  * actions return enum djn_status with the message in djn_sched_errmsg(q);
@@ -51,14 +91,41 @@ enum djn_phase {
 	DJN_PHASE_QUEUED,
 };
 
+enum djn_sched_order {
+	DJN_ORDER_FCFS,
+	DJN_ORDER_RR,
+	DJN_ORDER_PRIORITY,
+	DJN_ORDER_SLO,
+};
+
+enum djn_class {
+	DJN_CLASS_INTERACTIVE,
+	DJN_CLASS_STANDARD,
+	DJN_CLASS_BATCH,
+};
+
 struct djn_sched_opts {
 	enum djn_sched_policy policy;
+	enum djn_sched_order order;
 	int token_budget; /* rows a step, decode tokens and prefill chunks; 0: 512 */
 	int max_batch;    /* sessions in one forward pass; 0: 256 */
 	/* pinned host memory to lock ahead of need for the swaps, in blocks of
 	 * host_block bytes (0: 256 MiB); a block holds one session's cache.
 	 * 0: pinned when a session first swaps (tens of ms a GiB) */
 	size_t host_pool, host_block;
+	int aging; /* PRIORITY: steps waited to rise one class; 0: 8 */
+	/* the clock of token latencies and the step-time model, in ms; NULL:
+	 * the monotonic clock (tests give a scripted one) */
+	double (*clock_ms)(void *ud);
+	void *clock_ud;
+};
+
+/* Who a session runs for.  name: copied (63 bytes at most, printable, no
+ * spaces); NULL: "default".  slo_ms: its token-latency SLO, 0 for none. */
+struct djn_tenant {
+	const char *name;
+	enum djn_class cls;
+	double slo_ms;
 };
 
 struct djn_sched;
@@ -72,10 +139,23 @@ const char *djn_sched_errmsg(const struct djn_sched *q);
 bool djn_sched_policy_parse(const char *name, enum djn_sched_policy *out);
 const char *djn_sched_policy_name(enum djn_sched_policy p);
 const char *djn_phase_name(enum djn_phase p);
+/* "fcfs", "rr", "priority", "slo"; "interactive", "standard", "batch". */
+bool djn_sched_order_parse(const char *name, enum djn_sched_order *out);
+const char *djn_sched_order_name(enum djn_sched_order o);
+bool djn_class_parse(const char *name, enum djn_class *out);
+const char *djn_class_name(enum djn_class c);
+/* Change the order from the next step on. */
+enum djn_status djn_sched_set_order(struct djn_sched *q, enum djn_sched_order o);
+enum djn_sched_order djn_sched_order(const struct djn_sched *q);
 
 /* Add a started (paused) session, on the scheduler's backend.  It is
  * runnable, or QUEUED under policy NONE until its cache fits. */
 enum djn_status djn_sched_add(struct djn_sched *q, struct djn_session *s);
+/* The same, for tenant t (NULL: "default", standard, no SLO).  Under order
+ * SLO a session with an SLO may be refused (DJN_ERR_STATE, the message
+ * names the tenant, the SLO and the predicted latency); nothing changes. */
+enum djn_status djn_sched_add_as(struct djn_sched *q, struct djn_session *s,
+				 const struct djn_tenant *t);
 /* Take s out (it stays as it is: paused, swapped out, ...). */
 enum djn_status djn_sched_remove(struct djn_sched *q, struct djn_session *s);
 bool djn_sched_has(const struct djn_sched *q, const struct djn_session *s);
@@ -116,6 +196,41 @@ struct djn_sched_stats {
 	size_t device_peak_bytes;       /* device memory in use (all of it), the most after a step */
 };
 void djn_sched_stats(const struct djn_sched *q, struct djn_sched_stats *out);
+
+/* One session's tenant and service.  tenant: borrowed, lives while s is in
+ * the scheduler. */
+struct djn_member_info {
+	const char *tenant;
+	enum djn_class cls;
+	double slo_ms;
+	enum djn_phase phase;
+	bool parked;             /* runnable with its KV on the host */
+	int waited;              /* steps runnable and left out, in a row */
+	long steps;              /* steps it ran in */
+	long tokens;             /* tokens it was given while scheduled */
+	long violations;         /* of those, later than its SLO */
+	double last_ms, max_ms;  /* latency of its last token, the worst */
+};
+enum djn_status djn_sched_member(const struct djn_sched *q, const struct djn_session *s,
+				 struct djn_member_info *out);
+
+/* The step-time model: a step of r rows takes base_ms + row_ms * r, fitted
+ * by least squares to the measured steps, each step's weight decaying by
+ * 0.98 a step (the last ~50 count); rows that barely varied make it
+ * proportional (base 0).  gap_ms: the caller's own time between
+ * back-to-back steps (a running average of the gaps shorter than the step
+ * after them; a token waits for it too), added to every prediction.
+ * n: steps measured.  Set one (from an earlier run) to predict before
+ * measuring; measured steps refine it. */
+struct djn_step_model {
+	double base_ms, row_ms, gap_ms;
+	long n;
+};
+void djn_sched_step_model(const struct djn_sched *q, struct djn_step_model *out);
+void djn_sched_set_step_model(struct djn_sched *q, const struct djn_step_model *m);
+/* The model's prediction for a step of r rows with the gap before it, ms
+ * (0 before any). */
+double djn_sched_predict_ms(const struct djn_sched *q, int rows);
 /* Sessions held, in the order added: i from 0; NULL past the end. */
 struct djn_session *djn_sched_session(const struct djn_sched *q, int i);
 

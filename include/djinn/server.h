@@ -113,6 +113,13 @@ typedef void (*djn_remote_event_fn)(struct djn_remote *r, const struct djn_frame
  * connection, to take its sessions back (or NULL).  NULL on failure. */
 struct djn_remote *djn_remote_connect(const char *addr, const char *token, const char *resume,
 				      struct djn_err *err);
+/* The same, as a tenant: the hello carries tenant, class ("interactive",
+ * "standard", "batch") and slo_ms (> 0), each optional (NULL, NULL, 0), and
+ * the server schedules this client's sessions as that tenant (`sched add`
+ * without --tenant/--class/--slo). */
+struct djn_remote *djn_remote_connect_as(const char *addr, const char *token, const char *resume,
+					 const char *tenant, const char *cls, double slo_ms,
+					 struct djn_err *err);
 /* Close the connection: the server keeps this client's sessions (detach). */
 void djn_remote_free(struct djn_remote *r);
 const char *djn_remote_addr(const struct djn_remote *r);

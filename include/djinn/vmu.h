@@ -67,6 +67,10 @@ enum djn_status djn_arena_init(struct djn_arena *a, struct djn_backend *be, size
 			       struct djn_err *err);
 /* Grow to at least cap (contents are lost); no-op when big enough. */
 enum djn_status djn_arena_reserve(struct djn_arena *a, size_t cap, struct djn_err *err);
+/* The same, and give back an arena far larger than cap (over 16 MiB and 8
+ * times cap: a prefill chunk's, when a decode step follows), so that many
+ * decoding sessions hold little device memory.  Contents are lost. */
+enum djn_status djn_arena_fit(struct djn_arena *a, size_t cap, struct djn_err *err);
 /* n floats, 256-byte aligned; NULL when the arena is full (a bug: callers
  * reserve the chunk's whole need first). */
 float *djn_arena_floats(struct djn_arena *a, size_t n);

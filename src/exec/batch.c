@@ -476,8 +476,11 @@ static enum djn_status run(struct djn_batch *b, int n, enum djn_stop *why)
 	/* the pass is done: members may make room for each other's next chunk */
 	for (int i = 0; i < n; i++)
 		ss[i]->in_batch = false;
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n; i++) {
+		ss[i]->deferring = true;
 		why[b->idx[i]] = djn_session_advance(ss[i], b->next[i]);
+		ss[i]->deferring = false;
+	}
 	return DJN_OK;
 }
 

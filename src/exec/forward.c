@@ -48,7 +48,9 @@ enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows)
 	if ((st = djn_session_swapped_in(s)))
 		return st;
 	need = arena_bytes(c, n_rows, &s->aliased);
-	if ((st = djn_arena_reserve(&s->arena, need, &s->err)))
+	/* a prefill's arena is given back when a much smaller chunk follows:
+	 * hundreds of decoding sessions would otherwise each hold one */
+	if ((st = djn_arena_fit(&s->arena, need, &s->err)))
 		return st;
 	djn_arena_reset(&s->arena);
 	for (int site = 0; site < s->n_sites; site++) {

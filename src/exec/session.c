@@ -28,16 +28,24 @@ enum djn_status djn_session_evict_other(struct djn_session *s)
 		}
 	if (freed)
 		return DJN_OK;
+	/* after a batch's pass a member never parks a higher class for its
+	 * next chunk: it lays that chunk out at its next step instead */
 	for (struct djn_session *o = live; o; o = o->next_live)
 		if (o != s && o->be == s->be && !o->swap.out && !o->in_batch &&
-		    o->kv.view.n_pages > 0 &&
-		    (!lru || o->last_used < lru->last_used))
+		    o->kv.view.n_pages > 0 && !(s->deferring && o->park_rank < s->park_rank) &&
+		    (!lru || o->park_rank > lru->park_rank ||
+		     (o->park_rank == lru->park_rank && o->last_used < lru->last_used)))
 			lru = o;
 	if (!lru)
 		return DJN_ERR_NOMEM;
 	if (djn_session_swapout(lru))
 		return djn_session_fail(s, DJN_ERR_NOMEM, "making room: %s", djn_session_errmsg(lru));
 	return DJN_OK;
+}
+
+void djn_session_set_park_rank(struct djn_session *s, int rank)
+{
+	s->park_rank = rank;
 }
 
 enum djn_status djn_session_swapped_in(struct djn_session *s)
@@ -342,14 +350,19 @@ static enum djn_status pick(struct djn_session *s, int *next)
  * there rather than sampling twice. */
 static enum djn_stop next_chunk(struct djn_session *s, int pos, int n_rows)
 {
-	if (!djn_chunk_begin(s, pos, n_rows))
+	/* parked by another member of its batch, or no room without parking
+	 * a higher class: laid out at its next step (djn_session_begun) */
+	bool later = s->deferring && s->swap.out;
+	enum djn_status st = later ? DJN_OK : djn_chunk_begin(s, pos, n_rows);
+
+	if (!later && !st)
 		return DJN_STOP_STEP;
 	s->r.pos = pos;
 	s->r.n_rows = n_rows;
 	s->r.site = -1;
 	s->r.batched = false;
 	s->needs_begin = true;
-	return DJN_STOP_ERROR;
+	return later || (s->deferring && st == DJN_ERR_NOMEM) ? DJN_STOP_STEP : DJN_STOP_ERROR;
 }
 
 enum djn_stop djn_session_advance(struct djn_session *s, int next)

@@ -133,6 +133,8 @@ struct djn_session {
 	int32_t forced;         /* next token by teacher forcing, or -1 */
 	struct djn_session *next_live; /* every live session, for eviction */
 	uint64_t last_used;            /* a clock tick of its last start or run */
+	int park_rank;                 /* swapped out first when higher */
+	bool deferring;                /* a batch's advance: no room lays the chunk out later */
 	volatile sig_atomic_t interrupt;
 	djn_token_fn on_token;
 	void *on_token_ud;

@@ -37,22 +37,27 @@ static void on_event(struct djn_remote *r, const struct djn_frame *ev, void *ud)
 	lr->stop_bp = cJSON_IsNumber(bp) ? bp->valueint : 0;
 }
 
-/* djinn.connect(addr [, {token=, resume=}]) -> Remote, or nil, msg */
+/* djinn.connect(addr [, {token=, resume=, tenant=, class=, slo_ms=}]) -> Remote,
+ * or nil, msg; the tenant fields schedule this client's sessions on the server */
 static int l_connect(lua_State *L)
 {
-	static const char *const keys[] = { "token", "resume", NULL };
+	static const char *const keys[] = { "token", "resume", "tenant", "class", "slo_ms", NULL };
 	const char *addr = luaL_checkstring(L, 1);
-	const char *token, *resume;
+	const char *token, *resume, *tenant, *cls;
+	lua_Number slo;
 	struct ldj_remote *lr;
 	struct djn_err err = { 0 };
 
 	ldj_check_opts(L, 2, "connect", keys);
 	token = ldj_opt_string(L, 2, "connect", "token", NULL);
 	resume = ldj_opt_string(L, 2, "connect", "resume", NULL);
+	tenant = ldj_opt_string(L, 2, "connect", "tenant", NULL);
+	cls = ldj_opt_string(L, 2, "connect", "class", NULL);
+	slo = ldj_opt_number(L, 2, "connect", "slo_ms", 0);
 	lr = lua_newuserdatauv(L, sizeof(*lr), 0); /* empty first: an error leaks nothing */
 	memset(lr, 0, sizeof(*lr));
 	luaL_setmetatable(L, LDJ_REMOTE);
-	if (!(lr->r = djn_remote_connect(addr, token, resume, &err))) {
+	if (!(lr->r = djn_remote_connect_as(addr, token, resume, tenant, cls, slo, &err))) {
 		lua_pushnil(L);
 		lua_pushfstring(L, "djinn.connect: %s", err.msg);
 		return 2;

@@ -36,12 +36,13 @@ static struct ldj_session *session_arg(lua_State *L, int idx)
 }
 
 /* djinn.sched{policy = "signal"|"lru"|"recompute"|"none", budget = ROWS, max_batch = N,
+ *             order = "fcfs"|"rr"|"priority"|"slo", aging = STEPS,
  *             host_pool = BYTES, host_block = BYTES, model = M}: with a model the
  * scheduler is made at once on its backend, else at the first add. */
 static int l_sched(lua_State *L)
 {
 	static const char *const keys[] = { "policy", "budget", "max_batch", "host_pool",
-					    "host_block", "model", NULL };
+					    "host_block", "model", "order", "aging", NULL };
 	struct ldj_sched *ls;
 	const char *policy;
 
@@ -56,6 +57,14 @@ static int l_sched(lua_State *L)
 	if (!djn_sched_policy_parse(policy, &ls->o.policy))
 		return ldj_error(L, "djinn.sched: unknown policy '%s' (signal, lru, recompute, none)",
 				 policy);
+	const char *order = ldj_opt_string(L, 1, "djinn.sched", "order", "fcfs");
+	if (!djn_sched_order_parse(order, &ls->o.order))
+		return ldj_error(L, "djinn.sched: unknown order '%s' (fcfs, rr, priority, slo)",
+				 order);
+	lua_Integer aging = ldj_opt_integer(L, 1, "djinn.sched", "aging", 0);
+	if (aging < 0 || aging > 1 << 20)
+		return ldj_error(L, "djinn.sched: aging must be 0..1048576 steps");
+	ls->o.aging = (int)aging;
 	lua_Integer budget = ldj_opt_integer(L, 1, "djinn.sched", "budget", 0);
 	lua_Integer max = ldj_opt_integer(L, 1, "djinn.sched", "max_batch", 0);
 	if (budget < 0 || budget > 1 << 20 || max < 0 || max > 1 << 16)
@@ -126,12 +135,25 @@ static int expected(lua_State *L, const char *msg)
 	return 2;
 }
 
-/* q:add(s) -> true | nil, msg */
+/* q:add(s [, {tenant = NAME, class = "interactive"|"standard"|"batch", slo_ms = MS}])
+ * -> true | nil, msg (a refused admission under order "slo" says why) */
 static int m_add(lua_State *L)
 {
+	static const char *const keys[] = { "tenant", "class", "slo_ms", NULL };
 	struct ldj_sched *ls = check(L);
 	struct ldj_session *s = session_arg(L, 2);
 	struct djn_err err = { 0 };
+	struct djn_tenant t = { NULL, DJN_CLASS_STANDARD, 0 };
+
+	if (!lua_isnoneornil(L, 3)) {
+		ldj_check_opts(L, 3, "add", keys);
+		t.name = ldj_opt_string(L, 3, "add", "tenant", NULL);
+		const char *cls = ldj_opt_string(L, 3, "add", "class", "standard");
+		if (!djn_class_parse(cls, &t.cls))
+			return luaL_argerror(L, 3, lua_pushfstring(L, "unknown class '%s' "
+							    "(interactive, standard, batch)", cls));
+		t.slo_ms = ldj_opt_number(L, 3, "add", "slo_ms", 0);
+	}
 
 	if (s->sched && s->sched != ls->q)
 		return expected(L, "the session is in another scheduler");
@@ -139,7 +161,7 @@ static int m_add(lua_State *L)
 		return expected(L, err.msg);
 	if (djn_sched_has(ls->q, s->s) && djn_sched_phase(ls->q, s->s) == DJN_PHASE_DONE)
 		djn_sched_remove(ls->q, s->s); /* a new run of a finished member */
-	if (djn_sched_add(ls->q, s->s))
+	if (djn_sched_add_as(ls->q, s->s, &t))
 		return expected(L, djn_sched_errmsg(ls->q));
 	s->sched = ls->q;
 	hold(L, 2, true);
@@ -201,6 +223,81 @@ static int m_phase(lua_State *L)
 
 #define SET_INT(k, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, (k)))
 #define SET_NUM(k, v) (lua_pushnumber(L, (lua_Number)(v)), lua_setfield(L, -2, (k)))
+#define SET_STR(k, v) (lua_pushstring(L, (v)), lua_setfield(L, -2, (k)))
+
+/* q:member(s) -> {tenant, class, slo_ms, phase, parked, waited, steps, tokens,
+ * violations, last_ms, max_ms} | nil when s is not scheduled */
+static int m_member(lua_State *L)
+{
+	struct ldj_sched *ls = check(L);
+	struct ldj_session *s = session_arg(L, 2);
+	struct djn_member_info mi;
+
+	if (!ls->q || djn_sched_member(ls->q, s->s, &mi)) {
+		lua_pushnil(L);
+		return 1;
+	}
+	lua_createtable(L, 0, 11);
+	SET_STR("tenant", mi.tenant);
+	SET_STR("class", djn_class_name(mi.cls));
+	SET_NUM("slo_ms", mi.slo_ms);
+	SET_STR("phase", djn_phase_name(mi.phase));
+	lua_pushboolean(L, mi.parked);
+	lua_setfield(L, -2, "parked");
+	SET_INT("waited", mi.waited);
+	SET_INT("steps", mi.steps);
+	SET_INT("tokens", mi.tokens);
+	SET_INT("violations", mi.violations);
+	SET_NUM("last_ms", mi.last_ms);
+	SET_NUM("max_ms", mi.max_ms);
+	return 1;
+}
+
+/* q:order([name]) -> the order (set first when named) | nil, msg */
+static int m_order(lua_State *L)
+{
+	struct ldj_sched *ls = check(L);
+	enum djn_sched_order o;
+
+	if (!lua_isnoneornil(L, 2)) {
+		const char *name = luaL_checkstring(L, 2);
+		if (!djn_sched_order_parse(name, &o))
+			return expected(L, "unknown order (fcfs, rr, priority, slo)");
+		ls->o.order = o;
+		if (ls->q)
+			(void)djn_sched_set_order(ls->q, o);
+	}
+	lua_pushstring(L, djn_sched_order_name(ls->o.order));
+	return 1;
+}
+
+/* q:step_model([{base_ms =, row_ms =, gap_ms =}]) -> {base_ms, row_ms, gap_ms, n}:
+ * the step-time model (set first when given) */
+static int m_step_model(lua_State *L)
+{
+	static const char *const keys[] = { "base_ms", "row_ms", "gap_ms", NULL };
+	struct ldj_sched *ls = check(L);
+	struct djn_step_model sm = { 0 };
+
+	if (!ls->q)
+		return expected(L, "no session is scheduled");
+	if (!lua_isnoneornil(L, 2)) {
+		ldj_check_opts(L, 2, "step_model", keys);
+		sm.base_ms = ldj_opt_number(L, 2, "step_model", "base_ms", 0);
+		sm.row_ms = ldj_opt_number(L, 2, "step_model", "row_ms", 0);
+		sm.gap_ms = ldj_opt_number(L, 2, "step_model", "gap_ms", 0);
+		if (!(sm.base_ms >= 0 && sm.row_ms >= 0 && sm.gap_ms >= 0))
+			return luaL_argerror(L, 2, "base_ms, row_ms and gap_ms are >= 0");
+		djn_sched_set_step_model(ls->q, &sm);
+	}
+	djn_sched_step_model(ls->q, &sm);
+	lua_createtable(L, 0, 4);
+	SET_NUM("base_ms", sm.base_ms);
+	SET_NUM("row_ms", sm.row_ms);
+	SET_NUM("gap_ms", sm.gap_ms);
+	SET_INT("n", sm.n);
+	return 1;
+}
 
 /* q:step() -> {batched, rows, alone, stopped, done, runnable} | nil, msg */
 static int m_step(lua_State *L)
@@ -248,6 +345,7 @@ static int m_stats(lua_State *L)
 	SET_INT("device_peak_bytes", st.device_peak_bytes);
 	lua_pushstring(L, djn_sched_policy_name(ls->o.policy));
 	lua_setfield(L, -2, "policy");
+	SET_STR("order", djn_sched_order_name(ls->o.order));
 	return 1;
 }
 
@@ -271,7 +369,9 @@ void ldj_open_sched(lua_State *L)
 	static const luaL_Reg methods[] = {
 		{ "add", m_add },         { "remove", m_remove }, { "io_wait", m_io_wait },
 		{ "resume", m_resume },   { "phase", m_phase },   { "step", m_step },
-		{ "stats", m_stats },     { "close", m_close },   { NULL, NULL },
+		{ "stats", m_stats },     { "close", m_close },   { "member", m_member },
+		{ "order", m_order },     { "step_model", m_step_model },
+		{ NULL, NULL },
 	};
 	static const luaL_Reg meta[] = {
 		{ "__gc", m_gc },

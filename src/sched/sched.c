@@ -1,39 +1,12 @@
 /* sched.c - the scheduler: every runnable session one step forward, the
- * batchable ones in one forward pass per model, and the IO_WAIT policies. */
+ * batchable ones in one forward pass per model, in the step order
+ * (order.c), and the IO_WAIT policies. */
+#include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "djinn/sched.h"
-
-struct member {
-	struct djn_session *s;
-	enum djn_phase phase;
-	uint64_t seq; /* order of arrival, for admission */
-	int fails;    /* steps in a row whose next chunk found no room */
-};
-
-struct model_batch {
-	const struct djn_model *m;
-	struct djn_batch *b;
-};
-
-struct djn_sched {
-	struct djn_backend *be;
-	struct djn_err err;
-	struct djn_sched_opts o;
-	struct member *mem;
-	int n_mem, cap_mem;
-	uint64_t seq;
-	struct model_batch *batches;
-	int n_batches;
-	/* a step's scratch */
-	struct djn_session **pick;
-	enum djn_stop *why;
-	int cap_pick;
-	struct djn_swap_totals *snap;
-	int cap_snap;
-	struct djn_sched_stats st;
-};
+#include "sched/sched_impl.h"
 
 static const char *const policy_names[] = { "signal", "lru", "recompute", "none" };
 static const char *const phase_names[] = { "compute", "io_wait", "stopped", "done", "queued" };
@@ -67,9 +40,11 @@ struct djn_sched *djn_sched_new(struct djn_backend *be, const struct djn_sched_o
 		djn_err_set(err, DJN_ERR_INVALID, "scheduler: no backend");
 		return NULL;
 	}
-	if (o && (o->token_budget < 0 || o->max_batch < 0 || !djn_sched_policy_name(o->policy))) {
+	if (o && (o->token_budget < 0 || o->max_batch < 0 || o->aging < 0 ||
+		  !djn_sched_policy_name(o->policy) || !djn_sched_order_name(o->order))) {
 		djn_err_set(err, DJN_ERR_INVALID,
-			    "scheduler: token budget and batch size must be >= 0, policy known");
+			    "scheduler: token budget, batch size and aging must be >= 0, "
+			    "policy and order known");
 		return NULL;
 	}
 	if (o && o->host_pool &&
@@ -97,6 +72,7 @@ void djn_sched_free(struct djn_sched *q)
 	free(q->mem);
 	free(q->pick);
 	free(q->why);
+	free(q->ord);
 	free(q->snap);
 	free(q);
 }
@@ -177,6 +153,41 @@ static void admit(struct djn_sched *q)
 
 enum djn_status djn_sched_add(struct djn_sched *q, struct djn_session *s)
 {
+	return djn_sched_add_as(q, s, NULL);
+}
+
+static enum djn_status check_tenant(struct djn_sched *q, const struct djn_tenant *t)
+{
+	size_t n = t->name ? strlen(t->name) : 0;
+
+	if (t->name && (n == 0 || n >= DJN_TENANT_MAX))
+		return djn_err_set(&q->err, DJN_ERR_INVALID,
+				   "scheduler: tenant name must be 1 to %d bytes", DJN_TENANT_MAX - 1);
+	for (size_t i = 0; i < n; i++)
+		if (!isgraph((unsigned char)t->name[i]))
+			return djn_err_set(&q->err, DJN_ERR_INVALID,
+					   "scheduler: tenant name '%s' has a space or control "
+					   "character at byte %zu", t->name, i);
+	if (!djn_class_name(t->cls))
+		return djn_err_set(&q->err, DJN_ERR_INVALID, "scheduler: unknown class %d",
+				   (int)t->cls);
+	if (!(t->slo_ms >= 0 && t->slo_ms <= 3.6e6)) /* NaN too */
+		return djn_err_set(&q->err, DJN_ERR_INVALID,
+				   "scheduler: tenant '%s': slo must be 0 (none) to 3600000 ms",
+				   t->name ? t->name : "default");
+	return DJN_OK;
+}
+
+enum djn_status djn_sched_add_as(struct djn_sched *q, struct djn_session *s,
+				 const struct djn_tenant *t)
+{
+	static const struct djn_tenant none = { NULL, DJN_CLASS_STANDARD, 0 };
+	enum djn_status st;
+
+	if (!t)
+		t = &none;
+	if ((st = check_tenant(q, t)))
+		return st;
 	if (!s)
 		return djn_err_set(&q->err, DJN_ERR_INVALID, "scheduler: no session");
 	if (find(q, s))
@@ -192,13 +203,25 @@ enum djn_status djn_sched_add(struct djn_sched *q, struct djn_session *s)
 		return djn_err_set(&q->err, DJN_ERR_NOMEM,
 				   "scheduler: the run needs %zu bytes of KV pages, the limit is %zu",
 				   djn_session_kv_need(s), q->be->data_limit);
+	if ((st = djn_sched_admit_slo(q, t)))
+		return st;
 	if (q->n_mem == q->cap_mem) {
 		q->cap_mem = q->cap_mem ? 2 * q->cap_mem : 16;
 		q->mem = djn_xrealloc(q->mem, sizeof(*q->mem) * (size_t)q->cap_mem);
 	}
-	q->mem[q->n_mem++] = (struct member){
-		s, q->o.policy == DJN_POLICY_NONE ? DJN_PHASE_QUEUED : DJN_PHASE_COMPUTE, ++q->seq, 0
+	struct member *e = &q->mem[q->n_mem++];
+	*e = (struct member){
+		.s = s,
+		.phase = q->o.policy == DJN_POLICY_NONE ? DJN_PHASE_QUEUED : DJN_PHASE_COMPUTE,
+		.seq = ++q->seq,
+		.cls = t->cls,
+		.slo_ms = t->slo_ms,
+		.last_step = -1,
 	};
+	snprintf(e->tenant, sizeof(e->tenant), "%s", t->name ? t->name : "default");
+	djn_sched_member_ready(q, e);
+	/* under memory pressure the lowest class is parked first */
+	djn_session_set_park_rank(s, (int)t->cls);
 	admit(q);
 	/* a session that waits for admission holds no pages: a run not begun
 	 * yet (its prompt's pages were taken at start) gives them back, and
@@ -323,6 +346,7 @@ enum djn_status djn_sched_resume(struct djn_sched *q, struct djn_session *s)
 		count(q, before);
 	}
 	e->phase = DJN_PHASE_COMPUTE;
+	djn_sched_member_ready(q, e); /* a pause cost it nothing: its latency clock restarts */
 	return DJN_OK;
 }
 
@@ -392,7 +416,8 @@ static void step_alone(struct djn_sched *q, struct member *e, struct djn_step_in
 enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 {
 	struct djn_step_info info = { 0 };
-	int budget = q->o.token_budget, n_pick = 0, runnable = 0;
+	double t0 = djn_sched_now(q);
+	int cap = djn_sched_row_cap(q), budget = cap, n_pick = 0, runnable = 0;
 
 	/* swap-outs begun by io_wait whose copies are done give their pages
 	 * back (so admission sees them free) */
@@ -408,6 +433,7 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 		runnable += e->phase == DJN_PHASE_COMPUTE;
 	}
 	if (!runnable) {
+		q->last_end_ms = 0; /* what comes next is idle time, not the caller's work */
 		if (out)
 			*out = info;
 		return djn_err_set(&q->err, DJN_ERR_STATE, "no session is runnable");
@@ -416,28 +442,49 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 		q->cap_pick = q->n_mem;
 		q->pick = djn_xrealloc(q->pick, sizeof(*q->pick) * (size_t)q->cap_pick);
 		q->why = djn_xrealloc(q->why, sizeof(*q->why) * (size_t)q->cap_pick);
+		q->ord = djn_xrealloc(q->ord, sizeof(*q->ord) * (size_t)q->cap_pick);
 	}
 	struct djn_swap_totals *before = snapshot(q);
-	/* with a KV limit, a step takes the sessions whose pages fit it, in
-	 * order of arrival; the others wait (and may be swapped out for them) */
+	int n_ord = djn_sched_order_runnable(q);
+	/* with a KV limit, a step takes the sessions whose pages fit it, by
+	 * class first (interactive before batch), then decode before prefill,
+	 * each in the order; the others wait, and are parked (swapped out,
+	 * lowest class first) when the step's sessions need their pages */
 	size_t kv_left = q->be->data_limit;
 	bool kv_any = false;
+	for (int c = 0; c < 3; c++)
+		for (int pass = 0; pass < 2; pass++)
+			for (int k = 0; k < n_ord; k++) {
+				struct member *e = &q->mem[q->ord[k]];
+				struct djn_cursor cur = djn_session_cursor(e->s);
+				bool decode = cur.site == -1 && cur.n_rows == 1;
+				if ((int)e->cls == c && (pass == 0) == decode)
+					e->fits = fits(q, e->s, &kv_left, &kv_any);
+			}
+	/* every order but fcfs chooses the step's sessions first: the first
+	 * max_batch in the order (a session alone takes no place) */
+	int seats = q->o.order == DJN_ORDER_FCFS ? n_ord : q->o.max_batch;
+	for (int k = 0; k < n_ord; k++) {
+		struct member *e = &q->mem[q->ord[k]];
+		bool in = e->fits && (!djn_session_batchable(e->s) || seats-- > 0);
+		e->fits = in;
+	}
 	/* decode rows first (one token each), then prefill chunks cut to what
 	 * is left of the budget, so a long prompt never stalls the others */
 	for (int pass = 0; pass < 2; pass++) {
-		for (int i = 0; i < q->n_mem; i++) {
-			struct member *e = &q->mem[i];
-			if (e->phase != DJN_PHASE_COMPUTE)
+		for (int k = 0; k < n_ord; k++) {
+			struct member *e = &q->mem[q->ord[k]];
+			if (e->phase != DJN_PHASE_COMPUTE || e->ran || !e->fits)
 				continue;
 			struct djn_cursor c = djn_session_cursor(e->s);
 			bool decode = c.site == -1 && c.n_rows == 1;
 			if ((pass == 0) != decode)
 				continue;
-			if (!fits(q, e->s, &kv_left, &kv_any))
-				continue;
 			if (!djn_session_batchable(e->s)) {
-				if (pass == 0 || budget > 0)
+				if (pass == 0 || budget > 0) {
+					e->ran = true;
 					step_alone(q, e, &info, &budget);
+				}
 				continue;
 			}
 			if (n_pick >= q->o.max_batch || budget <= 0)
@@ -445,6 +492,7 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 			if (!decode && djn_session_chunk_limit(e->s, budget))
 				continue;
 			budget -= djn_session_cursor(e->s).n_rows;
+			e->ran = true;
 			q->pick[n_pick++] = e->s;
 		}
 	}
@@ -499,7 +547,7 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 		i += n;
 	}
 	count(q, before);
-	info.n_rows = q->o.token_budget - budget;
+	info.n_rows = cap - budget;
 	if (q->be->data_bytes > q->st.kv_peak_bytes)
 		q->st.kv_peak_bytes = q->be->data_bytes;
 	size_t free_b, total_b;
@@ -507,6 +555,7 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 	    total_b - free_b > q->st.device_peak_bytes)
 		q->st.device_peak_bytes = total_b - free_b;
 	q->st.batched_rows += info.n_rows;
+	djn_sched_account(q, info.n_rows, t0);
 	q->st.steps++;
 	for (int i = 0; i < q->n_mem; i++)
 		info.n_runnable += q->mem[i].phase == DJN_PHASE_COMPUTE;

@@ -243,6 +243,13 @@ static enum djn_status send_msg(struct djn_remote *r, cJSON *msg, const struct d
 struct djn_remote *djn_remote_connect(const char *addr, const char *token, const char *resume,
 				      struct djn_err *err)
 {
+	return djn_remote_connect_as(addr, token, resume, NULL, NULL, 0, err);
+}
+
+struct djn_remote *djn_remote_connect_as(const char *addr, const char *token, const char *resume,
+					 const char *tenant, const char *cls, double slo_ms,
+					 struct djn_err *err)
+{
 	struct djn_remote *r;
 	cJSON *hello;
 	struct djn_frame f;
@@ -263,6 +270,12 @@ struct djn_remote *djn_remote_connect(const char *addr, const char *token, const
 		cJSON_AddStringToObject(hello, "auth", token);
 	if (resume)
 		cJSON_AddStringToObject(hello, "resume", resume);
+	if (tenant)
+		cJSON_AddStringToObject(hello, "tenant", tenant);
+	if (cls)
+		cJSON_AddStringToObject(hello, "class", cls);
+	if (slo_ms > 0)
+		cJSON_AddNumberToObject(hello, "slo_ms", slo_ms);
 	if (send_msg(r, hello, NULL, 0, NULL, err)) {
 		cJSON_Delete(hello);
 		goto fail;

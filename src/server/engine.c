@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "djinn/sched.h"
 #include "server/server_impl.h"
 #include "shell/shell_impl.h"
 
@@ -718,13 +719,49 @@ static void do_steer(struct srv *srv, struct client *cl, struct srv_msg *m, doub
 	cJSON_Delete(res);
 }
 
+/* The hello's tenant, class and slo_ms (each optional): NULL, or why not. */
+static const char *hello_tenant(const cJSON *hello, const char **name, enum djn_class *cls,
+				double *slo)
+{
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(hello, "tenant");
+	const cJSON *c = cJSON_GetObjectItemCaseSensitive(hello, "class");
+	const cJSON *l = cJSON_GetObjectItemCaseSensitive(hello, "slo_ms");
+
+	*name = NULL;
+	*slo = 0;
+	if (t && !cJSON_IsNull(t)) {
+		size_t n = cJSON_IsString(t) ? strlen(t->valuestring) : 0;
+		if (n == 0 || n > 63)
+			return "handshake: \"tenant\" must be a name of 1 to 63 bytes";
+		for (size_t i = 0; i < n; i++)
+			if (t->valuestring[i] <= ' ' || t->valuestring[i] == 127)
+				return "handshake: \"tenant\" has a space or control character";
+		*name = t->valuestring;
+	}
+	if (c && !cJSON_IsNull(c) && (!cJSON_IsString(c) || !djn_class_parse(c->valuestring, cls)))
+		return "handshake: \"class\" must be \"interactive\", \"standard\" or \"batch\"";
+	if (l && !cJSON_IsNull(l)) {
+		if (!cJSON_IsNumber(l) || !(l->valuedouble >= 0 && l->valuedouble <= 3.6e6))
+			return "handshake: \"slo_ms\" must be a number of ms, 0 to 3600000";
+		*slo = l->valuedouble;
+	}
+	return NULL;
+}
+
 static void do_hello(struct srv *srv, struct srv_msg *m)
 {
 	const cJSON *resume = cJSON_GetObjectItemCaseSensitive(m->f.json, "resume");
 	struct client *cl = NULL;
 	cJSON *w, *arr;
 	bool resumed = false;
+	const char *tenant, *bad;
+	enum djn_class cls = DJN_CLASS_STANDARD;
+	double slo;
 
+	if ((bad = hello_tenant(m->f.json, &tenant, &cls, &slo))) {
+		srv_send(srv, srv_out_error(m->conn, -1, bad, true));
+		return;
+	}
 	if (resume && !cJSON_IsNull(resume)) {
 		const char *why = NULL;
 		if (!cJSON_IsString(resume)) {
@@ -750,6 +787,15 @@ static void do_hello(struct srv *srv, struct srv_msg *m)
 	} else {
 		cl = client_new(srv, m->conn);
 	}
+	/* its sessions are scheduled as this tenant (a resume may change it) */
+	if (tenant)
+		snprintf(cl->sh->tenant, sizeof(cl->sh->tenant), "%s", tenant);
+	if (cJSON_GetObjectItemCaseSensitive(m->f.json, "class")) {
+		cl->sh->tenant_class = (int)cls;
+		cl->sh->tenant_class_set = true;
+	}
+	if (slo > 0)
+		cl->sh->tenant_slo_ms = slo;
 	w = cJSON_CreateObject();
 	cJSON_AddStringToObject(w, "type", "welcome");
 	cJSON_AddNumberToObject(w, "proto", DJN_PROTO_VERSION);
@@ -758,6 +804,11 @@ static void do_hello(struct srv *srv, struct srv_msg *m)
 	cJSON_AddBoolToObject(w, "resumed", resumed);
 	cJSON_AddStringToObject(w, "device", srv->conf.device);
 	cJSON_AddNumberToObject(w, "max_frame", (double)srv->conf.max_frame);
+	cJSON_AddStringToObject(w, "tenant", cl->sh->tenant[0] ? cl->sh->tenant : "default");
+	cJSON_AddStringToObject(w, "class", djn_class_name(cl->sh->tenant_class_set
+								   ? (enum djn_class)cl->sh->tenant_class
+								   : DJN_CLASS_STANDARD));
+	cJSON_AddNumberToObject(w, "slo_ms", cl->sh->tenant_slo_ms);
 	arr = cJSON_AddArrayToObject(w, "models");
 	for (int i = 0; i < srv->n_models; i++) {
 		cJSON *o = cJSON_CreateObject();

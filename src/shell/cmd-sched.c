@@ -1,8 +1,9 @@
 /* cmd-sched.c - many sessions at once: sched add/remove/step/run/policy/
- * budget, io_wait, resume, info sched.  The shell's scheduler (djinn/sched.h)
+ * budget/order, tenants, io_wait, resume, info sched.  The shell's scheduler (djinn/sched.h)
  * steps every runnable session together, batching those nothing can stop;
  * a session that stops (breakpoint, watchpoint, error) leaves the batch
  * paused, becomes current, and `resume` puts it back. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,7 +31,8 @@ static struct sh_session *by_session(struct djn_shell *sh, const struct djn_sess
 static struct djn_sched *sched(struct djn_shell *sh)
 {
 	struct djn_err err = { 0 };
-	struct djn_sched_opts o = { sh->sched_policy, sh->sched_budget, 0 };
+	struct djn_sched_opts o = { .policy = sh->sched_policy, .token_budget = sh->sched_budget,
+				    .order = sh->sched_order };
 
 	if (sh->sched && !djn_sched_session(sh->sched, 0) &&
 	    (sh->sched_be != sh->be || sh->sched_dirty)) {
@@ -72,6 +74,9 @@ static bool each_named(struct djn_shell *sh, int argc, char **argv, int first,
 	return true;
 }
 
+/* The tenant of the sessions a `sched add` names (its options). */
+static struct djn_tenant add_tenant;
+
 static enum djn_cmd_ret add_one(struct djn_shell *sh, struct sh_session *ss)
 {
 	struct djn_sched *q = sched(sh);
@@ -83,17 +88,74 @@ static enum djn_cmd_ret add_one(struct djn_shell *sh, struct sh_session *ss)
 			return sh_fail(sh, "sched add: '%s' is scheduled already", ss->name);
 		djn_sched_remove(q, ss->s); /* a new run of a finished member */
 	}
-	if (djn_sched_add(q, ss->s))
+	if (djn_sched_add_as(q, ss->s, &add_tenant))
 		return sh_fail(sh, "sched add: '%s': %s", ss->name, djn_sched_errmsg(q));
 	ss->sched = q;
-	sh_printf(sh, "[Session '%s' scheduled: %s]\n", ss->name,
-		  djn_phase_name(djn_sched_phase(q, ss->s)));
+	char who[160];
+	sh_sched_tenant_str(sh, ss->s, who, sizeof(who));
+	sh_printf(sh, "[Session '%s' scheduled: %s%s]\n", ss->name,
+		  djn_phase_name(djn_sched_phase(q, ss->s)), who);
 	return DJN_CMD_OK;
 }
 
+/* sched add [--tenant NAME] [--class CLASS] [--slo MS[ms]] [NAME...] */
 DJN_CMD_FN(cmd_sched_add)
 {
-	return each_named(sh, argc, argv, 1, add_one) ? DJN_CMD_OK : DJN_CMD_FAIL;
+	int i = 1;
+
+	add_tenant = (struct djn_tenant){
+		sh->tenant[0] ? sh->tenant : NULL,
+		sh->tenant_class_set ? (enum djn_class)sh->tenant_class : DJN_CLASS_STANDARD,
+		sh->tenant_slo_ms,
+	};
+	for (; i < argc && !strncmp(argv[i], "--", 2); i += 2) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!v)
+			return sh_fail(sh, "sched add: %s needs a value", a);
+		if (!strcmp(a, "--tenant")) {
+			add_tenant.name = v;
+		} else if (!strcmp(a, "--class")) {
+			if (!djn_class_parse(v, &add_tenant.cls))
+				return sh_fail(sh, "sched add: unknown class '%s' (interactive, "
+						   "standard, batch)", v);
+		} else if (!strcmp(a, "--slo")) {
+			char *end;
+			double ms = strtod(v, &end);
+			if (end == v || (*end && strcmp(end, "ms")) || !(ms > 0 && ms <= 3.6e6))
+				return sh_fail(sh, "sched add: bad slo '%s' (a token latency in ms, "
+						   "e.g. 50ms)", v);
+			add_tenant.slo_ms = ms;
+		} else {
+			return sh_fail(sh, "sched add: unknown option '%s' (--tenant, --class, --slo)",
+				       a);
+		}
+	}
+	return each_named(sh, argc, argv, i, add_one) ? DJN_CMD_OK : DJN_CMD_FAIL;
+}
+
+void sh_sched_tenant_str(struct djn_shell *sh, const struct djn_session *s, char *buf, size_t n)
+{
+	struct djn_member_info mi;
+
+	buf[0] = 0;
+	if (!sh->sched || djn_sched_member(sh->sched, s, &mi))
+		return;
+	if (mi.slo_ms > 0)
+		snprintf(buf, n, " [tenant %s, %s, slo %g ms]", mi.tenant, djn_class_name(mi.cls),
+			 mi.slo_ms);
+	else
+		snprintf(buf, n, " [tenant %s, %s]", mi.tenant, djn_class_name(mi.cls));
+}
+
+void sh_sched_tenant_json(struct djn_shell *sh, const struct djn_session *s, cJSON *e)
+{
+	struct djn_member_info mi;
+
+	if (!sh->sched || djn_sched_member(sh->sched, s, &mi))
+		return;
+	cJSON_AddStringToObject(e, "tenant", mi.tenant);
+	cJSON_AddStringToObject(e, "class", djn_class_name(mi.cls));
+	cJSON_AddNumberToObject(e, "slo_ms", mi.slo_ms);
 }
 
 static enum djn_cmd_ret remove_one(struct djn_shell *sh, struct sh_session *ss)
@@ -277,6 +339,20 @@ DJN_CMD_FN(cmd_sched_budget)
 	return DJN_CMD_OK;
 }
 
+DJN_CMD_FN(cmd_sched_order)
+{
+	enum djn_sched_order o;
+
+	if (!djn_sched_order_parse(argv[1], &o))
+		return sh_fail(sh, "sched order: unknown order '%s' (fcfs, rr, priority, slo)",
+			       argv[1]);
+	sh->sched_order = (int)o;
+	if (sh->sched)
+		(void)djn_sched_set_order(sh->sched, o); /* from the next step on */
+	sh_printf(sh, "Step order: %s\n", argv[1]);
+	return DJN_CMD_OK;
+}
+
 DJN_CMD_FN(cmd_info_sched)
 {
 	struct djn_sched *q = sh->sched;
@@ -284,21 +360,35 @@ DJN_CMD_FN(cmd_info_sched)
 	struct djn_sched_stats st;
 	cJSON *arr = cJSON_CreateArray();
 
-	sh_printf(sh, "Policy %s, token budget %d rows a step\n",
-		  djn_sched_policy_name(sh->sched_policy), sh->sched_budget ? sh->sched_budget : 512);
+	sh_printf(sh, "Policy %s, order %s, token budget %d rows a step\n",
+		  djn_sched_policy_name(sh->sched_policy),
+		  djn_sched_order_name((enum djn_sched_order)sh->sched_order),
+		  sh->sched_budget ? sh->sched_budget : 512);
 	sh_json_str(sh, "policy", djn_sched_policy_name(sh->sched_policy));
+	sh_json_str(sh, "order", djn_sched_order_name((enum djn_sched_order)sh->sched_order));
 	for (int i = 0; q && (s = djn_sched_session(q, i)); i++) {
 		struct sh_session *ss = by_session(sh, s);
+		struct djn_member_info mi;
+		char who[160];
 		int n, np;
 		djn_session_tokens(s, &n, &np);
-		sh_printf(sh, "  %-12s %-8s %4d tokens (%d generated)%s\n", ss ? ss->name : "?",
+		djn_sched_member(q, s, &mi);
+		sh_sched_tenant_str(sh, s, who, sizeof(who));
+		sh_printf(sh, "  %-12s %-8s %4d tokens (%d generated)%s%s\n", ss ? ss->name : "?",
 			  djn_phase_name(djn_sched_phase(q, s)), n, n - np,
-			  djn_session_swapped(s) ? ", KV on the host" : "");
+			  djn_session_swapped(s) ? ", KV on the host" : "", who);
+		if (mi.slo_ms > 0)
+			sh_printf(sh, "               %ld of %ld tokens over the slo\n",
+				  mi.violations, mi.tokens);
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "session", ss ? ss->name : "?");
 		cJSON_AddStringToObject(o, "phase", djn_phase_name(djn_sched_phase(q, s)));
 		cJSON_AddNumberToObject(o, "n_tokens", n);
 		cJSON_AddBoolToObject(o, "swapped", djn_session_swapped(s));
+		sh_sched_tenant_json(sh, s, o);
+		cJSON_AddNumberToObject(o, "tokens", (double)mi.tokens);
+		cJSON_AddNumberToObject(o, "violations", (double)mi.violations);
+		cJSON_AddNumberToObject(o, "max_latency_ms", mi.max_ms);
 		cJSON_AddItemToArray(arr, o);
 	}
 	sh_json_add(sh, "sessions", arr);
@@ -324,6 +414,6 @@ DJN_CMD_FN(cmd_sched)
 {
 	if (argc >= 2)
 		return sh_fail(sh, "sched: unknown subcommand '%s' (add, remove, step, run, policy, "
-				   "budget)", argv[1]);
+				   "budget, order)", argv[1]);
 	return cmd_info_sched(sh, argc, argv);
 }

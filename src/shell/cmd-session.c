@@ -95,15 +95,18 @@ DJN_CMD_FN(cmd_info_sessions)
 		long g = djn_session_graph_steps(s);
 		if (g > 0)
 			snprintf(replays, sizeof(replays), " [%ld steps replayed]", g);
-		sh_printf(sh, "%c %-16s %-9s %s%s%s\n", i == sh->cur ? '*' : ' ', sh->sess[i].name,
+		char who[160]; /* its tenant, when scheduled */
+		sh_sched_tenant_str(sh, s, who, sizeof(who));
+		sh_printf(sh, "%c %-16s %-9s %s%s%s%s\n", i == sh->cur ? '*' : ' ', sh->sess[i].name,
 			  state_str(st), where, djn_session_swapped(s) ? " [KV swapped out]" : "",
-			  replays);
+			  replays, who);
 		cJSON *e = cJSON_CreateObject();
 		cJSON_AddStringToObject(e, "name", sh->sess[i].name);
 		cJSON_AddStringToObject(e, "state", state_str(st));
 		cJSON_AddBoolToObject(e, "current", i == sh->cur);
 		cJSON_AddBoolToObject(e, "swapped", djn_session_swapped(s));
 		cJSON_AddNumberToObject(e, "graph_steps", (double)djn_session_graph_steps(s));
+		sh_sched_tenant_json(sh, s, e);
 		cJSON_AddItemToArray(arr, e);
 	}
 	sh_json_add(sh, "sessions", arr);

@@ -112,8 +112,12 @@ static const struct djn_cmd save_cmds[] = {
 };
 
 static const struct djn_cmd sched_cmds[] = {
-	{ .name = "add", .usage = "sched add [NAME...]", .arity = -1,
-	  .summary = "schedule sessions with a started run (the current one if none named)",
+	{ .name = "add",
+	  .usage = "sched add [--tenant NAME] [--class interactive|standard|batch] [--slo MS] "
+		   "[NAME...]",
+	  .arity = -1,
+	  .summary = "schedule sessions with a started run (the current one if none named), "
+		     "for a tenant",
 	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_sched_add, .args = DJN_ARG_SESSION },
 	{ .name = "remove", .usage = "sched remove [NAME...]", .arity = -1,
 	  .summary = "take sessions out of the scheduler (they stay as they are)",
@@ -127,6 +131,9 @@ static const struct djn_cmd sched_cmds[] = {
 	{ .name = "policy", .usage = "sched policy signal|lru|recompute|none", .arity = 2,
 	  .summary = "what a session waiting on a tool does with its KV cache",
 	  .exec = cmd_sched_policy },
+	{ .name = "order", .usage = "sched order fcfs|rr|priority|slo", .arity = 2,
+	  .summary = "which runnable sessions a step takes first (docs/tenants.md)",
+	  .exec = cmd_sched_order },
 	{ .name = "budget", .usage = "sched budget ROWS", .arity = 2,
 	  .summary = "rows a step: decode tokens plus prefill chunks (default 512)",
 	  .exec = cmd_sched_budget },
@@ -381,7 +388,7 @@ const struct djn_cmd djn_cmd_table[] = {
 	  .args = DJN_ARG_SESSION, .summary = "switch to session NAME" },
 
 	/* many sessions at once */
-	{ .group = "Scheduling", .name = "sched", .usage = "sched add|remove|step|run|policy|budget",
+	{ .group = "Scheduling", .name = "sched", .usage = "sched add|remove|step|run|policy|order|budget",
 	  .arity = -1, .exec = cmd_sched, .sub = sched_cmds,
 	  .summary = "step many sessions together, batched; alone: info sched",
 	  .help = "Every runnable scheduled session moves one step a `sched step`: one token\n"

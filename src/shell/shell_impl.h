@@ -206,6 +206,13 @@ struct djn_shell {
 	int sched_policy;         /* enum djn_sched_policy */
 	int sched_budget;         /* rows a step; 0: the default */
 	bool sched_dirty;         /* policy or budget changed since it was made */
+	int sched_order;          /* enum djn_sched_order */
+	/* the tenant `sched add` schedules for without options (a server
+	 * client's, from its hello): name ("" for the default), class, SLO */
+	char tenant[64];
+	int tenant_class;         /* enum djn_class; 0 here means unset: standard */
+	bool tenant_class_set;
+	double tenant_slo_ms;
 
 	/* settings */
 	bool json;
@@ -444,6 +451,11 @@ DJN_CMD_FN(cmd_sched_step);
 DJN_CMD_FN(cmd_sched_run);
 DJN_CMD_FN(cmd_sched_policy);
 DJN_CMD_FN(cmd_sched_budget);
+DJN_CMD_FN(cmd_sched_order);
+/* " [tenant NAME, CLASS, slo N ms]" of a scheduled session into buf, or "". */
+void sh_sched_tenant_str(struct djn_shell *sh, const struct djn_session *s, char *buf, size_t n);
+/* The same as a JSON object on e (tenant, class, slo_ms), if scheduled. */
+void sh_sched_tenant_json(struct djn_shell *sh, const struct djn_session *s, cJSON *e);
 DJN_CMD_FN(cmd_info_sched);
 DJN_CMD_FN(cmd_io_wait);
 DJN_CMD_FN(cmd_resume);

@@ -31,6 +31,23 @@ enum djn_status djn_arena_reserve(struct djn_arena *a, size_t cap, struct djn_er
 	return DJN_OK;
 }
 
+enum djn_status djn_arena_fit(struct djn_arena *a, size_t cap, struct djn_err *err)
+{
+	if (a->base && a->cap > ((size_t)16 << 20) && a->cap / 8 > cap) {
+		/* the new one first: a failure leaves the old one as it was */
+		char *p = a->be->i->alloc(a->be, cap);
+		if (!p)
+			return djn_err_set(err, DJN_ERR_NOMEM, "activation arena: %s",
+					   a->be->err.msg);
+		a->be->i->dealloc(a->be, a->base);
+		a->base = p;
+		a->cap = cap;
+		a->used = 0;
+		return DJN_OK;
+	}
+	return djn_arena_reserve(a, cap, err);
+}
+
 float *djn_arena_floats(struct djn_arena *a, size_t n)
 {
 	size_t bytes = (n * sizeof(float) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);

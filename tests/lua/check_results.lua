@@ -49,6 +49,25 @@ elseif kind == "multimodel" then
   end
   for _, e in ipairs(r.reference) do seen[e.model .. ":" .. e.prompt] = nil end
   assert(next(seen) == nil, "a reference for every (model, prompt) of the trace")
+elseif kind == "tenants" then
+  -- every order: every request of every tenant done, none failed, tokens as
+  -- alone; the interactive tenant has an SLO and violations counted
+  assert(r.schema == "djinn.tenants/1", "schema")
+  assert(#r.runs == #r.config.orders, "a run per order")
+  assert(r.calibration.slo_ms > 0 and r.calibration.t_step_ms > 0, "calibrated")
+  for _, run in ipairs(r.runs) do
+    local n = 0
+    for _, t in ipairs(run.tenants) do
+      assert(t.completed == t.requests and t.failed == 0,
+        run.order .. ": " .. t.tenant .. " " .. t.completed .. "/" .. t.requests)
+      assert(t.requests == r.trace.per_tenant[t.tenant], run.order .. ": the same trace")
+      n = n + t.requests
+      assert(t.requests == 0 or (t.tokens > 0 and t.token_ms.p99 >= t.token_ms.p50))
+    end
+    assert(n == r.trace.n and run.tenants[1].class == "interactive" and
+      run.tenants[1].slo_ms == r.calibration.slo_ms and run.tenants[1].violations >= 0)
+    assert(run.identical and run.checked > 0, run.order .. ": tokens differ from alone")
+  end
 elseif kind == "agents" then
   -- every policy at every count: all agents done, none failed, tokens as alone
   assert(r.schema == "djinn.agents/1", "schema")

@@ -68,6 +68,15 @@ if "$DJINN" lua/exp/agents.lua "$MODEL" --device cpu --agents 1,8 --kv-limit 1M 
 	ok "lua/exp/agents.lua"
 else bad "lua/exp/agents.lua" "see above"; cat "$TMP/err" >&2; fi
 
+# three tenants under every step order on a short seeded trace: every request
+# completes, with its tokens alone (the goals are the GPU run's: bench/tenants.sh)
+if "$DJINN" lua/exp/tenants.lua "$MODEL" --device cpu --max-batch 4 --budget 32 --steps 60 \
+	--eval-prompt 96 --burst 6 --burst-prompt 8 --burst-new 16 --eval-every 30 --eval-new 12 --user-every 10 --user-new 8 \
+	--svc-every 15 --svc-prompt 24 --svc-new 12 --check 1 --out "$TMP/tn.json" >"$TMP/out" 2>"$TMP/err" &&
+   "$DJINN" tests/lua/check_results.lua tenants "$TMP/tn.json" >>"$TMP/out" 2>>"$TMP/err"; then
+	ok "lua/exp/tenants.lua"
+else bad "lua/exp/tenants.lua" "see above"; cat "$TMP/err" >&2; fi
+
 # issue 12's switching protocol on three tiny llamas (different seeds) under a
 # budget that holds their fixed parts and about one and a half models' layers
 mm_models=

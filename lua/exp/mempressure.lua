@@ -1,0 +1,145 @@
+-- mempressure.lua - serving past the memory a batch needs: B requests
+-- handed to the scheduler at once, more than fit the device's KV memory.
+-- Under policy "none" a request is admitted while the KV caches of all
+-- admitted ones fit the KV limit, and waits (holding no pages) otherwise;
+-- an admitted request is never failed for memory.  The peer is transformers'
+-- generate at the same batch (bench/hf_mempressure.py), which runs all B
+-- rows at once or fails with out-of-memory.
+--
+--   djinn lua/exp/mempressure.lua MODEL [--device auto] [--batches 64,128]
+--         [--prompt 512] [--new 64] [--kv-limit SIZE] [--kv-dtype f16] [--budget 2048]
+--         [--max-batch 256] [--policy none] [--check 1] [--out FILE.json]
+--
+-- Per batch: completed and failed requests, wall time, tokens/s (generated
+-- tokens over the wall time, prefill included), the most sessions in one
+-- step, peak KV bytes and peak device memory (all of it, weights included).
+-- Schema "djinn.mempressure/1" (docs/tenants.md).
+local djinn = require "djinn"
+local rng_mod = require "rng"
+local results = require "results"
+
+local function die(msg)
+  io.stderr:write("mempressure: ", msg, "\n")
+  os.exit(2)
+end
+
+local model_path = arg[1]
+if not model_path or model_path:sub(1, 2) == "--" then
+  die("usage: djinn lua/exp/mempressure.lua MODEL [--options]")
+end
+local o = { device = "auto", batches = { 64, 128 }, prompt = 512, new = 64, kv_limit = nil,
+            kv_dtype = "f16", budget = 2048, max_batch = 256, policy = "none", check = 1,
+            out = "-" }
+local i = 2
+while i <= #arg do
+  local a, v = arg[i], arg[i + 1]
+  if a:sub(1, 2) ~= "--" or not v then die("expected --option VALUE, got '" .. a .. "'") end
+  local k = a:sub(3):gsub("-", "_")
+  if k == "batches" then
+    o.batches = {}
+    for w in v:gmatch("[^,]+") do
+      o.batches[#o.batches + 1] = math.tointeger(tonumber(w)) or die("not a number: " .. w)
+    end
+  elseif k == "device" or k == "out" or k == "kv_limit" or k == "kv_dtype" or k == "policy" then
+    o[k] = v
+  elseif type(o[k]) == "number" then
+    o[k] = tonumber(v) or die("--" .. a:sub(3) .. " needs a number, got '" .. v .. "'")
+  else die("unknown option '" .. a .. "'") end
+  i = i + 2
+end
+
+local m = assert(djinn.load(model_path, { device = o.device, kv_limit = o.kv_limit,
+  kv_dtype = o.kv_dtype }))
+local info = m:info()
+local now = function() return djinn.clock() / 1e9 end
+
+local function ids_of(k)
+  local r = rng_mod.new(7919 * k + 1)
+  local ids = { 1 }
+  for x = 2, o.prompt do ids[x] = r:int(3, info.vocab - 1) end
+  return ids
+end
+
+local function alone(k)
+  local s = assert(m:session { ctx = o.prompt + o.new + 1 })
+  s:start(ids_of(k), { n = o.new, eos = false })
+  repeat local why = s:continue() until why == "done"
+  local t = s:tokens()
+  s:close()
+  return t
+end
+
+local function run(B)
+  local q = djinn.sched { policy = o.policy, budget = o.budget, max_batch = o.max_batch,
+                          model = m }
+  local t0 = now()
+  local live, failed, completed, tokens, errs = {}, 0, 0, 0, nil
+  for k = 1, B do
+    local s, err = m:session { ctx = o.prompt + o.new + 1 }
+    if s then
+      s:start(ids_of(k), { n = o.new, eos = false })
+      local ok, e = q:add(s, { tenant = "eval", class = "batch" })
+      if ok then live[#live + 1] = { k = k, s = s } else s:close(); err = e end
+    end
+    if err then
+      failed = failed + 1
+      errs = errs or err
+      err = nil
+    end
+  end
+  local first = {}
+  while #live > 0 do
+    if not q:step() then break end
+    local j = 1
+    while j <= #live do
+      local g = live[j]
+      local ph = q:phase(g.s)
+      if ph == "done" or ph == "stopped" then
+        if ph == "done" then
+          completed = completed + 1
+          local t, np = g.s:tokens()
+          tokens = tokens + (#t - np)
+          if g.k <= o.check then first[g.k] = t end
+        else
+          failed = failed + 1
+          errs = errs or "a request stopped (an error in its step)"
+        end
+        q:remove(g.s)
+        g.s:close()
+        table.remove(live, j)
+      else
+        j = j + 1
+      end
+    end
+  end
+  local wall = now() - t0
+  failed = failed + #live -- none runnable yet some left: failed too
+  for _, g in ipairs(live) do g.s:close() end
+  local st = q:stats()
+  q:close()
+  local identical = true
+  for k, t in pairs(first) do
+    local want = alone(k)
+    if #want ~= #t then identical = false end
+    for x = 1, #want do if want[x] ~= t[x] then identical = false end end
+  end
+  return { batch = B, completed = completed, failed = failed, error = errs, wall_s = wall,
+           tokens = tokens, tokens_per_s = tokens / wall, steps = st.steps,
+           max_batch = st.max_batch, swaps_out = st.swaps_out, swaps_in = st.swaps_in,
+           kv_peak_bytes = st.kv_peak_bytes, device_peak_bytes = st.device_peak_bytes,
+           identical = identical }
+end
+
+local out = { schema = "djinn.mempressure/1",
+  model = { name = info.name, path = model_path, device = info.device, n_layer = info.n_layer,
+            dim = info.dim, kv_bytes_per_token = info.kv_bytes_per_token },
+  config = o, runs = {} }
+for _, B in ipairs(o.batches) do
+  local r = run(B)
+  out.runs[#out.runs + 1] = r
+  io.stderr:write(("mempressure: batch %d: %d done, %d failed, %.1f s, %.0f tok/s, " ..
+    "peak %.2f GB (KV %.2f GB), same=%s\n"):format(B, r.completed, r.failed, r.wall_s,
+    r.tokens_per_s, r.device_peak_bytes / 1e9, r.kv_peak_bytes / 1e9, tostring(r.identical)))
+  if o.out ~= "-" then assert(results.write_json(o.out, out)) end
+end
+if o.out == "-" then assert(results.write_json(o.out, out)) end

@@ -1,0 +1,323 @@
+-- tenants.lua - three tenants share one scheduler: an interactive user with
+-- a token-latency SLO, a standard service, and a batch evaluation job that
+-- submits a burst of requests at once, then keeps sending long prompts.  The same seeded
+-- trace runs under every step order (fcfs, rr, priority, slo); per tenant:
+-- tokens/s, token latency P50/P99, time to first token, SLO violations.
+--
+--   djinn lua/exp/tenants.lua MODEL [--device auto] [--orders fcfs,rr,priority,slo]
+--         [--seed 1] [--steps 1000] [--max-batch 32] [--budget 512] [--kv-dtype f32|f16]
+--         [--slo-ms 0] [--slo-x 0] [--aging 8]
+--         [--user-every 12] [--user-prompt 16] [--user-new 16]
+--         [--svc-every 40] [--svc-prompt 64] [--svc-new 64]
+--         [--eval-every 22] [--eval-prompt 1024] [--eval-new 64]
+--         [--burst 64] [--burst-prompt 64] [--burst-new 128]
+--         [--check 2] [--out FILE.json]
+--
+-- Time is in steps of the model: a calibration first measures the step-time
+-- model (djinn/sched.h) and t_step, a step of max_batch decode rows; arrival
+-- gaps (--*-every, exponential, in steps) and the length of the trace
+-- (--steps) are in those units, so a load means the same on a CPU and a GPU.
+-- The SLO is --slo-ms, or --slo-x times the predicted step of max_batch
+-- decode rows plus one user prompt, or by default the geometric mean of that
+-- step and one of max_batch rows plus a full budget of prefill.  Result schema "djinn.tenants/1"
+-- (docs/experiments.md, docs/tenants.md).
+local djinn = require "djinn"
+local rng_mod = require "rng"
+local stats = require "stats"
+local results = require "results"
+
+local function die(msg)
+  io.stderr:write("tenants: ", msg, "\n")
+  os.exit(2)
+end
+
+local model_path = arg[1]
+if not model_path or model_path:sub(1, 2) == "--" then
+  die("usage: djinn lua/exp/tenants.lua MODEL [--options]")
+end
+local o = {
+  device = "auto", orders = { "fcfs", "rr", "priority", "slo" }, seed = 1, steps = 1000,
+  max_batch = 32, budget = 512, kv_dtype = "f32", slo_ms = 0, slo_x = 0, aging = 8,
+  user_every = 12, user_prompt = 16, user_new = 16,
+  svc_every = 40, svc_prompt = 64, svc_new = 64,
+  eval_every = 22, eval_prompt = 1024, eval_new = 64,
+  burst = 64, burst_prompt = 64, burst_new = 128,
+  check = 2, out = "-",
+}
+local i = 2
+while i <= #arg do
+  local a, v = arg[i], arg[i + 1]
+  if a:sub(1, 2) ~= "--" or not v then die("expected --option VALUE, got '" .. a .. "'") end
+  local k = a:sub(3):gsub("-", "_")
+  if k == "orders" then
+    o.orders = {}
+    for w in v:gmatch("[^,]+") do o.orders[#o.orders + 1] = w end
+  elseif k == "device" or k == "out" or k == "kv_dtype" then o[k] = v
+  elseif type(o[k]) == "number" then
+    o[k] = tonumber(v) or die("--" .. a:sub(3) .. " needs a number, got '" .. v .. "'")
+  else die("unknown option '" .. a .. "'") end
+  i = i + 2
+end
+
+local m = assert(djinn.load(model_path, { device = o.device, kv_dtype = o.kv_dtype }))
+local info = m:info()
+local vocab = info.vocab
+local now = function() return djinn.clock() / 1e9 end
+
+local TENANTS = {
+  { name = "user", class = "interactive", every = o.user_every, prompt = o.user_prompt,
+    new = o.user_new },
+  { name = "svc", class = "standard", every = o.svc_every, prompt = o.svc_prompt,
+    new = o.svc_new },
+  { name = "eval", class = "batch", every = o.eval_every, prompt = o.eval_prompt,
+    new = o.eval_new, burst = o.burst, burst_prompt = o.burst_prompt, burst_new = o.burst_new },
+}
+
+local function ids_of(seed, n)
+  local r = rng_mod.new(seed)
+  local ids = { 1 }
+  for k = 2, n do ids[k] = r:int(3, vocab - 1) end
+  return ids
+end
+
+-- Calibration: max_batch short sessions and one long prompt through a
+-- scheduler, long enough for the step-time model to see both shapes.
+local function calibrate()
+  local q = djinn.sched { budget = o.budget, max_batch = o.max_batch, model = m }
+  local ss = {}
+  for k = 1, o.max_batch do
+    local s = assert(m:session { ctx = 64 })
+    s:start(ids_of(900 + k, 4), { n = 40, eos = false })
+    assert(q:add(s))
+    ss[#ss + 1] = s
+  end
+  for _ = 1, 12 do q:step() end -- warm: graphs recorded, arenas grown
+  local long = assert(m:session { ctx = o.eval_prompt + 8 })
+  long:start(ids_of(999, o.eval_prompt), { n = 2, eos = false })
+  assert(q:add(long))
+  ss[#ss + 1] = long
+  while q:step() do end
+  local sm = q:step_model()
+  q:close()
+  for _, s in ipairs(ss) do s:close() end
+  return sm
+end
+
+local sm = calibrate()
+local function predict(rows) return sm.base_ms + sm.row_ms * rows end
+local t_step_ms = predict(o.max_batch)
+-- the SLO: given, or slo_x times a decode step with a user prompt, or (by
+-- default) the geometric mean of that step and one that carries a full
+-- budget of prefill: between the two whatever a row costs on this device
+local slo_ms = o.slo_ms > 0 and o.slo_ms
+  or o.slo_x > 0 and o.slo_x * predict(o.max_batch + o.user_prompt)
+  or math.sqrt(predict(o.max_batch + o.user_prompt) * predict(o.max_batch + o.budget))
+
+-- The trace: per tenant exponential gaps (in steps of t_step); the eval job
+-- adds a burst at step 5 (its own prompt and length).  Seeded: every order
+-- sees the same requests.
+local function make_trace()
+  local rng = rng_mod.new(o.seed)
+  local reqs = {}
+  for ti, t in ipairs(TENANTS) do
+    local at = 0
+    if t.burst and t.burst > 0 then
+      for _ = 1, t.burst do reqs[#reqs + 1] = { tenant = ti, at_steps = 5, burst = true } end
+    end
+    while t.every > 0 do
+      at = at + rng:exponential(1 / t.every)
+      if at >= o.steps then break end
+      reqs[#reqs + 1] = { tenant = ti, at_steps = at }
+    end
+  end
+  table.sort(reqs, function(a, b)
+    if a.at_steps ~= b.at_steps then return a.at_steps < b.at_steps end
+    return a.tenant < b.tenant
+  end)
+  for k, r in ipairs(reqs) do
+    local t = TENANTS[r.tenant]
+    r.id = k
+    r.at_s = r.at_steps * t_step_ms / 1e3
+    r.ids = ids_of(o.seed * 100003 + k, r.burst and t.burst_prompt or t.prompt)
+    r.new = r.burst and t.burst_new or t.new
+  end
+  return reqs
+end
+
+local function alone(r)
+  local s = assert(m:session { ctx = #r.ids + r.new + 1 })
+  s:start(r.ids, { n = r.new, eos = false })
+  repeat local why = s:continue() until why == "done"
+  local toks = s:tokens()
+  s:close()
+  return toks
+end
+
+local function pct(xs)
+  if #xs == 0 then return { p50 = 0, p99 = 0, mean = 0, n = 0 } end
+  return { p50 = stats.percentile(xs, 50), p99 = stats.percentile(xs, 99),
+           mean = stats.mean(xs), n = #xs }
+end
+
+local function run(order, reqs)
+  local q = djinn.sched { order = order, budget = o.budget, max_batch = o.max_batch,
+                          aging = o.aging, model = m }
+  -- admission and the row cap know the model from step 1
+  q:step_model { base_ms = sm.base_ms, row_ms = sm.row_ms, gap_ms = sm.gap_ms }
+  local per = {}
+  for ti, t in ipairs(TENANTS) do
+    per[ti] = { tenant = t.name, class = t.class, lat = {}, ttft = {}, tokens = 0,
+                violations = 0, req_violated = 0, requests = 0, completed = 0, failed = 0,
+                refused = 0, first_s = math.huge, last_s = 0 }
+  end
+  local live, pending, done = {}, {}, 0
+  for _, r in ipairs(reqs) do pending[#pending + 1] = r end
+  local head, n_steps, rows, step_ms = 1, 0, 0, {}
+  local t0 = now()
+  while done < #reqs do
+    local tnow = now() - t0
+    -- arrivals (a refused SLO admission waits and tries again next step)
+    local k = head
+    while k <= #pending and pending[k].at_s <= tnow do
+      local r = pending[k]
+      if not r.s then
+        r.s = assert(m:session { ctx = #r.ids + r.new + 1 })
+        r.s:start(r.ids, { n = r.new, eos = false })
+      end
+      local t = TENANTS[r.tenant]
+      local ok, err = q:add(r.s, { tenant = t.name, class = t.class,
+                                  slo_ms = t.class == "interactive" and slo_ms or 0 })
+      if ok then
+        r.added, r.ready, r.n_gen, r.violated = tnow, tnow, 0, false
+        live[#live + 1] = r
+        per[r.tenant].requests = per[r.tenant].requests + 1
+        per[r.tenant].first_s = math.min(per[r.tenant].first_s, r.at_s)
+        table.remove(pending, k)
+      else
+        if not r.refused_once then
+          per[r.tenant].refused = per[r.tenant].refused + 1
+          per[r.tenant].refusal = per[r.tenant].refusal or err
+          r.refused_once = true
+        end
+        k = k + 1
+      end
+    end
+    local s0 = now()
+    local st = q:step()
+    if st then
+      local s1 = now()
+      n_steps, rows = n_steps + 1, rows + st.rows
+      step_ms[#step_ms + 1] = (s1 - s0) * 1e3
+      local tdone = s1 - t0
+      local j = 1
+      while j <= #live do
+        local r = live[j]
+        local p = per[r.tenant]
+        local mi = q:member(r.s) -- a count, not the token list: cheap every step
+        local n = mi.tokens
+        if n > r.n_gen then
+          -- a token: its latency is the time since the previous one, or
+          -- since the request was handed to the scheduler
+          local ms = (tdone - r.ready) * 1e3
+          p.lat[#p.lat + 1] = ms
+          if r.n_gen == 0 then p.ttft[#p.ttft + 1] = (tdone - r.at_s) * 1e3 end
+          if TENANTS[r.tenant].class == "interactive" and ms > slo_ms then
+            p.violations = p.violations + 1
+            r.violated = true
+          end
+          p.tokens = p.tokens + (n - r.n_gen)
+          r.n_gen, r.ready = n, tdone
+        end
+        local ph = mi.phase
+        if ph == "done" or ph == "stopped" then
+          if ph == "done" then
+            p.completed = p.completed + 1
+            r.tokens = r.s:tokens()
+          else
+            p.failed = p.failed + 1
+          end
+          if r.violated then p.req_violated = p.req_violated + 1 end
+          p.last_s = math.max(p.last_s, tdone)
+          q:remove(r.s)
+          r.s:close()
+          r.s = nil
+          done = done + 1
+          table.remove(live, j)
+        else
+          j = j + 1
+        end
+      end
+    else
+      -- nothing runnable: wait for the next arrival
+      local w = (pending[1] and pending[1].at_s or tnow) - (now() - t0)
+      if w > 0 then djinn.sleep(math.min(w, 0.05)) end
+    end
+  end
+  local wall = now() - t0
+  local sst = q:stats()
+  q:close()
+  -- the first requests of each tenant again, alone: the same tokens?
+  local identical, checked = true, 0
+  local seen = {}
+  for _, r in ipairs(reqs) do
+    seen[r.tenant] = (seen[r.tenant] or 0) + 1
+    if seen[r.tenant] <= o.check and r.tokens then
+      local want = alone(r)
+      checked = checked + 1
+      if #want ~= #r.tokens then identical = false end
+      for x = 1, #want do if want[x] ~= r.tokens[x] then identical = false end end
+    end
+  end
+  local out_t, total = {}, 0
+  for ti, p in ipairs(per) do
+    local span = p.last_s > p.first_s and p.last_s - p.first_s or wall
+    total = total + p.tokens
+    out_t[ti] = {
+      tenant = p.tenant, class = p.class, requests = p.requests, completed = p.completed,
+      failed = p.failed, refused = p.refused, refusal = p.refusal, tokens = p.tokens,
+      tokens_per_s = p.tokens / span, token_ms = pct(p.lat), ttft_ms = pct(p.ttft),
+      slo_ms = p.class == "interactive" and slo_ms or nil,
+      violations = p.violations,
+      violation_frac = p.class == "interactive" and p.violations / math.max(1, #p.lat) or nil,
+      requests_violated = p.class == "interactive" and p.req_violated or nil,
+      token_cdf = #p.lat > 1 and stats.cdf(p.lat, 101) or {},
+    }
+  end
+  return {
+    order = order, wall_s = wall, steps = n_steps, rows = rows, tokens = total,
+    tokens_per_s = total / wall, step_ms = pct(step_ms), max_batch = sst.max_batch,
+    swaps_out = sst.swaps_out, swaps_in = sst.swaps_in,
+    kv_peak_bytes = sst.kv_peak_bytes, device_peak_bytes = sst.device_peak_bytes,
+    identical = identical, checked = checked, tenants = out_t,
+  }
+end
+
+local reqs = make_trace()
+local out = {
+  schema = "djinn.tenants/1",
+  model = { name = info.name, path = model_path, device = info.device, n_layer = info.n_layer,
+            dim = info.dim },
+  config = o,
+  calibration = { base_ms = sm.base_ms, row_ms = sm.row_ms, gap_ms = sm.gap_ms, steps = sm.n,
+                  t_step_ms = t_step_ms, slo_ms = slo_ms },
+  trace = { n = #reqs, per_tenant = {} },
+  runs = {},
+}
+for ti, t in ipairs(TENANTS) do
+  local n = 0
+  for _, r in ipairs(reqs) do if r.tenant == ti then n = n + 1 end end
+  out.trace.per_tenant[t.name] = n
+end
+io.stderr:write(("tenants: step %.3f ms + %.4f ms a row; t_step %.3f ms, slo %.3f ms; " ..
+  "%d requests\n"):format(sm.base_ms, sm.row_ms, t_step_ms, slo_ms, #reqs))
+for _, order in ipairs(o.orders) do
+  local r = run(order, reqs)
+  out.runs[#out.runs + 1] = r
+  local u = r.tenants[1]
+  io.stderr:write(("tenants: %-8s %.1f s, %.0f tok/s; user p50 %.2f p99 %.2f ms, " ..
+    "violations %d (%.1f%%), same=%s\n"):format(order, r.wall_s, r.tokens_per_s,
+    u.token_ms.p50, u.token_ms.p99, u.violations, 100 * (u.violation_frac or 0),
+    tostring(r.identical)))
+  if o.out ~= "-" then assert(results.write_json(o.out, out)) end -- rewritten after each run
+end
+if o.out == "-" then assert(results.write_json(o.out, out)) end

@@ -1,0 +1,333 @@
+/* order.c - tenants and the order of a step: which runnable sessions enter
+ * it (fcfs, round-robin, priority with aging, EDF on SLO deadlines), the
+ * step-time model that SLO admission and the SLO row cap predict from, and
+ * the accounting of token latencies. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sched/sched_impl.h"
+
+static const char *const order_names[] = { "fcfs", "rr", "priority", "slo" };
+static const char *const class_names[] = { "interactive", "standard", "batch" };
+
+bool djn_sched_order_parse(const char *name, enum djn_sched_order *out)
+{
+	for (int i = 0; i < 4; i++)
+		if (name && !strcmp(name, order_names[i])) {
+			*out = (enum djn_sched_order)i;
+			return true;
+		}
+	return false;
+}
+
+const char *djn_sched_order_name(enum djn_sched_order o)
+{
+	return (unsigned)o < 4 ? order_names[o] : NULL;
+}
+
+bool djn_class_parse(const char *name, enum djn_class *out)
+{
+	for (int i = 0; i < 3; i++)
+		if (name && !strcmp(name, class_names[i])) {
+			*out = (enum djn_class)i;
+			return true;
+		}
+	return false;
+}
+
+const char *djn_class_name(enum djn_class c)
+{
+	return (unsigned)c < 3 ? class_names[c] : NULL;
+}
+
+enum djn_status djn_sched_set_order(struct djn_sched *q, enum djn_sched_order o)
+{
+	if (!djn_sched_order_name(o))
+		return djn_err_set(&q->err, DJN_ERR_INVALID, "scheduler: unknown order %d", (int)o);
+	q->o.order = o;
+	return DJN_OK;
+}
+
+enum djn_sched_order djn_sched_order(const struct djn_sched *q)
+{
+	return q->o.order;
+}
+
+double djn_sched_now(const struct djn_sched *q)
+{
+	struct timespec ts;
+
+	if (q->o.clock_ms)
+		return q->o.clock_ms(q->o.clock_ud);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* ------------------------------------------------------------ the order */
+
+static int aging(const struct djn_sched *q)
+{
+	return q->o.aging > 0 ? q->o.aging : 8;
+}
+
+/* A class raised one level every `aging` steps waited, interactive at most. */
+static int effective_class(const struct djn_sched *q, const struct member *e)
+{
+	int c = (int)e->cls - e->waited / aging(q);
+	return c < 0 ? 0 : c;
+}
+
+static double deadline(const struct member *e)
+{
+	return e->slo_ms > 0 ? e->ready_ms + e->slo_ms : INFINITY;
+}
+
+#define CMP(a, b) do { if ((a) != (b)) return (a) < (b) ? -1 : 1; } while (0)
+
+static int by_order(const void *pa, const void *pb, void *ctx)
+{
+	const struct djn_sched *q = ctx;
+	const struct member *a = &q->mem[*(const int *)pa], *b = &q->mem[*(const int *)pb];
+
+	switch (q->o.order) {
+	case DJN_ORDER_FCFS:
+		break;
+	case DJN_ORDER_RR:
+		CMP(a->last_step, b->last_step);
+		break;
+	case DJN_ORDER_PRIORITY:
+		CMP(effective_class(q, a), effective_class(q, b));
+		CMP(b->waited, a->waited);
+		break;
+	case DJN_ORDER_SLO: {
+		double da = deadline(a), db = deadline(b);
+		if (da != db) /* both infinite compare equal */
+			return da < db ? -1 : 1;
+		CMP(a->cls, b->cls);
+		break;
+	}
+	}
+	CMP(a->seq, b->seq);
+	return 0;
+}
+
+int djn_sched_order_runnable(struct djn_sched *q)
+{
+	int n = 0;
+
+	for (int i = 0; i < q->n_mem; i++)
+		if (q->mem[i].phase == DJN_PHASE_COMPUTE)
+			q->ord[n++] = i;
+	qsort_r(q->ord, (size_t)n, sizeof(*q->ord), by_order, q);
+	return n;
+}
+
+/* ------------------------------------------------------ the step model */
+
+static bool model_of(const struct djn_sched *q, double *a, double *b)
+{
+	if (q->m_n == 0 || q->m0 <= 0)
+		return false;
+	double det = q->m0 * q->mxx - q->mx * q->mx;
+	double mean_x = q->mx / q->m0, mean_y = q->my / q->m0;
+	/* rows that barely varied say nothing of a row's cost: then a step's
+	 * time is taken as proportional to its rows (an over-estimate for
+	 * steps larger than those seen, the safe side for a cap) */
+	if (det <= 1e-9 * q->m0 * q->m0 * (1 + mean_x * mean_x)) {
+		*a = 0;
+		*b = mean_x > 0 ? mean_y / mean_x : 0;
+		return true;
+	}
+	*b = (q->m0 * q->mxy - q->mx * q->my) / det;
+	if (*b < 0)
+		*b = 0;
+	*a = mean_y - *b * mean_x;
+	if (*a < 0)
+		*a = 0;
+	return true;
+}
+
+void djn_sched_step_model(const struct djn_sched *q, struct djn_step_model *out)
+{
+	*out = (struct djn_step_model){ 0 };
+	out->n = q->m_n;
+	out->gap_ms = q->gap_ms;
+	(void)model_of(q, &out->base_ms, &out->row_ms);
+}
+
+void djn_sched_set_step_model(struct djn_sched *q, const struct djn_step_model *m)
+{
+	/* two points on the line, of weight 1 each: measured steps soon outweigh them */
+	double x1 = 1, x2 = q->o.token_budget;
+	double y1 = m->base_ms + m->row_ms * x1, y2 = m->base_ms + m->row_ms * x2;
+
+	q->m0 = 2;
+	q->mx = x1 + x2;
+	q->my = y1 + y2;
+	q->mxx = x1 * x1 + x2 * x2;
+	q->mxy = x1 * y1 + x2 * y2;
+	q->m_n = m->n > 0 ? m->n : 1;
+	q->gap_ms = m->gap_ms > 0 ? m->gap_ms : 0;
+}
+
+double djn_sched_predict_ms(const struct djn_sched *q, int rows)
+{
+	double a, b;
+
+	return model_of(q, &a, &b) ? q->gap_ms + a + b * rows : 0;
+}
+
+/* The tightest SLO of a runnable session, or 0. */
+static double tightest_slo(const struct djn_sched *q)
+{
+	double t = 0;
+
+	for (int i = 0; i < q->n_mem; i++) {
+		const struct member *e = &q->mem[i];
+		if (e->phase == DJN_PHASE_COMPUTE && e->slo_ms > 0 && (t == 0 || e->slo_ms < t))
+			t = e->slo_ms;
+	}
+	return t;
+}
+
+int djn_sched_row_cap(const struct djn_sched *q)
+{
+	double a, b, slo;
+	int n_slo = 0;
+
+	if (q->o.order != DJN_ORDER_SLO || !(slo = tightest_slo(q)) || !model_of(q, &a, &b) ||
+	    b <= 0)
+		return q->o.token_budget;
+	for (int i = 0; i < q->n_mem; i++)
+		n_slo += q->mem[i].phase == DJN_PHASE_COMPUTE && q->mem[i].slo_ms > 0;
+	double rows = floor((DJN_SLO_HEADROOM * slo - q->gap_ms - a) / b);
+	/* the decode rows of the sessions with an SLO always go */
+	if (rows < n_slo)
+		rows = n_slo;
+	if (rows < 1)
+		rows = 1;
+	return rows < q->o.token_budget ? (int)rows : q->o.token_budget;
+}
+
+enum djn_status djn_sched_admit_slo(struct djn_sched *q, const struct djn_tenant *t)
+{
+	const char *name = t->name ? t->name : "default";
+	int n_slo = 1;
+	double a, b;
+	const struct member *tight = NULL;
+
+	if (q->o.order != DJN_ORDER_SLO || t->slo_ms <= 0)
+		return DJN_OK;
+	for (int i = 0; i < q->n_mem; i++) {
+		const struct member *e = &q->mem[i];
+		if (e->phase != DJN_PHASE_COMPUTE || e->slo_ms <= 0)
+			continue;
+		n_slo++;
+		if (!tight || e->slo_ms < tight->slo_ms)
+			tight = e;
+	}
+	if (!model_of(q, &a, &b))
+		return DJN_OK; /* nothing measured yet: nothing to predict from */
+	/* all of them decoding, max_batch a step: each has a token every
+	 * `rounds` steps of min(n_slo, max_batch) rows */
+	int seats = n_slo < q->o.max_batch ? n_slo : q->o.max_batch;
+	int rounds = (n_slo + q->o.max_batch - 1) / q->o.max_batch;
+	double ms = rounds * (q->gap_ms + a + b * seats);
+	bool own = !tight || t->slo_ms <= tight->slo_ms;
+	double slo = own ? t->slo_ms : tight->slo_ms;
+	if (ms <= DJN_SLO_HEADROOM * slo)
+		return DJN_OK;
+	if (own)
+		return djn_err_set(&q->err, DJN_ERR_STATE,
+				   "admission: tenant '%s' (%s, slo %g ms) refused: predicted token "
+				   "latency %.3g ms (%d sessions with an slo; a step %.3g ms + %.3g ms "
+				   "a row) is over %.0f%% of its slo",
+				   name, djn_class_name(t->cls), t->slo_ms, ms, n_slo, q->gap_ms + a, b,
+				   100 * DJN_SLO_HEADROOM);
+	return djn_err_set(&q->err, DJN_ERR_STATE,
+			   "admission: tenant '%s' (%s, slo %g ms) refused: predicted token "
+			   "latency %.3g ms (%d sessions with an slo; a step %.3g ms + %.3g ms a "
+			   "row) is over %.0f%% of the slo %g ms of tenant '%s'",
+			   name, djn_class_name(t->cls), t->slo_ms, ms, n_slo, q->gap_ms + a, b,
+			   100 * DJN_SLO_HEADROOM, tight->slo_ms, tight->tenant);
+}
+
+/* ----------------------------------------------------------- accounting */
+
+void djn_sched_member_ready(struct djn_sched *q, struct member *e)
+{
+	int n_total, n_prompt;
+
+	(void)djn_session_tokens(e->s, &n_total, &n_prompt);
+	e->n_seen = n_total;
+	e->ready_ms = djn_sched_now(q);
+	e->waited = 0;
+}
+
+void djn_sched_account(struct djn_sched *q, int rows, double t0)
+{
+	double now = djn_sched_now(q), ms = now - t0, gap = t0 - q->last_end_ms;
+
+	/* a gap no longer than the step after it is the caller's work between
+	 * back-to-back steps; a longer one is idle time (a person, a sleep) */
+	if (q->last_end_ms > 0 && gap >= 0 && gap <= ms)
+		q->gap_ms = q->gap_ms > 0 ? 0.9 * q->gap_ms + 0.1 * gap : gap;
+	q->last_end_ms = now;
+	if (rows > 0) {
+		const double w = 0.98;
+		q->m0 = q->m0 * w + 1;
+		q->mx = q->mx * w + rows;
+		q->my = q->my * w + ms;
+		q->mxx = q->mxx * w + (double)rows * rows;
+		q->mxy = q->mxy * w + rows * ms;
+		q->m_n++;
+	}
+	for (int i = 0; i < q->n_mem; i++) {
+		struct member *e = &q->mem[i];
+		int n_total, n_prompt;
+		if (!e->ran) {
+			e->waited += e->phase == DJN_PHASE_COMPUTE;
+			continue;
+		}
+		e->ran = false;
+		e->waited = 0;
+		e->last_step = q->st.steps;
+		e->steps++;
+		(void)djn_session_tokens(e->s, &n_total, &n_prompt);
+		if (n_total <= e->n_seen) {
+			e->n_seen = n_total;
+			continue;
+		}
+		/* one token a step at most from a decode row or a prompt's last chunk */
+		double lat = now - e->ready_ms;
+		e->tokens += n_total - e->n_seen;
+		e->n_seen = n_total;
+		e->ready_ms = now;
+		e->last_ms = lat;
+		if (lat > e->max_ms)
+			e->max_ms = lat;
+		if (e->slo_ms > 0 && lat > e->slo_ms)
+			e->violations++;
+	}
+}
+
+enum djn_status djn_sched_member(const struct djn_sched *q, const struct djn_session *s,
+				 struct djn_member_info *out)
+{
+	for (int i = 0; i < q->n_mem; i++) {
+		const struct member *e = &q->mem[i];
+		if (e->s != s)
+			continue;
+		*out = (struct djn_member_info){
+			.tenant = e->tenant, .cls = e->cls, .slo_ms = e->slo_ms, .phase = e->phase,
+			.parked = e->phase == DJN_PHASE_COMPUTE && djn_session_swapped(s),
+			.waited = e->waited, .steps = e->steps, .tokens = e->tokens,
+			.violations = e->violations, .last_ms = e->last_ms, .max_ms = e->max_ms,
+		};
+		return DJN_OK;
+	}
+	return DJN_ERR_NOTFOUND;
+}

@@ -1,0 +1,72 @@
+/* sched_impl.h - the scheduler's insides, shared by sched.c (steps, phases,
+ * IO_WAIT policies) and order.c (tenants, orders, the step-time model). */
+#ifndef DJINN_SCHED_IMPL_H
+#define DJINN_SCHED_IMPL_H
+
+#include "djinn/sched.h"
+
+#define DJN_TENANT_MAX 64
+#define DJN_SLO_HEADROOM 0.8 /* a step may take this much of the tightest SLO */
+
+struct member {
+	struct djn_session *s;
+	enum djn_phase phase;
+	uint64_t seq; /* order of arrival, for admission */
+	int fails;    /* steps in a row whose next chunk found no room */
+	char tenant[DJN_TENANT_MAX];
+	enum djn_class cls;
+	double slo_ms;
+	/* service */
+	int waited;       /* steps runnable and left out, in a row (aging) */
+	long last_step;   /* the step it last ran in (round-robin) */
+	long steps, tokens, violations;
+	int n_seen;       /* tokens of its run seen so far */
+	double ready_ms;  /* its last token, or when it was added or resumed */
+	double last_ms, max_ms;
+	bool ran, fits;   /* this step */
+};
+
+struct model_batch {
+	const struct djn_model *m;
+	struct djn_batch *b;
+};
+
+struct djn_sched {
+	struct djn_backend *be;
+	struct djn_err err;
+	struct djn_sched_opts o;
+	struct member *mem;
+	int n_mem, cap_mem;
+	uint64_t seq;
+	struct model_batch *batches;
+	int n_batches;
+	/* a step's scratch */
+	struct djn_session **pick;
+	enum djn_stop *why;
+	int *ord;
+	int cap_pick;
+	struct djn_swap_totals *snap;
+	int cap_snap;
+	struct djn_sched_stats st;
+	/* the step-time model: decayed sums of 1, rows, ms, rows^2, rows*ms */
+	double m0, mx, my, mxx, mxy;
+	long m_n;
+	/* the caller's time between back-to-back steps (an average), and when
+	 * the last step ended (0: none runnable since, or never) */
+	double gap_ms, last_end_ms;
+};
+
+/* order.c */
+double djn_sched_now(const struct djn_sched *q);
+/* The runnable members' indices into q->ord, in the order's order; their count. */
+int djn_sched_order_runnable(struct djn_sched *q);
+/* Rows a step may take under the order (the budget, or less under SLO). */
+int djn_sched_row_cap(const struct djn_sched *q);
+/* May a session of tenant t join?  DJN_OK, or the refusal in q->err. */
+enum djn_status djn_sched_admit_slo(struct djn_sched *q, const struct djn_tenant *t);
+/* After a step of `rows` rows that began at t0: the model, tokens, latencies. */
+void djn_sched_account(struct djn_sched *q, int rows, double t0);
+/* The latency clock of a member restarts (added, resumed). */
+void djn_sched_member_ready(struct djn_sched *q, struct member *e);
+
+#endif

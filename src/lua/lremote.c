@@ -117,38 +117,72 @@ static int l_command(lua_State *L)
 	return 3;
 }
 
-/* r:tensor([site [, session]]) -> Tensor (rows = tokens of the chunk) */
+/* The Tensor the read's reply lands in: made under lua_pcall (an error
+ * must not jump over djn_remote_call's frames), left on the stack. */
+struct tensor_sink {
+	lua_State *L;
+	struct ldj_tensor *t;
+};
+
+static int make_tensor(lua_State *L)
+{
+	ldj_tensor_alloc(L, (int)lua_tointeger(L, 1), (int)lua_tointeger(L, 2));
+	return 1;
+}
+
+static void *tensor_sink(void *ud, const struct djn_frame_att *a, int i)
+{
+	struct tensor_sink *ts = ud;
+
+	if (i != 0 || ts->t || strcmp(a->dtype, "f32") || a->n_dims != 2 || a->shape[0] < 1 ||
+	    a->shape[1] < 1 || a->shape[0] > 1 << 20 || a->shape[1] > 1 << 28)
+		return NULL;
+	lua_pushcfunction(ts->L, make_tensor);
+	lua_pushinteger(ts->L, (lua_Integer)a->shape[0]);
+	lua_pushinteger(ts->L, (lua_Integer)a->shape[1]);
+	if (lua_pcall(ts->L, 2, 1, 0) != LUA_OK) {
+		lua_pop(ts->L, 1);
+		return NULL;
+	}
+	ts->t = lua_touserdata(ts->L, -1);
+	return ts->t->data;
+}
+
+/* r:tensor([site [, session]]) -> Tensor (rows = tokens of the chunk); the
+ * bytes are received straight into the Tensor */
 static int l_tensor(lua_State *L)
 {
 	struct ldj_remote *lr = check_remote(L);
 	const char *site = luaL_optstring(L, 2, NULL), *sess = luaL_optstring(L, 3, NULL);
 	struct djn_remote_reply rep;
+	struct tensor_sink ts = { .L = L };
+	struct djn_err err = { 0 };
 	cJSON *msg = cJSON_CreateObject();
-	const struct djn_frame_att *a;
-	struct ldj_tensor *t;
-	int rows, cols;
+	enum djn_status st;
+	bool ok;
 
+	lua_settop(L, 3);
 	cJSON_AddStringToObject(msg, "type", "read");
 	if (site)
 		cJSON_AddStringToObject(msg, "site", site);
 	if (sess)
 		cJSON_AddStringToObject(msg, "session", sess);
-	if (!call(L, lr, msg, NULL, 0, &rep))
-		return lua_error(L);
-	a = rep.f.n_att ? &rep.f.att[0] : NULL;
-	if (!a || strcmp(a->dtype, "f32") || a->n_dims != 2 || a->shape[0] > 1 << 20 ||
-	    a->shape[1] > 1 << 28) {
+	lr->stop[0] = '\0';
+	st = djn_remote_call_into(lr->r, msg, NULL, 0, tensor_sink, &ts, &rep, &err);
+	cJSON_Delete(msg);
+	if (st)
+		return luaL_error(L, "remote: %s", err.msg);
+	if (!strcmp(rep.f.type, "error")) {
+		const cJSON *e = cJSON_GetObjectItemCaseSensitive(rep.f.json, "error");
+		lua_pushstring(L, cJSON_IsString(e) ? e->valuestring : "error");
 		djn_remote_reply_release(&rep);
-		return luaL_error(L, "tensor: the server sent no f32 matrix");
+		return lua_error(L);
 	}
-	rows = (int)a->shape[0];
-	cols = (int)a->shape[1];
-	/* the userdata may raise (memory): copy out, release, then allocate */
-	lua_pushlstring(L, (const char *)a->data, a->bytes);
+	ok = ts.t && rep.f.n_att == 1 && rep.f.att[0].data == (const uint8_t *)ts.t->data;
 	djn_remote_reply_release(&rep);
-	t = ldj_tensor_new(L, rows, cols);
-	memcpy(t->data, lua_tostring(L, -2), sizeof(float) * (size_t)rows * (size_t)cols);
-	return 1;
+	if (!ok)
+		return luaL_error(L, "tensor: the server sent no f32 matrix");
+	return 1; /* the Tensor, at the top */
 }
 
 /* r:steer(pattern, op [, value [, {persist=, scale=, session=}]]) -> id (0: one-shot) */

@@ -287,6 +287,60 @@ static struct sh_session *own_session(struct client *cl, const char *name)
 	return NULL;
 }
 
+/* ---------------------------------------------------- staging buffers */
+
+#define STAGE_KEEP 4 /* free buffers kept for reuse; more are freed */
+
+static void stage_free(struct srv *srv, struct srv_stage *st)
+{
+	srv->be->i->host_free(srv->be, st->p, st->pinned);
+	free(st);
+}
+
+struct srv_stage *srv_stage_get(struct srv *srv, size_t bytes)
+{
+	struct srv_stage **best = NULL, *st, *extra = NULL;
+	int n = 0;
+
+	pthread_mutex_lock(&srv->out_mu);
+	for (struct srv_stage **p = &srv->stage_free; *p; p = &(*p)->next) {
+		n++;
+		if ((*p)->cap >= bytes && (!best || (*p)->cap < (*best)->cap))
+			best = p;
+	}
+	if (best) {
+		st = *best;
+		*best = st->next;
+	} else {
+		st = NULL;
+		if (n >= STAGE_KEEP) { /* none fits: the pool makes room for one that does */
+			extra = srv->stage_free;
+			srv->stage_free = extra->next;
+		}
+	}
+	pthread_mutex_unlock(&srv->out_mu);
+	if (extra)
+		stage_free(srv, extra);
+	if (st)
+		return st;
+	st = djn_xcalloc(1, sizeof(*st));
+	st->cap = bytes < ((size_t)1 << 20) ? (size_t)1 << 20 : bytes;
+	if (!(st->p = srv->be->i->host_alloc(srv->be, st->cap, &st->pinned))) {
+		free(st);
+		return NULL;
+	}
+	return st;
+}
+
+void srv_stage_drain(struct srv *srv)
+{
+	while (srv->stage_free) {
+		struct srv_stage *st = srv->stage_free;
+		srv->stage_free = st->next;
+		stage_free(srv, st);
+	}
+}
+
 /* ----------------------------------------------------------- replying */
 
 static double us_since(int64_t t)
@@ -600,14 +654,17 @@ static int req_site(struct srv *srv, struct client *cl, const cJSON *j, struct d
 	return k;
 }
 
-/* Read a site's tensor: it goes back as one f32 attachment, unconverted. */
+/* Read a site's tensor: it goes back as one f32 attachment, unconverted,
+ * copied once, from the device into a staging buffer (pinned, reused), and
+ * written to the socket straight from there. */
 static void do_read(struct srv *srv, struct client *cl, struct srv_msg *m, double id)
 {
 	struct sh_session *ss = req_session(srv, cl, m->f.json, id);
 	double queue_us = (double)(srv_now_ns() - m->t_recv_ns) / 1000.0;
 	int64_t t = srv_now_ns();
 	int site, rows, cols;
-	float *v;
+	size_t bytes, body;
+	struct srv_stage *stage;
 	cJSON *res;
 	struct srv_out *o;
 	char name[40];
@@ -618,12 +675,18 @@ static void do_read(struct srv *srv, struct client *cl, struct srv_msg *m, doubl
 		reply_error(srv, cl->conn, id, djn_session_errmsg(ss->s));
 		return;
 	}
-	if (!(v = malloc(sizeof(float) * (size_t)rows * (size_t)cols))) {
+	bytes = sizeof(float) * (size_t)rows * (size_t)cols;
+	if (!(stage = srv_stage_get(srv, bytes))) {
 		reply_error(srv, cl->conn, id, "read: out of host memory");
 		return;
 	}
-	if (djn_session_read(ss->s, site, v, (size_t)rows * (size_t)cols)) {
-		free(v);
+	o = djn_xcalloc(1, sizeof(*o));
+	o->conn = cl->conn;
+	o->reply = true;
+	o->stage = stage;
+	o->body = stage->p;
+	if (djn_session_read(ss->s, site, stage->p, (size_t)rows * (size_t)cols)) {
+		srv_out_free(srv, o);
 		reply_error(srv, cl->conn, id, djn_session_errmsg(ss->s));
 		return;
 	}
@@ -631,26 +694,19 @@ static void do_read(struct srv *srv, struct client *cl, struct srv_msg *m, doubl
 	t = srv_now_ns();
 	djn_site_name(&cl->sh->m->cfg, site, name, sizeof(name));
 	struct djn_att_out a = { .name = name, .dtype = "f32", .n_dims = 2, .shape = { rows, cols },
-				 .bytes = sizeof(float) * (size_t)rows * (size_t)cols };
+				 .bytes = bytes };
 	res = cJSON_CreateObject();
 	cJSON_AddStringToObject(res, "type", "result");
 	cJSON_AddNumberToObject(res, "id", id);
 	cJSON_AddBoolToObject(res, "ok", true);
 	cJSON_AddStringToObject(res, "site", name);
 	add_phases(res, queue_us, exec_us, us_since(t));
-	/* the tensor is the body as it is: no copy on the way out */
-	o = djn_xcalloc(1, sizeof(*o));
-	o->conn = cl->conn;
-	o->reply = true;
-	size_t body;
 	if (djn_frame_header(res, &a, 1, &o->head, &o->head_len, &body, NULL)) {
-		free(o);
-		free(v);
+		srv_out_free(srv, o);
 		cJSON_Delete(res);
 		reply_error(srv, cl->conn, id, "read: the reply does not fit in a frame");
 		return;
 	}
-	o->body = (uint8_t *)v;
 	o->body_len = body;
 	cJSON_Delete(res);
 	srv_send(srv, o);

@@ -81,10 +81,17 @@ struct srv_out *srv_out_error(uint64_t conn, double id, const char *msg, bool cl
 	return o;
 }
 
-static void out_free(struct srv_out *o)
+void srv_out_free(struct srv *srv, struct srv_out *o)
 {
+	if (o->stage) {
+		pthread_mutex_lock(&srv->out_mu);
+		o->stage->next = srv->stage_free;
+		srv->stage_free = o->stage;
+		pthread_mutex_unlock(&srv->out_mu);
+	} else {
+		free(o->body);
+	}
 	free(o->head);
-	free(o->body);
 	free(o);
 }
 
@@ -283,7 +290,7 @@ static void conn_close(struct net *net, int i, const char *why)
 	while (c->wq) {
 		struct srv_out *o = c->wq;
 		c->wq = o->next;
-		out_free(o);
+		srv_out_free(net->srv, o);
 	}
 	free(c);
 	net->c[i] = net->c[--net->n];
@@ -302,8 +309,7 @@ static void accept_all(struct net *net)
 	struct srv *srv = net->srv;
 
 	for (;;) {
-		int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), one = 1;
-		int bufsz = 4 << 20;
+		int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct conn *c;
 
 		if (fd < 0)
@@ -313,13 +319,11 @@ static void accept_all(struct net *net)
 			if (send(fd, o->head, o->head_len, MSG_NOSIGNAL) < 0) {
 				/* nothing more to tell it */
 			}
-			out_free(o);
+			srv_out_free(srv, o);
 			close(fd);
 			continue;
 		}
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz));
-		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
+		djn_net_tune(fd);
 		c = djn_xcalloc(1, sizeof(*c));
 		c->fd = fd;
 		c->id = ++net->next_id;
@@ -476,7 +480,7 @@ static bool conn_read(struct net *net, struct conn *c, const char **why)
 }
 
 /* Write what is queued; false when the connection must close. */
-static bool conn_write(struct conn *c, const char **why)
+static bool conn_write(struct net *net, struct conn *c, const char **why)
 {
 	while (c->wq) {
 		struct srv_out *o = c->wq;
@@ -505,7 +509,7 @@ static bool conn_write(struct conn *c, const char **why)
 		c->woff = 0;
 		if (o->reply && c->inflight > 0)
 			c->inflight--;
-		out_free(o);
+		srv_out_free(net->srv, o);
 	}
 	if (c->closing) {
 		*why = "closed after an error";
@@ -532,7 +536,7 @@ static void take_out(struct net *net)
 		if (c) /* else it hung up: its sessions wait on the server */
 			conn_queue(c, o);
 		else
-			out_free(o);
+			srv_out_free(net->srv, o);
 		o = next;
 	}
 }
@@ -611,7 +615,7 @@ void *srv_net_thread(void *arg)
 			if (re & (POLLIN | POLLHUP | POLLERR))
 				ok = conn_read(&net, c, &why);
 			if (ok && c->wq)
-				ok = conn_write(c, &why);
+				ok = conn_write(&net, c, &why);
 			if (!ok)
 				conn_close(&net, i, why);
 		}

@@ -25,7 +25,10 @@
 
 #include "djinn/status.h"
 
-#define DJN_PROTO_VERSION 1
+/* 2: a long command's output streams as "output" events (docs/protocol.md);
+ * a server still serves version 1 clients (their output all in the result). */
+#define DJN_PROTO_VERSION 2
+#define DJN_PROTO_MIN 1
 #define DJN_FRAME_MAX_DEFAULT ((size_t)64 << 20)  /* client -> server */
 #define DJN_FRAME_MAX_REPLY ((size_t)4 << 30)     /* server -> client */
 #define DJN_FRAME_JSON_MAX ((size_t)1 << 20)      /* the JSON part of any frame */

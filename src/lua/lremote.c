@@ -2,6 +2,7 @@
  * "djinn.Remote" runs shell commands in this client's shell on the server
  * (r:command), reads site tensors as djinn.Tensor (binary, never JSON
  * numbers), steers with a Tensor, and reports each request's phases. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "djinn/server.h"
@@ -13,6 +14,8 @@ struct ldj_remote {
 	struct djn_remote *r; /* NULL once closed */
 	char stop[32];        /* reason of the last "stopped" event */
 	int stop_bp;
+	char *streamed;       /* output events of the command in flight (malloc'd) */
+	size_t n_streamed, cap_streamed;
 };
 
 static struct ldj_remote *check_remote(lua_State *L)
@@ -24,6 +27,16 @@ static struct ldj_remote *check_remote(lua_State *L)
 	return lr;
 }
 
+static void append_output(struct ldj_remote *lr, const uint8_t *p, size_t n)
+{
+	if (lr->n_streamed + n > lr->cap_streamed) {
+		lr->cap_streamed = 2 * (lr->n_streamed + n) + 256;
+		lr->streamed = djn_xrealloc(lr->streamed, lr->cap_streamed);
+	}
+	memcpy(lr->streamed + lr->n_streamed, p, n);
+	lr->n_streamed += n;
+}
+
 static void on_event(struct djn_remote *r, const struct djn_frame *ev, void *ud)
 {
 	struct ldj_remote *lr = ud;
@@ -31,6 +44,14 @@ static void on_event(struct djn_remote *r, const struct djn_frame *ev, void *ud)
 	const cJSON *bp = cJSON_GetObjectItemCaseSensitive(ev->json, "bp");
 
 	(void)r;
+	if (!strcmp(ev->type, "output")) { /* kept for the command's result */
+		for (int i = 0; i < ev->n_att; i++) {
+			const struct djn_frame_att *a = &ev->att[i];
+			if (!strcmp(a->name, "output"))
+				append_output(lr, a->data, a->bytes);
+		}
+		return;
+	}
 	if (strcmp(ev->type, "stopped") || !cJSON_IsString(reason))
 		return;
 	snprintf(lr->stop, sizeof(lr->stop), "%s", reason->valuestring);
@@ -93,23 +114,27 @@ static int l_command(lua_State *L)
 	bool json = lua_istable(L, 3) && (lua_getfield(L, 3, "json"), lua_toboolean(L, -1));
 	struct djn_remote_reply rep;
 	cJSON *msg = cJSON_CreateObject();
-	luaL_Buffer b;
+	bool ok;
 
 	cJSON_AddStringToObject(msg, "type", "cmd");
 	cJSON_AddStringToObject(msg, "line", line);
 	cJSON_AddBoolToObject(msg, "json", json);
+	lr->n_streamed = 0;
 	if (!call(L, lr, msg, NULL, 0, &rep)) {
 		lua_pushboolean(L, 0);
 		lua_insert(L, -2);
 		return 2;
 	}
-	lua_pushboolean(L, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rep.f.json, "ok")));
-	luaL_buffinit(L, &b);
+	ok = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rep.f.json, "ok"));
+	/* the output: what streamed, then the rest; gathered in lr (freed by
+	 * __gc) and the reply released before anything that can raise */
 	for (int i = 0; i < rep.f.n_att; i++)
 		if (!strcmp(rep.f.att[i].name, "output"))
-			luaL_addlstring(&b, (const char *)rep.f.att[i].data, rep.f.att[i].bytes);
+			append_output(lr, rep.f.att[i].data, rep.f.att[i].bytes);
 	djn_remote_reply_release(&rep);
-	luaL_pushresult(&b);
+	lua_pushboolean(L, ok);
+	lua_pushlstring(L, lr->streamed ? lr->streamed : "", lr->n_streamed);
+	lr->n_streamed = 0;
 	if (lr->stop[0])
 		lua_pushstring(L, lr->stop);
 	else
@@ -279,6 +304,9 @@ static int l_close(lua_State *L)
 
 	djn_remote_free(lr->r);
 	lr->r = NULL;
+	free(lr->streamed);
+	lr->streamed = NULL;
+	lr->n_streamed = lr->cap_streamed = 0;
 	return 0;
 }
 

@@ -41,6 +41,9 @@ struct client {
 	struct saved_npy *saves;
 	int n_saves;
 	const struct djn_frame *req;
+	double stream_id;     /* the cmd executing (its output streams), or -1 */
+	int64_t stream_after; /* output written after this streams at once */
+	int proto;            /* the version its hello asked for */
 	long n_requests;
 	struct client *next;
 };
@@ -53,6 +56,61 @@ struct cap {
 	struct client *cl;
 	int fd;
 };
+
+/* A command's output, stdout and stderr in the order written, as one
+ * attachment cut into segments [fd, bytes] (added to obj); the chunks are
+ * emptied.  *out: the bytes (the caller frees them); returns their count. */
+static size_t take_output(struct client *cl, cJSON *obj, char **out)
+{
+	cJSON *segs;
+	size_t len = 0;
+
+	*out = NULL;
+	if (!cl->n_chunks)
+		return 0;
+	segs = cJSON_AddArrayToObject(obj, "segments");
+	for (int i = 0; i < cl->n_chunks; i++)
+		len += cl->chunks[i].len;
+	*out = djn_xmalloc(len + 1);
+	len = 0;
+	for (int i = 0; i < cl->n_chunks; i++) {
+		cJSON *sg = cJSON_CreateArray();
+		cJSON_AddItemToArray(sg, cJSON_CreateNumber(cl->chunks[i].fd));
+		cJSON_AddItemToArray(sg, cJSON_CreateNumber((double)cl->chunks[i].len));
+		cJSON_AddItemToArray(segs, sg);
+		memcpy(*out + len, cl->chunks[i].p, cl->chunks[i].len);
+		len += cl->chunks[i].len;
+		free(cl->chunks[i].p);
+	}
+	free(cl->chunks);
+	cl->chunks = NULL;
+	cl->n_chunks = 0;
+	return len;
+}
+
+/* What a long command wrote so far goes to the client now, as an "output"
+ * event (protocol 2): generated text appears token by token, as it does
+ * locally.  A command's first STREAM_AFTER_MS of output stay in its result,
+ * so a short command is still one frame. */
+#define STREAM_AFTER_MS 10
+
+static void stream_output(struct client *cl)
+{
+	cJSON *ev = cJSON_CreateObject();
+	char *out;
+	size_t len;
+
+	cJSON_AddStringToObject(ev, "type", "output");
+	cJSON_AddNumberToObject(ev, "id", cl->stream_id);
+	len = take_output(cl, ev, &out);
+	if (len) {
+		struct djn_att_out a = { .name = "output", .dtype = "u8", .n_dims = 1,
+					 .shape = { (int64_t)len }, .data = out, .bytes = len };
+		srv_send(cl->srv, srv_out_new(cl->conn, ev, &a, 1));
+	}
+	free(out);
+	cJSON_Delete(ev);
+}
 
 /* DJINN_SERVE_WRITE_DELAY_US: a test knob that slows every output write (and
  * so every streamed token), so a test can hang up in the middle of a run. */
@@ -83,6 +141,8 @@ static ssize_t cap_write(void *cookie, const char *p, size_t n)
 	}
 	memcpy(ch->p + ch->len, p, n);
 	ch->len += n;
+	if (cl->stream_id >= 0 && srv_now_ns() >= cl->stream_after)
+		stream_output(cl);
 	return (ssize_t)n;
 }
 
@@ -224,6 +284,7 @@ static struct client *client_new(struct srv *srv, uint64_t conn)
 
 	make_token(cl->token);
 	cl->conn = conn;
+	cl->stream_id = -1;
 	cl->srv = srv;
 	cl->host = (struct djn_shell_host){ .open_model = host_open_model,
 					    .npy_load = host_npy_load,
@@ -540,7 +601,12 @@ static void do_cmd(struct srv *srv, struct client *cl, struct srv_msg *m, double
 	} else {
 		set_exec(srv, cl->conn);
 		sh->resumed = false;
+		if (cl->proto >= 2 && cl->conn) {
+			cl->stream_id = id;
+			cl->stream_after = t + STREAM_AFTER_MS * 1000000LL;
+		}
 		djn_shell_exec(sh, line->valuestring);
+		cl->stream_id = -1;
 		interrupted = djn_shell_sigint;
 		set_exec(srv, 0);
 		djn_shell_sigint = 0;
@@ -560,28 +626,13 @@ static void do_cmd(struct srv *srv, struct client *cl, struct srv_msg *m, double
 	cJSON_AddBoolToObject(res, "block", sh->block.kind != SH_BLOCK_NONE);
 	cJSON_AddBoolToObject(res, "quit", sh->quit);
 	cJSON_AddItemToObject(res, "after", after_json(sh));
-	/* the output, stdout and stderr in the order written: one attachment,
-	 * cut into segments [fd, bytes] */
-	size_t out_len = 0;
+	/* the output not streamed yet */
 	char *out = NULL;
-	if (cl->n_chunks) {
-		cJSON *segs = cJSON_AddArrayToObject(res, "segments");
-		for (int i = 0; i < cl->n_chunks; i++)
-			out_len += cl->chunks[i].len;
-		out = djn_xmalloc(out_len + 1);
-		out_len = 0;
-		for (int i = 0; i < cl->n_chunks; i++) {
-			cJSON *sg = cJSON_CreateArray();
-			cJSON_AddItemToArray(sg, cJSON_CreateNumber(cl->chunks[i].fd));
-			cJSON_AddItemToArray(sg, cJSON_CreateNumber((double)cl->chunks[i].len));
-			cJSON_AddItemToArray(segs, sg);
-			memcpy(out + out_len, cl->chunks[i].p, cl->chunks[i].len);
-			out_len += cl->chunks[i].len;
-		}
+	size_t out_len = take_output(cl, res, &out);
+	if (out_len)
 		att[n_att++] = (struct djn_att_out){ .name = "output", .dtype = "u8", .n_dims = 1,
 						     .shape = { (int64_t)out_len }, .data = out,
 						     .bytes = out_len };
-	}
 	char names[DJN_FRAME_MAX_ATT][300];
 	for (int i = 0; i < cl->n_saves && n_att < DJN_FRAME_MAX_ATT; i++) {
 		struct saved_npy *s = &cl->saves[i];
@@ -805,6 +856,10 @@ static void do_hello(struct srv *srv, struct srv_msg *m)
 		resumed = true;
 	} else {
 		cl = client_new(srv, m->conn);
+	}
+	{
+		const cJSON *proto = cJSON_GetObjectItemCaseSensitive(m->f.json, "proto");
+		cl->proto = cJSON_IsNumber(proto) ? proto->valueint : 1; /* checked by the net loop */
 	}
 	w = cJSON_CreateObject();
 	cJSON_AddStringToObject(w, "type", "welcome");

@@ -376,10 +376,12 @@ static void frame_done(struct net *net, struct conn *c)
 			snprintf(msg, sizeof(msg), "handshake: expected a \"hello\" frame, got \"%.40s\"",
 				 f.type);
 			conn_queue(c, srv_out_error(c->id, -1, msg, true));
-		} else if (!cJSON_IsNumber(proto) || proto->valueint != DJN_PROTO_VERSION) {
+		} else if (!cJSON_IsNumber(proto) || proto->valuedouble < DJN_PROTO_MIN ||
+			   proto->valuedouble > DJN_PROTO_VERSION) {
 			snprintf(msg, sizeof(msg),
-				 "handshake: protocol version %d is not supported (this server speaks %d)",
-				 cJSON_IsNumber(proto) ? proto->valueint : -1, DJN_PROTO_VERSION);
+				 "handshake: protocol version %d is not supported (this server speaks "
+				 "%d to %d)", cJSON_IsNumber(proto) ? proto->valueint : -1,
+				 DJN_PROTO_MIN, DJN_PROTO_VERSION);
 			conn_queue(c, srv_out_error(c->id, -1, msg, true));
 		} else if (srv->conf.token &&
 			   !token_ok(srv->conf.token, cJSON_GetObjectItemCaseSensitive(f.json, "auth"))) {

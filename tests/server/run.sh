@@ -122,7 +122,7 @@ fail=$((fail + $(grep -c '^FAIL ' "$tmp/proto.log")))
 [ $rc -eq 0 ] || grep -q '^FAIL ' "$tmp/proto.log" || bad "proto.py exited with $rc"
 
 # --- Lua -----------------------------------------------------------------------
-if (cd "$tmp" && timeout 60 "$djinn" "$root/tests/server/test_remote.lua" \
+if (cd "$tmp" && TMPDIR=$tmp timeout 60 "$djinn" "$root/tests/server/test_remote.lua" \
 	"127.0.0.1:$port_main" >"$tmp/lua.log" 2>&1); then
 	ok "lua: djinn.connect"
 else

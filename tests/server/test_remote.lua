@@ -28,6 +28,34 @@ assert(not ok3 and e3:find("no site 'L9.q'", 1, true), e3)
 local _, _, why = r:command("continue")
 assert(why == "done", tostring(why))
 assert(r:ping() > 0)
+
+-- a large tensor (a long prompt's L0.mlp_act, rows x hidden: far more than
+-- the client's receive buffer, so it lands straight in the Tensor) equals
+-- the local one byte for byte
+local long = string.rep("Once upon a time there was a girl. ", 36)
+assert(r:command("delete"))
+assert(r:command("break L0.mlp_act"))
+local okb, outb, whyb = r:command(string.format('start "%s" -n 1', long))
+assert(okb, outb)
+_, _, whyb = r:command("continue")
+assert(whyb == "breakpoint", tostring(whyb))
+local rt = r:tensor("L0.mlp_act")
+local m = assert(djinn.load("models/stories260K.bin", {tokenizer = "models/tok512.bin"}))
+local s = m:session()
+s:break_at("L0.mlp_act")
+s:start(long, {n = 1, eos = false})
+assert(s:continue() == "breakpoint")
+local lt = s:tensor("L0.mlp_act")
+assert(rt.rows == lt.rows and rt.cols == lt.cols and rt.rows > 300,
+       rt.rows .. "x" .. rt.cols .. " vs " .. lt.rows .. "x" .. lt.cols)
+local dir = os.getenv("TMPDIR") or "/tmp"
+local pr, pl = dir .. "/djinn-remote-big-r.npy", dir .. "/djinn-remote-big-l.npy"
+rt:save(pr); lt:save(pl)
+local function slurp(p) local f = assert(io.open(p, "rb")); local d = f:read("a"); f:close(); os.remove(p); return d end
+local br, bl = slurp(pr), slurp(pl)
+assert(#br > 4 * 300 * rt.cols and br == bl, "the remote tensor differs from the local one")
+s:close(); m:close()
+assert(r:command("continue"))
 local last, sum, n = r:phases()
 assert(n >= 8 and last.total_us > 0 and sum.exec_us > 0)
 r:command("quit")

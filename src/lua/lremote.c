@@ -210,10 +210,11 @@ static int l_tensor(lua_State *L)
 	return 1; /* the Tensor, at the top */
 }
 
-/* r:steer(pattern, op [, value [, {persist=, scale=, session=}]]) -> id (0: one-shot) */
+/* r:steer(pattern, op [, value [, {persist=, scale=, session=, pos=}]]) -> id
+ * (0: one-shot); pos: N, or {A, B} for positions A..B-1 (as s:steer's) */
 static int l_steer(lua_State *L)
 {
-	static const char *const keys[] = { "persist", "scale", "session", NULL };
+	static const char *const keys[] = { "persist", "scale", "session", "pos", NULL };
 	struct ldj_remote *lr = check_remote(L);
 	const char *pat = luaL_checkstring(L, 2), *op = luaL_checkstring(L, 3);
 	struct djn_remote_reply rep;
@@ -221,6 +222,9 @@ static int l_steer(lua_State *L)
 	int n_att = 0;
 	cJSON *msg;
 	double scale;
+	bool persist, have_pos = false;
+	const char *sess;
+	lua_Integer pa = 0, pb = -1;
 
 	ldj_check_opts(L, 5, "steer", keys);
 	scale = ldj_opt_number(L, 5, "steer", "scale", 1.0);
@@ -233,18 +237,49 @@ static int l_steer(lua_State *L)
 		att.bytes = sizeof(float) * (size_t)t->rows * (size_t)t->cols;
 		n_att = 1;
 	}
+	/* everything that can raise before msg exists */
+	persist = ldj_opt_boolean(L, 5, "steer", "persist", false);
+	sess = ldj_opt_string(L, 5, "steer", "session", NULL);
+	if (lua_istable(L, 5) && lua_getfield(L, 5, "pos") != LUA_TNIL) {
+		int oka = 1, okb = 1;
+		pb = -1;
+		if (lua_istable(L, -1)) {
+			lua_geti(L, -1, 1);
+			pa = lua_tointegerx(L, -1, &oka);
+			lua_geti(L, -2, 2);
+			if (!lua_isnil(L, -1))
+				pb = lua_tointegerx(L, -1, &okb);
+			lua_pop(L, 2);
+		} else {
+			pa = lua_tointegerx(L, -1, &oka);
+			pb = pa + 1;
+		}
+		if (!oka || !okb || pa < 0 || pa > 1 << 30 || pb > 1 << 30 || (pb >= 0 && pb <= pa))
+			return luaL_error(L, "steer: pos wants a position N or {A, B} (A..B-1, "
+					     "0-based, B > A)");
+		have_pos = true;
+	}
 	msg = cJSON_CreateObject();
 	cJSON_AddStringToObject(msg, "type", "steer");
 	cJSON_AddStringToObject(msg, "pattern", pat);
 	cJSON_AddStringToObject(msg, "op", op);
 	cJSON_AddNumberToObject(msg, "scale", scale);
-	cJSON_AddBoolToObject(msg, "persist", ldj_opt_boolean(L, 5, "steer", "persist", false));
-	if (ldj_opt_string(L, 5, "steer", "session", NULL))
-		cJSON_AddStringToObject(msg, "session", ldj_opt_string(L, 5, "steer", "session", NULL));
+	cJSON_AddBoolToObject(msg, "persist", persist);
+	if (sess)
+		cJSON_AddStringToObject(msg, "session", sess);
+	if (have_pos) {
+		cJSON *p = cJSON_AddArrayToObject(msg, "pos");
+		cJSON_AddItemToArray(p, cJSON_CreateNumber((double)pa));
+		cJSON_AddItemToArray(p, cJSON_CreateNumber((double)pb));
+	}
 	if (!call(L, lr, msg, &att, n_att, &rep))
 		return lua_error(L);
-	lua_pushinteger(L, (lua_Integer)cJSON_GetObjectItemCaseSensitive(rep.f.json, "steer")->valuedouble);
-	djn_remote_reply_release(&rep);
+	{
+		const cJSON *sid = cJSON_GetObjectItemCaseSensitive(rep.f.json, "steer");
+		lua_Integer n = cJSON_IsNumber(sid) ? (lua_Integer)sid->valuedouble : 0;
+		djn_remote_reply_release(&rep);
+		lua_pushinteger(L, n);
+	}
 	return 1;
 }
 

@@ -774,8 +774,9 @@ static void do_steer(struct srv *srv, struct client *cl, struct srv_msg *m, doub
 	const cJSON *scale = cJSON_GetObjectItemCaseSensitive(j, "scale");
 	const cJSON *persist = cJSON_GetObjectItemCaseSensitive(j, "persist");
 	const cJSON *idx = cJSON_GetObjectItemCaseSensitive(j, "idx");
+	const cJSON *pos = cJSON_GetObjectItemCaseSensitive(j, "pos");
 	const float *v = NULL;
-	int n_v = 0, k = -1, *ix = NULL, n_ix = 0, rc;
+	int n_v = 0, k = -1, *ix = NULL, n_ix = 0, rc, pos0 = 0, pos1 = -1;
 	cJSON *res;
 
 	if (!ss)
@@ -787,6 +788,22 @@ static void do_steer(struct srv *srv, struct client *cl, struct srv_msg *m, doub
 		reply_error(srv, cl->conn, id,
 			    "steer: needs \"pattern\" and \"op\" (add, scale, set or zero)");
 		return;
+	}
+	if (pos && !cJSON_IsNull(pos)) { /* [A, B): rows at positions A..B-1 (B -1: no end) */
+		const cJSON *a = cJSON_GetArrayItem(pos, 0), *b = cJSON_GetArrayItem(pos, 1);
+		if (!cJSON_IsArray(pos) || cJSON_GetArraySize(pos) != 2 || !cJSON_IsNumber(a) ||
+		    !cJSON_IsNumber(b) || a->valuedouble < 0 || a->valuedouble > 1 << 30 ||
+		    b->valuedouble > 1 << 30 || a->valuedouble != (int)a->valuedouble ||
+		    b->valuedouble != (int)b->valuedouble ||
+		    (b->valuedouble >= 0 && b->valuedouble <= a->valuedouble) ||
+		    (b->valuedouble < 0 && b->valuedouble != -1)) {
+			reply_error(srv, cl->conn, id,
+				    "steer: \"pos\" must be [A, B] (positions A..B-1, B > A >= 0; B -1: "
+				    "no end)");
+			return;
+		}
+		pos0 = a->valueint;
+		pos1 = b->valueint;
 	}
 	if (m->f.n_att) {
 		if (strcmp(m->f.att[0].dtype, "f32") || m->f.att[0].bytes / 4 > 1 << 28) {
@@ -807,9 +824,9 @@ static void do_steer(struct srv *srv, struct client *cl, struct srv_msg *m, doub
 		cJSON_ArrayForEach(e, idx)
 			ix[n_ix++] = cJSON_IsNumber(e) ? e->valueint : -1;
 	}
-	rc = djn_steer_add(ss->s, pat->valuestring, (enum djn_steer_op)k, vc, n_v,
-			   cJSON_IsNumber(scale) ? (float)scale->valuedouble : 1.0f, ix, n_ix,
-			   cJSON_IsTrue(persist));
+	rc = djn_steer_add_at(ss->s, pat->valuestring, (enum djn_steer_op)k, vc, n_v,
+			      cJSON_IsNumber(scale) ? (float)scale->valuedouble : 1.0f, ix, n_ix,
+			      cJSON_IsTrue(persist), pos0, pos1);
 	free(vc);
 	free(ix);
 	if (rc < 0) {

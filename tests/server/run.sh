@@ -17,7 +17,7 @@ djinn=$(cd "$1" 2>/dev/null && pwd)/djinn
 
 # transcripts that load the way the server serves (no --dtype, --kv-limit),
 # and use no Lua: breakpoints, print, steer, checkpoints, sessions, JSON
-transcripts="basics checkpoint conditions display errors gguf json misc sessions steer"
+transcripts="basics checkpoint conditions display errors gguf json misc sessions steer steer-pos"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/djinn-server.XXXXXX")
 pids=()

@@ -18,6 +18,18 @@ local _, p = r:command("print L2.resid_post", {json = true})
 local j = djinn.json.decode(p)
 assert(math.abs(j.stats.max - t:stats().max) < 1e-4 * math.max(1, math.abs(t:stats().max)))
 
+-- a one-shot steer at positions (as s:steer's pos): the paused chunk is one
+-- row, at pos 6; a range without it is refused, pos 6 is scaled
+local before = r:tensor("L2.resid_post")
+local okp, ep = pcall(r.steer, r, "L2.resid_post", "scale", 2, {pos = {0, 3}})
+assert(not okp and tostring(ep):find("none in 0..2", 1, true), tostring(ep))
+assert(r:tensor("L2.resid_post") == before)
+assert(r:steer("L2.resid_post", "scale", 2, {pos = 6}) == 0)
+assert(r:tensor("L2.resid_post") == before * 2)
+local okq, eq = pcall(r.steer, r, "L2.resid_post", "scale", 2, {pos = {5, 2}})
+assert(not okq and tostring(eq):find("pos wants", 1, true), tostring(eq))
+t = r:tensor("L2.resid_post")
+
 -- steer with a Tensor: zeroing the paused tensor through a remote "set"
 assert(r:steer("L2.resid_post", "set", t * 0) == 0)
 assert(r:tensor("L2.resid_post"):norm() == 0)

@@ -353,6 +353,83 @@ static int l_tostring(lua_State *L)
 	return 1;
 }
 
+/* The methods of a local session that are commands on the server, written
+ * over r:command in --json mode (the shell's JSON is the protocol's
+ * vocabulary): r:start, r:run, r:continue, r:step, r:next, r:finish,
+ * r:break_at, r:delete, r:breakpoints.  Each returns what s:... returns,
+ * and raises "what: message" where s:... raises. */
+static const char session_methods[] =
+	"local M, djinn = ...\n"
+	"local function q(s)\n"
+	"  s = tostring(s):gsub('[\\\\\"]', '\\\\%0'):gsub('\\n', '\\\\n'):gsub('\\t', '\\\\t')\n"
+	"  return '\"' .. s .. '\"'\n"
+	"end\n"
+	"local function cmd(r, what, line)\n"
+	"  local ok, out = r:command(line, {json = true})\n"
+	"  local last\n"
+	"  for l in out:gmatch('[^\\n]+') do last = l end\n"
+	"  local okj, j = pcall(djinn.json.decode, last or '')\n"
+	"  if not okj or type(j) ~= 'table' then j = {} end\n"
+	"  if not ok then error(what .. ': ' .. (j.error or out), 3) end\n"
+	"  return j\n"
+	"end\n"
+	"local function opts(what, o, keys)\n"
+	"  for k in pairs(o or {}) do\n"
+	"    if not keys[k] then error(what .. \": unknown option '\" .. tostring(k) .. \"'\", 3) end\n"
+	"  end\n"
+	"  return o or {}\n"
+	"end\n"
+	"local GEN = {n = ' -n ', temperature = ' -t ', seed = ' --seed ', top_p = ' --top-p '}\n"
+	"local function gen_line(verb, prompt, o)\n"
+	"  local line = verb .. ' ' .. q(prompt)\n"
+	"  for k, flag in pairs(GEN) do\n"
+	"    if o[k] ~= nil then line = line .. flag .. tostring(o[k]) end\n"
+	"  end\n"
+	"  return line\n"
+	"end\n"
+	"local function stop(j)\n"
+	"  local s = j.stop or {reason = 'done'}\n"
+	"  if s.reason == 'breakpoint' or s.reason == 'watchpoint' then return s.reason, s.id end\n"
+	"  return s.reason\n"
+	"end\n"
+	"function M.start(r, prompt, o)\n"
+	"  o = opts('start', o, GEN)\n"
+	"  return cmd(r, 'start', gen_line('start', prompt, o)).prompt_tokens\n"
+	"end\n"
+	"function M.run(r, prompt, o)\n"
+	"  o = opts('run', o, GEN)\n"
+	"  return stop(cmd(r, 'run', gen_line('run', prompt, o)))\n"
+	"end\n"
+	"for _, verb in ipairs({'continue', 'step', 'next', 'finish'}) do\n"
+	"  M[verb] = function(r, n)\n"
+	"    local line = verb\n"
+	"    if n ~= nil and verb ~= 'continue' and verb ~= 'finish' then\n"
+	"      n = math.tointeger(n)\n"
+	"      if not n or n < 1 then error(verb .. ' count must be >= 1', 2) end\n"
+	"      line = line .. ' ' .. n\n"
+	"    end\n"
+	"    return stop(cmd(r, verb, line))\n"
+	"  end\n"
+	"end\n"
+	"function M.break_at(r, pattern, o)\n"
+	"  o = opts('break_at', o, {cond = true})\n"
+	"  local line = 'break ' .. q(pattern)\n"
+	"  if o.cond then line = line .. ' if ' .. o.cond end\n"
+	"  return cmd(r, 'break_at', line).id\n"
+	"end\n"
+	"function M.delete(r, id)\n"
+	"  cmd(r, 'delete', id and ('delete ' .. math.tointeger(id)) or 'delete')\n"
+	"end\n"
+	"function M.breakpoints(r)\n"
+	"  local t = {}\n"
+	"  for i, b in ipairs(cmd(r, 'breakpoints', 'info breakpoints').breakpoints or {}) do\n"
+	"    t[i] = {id = b.id, kind = b.type, pattern = b.type ~= 'token' and b.what or nil,\n"
+	"            token = b.token, cond = b.cond, stop_if = b.stop_if, enabled = b.enabled,\n"
+	"            temporary = b.temporary, ignore = b.ignore, hits = b.hits}\n"
+	"  end\n"
+	"  return t\n"
+	"end\n";
+
 void ldj_open_remote(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
@@ -368,6 +445,12 @@ void ldj_open_remote(lua_State *L)
 	luaL_newmetatable(L, LDJ_REMOTE);
 	luaL_setfuncs(L, meta, 0);
 	luaL_newlib(L, methods);
+	if (luaL_loadbuffer(L, session_methods, sizeof(session_methods) - 1, "=djinn.Remote") !=
+	    LUA_OK)
+		lua_error(L); /* a bug in the text above */
+	lua_pushvalue(L, -2);  /* the methods */
+	lua_pushvalue(L, -5);  /* the djinn table */
+	lua_call(L, 2, 0);
 	lua_setfield(L, -2, "__index");
 	lua_pop(L, 1);
 	lua_pushcfunction(L, l_connect);

@@ -119,10 +119,11 @@ enum djn_status djn_frame_decode_head(const uint8_t *json, size_t jlen, size_t p
 				return DJN_ERR_FORMAT;
 			}
 			if (a->bytes > payload_len - off) {
+				size_t need = a->bytes; /* out (and a) is cleared by the release */
 				djn_frame_release(out);
 				return djn_err_set(err, DJN_ERR_FORMAT,
 						   "frame: attachment %d needs %zu bytes, %zu are left", i,
-						   a->bytes, payload_len - off);
+						   need, payload_len - off);
 			}
 			off += a->bytes;
 			i++;

@@ -705,20 +705,38 @@ static int req_site(struct srv *srv, struct client *cl, const cJSON *j, struct d
 	return k;
 }
 
+/* A tensor bigger than this is copied and sent in pieces of about this
+ * many bytes: the net thread writes each piece while the next is copied.
+ * DJINN_SERVE_READ_PIECE: a test knob (smaller pieces, so a test's tensor
+ * takes this path). */
+static size_t read_piece(void)
+{
+	static size_t piece;
+
+	if (!piece) {
+		const char *e = getenv("DJINN_SERVE_READ_PIECE");
+		piece = e && atol(e) > 0 ? (size_t)atol(e) : (size_t)1 << 20;
+	}
+	return piece;
+}
+
 /* Read a site's tensor: it goes back as one f32 attachment, unconverted,
  * copied once, from the device into a staging buffer (pinned, reused), and
- * written to the socket straight from there. */
+ * written to the socket straight from there.  A big one is copied in
+ * pieces of rows, each written while the next is copied (its phases: the
+ * copy overlaps the way back, so exec_us is the time to the first piece). */
 static void do_read(struct srv *srv, struct client *cl, struct srv_msg *m, double id)
 {
 	struct sh_session *ss = req_session(srv, cl, m->f.json, id);
-	double queue_us = (double)(srv_now_ns() - m->t_recv_ns) / 1000.0;
+	double queue_us = (double)(srv_now_ns() - m->t_recv_ns) / 1000.0, exec_us;
 	int64_t t = srv_now_ns();
-	int site, rows, cols;
-	size_t bytes, body;
+	int site, rows, cols, step;
+	size_t bytes, row_bytes, body;
 	struct srv_stage *stage;
 	cJSON *res;
 	struct srv_out *o;
 	char name[40];
+	bool pieces;
 
 	if (!ss || (site = req_site(srv, cl, m->f.json, ss->s, id)) < 0)
 		return;
@@ -726,7 +744,10 @@ static void do_read(struct srv *srv, struct client *cl, struct srv_msg *m, doubl
 		reply_error(srv, cl->conn, id, djn_session_errmsg(ss->s));
 		return;
 	}
-	bytes = sizeof(float) * (size_t)rows * (size_t)cols;
+	row_bytes = sizeof(float) * (size_t)cols;
+	bytes = row_bytes * (size_t)rows;
+	step = read_piece() / row_bytes > 0 ? (int)(read_piece() / row_bytes) : 1;
+	pieces = step < rows;
 	if (!(stage = srv_stage_get(srv, bytes))) {
 		reply_error(srv, cl->conn, id, "read: out of host memory");
 		return;
@@ -736,12 +757,14 @@ static void do_read(struct srv *srv, struct client *cl, struct srv_msg *m, doubl
 	o->reply = true;
 	o->stage = stage;
 	o->body = stage->p;
-	if (djn_session_read(ss->s, site, stage->p, (size_t)rows * (size_t)cols)) {
+	/* a small one whole, before anything is sent; a big one's first piece
+	 * (an error then is still a clean error reply) */
+	if (djn_session_read_rows(ss->s, site, 0, pieces ? step : rows, stage->p)) {
 		srv_out_free(srv, o);
 		reply_error(srv, cl->conn, id, djn_session_errmsg(ss->s));
 		return;
 	}
-	double exec_us = us_since(t);
+	exec_us = us_since(t);
 	t = srv_now_ns();
 	djn_site_name(&cl->sh->m->cfg, site, name, sizeof(name));
 	struct djn_att_out a = { .name = name, .dtype = "f32", .n_dims = 2, .shape = { rows, cols },
@@ -760,7 +783,28 @@ static void do_read(struct srv *srv, struct client *cl, struct srv_msg *m, doubl
 	}
 	o->body_len = body;
 	cJSON_Delete(res);
+	if (!pieces) {
+		srv_send(srv, o);
+		return;
+	}
+	/* the net thread holds one reference, this loop the other: a client
+	 * that hangs up meanwhile frees nothing under it */
+	o->refs = 2;
+	o->ready = row_bytes * (size_t)step;
 	srv_send(srv, o);
+	for (int r = step; r < rows; r += step) {
+		int n = rows - r < step ? rows - r : step;
+		if (djn_session_read_rows(ss->s, site, r, n, (float *)(o->body + row_bytes * (size_t)r))) {
+			/* the head is out: the connection ends after what was sent
+			 * (the client's state stays, as after any hang-up) */
+			__atomic_store_n(&o->failed, true, __ATOMIC_RELEASE);
+			break;
+		}
+		__atomic_store_n(&o->ready, row_bytes * (size_t)(r + n), __ATOMIC_RELEASE);
+		srv_wake(srv);
+	}
+	srv_wake(srv);
+	srv_out_free(srv, o);
 }
 
 /* A steer from a script: the vector comes as an f32 attachment. */

@@ -83,6 +83,8 @@ struct srv_out *srv_out_error(uint64_t conn, double id, const char *msg, bool cl
 
 void srv_out_free(struct srv *srv, struct srv_out *o)
 {
+	if (o->refs && __atomic_sub_fetch(&o->refs, 1, __ATOMIC_ACQ_REL) > 0)
+		return;
 	if (o->stage) {
 		pthread_mutex_lock(&srv->out_mu);
 		o->stage->next = srv->stage_free;
@@ -95,10 +97,18 @@ void srv_out_free(struct srv *srv, struct srv_out *o)
 	free(o);
 }
 
-void srv_send(struct srv *srv, struct srv_out *o)
+void srv_wake(struct srv *srv)
 {
 	uint64_t one = 1;
 
+	if (write(srv->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		perror("djinn serve: eventfd");
+}
+
+void srv_send(struct srv *srv, struct srv_out *o)
+{
+	if (!o->refs) /* a whole frame: ready as it is */
+		o->ready = o->body_len;
 	pthread_mutex_lock(&srv->out_mu);
 	if (srv->out_tail)
 		srv->out_tail->next = o;
@@ -106,8 +116,7 @@ void srv_send(struct srv *srv, struct srv_out *o)
 		srv->out_head = o;
 	srv->out_tail = o;
 	pthread_mutex_unlock(&srv->out_mu);
-	if (write(srv->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		perror("djinn serve: eventfd");
+	srv_wake(srv);
 }
 
 /* ----------------------------------------------------------- listening */
@@ -481,19 +490,35 @@ static bool conn_read(struct net *net, struct conn *c, const char **why)
 	return true;
 }
 
+/* Bytes of the frame at the head of c's queue that can be written now. */
+static size_t writable(const struct conn *c)
+{
+	const struct srv_out *o = c->wq;
+
+	return o ? o->head_len + __atomic_load_n(&o->ready, __ATOMIC_ACQUIRE) - c->woff : 0;
+}
+
 /* Write what is queued; false when the connection must close. */
 static bool conn_write(struct net *net, struct conn *c, const char **why)
 {
 	while (c->wq) {
 		struct srv_out *o = c->wq;
+		size_t ready = __atomic_load_n(&o->ready, __ATOMIC_ACQUIRE);
 		struct iovec iov[2];
 		int n_iov = 0;
 		ssize_t n;
 		if (c->woff < o->head_len)
 			iov[n_iov++] = (struct iovec){ o->head + c->woff, o->head_len - c->woff };
 		size_t boff = c->woff > o->head_len ? c->woff - o->head_len : 0;
-		if (o->body_len > boff)
-			iov[n_iov++] = (struct iovec){ o->body + boff, o->body_len - boff };
+		if (ready > boff)
+			iov[n_iov++] = (struct iovec){ o->body + boff, ready - boff };
+		if (!n_iov) { /* the engine is still filling the body */
+			if (__atomic_load_n(&o->failed, __ATOMIC_ACQUIRE)) {
+				*why = "a reply's tensor could not be read";
+				return false;
+			}
+			return true;
+		}
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n_iov };
 		n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
 		if (n < 0) {
@@ -504,7 +529,7 @@ static bool conn_write(struct net *net, struct conn *c, const char **why)
 		}
 		c->woff += (size_t)n;
 		if (c->woff < o->head_len + o->body_len)
-			return true;
+			continue; /* more may be ready, or EAGAIN says the socket is full */
 		c->wq = o->next;
 		if (!c->wq)
 			c->wq_tail = NULL;
@@ -594,7 +619,7 @@ void *srv_net_thread(void *arg)
 			short ev = 0;
 			if (room && !c->closing && c->inflight < srv->conf.max_inflight)
 				ev |= POLLIN;
-			if (c->wq)
+			if (writable(c) || (c->wq && __atomic_load_n(&c->wq->failed, __ATOMIC_ACQUIRE)))
 				ev |= POLLOUT;
 			pfd[2 + i] = (struct pollfd){ .fd = c->fd, .events = ev };
 		}
@@ -616,7 +641,8 @@ void *srv_net_thread(void *arg)
 			bool ok = true;
 			if (re & (POLLIN | POLLHUP | POLLERR))
 				ok = conn_read(&net, c, &why);
-			if (ok && c->wq)
+			if (ok && c->wq &&
+			    (writable(c) || (re & POLLOUT) || __atomic_load_n(&c->wq->failed, __ATOMIC_ACQUIRE)))
 				ok = conn_write(&net, c, &why);
 			if (!ok)
 				conn_close(&net, i, why);

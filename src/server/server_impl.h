@@ -65,6 +65,14 @@ struct srv_out {
 	uint8_t *body;        /* malloc'd, or inside stage */
 	size_t body_len;
 	struct srv_stage *stage; /* goes back to the pool once written */
+	/* A body the engine fills while the net thread writes it (a big tensor
+	 * read in pieces): the net thread writes body[0..ready) only; failed:
+	 * the rest never comes (the connection is closed after what was
+	 * written).  refs: the net thread's, and the engine's while it fills;
+	 * srv_out_free drops one.  All three are atomic. */
+	size_t ready;
+	bool failed;
+	int refs;
 	bool close_after;     /* an error that ends the connection */
 	bool reply;           /* answers a request (frees an in-flight slot) */
 	struct srv_out *next;
@@ -140,7 +148,10 @@ struct srv_out *srv_out_new(uint64_t conn, cJSON *msg, const struct djn_att_out 
 			    int n_att);
 /* An error frame {"type":"error","error":msg} (id when the request had one). */
 struct srv_out *srv_out_error(uint64_t conn, double id, const char *msg, bool close_after);
-/* Free a frame; its staging buffer goes back to the pool. */
+/* Drop a reference to a frame (see refs); at the last one it is freed and
+ * its staging buffer goes back to the pool. */
 void srv_out_free(struct srv *srv, struct srv_out *o);
+/* Tell the net loop that something changed (a piece of a body is ready). */
+void srv_wake(struct srv *srv);
 
 #endif

@@ -55,7 +55,8 @@ serve() {
 	printf -v "port_$name" '%s' "$(cat "$tmp/$name.port")"
 }
 
-serve main -- --read-timeout 1 --reap-after 2
+# main: big tensors are read in pieces of 16 KiB (the path a 1 MiB+ read takes)
+serve main DJINN_SERVE_READ_PIECE=16384 -- --read-timeout 1 --reap-after 2
 serve slow DJINN_SERVE_WRITE_DELAY_US=3000 --
 echo "s3cret-token-for-tests" >"$tmp/token"
 serve tok -- --token-file "$tmp/token"

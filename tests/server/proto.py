@@ -191,6 +191,21 @@ check("the streamed output and the rest equal the unstreamed output byte for byt
 s.cmd("quit")
 s.close()
 
+# --- a hang-up while big reads (sent in pieces) are in flight ---------------
+h = Client()
+h.cmd(LOAD)
+h.cmd("break L0.mlp_act")
+h.cmd('start "%s" -n 1' % ("Once upon a time there was a girl. " * 36))
+h.cmd("continue")
+for i in range(8):
+    h.s.sendall(frame({"type": "read", "id": 1000 + i, "site": "L0.mlp_act"}))
+h.close()
+time.sleep(0.2)
+p2 = Client()
+r, _ = p2.call({"type": "ping"})
+check("a hang-up with big reads in flight leaves the server up", r.get("ok") is True, str(r))
+p2.close()
+
 # --- malformed, oversized, slowloris: the server stays up for the others ----
 m = Client()
 m.s.sendall(struct.pack("<I", 8) + struct.pack("<I", 4) + b"{no}")

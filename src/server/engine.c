@@ -749,7 +749,10 @@ static void do_read(struct srv *srv, struct client *cl, struct srv_msg *m, doubl
 	step = read_piece() / row_bytes > 0 ? (int)(read_piece() / row_bytes) : 1;
 	pieces = step < rows;
 	if (!(stage = srv_stage_get(srv, bytes))) {
-		reply_error(srv, cl->conn, id, "read: out of host memory");
+		char msg[600];
+		snprintf(msg, sizeof(msg), "read: no host buffer of %zu bytes: %.500s", bytes,
+			 srv->be->err.msg[0] ? srv->be->err.msg : "out of host memory");
+		reply_error(srv, cl->conn, id, msg);
 		return;
 	}
 	o = djn_xcalloc(1, sizeof(*o));

@@ -83,7 +83,8 @@ struct srv_out *srv_out_error(uint64_t conn, double id, const char *msg, bool cl
 
 void srv_out_free(struct srv *srv, struct srv_out *o)
 {
-	if (o->refs && __atomic_sub_fetch(&o->refs, 1, __ATOMIC_ACQ_REL) > 0)
+	if (__atomic_load_n(&o->refs, __ATOMIC_ACQUIRE) &&
+	    __atomic_sub_fetch(&o->refs, 1, __ATOMIC_ACQ_REL) > 0)
 		return;
 	if (o->stage) {
 		pthread_mutex_lock(&srv->out_mu);

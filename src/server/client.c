@@ -273,7 +273,7 @@ static enum djn_status read_frame(struct djn_remote *r, uint8_t **payload, struc
 		return DJN_ERR_NOMEM;
 	}
 	for (int i = 0; i < f->n_att; i++) {
-		uint8_t *p = dst[i] ? dst[i] : *payload + at;
+		uint8_t *p = dst[i] ? dst[i] : *payload ? *payload + at : NULL; /* NULL: 0 bytes */
 		if (!dst[i])
 			at += f->att[i].bytes;
 		if (read_all(r, p, f->att[i].bytes, false, err)) {

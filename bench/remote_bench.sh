@@ -47,7 +47,7 @@ print("%-34s %9.1fms %9.1fms  %+.1f%% (%d stops)" % ("break + read at every laye
 print("%-34s %11s %9.1fus  <100 us" % ("inspect round trip (%d floats)" % r["inspect_floats"], "", r["inspect_us"]))
 print("%-34s %11s %9.1fus" % ("ping round trip", "", r["ping_us"]))
 print("%-34s %7.2fGB/s %7.2fGB/s  >=5 GB/s; memcpy %.2f GB/s, raw loopback socket %.2f GB/s" % (
-    "tensor %s, %.1f MB" % (r.get("bw_site", ""), r["bw_bytes"] / 1e6), l.get("bw_gbps", 0), r["bw_gbps"],
+    "tensor %s, %.3g MB" % (r.get("bw_site", ""), r["bw_bytes"] / 1e6), l.get("bw_gbps", 0), r["bw_gbps"],
     r.get("memcpy_gbps", 0), r.get("socket_gbps", 0)))
 json.dump(res, open(sys.argv[3], "w"), indent=1)
 PY

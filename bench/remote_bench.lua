@@ -1,10 +1,40 @@
 -- remote_bench.lua - one side of bench/remote_bench.sh: the same work
 -- locally (djinn.load) or through a server (djinn.connect), timed.
 -- usage: djinn remote_bench.lua local|remote MODEL TOKENIZER|- ADDR OUT.json
+-- environment: BENCH_TOKENS (256), BENCH_BW_SITE (L0.resid_post) and
+-- BENCH_BW_REPEAT (12: the prompt of the bandwidth test, that many sentences),
+-- NET_BOUND (bench/net_bound: the bounds, measured between the rounds)
 local mode, model, tok, addr, out = arg[1], arg[2], arg[3], arg[4], arg[5]
 local N, PROMPT = tonumber(os.getenv("BENCH_TOKENS") or "256"), "Once upon a time"
+local BW_SITE = os.getenv("BENCH_BW_SITE") or "L0.resid_post"
+local BW_PROMPT = string.rep("Once upon a time there was a girl. ", tonumber(os.getenv("BENCH_BW_REPEAT") or "12"))
+local BW_ROUNDS, BW_REPS = 5, 10
 local function now() return djinn.clock() / 1e3 end -- microseconds
-local res = {mode = mode}
+local res = {mode = mode, gen_tokens = N, bw_site = BW_SITE}
+
+-- tensor bandwidth: the best of BW_ROUNDS rounds of BW_REPS reads of one
+-- site; between the rounds (remote side) the bounds for the same bytes, so
+-- that a busy machine weighs on all of them alike
+local function bandwidth(read)
+  local t = read()
+  local bytes, best, bound = t.n * 4, 0, {memcpy_gbps = 0, socket_gbps = 0}
+  for _ = 1, BW_ROUNDS do
+    local a = now()
+    for _ = 1, BW_REPS do read() end
+    best = math.max(best, bytes * BW_REPS / ((now() - a) / 1e6) / 1e9)
+    local nb = os.getenv("NET_BOUND")
+    if mode == "remote" and nb and nb ~= "" then
+      local p = io.popen(nb .. " " .. bytes .. " " .. BW_REPS)
+      local j = p and djinn.json.decode(p:read("a"))
+      if p then p:close() end
+      if j then
+        bound.memcpy_gbps = math.max(bound.memcpy_gbps, j.memcpy_gbps)
+        bound.socket_gbps = math.max(bound.socket_gbps, j.socket_gbps)
+      end
+    end
+  end
+  return bytes, best, bound
+end
 local loadline = "load " .. model .. (tok ~= "-" and (" --tokenizer " .. tok) or "")
 if mode == "local" then
   local m = assert(djinn.load(model, {tokenizer = tok ~= "-" and tok or nil}))
@@ -16,6 +46,9 @@ if mode == "local" then
   local stops = 0
   while s:continue() == "breakpoint" do s:tensor(); stops = stops + 1 end
   res.bp_us, res.bp_stops = now() - t0, stops
+  s:delete(); s:break_at(BW_SITE)
+  s:start(BW_PROMPT, {n = 1, eos = false}); s:continue()
+  res.bw_bytes, res.bw_gbps = bandwidth(function() return s:tensor(BW_SITE) end)
 else
   local r = assert(djinn.connect(addr))
   assert(r:command(loadline))
@@ -46,15 +79,13 @@ else
   local pl = {}
   for i = 1, 200 do pl[i] = r:ping() end
   table.sort(pl); res.ping_us = pl[100]
-  -- bandwidth: a prompt chunk's L0.resid_post (rows x dim) read again and again
-  r:command("delete"); r:command("break L0.resid_post")
-  r:command('start "' .. string.rep("Once upon a time there was a girl. ", 12) .. '" -n 1')
+  -- bandwidth: a prompt chunk's BW_SITE (rows x width) read again and again
+  r:command("delete"); r:command("break " .. BW_SITE)
+  r:command('start "' .. BW_PROMPT .. '" -n 1')
   r:command("continue")
-  local big = r:tensor("L0.resid_post")
-  local reps, a = 20, now()
-  for _ = 1, reps do r:tensor("L0.resid_post") end
-  local dt = (now() - a) / 1e6
-  res.bw_bytes, res.bw_gbps = big.n * 4, big.n * 4 * reps / dt / 1e9
+  local bound
+  res.bw_bytes, res.bw_gbps, bound = bandwidth(function() return r:tensor(BW_SITE) end)
+  res.memcpy_gbps, res.socket_gbps = bound.memcpy_gbps, bound.socket_gbps
   r:command("quit")
 end
 local f = assert(io.open(out, "w")); f:write(djinn.json.encode(res)); f:close()

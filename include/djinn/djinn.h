@@ -186,6 +186,10 @@ bool djn_session_site_live(const struct djn_session *s, int site);
 enum djn_status djn_session_site_shape(struct djn_session *s, int site, int *rows, int *cols);
 /* Copy the tensor at site to host (rows*cols floats into out). */
 enum djn_status djn_session_read(struct djn_session *s, int site, float *out, size_t n);
+/* Copy rows [row0, row0+n_rows) of it (n_rows*cols floats into out): a big
+ * tensor read in pieces, each sent while the next is copied. */
+enum djn_status djn_session_read_rows(struct djn_session *s, int site, int row0, int n_rows,
+				      float *out);
 /* Statistics of rows [row0, row0+n_rows) of the site's tensor (n_rows 0: all),
  * computed on the backend. */
 enum djn_status djn_session_stats(struct djn_session *s, int site, int row0, int n_rows,

@@ -25,7 +25,10 @@
 
 #include "djinn/status.h"
 
-#define DJN_PROTO_VERSION 1
+/* 2: a long command's output streams as "output" events (docs/protocol.md);
+ * a server still serves version 1 clients (their output all in the result). */
+#define DJN_PROTO_VERSION 2
+#define DJN_PROTO_MIN 1
 #define DJN_FRAME_MAX_DEFAULT ((size_t)64 << 20)  /* client -> server */
 #define DJN_FRAME_MAX_REPLY ((size_t)4 << 30)     /* server -> client */
 #define DJN_FRAME_JSON_MAX ((size_t)1 << 20)      /* the JSON part of any frame */
@@ -56,6 +59,12 @@ struct djn_frame {
  * payload exactly.  On failure nothing is left to release. */
 enum djn_status djn_frame_decode(const uint8_t *payload, size_t len, struct djn_frame *out,
 				 struct djn_err *err);
+/* The same checks on the JSON alone, for a reader that receives the
+ * attachments straight into their destination: json[0..jlen) is the JSON
+ * text of a payload of payload_len bytes; the attachments' data stay NULL
+ * (their sizes, in order, fill the rest of the payload exactly). */
+enum djn_status djn_frame_decode_head(const uint8_t *json, size_t jlen, size_t payload_len,
+				      struct djn_frame *out, struct djn_err *err);
 void djn_frame_release(struct djn_frame *f);
 
 /* An attachment to send: data is borrowed for the call. */
@@ -79,6 +88,12 @@ enum djn_status djn_frame_encode(cJSON *msg, const struct djn_att_out *att, int 
 enum djn_status djn_frame_header(cJSON *msg, const struct djn_att_out *att, int n_att,
 				 uint8_t **buf, size_t *len, size_t *att_bytes,
 				 struct djn_err *err);
+
+/* ------------------------------------------------------------ sockets */
+
+/* The options of every djinn TCP connection, both ends: no Nagle delay
+ * (requests are small and answered at once). */
+void djn_net_tune(int fd);
 
 /* --------------------------------------------------------- the server */
 
@@ -135,6 +150,18 @@ void djn_remote_on_event(struct djn_remote *r, djn_remote_event_fn fn, void *ud)
  * server refused still returns DJN_OK with "ok": false in the reply. */
 enum djn_status djn_remote_call(struct djn_remote *r, cJSON *msg, const struct djn_att_out *att,
 				int n_att, struct djn_remote_reply *out, struct djn_err *err);
+/* Where an attachment of the reply should land: return memory of at least
+ * a->bytes (a->data is NULL yet), or NULL for a buffer of the reply's own.
+ * Called once per attachment of the awaited result, after its JSON was
+ * checked, before its bytes are read; the memory must stay valid until the
+ * call returns.  The attachment's data then points there. */
+typedef void *(*djn_remote_sink_fn)(void *ud, const struct djn_frame_att *a, int i);
+/* djn_remote_call, the reply's attachments received straight into the
+ * memory sink gives (no copy on the client but the kernel's). */
+enum djn_status djn_remote_call_into(struct djn_remote *r, cJSON *msg,
+				     const struct djn_att_out *att, int n_att,
+				     djn_remote_sink_fn sink, void *sink_ud,
+				     struct djn_remote_reply *out, struct djn_err *err);
 void djn_remote_reply_release(struct djn_remote_reply *rep);
 bool djn_remote_alive(const struct djn_remote *r);
 /* Ask the server to stop the run in flight for this client (Ctrl-C).

@@ -584,6 +584,22 @@ enum djn_status djn_session_read(struct djn_session *s, int site, float *out, si
 	return st ? djn_session_fail(s, st, "%s", s->be->err.msg) : DJN_OK;
 }
 
+enum djn_status djn_session_read_rows(struct djn_session *s, int site, int row0, int n_rows,
+				      float *out)
+{
+	int rows, cols;
+	enum djn_status st = djn_session_site_shape(s, site, &rows, &cols);
+
+	if (st)
+		return st;
+	if (row0 < 0 || n_rows < 0 || row0 > rows - n_rows)
+		return djn_session_fail(s, DJN_ERR_RANGE, "read: rows %d..%d outside 0..%d", row0,
+					row0 + n_rows - 1, rows - 1);
+	st = s->be->i->copy_d2h(s->be, out, s->buf[site] + (size_t)row0 * cols,
+				(size_t)n_rows * cols * sizeof(float));
+	return st ? djn_session_fail(s, st, "%s", s->be->err.msg) : DJN_OK;
+}
+
 enum djn_status djn_session_write(struct djn_session *s, int site, const float *in, size_t n)
 {
 	int rows, cols;

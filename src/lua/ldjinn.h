@@ -112,6 +112,8 @@ void ldj_open_sched(lua_State *L);
 void ldj_open_tensor(lua_State *L);
 /* A new zero-filled rows x cols tensor on the stack. */
 struct ldj_tensor *ldj_tensor_new(lua_State *L, int rows, int cols);
+/* The same, its data left unset: for a caller that fills every element. */
+struct ldj_tensor *ldj_tensor_alloc(lua_State *L, int rows, int cols);
 struct ldj_tensor *ldj_tensor_check(lua_State *L, int idx);
 void ldj_push_stats(lua_State *L, const struct djn_stats *st);
 

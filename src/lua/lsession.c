@@ -556,7 +556,7 @@ static int s_tensor(lua_State *L)
 
 	if (djn_session_site_shape(ls->s, site, &rows, &cols))
 		return fail(L, ls, "tensor");
-	t = ldj_tensor_new(L, rows, cols);
+	t = ldj_tensor_alloc(L, rows, cols);
 	if (djn_session_read(ls->s, site, t->data, (size_t)rows * cols))
 		return fail(L, ls, "tensor");
 	return 1;

@@ -10,7 +10,7 @@
 
 #define MAX_ELEMS ((lua_Integer)1 << 31)
 
-struct ldj_tensor *ldj_tensor_new(lua_State *L, int rows, int cols)
+struct ldj_tensor *ldj_tensor_alloc(lua_State *L, int rows, int cols)
 {
 	struct ldj_tensor *t;
 	size_t n;
@@ -21,8 +21,15 @@ struct ldj_tensor *ldj_tensor_new(lua_State *L, int rows, int cols)
 	t = lua_newuserdatauv(L, sizeof(*t) + n * sizeof(float), 0);
 	t->rows = rows;
 	t->cols = cols;
-	memset(t->data, 0, n * sizeof(float));
 	luaL_setmetatable(L, LDJ_TENSOR);
+	return t;
+}
+
+struct ldj_tensor *ldj_tensor_new(lua_State *L, int rows, int cols)
+{
+	struct ldj_tensor *t = ldj_tensor_alloc(L, rows, cols);
+
+	memset(t->data, 0, (size_t)rows * cols * sizeof(float));
 	return t;
 }
 

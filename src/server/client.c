@@ -17,6 +17,11 @@
 
 #include "djinn/server.h"
 
+/* Replies smaller than RX_CAP arrive in one recv into rx; reads of at
+ * least RX_DIRECT bytes bypass it. */
+#define RX_CAP (64 << 10)
+#define RX_DIRECT (16 << 10)
+
 struct djn_remote {
 	int fd;
 	char *addr;
@@ -29,6 +34,8 @@ struct djn_remote {
 	bool interrupt_sent;
 	struct djn_remote_phases last, sum;
 	long n_calls;
+	uint8_t rx[RX_CAP];   /* received, not yet consumed: rx[rx_off..rx_len) */
+	size_t rx_off, rx_len;
 };
 
 static int64_t now_ns(void)
@@ -48,7 +55,7 @@ static void dead(struct djn_remote *r)
 
 static int dial(const char *addr, struct djn_err *err)
 {
-	int fd = -1, one = 1, bufsz = 4 << 20, rc;
+	int fd = -1, rc;
 
 	if (!strncmp(addr, "unix:", 5)) {
 		struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -99,9 +106,7 @@ static int dial(const char *addr, struct djn_err *err)
 		djn_err_set(err, DJN_ERR_IO, "%s: %s", addr, strerror(errno));
 		return -1;
 	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz));
-	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
+	djn_net_tune(fd);
 	return fd;
 }
 
@@ -146,75 +151,141 @@ static void send_interrupt(struct djn_remote *r)
 	cJSON_Delete(j);
 }
 
-/* Read exactly n bytes, watching the interrupt flag while waiting. */
-static enum djn_status read_all(struct djn_remote *r, uint8_t *p, size_t n, int64_t *t_first,
-				struct djn_err *err)
+/* Wait until the socket is readable, watching the interrupt flag (the
+ * shell's Ctrl-C) while the server works. */
+static void wait_readable(struct djn_remote *r)
 {
-	while (n) {
+	for (;;) {
 		struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
-		ssize_t got;
 		if (r->flag && *r->flag && !r->interrupt_sent) {
 			r->interrupt_sent = true;
 			send_interrupt(r);
 		}
-		if (poll(&pfd, 1, r->flag ? 100 : -1) <= 0)
-			continue; /* timeout or EINTR: look at the flag again */
-		got = read(r->fd, p, n);
-		if (got == 0) {
-			djn_err_set(err, DJN_ERR_IO, "%s: the server closed the connection", r->addr);
-			dead(r);
-			return DJN_ERR_IO;
+		if (poll(&pfd, 1, r->flag ? 100 : -1) > 0)
+			return;
+	}
+}
+
+static enum djn_status read_fail(struct djn_remote *r, ssize_t got, struct djn_err *err)
+{
+	if (got == 0)
+		djn_err_set(err, DJN_ERR_IO, "%s: the server closed the connection", r->addr);
+	else
+		djn_err_set(err, DJN_ERR_IO, "%s: read: %s", r->addr, strerror(errno));
+	dead(r);
+	return DJN_ERR_IO;
+}
+
+/* Read exactly n bytes into p; wait: first wait for the socket with the
+ * interrupt flag watched (a frame's first bytes, while the server works).
+ * Small reads are served from the receive buffer (one recv brings a whole
+ * small reply); large ones go straight from the socket into p, so an
+ * attachment lands in its destination with no copy but the kernel's. */
+static enum djn_status read_all(struct djn_remote *r, uint8_t *p, size_t n, bool wait,
+				struct djn_err *err)
+{
+	while (n) {
+		ssize_t got;
+		if (r->rx_len > r->rx_off) {
+			size_t k = r->rx_len - r->rx_off < n ? r->rx_len - r->rx_off : n;
+			memcpy(p, r->rx + r->rx_off, k);
+			r->rx_off += k;
+			p += k;
+			n -= k;
+			continue;
 		}
-		if (got < 0) {
-			if (errno == EINTR || errno == EAGAIN)
+		if (wait && r->flag)
+			wait_readable(r);
+		got = n >= RX_DIRECT ? recv(r->fd, p, n, MSG_WAITALL) : recv(r->fd, r->rx, RX_CAP, 0);
+		if (got <= 0) {
+			if (got < 0 && (errno == EINTR || errno == EAGAIN))
 				continue;
-			djn_err_set(err, DJN_ERR_IO, "%s: read: %s", r->addr, strerror(errno));
-			dead(r);
-			return DJN_ERR_IO;
+			return read_fail(r, got, err);
 		}
-		if (t_first && !*t_first)
-			*t_first = now_ns();
-		p += got;
-		n -= (size_t)got;
+		if (n >= RX_DIRECT) {
+			p += got;
+			n -= (size_t)got;
+		} else {
+			r->rx_off = 0;
+			r->rx_len = (size_t)got;
+		}
 	}
 	return DJN_OK;
 }
 
+/* Read one frame: its head (length, JSON) first, checked, then each
+ * attachment into where sink says (the reply to request `id` only), or
+ * into one buffer the reply owns (*payload). */
 static enum djn_status read_frame(struct djn_remote *r, uint8_t **payload, struct djn_frame *f,
-				  int64_t *t_first, size_t *n_bytes, struct djn_err *err)
+				  int64_t *t_first, size_t *n_bytes, double id,
+				  djn_remote_sink_fn sink, void *sink_ud, struct djn_err *err)
 {
-	uint8_t hdr[4];
-	size_t len;
+	uint8_t hdr[8], *json;
+	size_t len, jlen, rest = 0, at = 0;
+	const cJSON *rid;
+	void *dst[DJN_FRAME_MAX_ATT] = { 0 };
+	enum djn_status st;
 
 	*payload = NULL;
-	if (read_all(r, hdr, 4, t_first, err))
+	if (read_all(r, hdr, 4, true, err))
 		return DJN_ERR_IO;
+	if (t_first && !*t_first)
+		*t_first = now_ns();
 	len = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
 	if (len < 4 || len > DJN_FRAME_MAX_REPLY) {
 		djn_err_set(err, DJN_ERR_FORMAT, "%s: a reply frame of %zu bytes", r->addr, len);
 		dead(r);
 		return DJN_ERR_FORMAT;
 	}
-	if (!(*payload = malloc(len))) {
+	if (read_all(r, hdr + 4, 4, false, err))
+		return DJN_ERR_IO;
+	jlen = (size_t)hdr[4] | (size_t)hdr[5] << 8 | (size_t)hdr[6] << 16 | (size_t)hdr[7] << 24;
+	if (jlen > len - 4 || jlen > DJN_FRAME_JSON_MAX) {
+		djn_err_set(err, DJN_ERR_FORMAT, "%s: frame: JSON of %zu bytes in a payload of %zu",
+			    r->addr, jlen, len);
+		dead(r);
+		return DJN_ERR_FORMAT;
+	}
+	json = djn_xmalloc(jlen + 1);
+	if (read_all(r, json, jlen, false, err)) {
+		free(json);
+		return DJN_ERR_IO;
+	}
+	st = djn_frame_decode_head(json, jlen, len, f, err);
+	free(json);
+	if (st) {
+		djn_err_prefix(err, "%s", r->addr);
+		dead(r);
+		return DJN_ERR_FORMAT;
+	}
+	rid = cJSON_GetObjectItemCaseSensitive(f->json, "id");
+	if (sink && !strcmp(f->type, "result") && cJSON_IsNumber(rid) && rid->valuedouble == id)
+		for (int i = 0; i < f->n_att; i++)
+			dst[i] = f->att[i].bytes ? sink(sink_ud, &f->att[i], i) : NULL;
+	for (int i = 0; i < f->n_att; i++)
+		if (!dst[i])
+			rest += f->att[i].bytes;
+	if (rest && !(*payload = malloc(rest))) {
+		djn_frame_release(f);
 		djn_err_set(err, DJN_ERR_NOMEM, "%s: no host memory for a reply of %zu bytes",
 			    r->addr, len);
 		dead(r);
 		return DJN_ERR_NOMEM;
 	}
-	if (read_all(r, *payload, len, NULL, err)) {
-		free(*payload);
-		*payload = NULL;
-		return DJN_ERR_IO;
+	for (int i = 0; i < f->n_att; i++) {
+		uint8_t *p = dst[i] ? dst[i] : *payload ? *payload + at : NULL; /* NULL: 0 bytes */
+		if (!dst[i])
+			at += f->att[i].bytes;
+		if (read_all(r, p, f->att[i].bytes, false, err)) {
+			djn_frame_release(f);
+			free(*payload);
+			*payload = NULL;
+			return DJN_ERR_IO;
+		}
+		f->att[i].data = p;
 	}
 	if (n_bytes)
 		*n_bytes = 4 + len;
-	if (djn_frame_decode(*payload, len, f, err)) {
-		djn_err_prefix(err, "%s", r->addr);
-		free(*payload);
-		*payload = NULL;
-		dead(r);
-		return DJN_ERR_FORMAT;
-	}
 	return DJN_OK;
 }
 
@@ -281,7 +352,7 @@ struct djn_remote *djn_remote_connect_as(const char *addr, const char *token, co
 		goto fail;
 	}
 	cJSON_Delete(hello);
-	if (read_frame(r, &payload, &f, NULL, NULL, err))
+	if (read_frame(r, &payload, &f, NULL, NULL, -1, NULL, NULL, err))
 		goto fail;
 	if (strcmp(f.type, "welcome")) {
 		const cJSON *e = cJSON_GetObjectItemCaseSensitive(f.json, "error");
@@ -359,6 +430,14 @@ static double num(const cJSON *o, const char *k)
 enum djn_status djn_remote_call(struct djn_remote *r, cJSON *msg, const struct djn_att_out *att,
 				int n_att, struct djn_remote_reply *out, struct djn_err *err)
 {
+	return djn_remote_call_into(r, msg, att, n_att, NULL, NULL, out, err);
+}
+
+enum djn_status djn_remote_call_into(struct djn_remote *r, cJSON *msg,
+				     const struct djn_att_out *att, int n_att,
+				     djn_remote_sink_fn sink, void *sink_ud,
+				     struct djn_remote_reply *out, struct djn_err *err)
+{
 	int64_t t0 = now_ns(), t1, t2, t_first = 0;
 	struct djn_remote_phases ph = { 0 };
 	double id = r->next_id++;
@@ -395,7 +474,7 @@ enum djn_status djn_remote_call(struct djn_remote *r, cJSON *msg, const struct d
 	for (;;) {
 		const cJSON *rid;
 		size_t nb = 0;
-		if (read_frame(r, &out->payload, &out->f, &t_first, &nb, err))
+		if (read_frame(r, &out->payload, &out->f, &t_first, &nb, id, sink, sink_ud, err))
 			return DJN_ERR_IO;
 		n_in += nb;
 		rid = cJSON_GetObjectItemCaseSensitive(out->f.json, "id");

@@ -42,6 +42,9 @@ struct client {
 	struct saved_npy *saves;
 	int n_saves;
 	const struct djn_frame *req;
+	double stream_id;     /* the cmd executing (its output streams), or -1 */
+	int64_t stream_after; /* output written after this streams at once */
+	int proto;            /* the version its hello asked for */
 	long n_requests;
 	struct client *next;
 };
@@ -54,6 +57,61 @@ struct cap {
 	struct client *cl;
 	int fd;
 };
+
+/* A command's output, stdout and stderr in the order written, as one
+ * attachment cut into segments [fd, bytes] (added to obj); the chunks are
+ * emptied.  *out: the bytes (the caller frees them); returns their count. */
+static size_t take_output(struct client *cl, cJSON *obj, char **out)
+{
+	cJSON *segs;
+	size_t len = 0;
+
+	*out = NULL;
+	if (!cl->n_chunks)
+		return 0;
+	segs = cJSON_AddArrayToObject(obj, "segments");
+	for (int i = 0; i < cl->n_chunks; i++)
+		len += cl->chunks[i].len;
+	*out = djn_xmalloc(len + 1);
+	len = 0;
+	for (int i = 0; i < cl->n_chunks; i++) {
+		cJSON *sg = cJSON_CreateArray();
+		cJSON_AddItemToArray(sg, cJSON_CreateNumber(cl->chunks[i].fd));
+		cJSON_AddItemToArray(sg, cJSON_CreateNumber((double)cl->chunks[i].len));
+		cJSON_AddItemToArray(segs, sg);
+		memcpy(*out + len, cl->chunks[i].p, cl->chunks[i].len);
+		len += cl->chunks[i].len;
+		free(cl->chunks[i].p);
+	}
+	free(cl->chunks);
+	cl->chunks = NULL;
+	cl->n_chunks = 0;
+	return len;
+}
+
+/* What a long command wrote so far goes to the client now, as an "output"
+ * event (protocol 2): generated text appears token by token, as it does
+ * locally.  A command's first STREAM_AFTER_MS of output stay in its result,
+ * so a short command is still one frame. */
+#define STREAM_AFTER_MS 10
+
+static void stream_output(struct client *cl)
+{
+	cJSON *ev = cJSON_CreateObject();
+	char *out;
+	size_t len;
+
+	cJSON_AddStringToObject(ev, "type", "output");
+	cJSON_AddNumberToObject(ev, "id", cl->stream_id);
+	len = take_output(cl, ev, &out);
+	if (len) {
+		struct djn_att_out a = { .name = "output", .dtype = "u8", .n_dims = 1,
+					 .shape = { (int64_t)len }, .data = out, .bytes = len };
+		srv_send(cl->srv, srv_out_new(cl->conn, ev, &a, 1));
+	}
+	free(out);
+	cJSON_Delete(ev);
+}
 
 /* DJINN_SERVE_WRITE_DELAY_US: a test knob that slows every output write (and
  * so every streamed token), so a test can hang up in the middle of a run. */
@@ -84,6 +142,8 @@ static ssize_t cap_write(void *cookie, const char *p, size_t n)
 	}
 	memcpy(ch->p + ch->len, p, n);
 	ch->len += n;
+	if (cl->stream_id >= 0 && srv_now_ns() >= cl->stream_after)
+		stream_output(cl);
 	return (ssize_t)n;
 }
 
@@ -225,6 +285,7 @@ static struct client *client_new(struct srv *srv, uint64_t conn)
 
 	make_token(cl->token);
 	cl->conn = conn;
+	cl->stream_id = -1;
 	cl->srv = srv;
 	cl->host = (struct djn_shell_host){ .open_model = host_open_model,
 					    .npy_load = host_npy_load,
@@ -286,6 +347,60 @@ static struct sh_session *own_session(struct client *cl, const char *name)
 		if (!strcmp(cl->sh->sess[i].name, name))
 			return &cl->sh->sess[i];
 	return NULL;
+}
+
+/* ---------------------------------------------------- staging buffers */
+
+#define STAGE_KEEP 4 /* free buffers kept for reuse; more are freed */
+
+static void stage_free(struct srv *srv, struct srv_stage *st)
+{
+	srv->be->i->host_free(srv->be, st->p, st->pinned);
+	free(st);
+}
+
+struct srv_stage *srv_stage_get(struct srv *srv, size_t bytes)
+{
+	struct srv_stage **best = NULL, *st, *extra = NULL;
+	int n = 0;
+
+	pthread_mutex_lock(&srv->out_mu);
+	for (struct srv_stage **p = &srv->stage_free; *p; p = &(*p)->next) {
+		n++;
+		if ((*p)->cap >= bytes && (!best || (*p)->cap < (*best)->cap))
+			best = p;
+	}
+	if (best) {
+		st = *best;
+		*best = st->next;
+	} else {
+		st = NULL;
+		if (n >= STAGE_KEEP) { /* none fits: the pool makes room for one that does */
+			extra = srv->stage_free;
+			srv->stage_free = extra->next;
+		}
+	}
+	pthread_mutex_unlock(&srv->out_mu);
+	if (extra)
+		stage_free(srv, extra);
+	if (st)
+		return st;
+	st = djn_xcalloc(1, sizeof(*st));
+	st->cap = bytes < ((size_t)1 << 20) ? (size_t)1 << 20 : bytes;
+	if (!(st->p = srv->be->i->host_alloc(srv->be, st->cap, &st->pinned))) {
+		free(st);
+		return NULL;
+	}
+	return st;
+}
+
+void srv_stage_drain(struct srv *srv)
+{
+	while (srv->stage_free) {
+		struct srv_stage *st = srv->stage_free;
+		srv->stage_free = st->next;
+		stage_free(srv, st);
+	}
 }
 
 /* ----------------------------------------------------------- replying */
@@ -487,7 +602,12 @@ static void do_cmd(struct srv *srv, struct client *cl, struct srv_msg *m, double
 	} else {
 		set_exec(srv, cl->conn);
 		sh->resumed = false;
+		if (cl->proto >= 2 && cl->conn) {
+			cl->stream_id = id;
+			cl->stream_after = t + STREAM_AFTER_MS * 1000000LL;
+		}
 		djn_shell_exec(sh, line->valuestring);
+		cl->stream_id = -1;
 		interrupted = djn_shell_sigint;
 		set_exec(srv, 0);
 		djn_shell_sigint = 0;
@@ -507,28 +627,13 @@ static void do_cmd(struct srv *srv, struct client *cl, struct srv_msg *m, double
 	cJSON_AddBoolToObject(res, "block", sh->block.kind != SH_BLOCK_NONE);
 	cJSON_AddBoolToObject(res, "quit", sh->quit);
 	cJSON_AddItemToObject(res, "after", after_json(sh));
-	/* the output, stdout and stderr in the order written: one attachment,
-	 * cut into segments [fd, bytes] */
-	size_t out_len = 0;
+	/* the output not streamed yet */
 	char *out = NULL;
-	if (cl->n_chunks) {
-		cJSON *segs = cJSON_AddArrayToObject(res, "segments");
-		for (int i = 0; i < cl->n_chunks; i++)
-			out_len += cl->chunks[i].len;
-		out = djn_xmalloc(out_len + 1);
-		out_len = 0;
-		for (int i = 0; i < cl->n_chunks; i++) {
-			cJSON *sg = cJSON_CreateArray();
-			cJSON_AddItemToArray(sg, cJSON_CreateNumber(cl->chunks[i].fd));
-			cJSON_AddItemToArray(sg, cJSON_CreateNumber((double)cl->chunks[i].len));
-			cJSON_AddItemToArray(segs, sg);
-			memcpy(out + out_len, cl->chunks[i].p, cl->chunks[i].len);
-			out_len += cl->chunks[i].len;
-		}
+	size_t out_len = take_output(cl, res, &out);
+	if (out_len)
 		att[n_att++] = (struct djn_att_out){ .name = "output", .dtype = "u8", .n_dims = 1,
 						     .shape = { (int64_t)out_len }, .data = out,
 						     .bytes = out_len };
-	}
 	char names[DJN_FRAME_MAX_ATT][300];
 	for (int i = 0; i < cl->n_saves && n_att < DJN_FRAME_MAX_ATT; i++) {
 		struct saved_npy *s = &cl->saves[i];
@@ -601,17 +706,38 @@ static int req_site(struct srv *srv, struct client *cl, const cJSON *j, struct d
 	return k;
 }
 
-/* Read a site's tensor: it goes back as one f32 attachment, unconverted. */
+/* A tensor bigger than this is copied and sent in pieces of about this
+ * many bytes: the net thread writes each piece while the next is copied.
+ * DJINN_SERVE_READ_PIECE: a test knob (smaller pieces, so a test's tensor
+ * takes this path). */
+static size_t read_piece(void)
+{
+	static size_t piece;
+
+	if (!piece) {
+		const char *e = getenv("DJINN_SERVE_READ_PIECE");
+		piece = e && atol(e) > 0 ? (size_t)atol(e) : (size_t)1 << 20;
+	}
+	return piece;
+}
+
+/* Read a site's tensor: it goes back as one f32 attachment, unconverted,
+ * copied once, from the device into a staging buffer (pinned, reused), and
+ * written to the socket straight from there.  A big one is copied in
+ * pieces of rows, each written while the next is copied (its phases: the
+ * copy overlaps the way back, so exec_us is the time to the first piece). */
 static void do_read(struct srv *srv, struct client *cl, struct srv_msg *m, double id)
 {
 	struct sh_session *ss = req_session(srv, cl, m->f.json, id);
-	double queue_us = (double)(srv_now_ns() - m->t_recv_ns) / 1000.0;
+	double queue_us = (double)(srv_now_ns() - m->t_recv_ns) / 1000.0, exec_us;
 	int64_t t = srv_now_ns();
-	int site, rows, cols;
-	float *v;
+	int site, rows, cols, step;
+	size_t bytes, row_bytes, body;
+	struct srv_stage *stage;
 	cJSON *res;
 	struct srv_out *o;
 	char name[40];
+	bool pieces;
 
 	if (!ss || (site = req_site(srv, cl, m->f.json, ss->s, id)) < 0)
 		return;
@@ -619,42 +745,70 @@ static void do_read(struct srv *srv, struct client *cl, struct srv_msg *m, doubl
 		reply_error(srv, cl->conn, id, djn_session_errmsg(ss->s));
 		return;
 	}
-	if (!(v = malloc(sizeof(float) * (size_t)rows * (size_t)cols))) {
-		reply_error(srv, cl->conn, id, "read: out of host memory");
+	row_bytes = sizeof(float) * (size_t)cols;
+	bytes = row_bytes * (size_t)rows;
+	step = read_piece() / row_bytes > 0 ? (int)(read_piece() / row_bytes) : 1;
+	pieces = step < rows;
+	if (!(stage = srv_stage_get(srv, bytes))) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "read: no host buffer of %zu bytes: %.500s", bytes,
+			 srv->be->err.msg[0] ? srv->be->err.msg : "out of host memory");
+		reply_error(srv, cl->conn, id, msg);
 		return;
 	}
-	if (djn_session_read(ss->s, site, v, (size_t)rows * (size_t)cols)) {
-		free(v);
+	o = djn_xcalloc(1, sizeof(*o));
+	o->conn = cl->conn;
+	o->reply = true;
+	o->stage = stage;
+	o->body = stage->p;
+	/* a small one whole, before anything is sent; a big one's first piece
+	 * (an error then is still a clean error reply) */
+	if (djn_session_read_rows(ss->s, site, 0, pieces ? step : rows, stage->p)) {
+		srv_out_free(srv, o);
 		reply_error(srv, cl->conn, id, djn_session_errmsg(ss->s));
 		return;
 	}
-	double exec_us = us_since(t);
+	exec_us = us_since(t);
 	t = srv_now_ns();
 	djn_site_name(&cl->sh->m->cfg, site, name, sizeof(name));
 	struct djn_att_out a = { .name = name, .dtype = "f32", .n_dims = 2, .shape = { rows, cols },
-				 .bytes = sizeof(float) * (size_t)rows * (size_t)cols };
+				 .bytes = bytes };
 	res = cJSON_CreateObject();
 	cJSON_AddStringToObject(res, "type", "result");
 	cJSON_AddNumberToObject(res, "id", id);
 	cJSON_AddBoolToObject(res, "ok", true);
 	cJSON_AddStringToObject(res, "site", name);
 	add_phases(res, queue_us, exec_us, us_since(t));
-	/* the tensor is the body as it is: no copy on the way out */
-	o = djn_xcalloc(1, sizeof(*o));
-	o->conn = cl->conn;
-	o->reply = true;
-	size_t body;
 	if (djn_frame_header(res, &a, 1, &o->head, &o->head_len, &body, NULL)) {
-		free(o);
-		free(v);
+		srv_out_free(srv, o);
 		cJSON_Delete(res);
 		reply_error(srv, cl->conn, id, "read: the reply does not fit in a frame");
 		return;
 	}
-	o->body = (uint8_t *)v;
 	o->body_len = body;
 	cJSON_Delete(res);
+	if (!pieces) {
+		srv_send(srv, o);
+		return;
+	}
+	/* the net thread holds one reference, this loop the other: a client
+	 * that hangs up meanwhile frees nothing under it */
+	o->refs = 2;
+	o->ready = row_bytes * (size_t)step;
 	srv_send(srv, o);
+	for (int r = step; r < rows; r += step) {
+		int n = rows - r < step ? rows - r : step;
+		if (djn_session_read_rows(ss->s, site, r, n, (float *)(o->body + row_bytes * (size_t)r))) {
+			/* the head is out: the connection ends after what was sent
+			 * (the client's state stays, as after any hang-up) */
+			__atomic_store_n(&o->failed, true, __ATOMIC_RELEASE);
+			break;
+		}
+		__atomic_store_n(&o->ready, row_bytes * (size_t)(r + n), __ATOMIC_RELEASE);
+		srv_wake(srv);
+	}
+	srv_wake(srv);
+	srv_out_free(srv, o);
 }
 
 /* A steer from a script: the vector comes as an f32 attachment. */
@@ -668,8 +822,9 @@ static void do_steer(struct srv *srv, struct client *cl, struct srv_msg *m, doub
 	const cJSON *scale = cJSON_GetObjectItemCaseSensitive(j, "scale");
 	const cJSON *persist = cJSON_GetObjectItemCaseSensitive(j, "persist");
 	const cJSON *idx = cJSON_GetObjectItemCaseSensitive(j, "idx");
+	const cJSON *pos = cJSON_GetObjectItemCaseSensitive(j, "pos");
 	const float *v = NULL;
-	int n_v = 0, k = -1, *ix = NULL, n_ix = 0, rc;
+	int n_v = 0, k = -1, *ix = NULL, n_ix = 0, rc, pos0 = 0, pos1 = -1;
 	cJSON *res;
 
 	if (!ss)
@@ -681,6 +836,22 @@ static void do_steer(struct srv *srv, struct client *cl, struct srv_msg *m, doub
 		reply_error(srv, cl->conn, id,
 			    "steer: needs \"pattern\" and \"op\" (add, scale, set or zero)");
 		return;
+	}
+	if (pos && !cJSON_IsNull(pos)) { /* [A, B): rows at positions A..B-1 (B -1: no end) */
+		const cJSON *a = cJSON_GetArrayItem(pos, 0), *b = cJSON_GetArrayItem(pos, 1);
+		if (!cJSON_IsArray(pos) || cJSON_GetArraySize(pos) != 2 || !cJSON_IsNumber(a) ||
+		    !cJSON_IsNumber(b) || a->valuedouble < 0 || a->valuedouble > 1 << 30 ||
+		    b->valuedouble > 1 << 30 || a->valuedouble != (int)a->valuedouble ||
+		    b->valuedouble != (int)b->valuedouble ||
+		    (b->valuedouble >= 0 && b->valuedouble <= a->valuedouble) ||
+		    (b->valuedouble < 0 && b->valuedouble != -1)) {
+			reply_error(srv, cl->conn, id,
+				    "steer: \"pos\" must be [A, B] (positions A..B-1, B > A >= 0; B -1: "
+				    "no end)");
+			return;
+		}
+		pos0 = a->valueint;
+		pos1 = b->valueint;
 	}
 	if (m->f.n_att) {
 		if (strcmp(m->f.att[0].dtype, "f32") || m->f.att[0].bytes / 4 > 1 << 28) {
@@ -701,9 +872,9 @@ static void do_steer(struct srv *srv, struct client *cl, struct srv_msg *m, doub
 		cJSON_ArrayForEach(e, idx)
 			ix[n_ix++] = cJSON_IsNumber(e) ? e->valueint : -1;
 	}
-	rc = djn_steer_add(ss->s, pat->valuestring, (enum djn_steer_op)k, vc, n_v,
-			   cJSON_IsNumber(scale) ? (float)scale->valuedouble : 1.0f, ix, n_ix,
-			   cJSON_IsTrue(persist));
+	rc = djn_steer_add_at(ss->s, pat->valuestring, (enum djn_steer_op)k, vc, n_v,
+			      cJSON_IsNumber(scale) ? (float)scale->valuedouble : 1.0f, ix, n_ix,
+			      cJSON_IsTrue(persist), pos0, pos1);
 	free(vc);
 	free(ix);
 	if (rc < 0) {
@@ -796,6 +967,10 @@ static void do_hello(struct srv *srv, struct srv_msg *m)
 	}
 	if (slo > 0)
 		cl->sh->tenant_slo_ms = slo;
+	{
+		const cJSON *proto = cJSON_GetObjectItemCaseSensitive(m->f.json, "proto");
+		cl->proto = cJSON_IsNumber(proto) ? proto->valueint : 1; /* checked by the net loop */
+	}
 	w = cJSON_CreateObject();
 	cJSON_AddStringToObject(w, "type", "welcome");
 	cJSON_AddNumberToObject(w, "proto", DJN_PROTO_VERSION);

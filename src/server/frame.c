@@ -75,28 +75,25 @@ static enum djn_status att_parse(const cJSON *o, int i, struct djn_frame_att *a,
 	return DJN_OK;
 }
 
-enum djn_status djn_frame_decode(const uint8_t *payload, size_t len, struct djn_frame *out,
-				 struct djn_err *err)
+enum djn_status djn_frame_decode_head(const uint8_t *json, size_t jlen, size_t payload_len,
+				      struct djn_frame *out, struct djn_err *err)
 {
 	const cJSON *type, *att, *o;
 	const char *end = NULL;
-	size_t jlen, off;
+	size_t off;
 	int i = 0;
 
 	memset(out, 0, sizeof(*out));
-	if (len < 4)
-		return djn_err_set(err, DJN_ERR_FORMAT, "frame: %zu bytes is too short", len);
-	jlen = get_u32(payload);
-	if (jlen > len - 4)
-		return djn_err_set(err, DJN_ERR_FORMAT,
-				   "frame: JSON of %zu bytes in a payload of %zu", jlen, len);
+	if (payload_len < 4 || jlen > payload_len - 4)
+		return djn_err_set(err, DJN_ERR_FORMAT, "frame: JSON of %zu bytes in a payload of %zu",
+				   jlen, payload_len);
 	if (jlen > DJN_FRAME_JSON_MAX)
 		return djn_err_set(err, DJN_ERR_FORMAT, "frame: JSON of %zu bytes exceeds %zu", jlen,
 				   DJN_FRAME_JSON_MAX);
-	out->json = cJSON_ParseWithLengthOpts((const char *)payload + 4, jlen, &end, false);
+	out->json = cJSON_ParseWithLengthOpts((const char *)json, jlen, &end, false);
 	if (!out->json)
 		return djn_err_set(err, DJN_ERR_FORMAT, "frame: bad JSON near byte %zu",
-				   end ? (size_t)(end - (const char *)payload - 4) : 0);
+				   end ? (size_t)(end - (const char *)json) : 0);
 	if (!cJSON_IsObject(out->json)) {
 		djn_frame_release(out);
 		return djn_err_set(err, DJN_ERR_FORMAT, "frame: the JSON is not an object");
@@ -121,22 +118,42 @@ enum djn_status djn_frame_decode(const uint8_t *payload, size_t len, struct djn_
 				djn_frame_release(out);
 				return DJN_ERR_FORMAT;
 			}
-			if (a->bytes > len - off) {
+			if (a->bytes > payload_len - off) {
+				size_t need = a->bytes; /* out (and a) is cleared by the release */
 				djn_frame_release(out);
 				return djn_err_set(err, DJN_ERR_FORMAT,
 						   "frame: attachment %d needs %zu bytes, %zu are left", i,
-						   a->bytes, len - off);
+						   need, payload_len - off);
 			}
-			a->data = payload + off;
 			off += a->bytes;
 			i++;
 		}
 		out->n_att = i;
 	}
-	if (off != len) {
+	if (off != payload_len) {
 		djn_frame_release(out);
 		return djn_err_set(err, DJN_ERR_FORMAT, "frame: %zu bytes after the attachments",
-				   len - off);
+				   payload_len - off);
+	}
+	return DJN_OK;
+}
+
+enum djn_status djn_frame_decode(const uint8_t *payload, size_t len, struct djn_frame *out,
+				 struct djn_err *err)
+{
+	size_t jlen, off;
+	enum djn_status st;
+
+	memset(out, 0, sizeof(*out));
+	if (len < 4)
+		return djn_err_set(err, DJN_ERR_FORMAT, "frame: %zu bytes is too short", len);
+	jlen = get_u32(payload);
+	if ((st = djn_frame_decode_head(payload + 4, jlen, len, out, err)))
+		return st;
+	off = 4 + jlen;
+	for (int i = 0; i < out->n_att; i++) {
+		out->att[i].data = payload + off;
+		off += out->att[i].bytes;
 	}
 	return DJN_OK;
 }

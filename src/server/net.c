@@ -81,17 +81,35 @@ struct srv_out *srv_out_error(uint64_t conn, double id, const char *msg, bool cl
 	return o;
 }
 
-static void out_free(struct srv_out *o)
+void srv_out_free(struct srv *srv, struct srv_out *o)
 {
+	if (__atomic_load_n(&o->refs, __ATOMIC_ACQUIRE) &&
+	    __atomic_sub_fetch(&o->refs, 1, __ATOMIC_ACQ_REL) > 0)
+		return;
+	if (o->stage) {
+		pthread_mutex_lock(&srv->out_mu);
+		o->stage->next = srv->stage_free;
+		srv->stage_free = o->stage;
+		pthread_mutex_unlock(&srv->out_mu);
+	} else {
+		free(o->body);
+	}
 	free(o->head);
-	free(o->body);
 	free(o);
+}
+
+void srv_wake(struct srv *srv)
+{
+	uint64_t one = 1;
+
+	if (write(srv->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		perror("djinn serve: eventfd");
 }
 
 void srv_send(struct srv *srv, struct srv_out *o)
 {
-	uint64_t one = 1;
-
+	if (!o->refs) /* a whole frame: ready as it is */
+		o->ready = o->body_len;
 	pthread_mutex_lock(&srv->out_mu);
 	if (srv->out_tail)
 		srv->out_tail->next = o;
@@ -99,8 +117,7 @@ void srv_send(struct srv *srv, struct srv_out *o)
 		srv->out_head = o;
 	srv->out_tail = o;
 	pthread_mutex_unlock(&srv->out_mu);
-	if (write(srv->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		perror("djinn serve: eventfd");
+	srv_wake(srv);
 }
 
 /* ----------------------------------------------------------- listening */
@@ -283,7 +300,7 @@ static void conn_close(struct net *net, int i, const char *why)
 	while (c->wq) {
 		struct srv_out *o = c->wq;
 		c->wq = o->next;
-		out_free(o);
+		srv_out_free(net->srv, o);
 	}
 	free(c);
 	net->c[i] = net->c[--net->n];
@@ -302,8 +319,7 @@ static void accept_all(struct net *net)
 	struct srv *srv = net->srv;
 
 	for (;;) {
-		int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), one = 1;
-		int bufsz = 4 << 20;
+		int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct conn *c;
 
 		if (fd < 0)
@@ -313,13 +329,11 @@ static void accept_all(struct net *net)
 			if (send(fd, o->head, o->head_len, MSG_NOSIGNAL) < 0) {
 				/* nothing more to tell it */
 			}
-			out_free(o);
+			srv_out_free(srv, o);
 			close(fd);
 			continue;
 		}
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz));
-		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
+		djn_net_tune(fd);
 		c = djn_xcalloc(1, sizeof(*c));
 		c->fd = fd;
 		c->id = ++net->next_id;
@@ -372,10 +386,12 @@ static void frame_done(struct net *net, struct conn *c)
 			snprintf(msg, sizeof(msg), "handshake: expected a \"hello\" frame, got \"%.40s\"",
 				 f.type);
 			conn_queue(c, srv_out_error(c->id, -1, msg, true));
-		} else if (!cJSON_IsNumber(proto) || proto->valueint != DJN_PROTO_VERSION) {
+		} else if (!cJSON_IsNumber(proto) || proto->valuedouble < DJN_PROTO_MIN ||
+			   proto->valuedouble > DJN_PROTO_VERSION) {
 			snprintf(msg, sizeof(msg),
-				 "handshake: protocol version %d is not supported (this server speaks %d)",
-				 cJSON_IsNumber(proto) ? proto->valueint : -1, DJN_PROTO_VERSION);
+				 "handshake: protocol version %d is not supported (this server speaks "
+				 "%d to %d)", cJSON_IsNumber(proto) ? proto->valueint : -1,
+				 DJN_PROTO_MIN, DJN_PROTO_VERSION);
 			conn_queue(c, srv_out_error(c->id, -1, msg, true));
 		} else if (srv->conf.token &&
 			   !token_ok(srv->conf.token, cJSON_GetObjectItemCaseSensitive(f.json, "auth"))) {
@@ -475,19 +491,35 @@ static bool conn_read(struct net *net, struct conn *c, const char **why)
 	return true;
 }
 
+/* Bytes of the frame at the head of c's queue that can be written now. */
+static size_t writable(const struct conn *c)
+{
+	const struct srv_out *o = c->wq;
+
+	return o ? o->head_len + __atomic_load_n(&o->ready, __ATOMIC_ACQUIRE) - c->woff : 0;
+}
+
 /* Write what is queued; false when the connection must close. */
-static bool conn_write(struct conn *c, const char **why)
+static bool conn_write(struct net *net, struct conn *c, const char **why)
 {
 	while (c->wq) {
 		struct srv_out *o = c->wq;
+		size_t ready = __atomic_load_n(&o->ready, __ATOMIC_ACQUIRE);
 		struct iovec iov[2];
 		int n_iov = 0;
 		ssize_t n;
 		if (c->woff < o->head_len)
 			iov[n_iov++] = (struct iovec){ o->head + c->woff, o->head_len - c->woff };
 		size_t boff = c->woff > o->head_len ? c->woff - o->head_len : 0;
-		if (o->body_len > boff)
-			iov[n_iov++] = (struct iovec){ o->body + boff, o->body_len - boff };
+		if (ready > boff)
+			iov[n_iov++] = (struct iovec){ o->body + boff, ready - boff };
+		if (!n_iov) { /* the engine is still filling the body */
+			if (__atomic_load_n(&o->failed, __ATOMIC_ACQUIRE)) {
+				*why = "a reply's tensor could not be read";
+				return false;
+			}
+			return true;
+		}
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n_iov };
 		n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
 		if (n < 0) {
@@ -498,14 +530,14 @@ static bool conn_write(struct conn *c, const char **why)
 		}
 		c->woff += (size_t)n;
 		if (c->woff < o->head_len + o->body_len)
-			return true;
+			continue; /* more may be ready, or EAGAIN says the socket is full */
 		c->wq = o->next;
 		if (!c->wq)
 			c->wq_tail = NULL;
 		c->woff = 0;
 		if (o->reply && c->inflight > 0)
 			c->inflight--;
-		out_free(o);
+		srv_out_free(net->srv, o);
 	}
 	if (c->closing) {
 		*why = "closed after an error";
@@ -532,7 +564,7 @@ static void take_out(struct net *net)
 		if (c) /* else it hung up: its sessions wait on the server */
 			conn_queue(c, o);
 		else
-			out_free(o);
+			srv_out_free(net->srv, o);
 		o = next;
 	}
 }
@@ -588,7 +620,7 @@ void *srv_net_thread(void *arg)
 			short ev = 0;
 			if (room && !c->closing && c->inflight < srv->conf.max_inflight)
 				ev |= POLLIN;
-			if (c->wq)
+			if (writable(c) || (c->wq && __atomic_load_n(&c->wq->failed, __ATOMIC_ACQUIRE)))
 				ev |= POLLOUT;
 			pfd[2 + i] = (struct pollfd){ .fd = c->fd, .events = ev };
 		}
@@ -610,8 +642,9 @@ void *srv_net_thread(void *arg)
 			bool ok = true;
 			if (re & (POLLIN | POLLHUP | POLLERR))
 				ok = conn_read(&net, c, &why);
-			if (ok && c->wq)
-				ok = conn_write(c, &why);
+			if (ok && c->wq &&
+			    (writable(c) || (re & POLLOUT) || __atomic_load_n(&c->wq->failed, __ATOMIC_ACQUIRE)))
+				ok = conn_write(&net, c, &why);
 			if (!ok)
 				conn_close(&net, i, why);
 		}

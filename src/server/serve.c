@@ -214,10 +214,9 @@ int djn_serve_main(int argc, char **argv)
 	while (srv.out_head) {
 		struct srv_out *o = srv.out_head;
 		srv.out_head = o->next;
-		free(o->head);
-		free(o->body);
-		free(o);
+		srv_out_free(&srv, o);
 	}
+	srv_stage_drain(&srv);
 	g_srv = NULL;
 	rc = 0;
 	goto out;

@@ -43,14 +43,36 @@ struct srv_msg {
 	struct srv_msg *next;
 };
 
+/* A reusable host buffer for the tensor of a reply: pinned where the
+ * backend can pin (the device-to-host copy then runs at the bus's speed),
+ * warm (no page faults on reuse).  The engine takes one (srv_stage_get), the
+ * frame is written straight from it, and the net thread puts it back on the
+ * pool; only the engine allocates or frees them (pinned memory belongs to
+ * its CUDA context). */
+struct srv_stage {
+	void *p;
+	size_t cap;
+	bool pinned;
+	struct srv_stage *next;
+};
+
 /* One encoded frame for a connection: head, then an optional body that is
  * written straight from its own buffer (big tensors are not copied twice). */
 struct srv_out {
 	uint64_t conn;
 	uint8_t *head;
 	size_t head_len;
-	uint8_t *body;
+	uint8_t *body;        /* malloc'd, or inside stage */
 	size_t body_len;
+	struct srv_stage *stage; /* goes back to the pool once written */
+	/* A body the engine fills while the net thread writes it (a big tensor
+	 * read in pieces): the net thread writes body[0..ready) only; failed:
+	 * the rest never comes (the connection is closed after what was
+	 * written).  refs: the net thread's, and the engine's while it fills;
+	 * srv_out_free drops one.  All three are atomic. */
+	size_t ready;
+	bool failed;
+	int refs;
 	bool close_after;     /* an error that ends the connection */
 	bool reply;           /* answers a request (frees an in-flight slot) */
 	struct srv_out *next;
@@ -92,6 +114,7 @@ struct srv {
 	pthread_mutex_t out_mu;
 	struct srv_out *out_head, *out_tail;
 	int wake_fd;          /* eventfd: written after each push onto out */
+	struct srv_stage *stage_free; /* the pool (under out_mu) */
 
 	/* the engine's request in flight, for interrupts */
 	pthread_mutex_t exec_mu;
@@ -109,6 +132,11 @@ void srv_engine_loop(struct srv *srv);
 /* Called by the net thread: interrupt the run in flight for conn, if any. */
 void srv_interrupt_conn(struct srv *srv, uint64_t conn);
 
+/* engine.c: a staging buffer of at least bytes (NULL: no host memory);
+ * srv_stage_drain frees the pool (at the end, both threads stopped). */
+struct srv_stage *srv_stage_get(struct srv *srv, size_t bytes);
+void srv_stage_drain(struct srv *srv);
+
 /* net.c */
 enum djn_status srv_listen(struct srv *srv, struct djn_err *err);
 void *srv_net_thread(void *arg);
@@ -120,5 +148,10 @@ struct srv_out *srv_out_new(uint64_t conn, cJSON *msg, const struct djn_att_out 
 			    int n_att);
 /* An error frame {"type":"error","error":msg} (id when the request had one). */
 struct srv_out *srv_out_error(uint64_t conn, double id, const char *msg, bool close_after);
+/* Drop a reference to a frame (see refs); at the last one it is freed and
+ * its staging buffer goes back to the pool. */
+void srv_out_free(struct srv *srv, struct srv_out *o);
+/* Tell the net loop that something changed (a piece of a body is ready). */
+void srv_wake(struct srv *srv);
 
 #endif

@@ -12,16 +12,43 @@
 
 struct sh_remote {
 	struct djn_remote *r;
+	struct djn_shell *sh;
 	bool block;      /* the server's shell is reading a block (commands, lua) */
 	cJSON *last_stop; /* the last "stopped" event */
 };
+
+/* A command's output as the server's shell wrote it: the "output"
+ * attachment cut by "segments" [fd, bytes] into stdout and stderr. */
+static void write_output(struct djn_shell *sh, const struct djn_frame *f)
+{
+	const cJSON *segs = cJSON_GetObjectItemCaseSensitive(f->json, "segments"), *j;
+
+	for (int i = 0; i < f->n_att; i++) {
+		const struct djn_frame_att *a = &f->att[i];
+		size_t at = 0;
+		if (strcmp(a->name, "output"))
+			continue;
+		cJSON_ArrayForEach(j, segs) {
+			const cJSON *fd = cJSON_GetArrayItem(j, 0), *len = cJSON_GetArrayItem(j, 1);
+			size_t n = cJSON_IsNumber(len) && len->valuedouble > 0 ? (size_t)len->valuedouble : 0;
+			FILE *out = cJSON_IsNumber(fd) && fd->valueint == 2 ? sh->err : sh->out;
+			if (n > a->bytes - at)
+				n = a->bytes - at;
+			fwrite(a->data + at, 1, n, out);
+			fflush(out);
+			at += n;
+		}
+	}
+}
 
 static void on_event(struct djn_remote *r, const struct djn_frame *ev, void *ud)
 {
 	struct sh_remote *rm = ud;
 
 	(void)r;
-	if (!strcmp(ev->type, "stopped")) {
+	if (!strcmp(ev->type, "output")) { /* a long command's output, as it is written */
+		write_output(rm->sh, ev);
+	} else if (!strcmp(ev->type, "stopped")) {
 		cJSON_Delete(rm->last_stop);
 		rm->last_stop = cJSON_Duplicate(ev->json, true);
 	}
@@ -103,6 +130,7 @@ DJN_CMD_FN(cmd_target_remote)
 		return sh_fail(sh, "target remote: %s", err.msg);
 	sh->remote = djn_xcalloc(1, sizeof(*sh->remote));
 	sh->remote->r = r;
+	sh->remote->sh = sh;
 	djn_remote_on_event(r, on_event, sh->remote);
 	djn_remote_watch_flag(r, (volatile int *)&djn_shell_sigint);
 	w = djn_remote_welcome(r);
@@ -271,7 +299,7 @@ bool sh_remote_exec(struct djn_shell *sh, const char *line, enum djn_cmd_ret *re
 	struct djn_err err = { 0 };
 	struct djn_remote_reply rep;
 	cJSON *msg;
-	const cJSON *segs, *j;
+	const cJSON *j;
 
 	if (!rm || (!rm->block && local_line(line)))
 		return false;
@@ -303,24 +331,12 @@ bool sh_remote_exec(struct djn_shell *sh, const char *line, enum djn_cmd_ret *re
 		djn_remote_reply_release(&rep);
 		return true;
 	}
-	/* the output, as the server's shell wrote it */
-	segs = cJSON_GetObjectItemCaseSensitive(rep.f.json, "segments");
+	/* the output, as the server's shell wrote it (the rest of it, when
+	 * some streamed) */
+	write_output(sh, &rep.f);
 	for (int i = 0; i < rep.f.n_att; i++) {
 		const struct djn_frame_att *a = &rep.f.att[i];
-		if (!strcmp(a->name, "output")) {
-			size_t at = 0;
-			cJSON_ArrayForEach(j, segs) {
-				const cJSON *fd = cJSON_GetArrayItem(j, 0), *len = cJSON_GetArrayItem(j, 1);
-				size_t n = cJSON_IsNumber(len) ? (size_t)len->valuedouble : 0;
-				FILE *f = cJSON_IsNumber(fd) && fd->valueint == 2 ? sh->err : sh->out;
-				if (n > a->bytes - at)
-					n = a->bytes - at;
-				fwrite(a->data + at, 1, n, f);
-				fflush(f);
-				at += n;
-			}
-		} else if (!strncmp(a->name, "save:", 5) && a->n_dims == 2 &&
-			   !strcmp(a->dtype, "f32")) {
+		if (!strncmp(a->name, "save:", 5) && a->n_dims == 2 && !strcmp(a->dtype, "f32")) {
 			/* print --save: the file is written here, on the client */
 			float *v = djn_xmalloc(a->bytes + 1);
 			memcpy(v, a->data, a->bytes);

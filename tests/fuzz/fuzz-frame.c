@@ -1,7 +1,9 @@
 /* fuzz-frame.c - libFuzzer target for the network frame decoder
  * (src/server/frame.c): any payload either decodes into a JSON object whose
  * attachments lie inside it, or fails with a message; a decoded frame
- * re-encodes and decodes again to the same attachments. */
+ * re-encodes and decodes again to the same attachments; the head alone
+ * (djn_frame_decode_head, as the client reads it) agrees with the whole. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t *buf;
 	size_t len;
 
+	if (size >= 4) {
+		size_t jlen = (size_t)data[0] | (size_t)data[1] << 8 | (size_t)data[2] << 16 |
+			      (size_t)data[3] << 24;
+		bool head_ok = jlen <= size - 4 &&
+			       !djn_frame_decode_head(data + 4, jlen, size, &g, &err);
+		bool whole_ok = !djn_frame_decode(data, size, &f, &err);
+		if (head_ok != whole_ok)
+			abort();
+		if (head_ok) {
+			if (g.n_att != f.n_att)
+				abort();
+			for (int i = 0; i < g.n_att; i++)
+				if (g.att[i].data || g.att[i].bytes != f.att[i].bytes)
+					abort();
+			djn_frame_release(&g);
+			djn_frame_release(&f);
+		}
+	}
 	if (djn_frame_decode(data, size, &f, &err)) {
 		if (!err.msg[0])
 			abort(); /* a failure always says why */

@@ -54,10 +54,11 @@ def read_frame(s):
 
 
 class Client:
-    def __init__(self, p=port, resume=None, auth=None):
+    def __init__(self, p=port, resume=None, auth=None, proto=2):
         self.s = socket.create_connection(("127.0.0.1", p), timeout=20)
         self.id = 0
-        h = {"type": "hello", "proto": 1}
+        self.streamed = []  # the "output" events of the last call
+        h = {"type": "hello", "proto": proto}
         if resume:
             h["resume"] = resume
         if auth:
@@ -71,15 +72,20 @@ class Client:
         self.id += 1
         obj["id"] = self.id
         self.s.sendall(frame(obj))
+        self.streamed = []
         while True:
             r, att = read_frame(self.s)
+            if r["type"] == "output" and r.get("id") == self.id:
+                self.streamed.append(att)
+                continue
             if r.get("id") == self.id or r["type"] == "error":
                 return r, att
             self.events.append(r)
 
     def cmd(self, line):
+        """The command's whole output: what streamed, then the result's."""
         r, att = self.call({"type": "cmd", "line": line, "json": False})
-        return r, att.decode("utf-8", "replace")
+        return r, (b"".join(self.streamed) + att).decode("utf-8", "replace")
 
     def close(self):
         self.s.close()
@@ -165,6 +171,40 @@ check("reattached run gives the same 200 tokens as a local run", got == ref_text
       "got %r..., want %r..." % (got[:80], ref_text[:80]))
 s.cmd("quit")
 s.close()
+
+# --- a long command's output streams as it is written (protocol 2) --------
+RUN60 = 'run "Once upon a time" -n 60'
+v1 = Client(proto=1)
+v1.cmd(LOAD)
+r, want = v1.cmd(RUN60)
+check("a protocol 1 client gets the whole output in the result", not v1.streamed and
+      "[Run finished: 60 tokens generated]" in want, "%d events" % len(v1.streamed))
+v1.cmd("quit")
+v1.close()
+s = Client(slow_port)
+s.cmd(LOAD)
+r, got = s.cmd(RUN60)
+check("generated text streams token by token (output events before the result)",
+      len(s.streamed) >= 10, "%d output events" % len(s.streamed))
+check("the streamed output and the rest equal the unstreamed output byte for byte", got == want,
+      "got %r, want %r" % (got[-120:], want[-120:]))
+s.cmd("quit")
+s.close()
+
+# --- a hang-up while big reads (sent in pieces) are in flight ---------------
+h = Client()
+h.cmd(LOAD)
+h.cmd("break L0.mlp_act")
+h.cmd('start "%s" -n 1' % ("Once upon a time there was a girl. " * 36))
+h.cmd("continue")
+for i in range(8):
+    h.s.sendall(frame({"type": "read", "id": 1000 + i, "site": "L0.mlp_act"}))
+h.close()
+time.sleep(0.2)
+p2 = Client()
+r, _ = p2.call({"type": "ping"})
+check("a hang-up with big reads in flight leaves the server up", r.get("ok") is True, str(r))
+p2.close()
 
 # --- malformed, oversized, slowloris: the server stays up for the others ----
 m = Client()

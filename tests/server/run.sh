@@ -17,7 +17,7 @@ djinn=$(cd "$1" 2>/dev/null && pwd)/djinn
 
 # transcripts that load the way the server serves (no --dtype, --kv-limit),
 # and use no Lua: breakpoints, print, steer, checkpoints, sessions, JSON
-transcripts="basics checkpoint conditions display errors gguf json misc sessions steer"
+transcripts="basics checkpoint conditions display errors gguf json misc sessions steer steer-pos"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/djinn-server.XXXXXX")
 pids=()
@@ -55,7 +55,8 @@ serve() {
 	printf -v "port_$name" '%s' "$(cat "$tmp/$name.port")"
 }
 
-serve main -- --read-timeout 1 --reap-after 2
+# main: big tensors are read in pieces of 16 KiB (the path a 1 MiB+ read takes)
+serve main DJINN_SERVE_READ_PIECE=16384 -- --read-timeout 1 --reap-after 2
 serve slow DJINN_SERVE_WRITE_DELAY_US=3000 --
 echo "s3cret-token-for-tests" >"$tmp/token"
 serve tok -- --token-file "$tmp/token"
@@ -122,7 +123,7 @@ fail=$((fail + $(grep -c '^FAIL ' "$tmp/proto.log")))
 [ $rc -eq 0 ] || grep -q '^FAIL ' "$tmp/proto.log" || bad "proto.py exited with $rc"
 
 # --- Lua -----------------------------------------------------------------------
-if (cd "$tmp" && timeout 60 "$djinn" "$root/tests/server/test_remote.lua" \
+if (cd "$tmp" && TMPDIR=$tmp timeout 60 "$djinn" "$root/tests/server/test_remote.lua" \
 	"127.0.0.1:$port_main" >"$tmp/lua.log" 2>&1); then
 	ok "lua: djinn.connect"
 else

@@ -81,7 +81,8 @@ bool djn_site_pattern_valid(const struct djn_config *c, const char *pattern);
 int djn_site_suggest(const struct djn_config *c, const char *name, char (*out)[32], int max);
 /* Why name (a site name or pattern) names no site, as the end of a message,
  * the same for every front end: "did you mean L3.resid_post?", "layers are
- * L0..L4", "a layer's sites are ...".  True when it suggests names. */
+ * L0..L4", "a layer's sites are ...", "layer numbers take no leading zero:
+ * L3.q".  True when it suggests names. */
 bool djn_site_why(const struct djn_config *c, const char *name, char *buf, size_t size);
 
 /* ------------------------------------------------------------- sessions */

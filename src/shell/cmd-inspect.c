@@ -765,6 +765,16 @@ DJN_CMD_FN(cmd_info_display)
 
 /* ---------------------------------------------------------- backtrace */
 
+/* gdb's frame, up and down: the pass has no frames (docs/sites.md says why);
+ * say what names the thing a frame would have selected. */
+DJN_CMD_FN(cmd_frame)
+{
+	return sh_fail(sh, "%s: no call frames here: the forward pass is a loop over sites, and "
+			   "bt's lines are scopes of one place; name a site instead: print L2.q "
+			   "(any live site, see \"info sites\"), print rec::SITE[POS] (an earlier "
+			   "position, kept by \"record\")", argv[0]);
+}
+
 DJN_CMD_FN(cmd_backtrace)
 {
 	struct djn_session *s = sh_s(sh);

@@ -366,6 +366,17 @@ const struct djn_cmd djn_cmd_table[] = {
 	  .summary = "where the run is: site, layer, token position and text so far" },
 	{ .name = "where", .usage = "where", .arity = 1, .flags = DJN_CMD_NEEDS_RUN,
 	  .exec = cmd_backtrace, .summary = "same as backtrace" },
+	{ .name = "frame", .alias = "f", .usage = "frame [N]", .arity = -1, .max = 2,
+	  .exec = cmd_frame, .summary = "(gdb's) none here: print names any live site",
+	  .help = "The forward pass is a loop over sites, not a call stack: bt's lines are\n"
+		  "nested scopes of one place (site, layer, position, run), with no locals\n"
+		  "of their own to select.  Name what a frame would select: print L2.q (any\n"
+		  "live site; info sites), print rec::SITE[POS] (an earlier position, kept\n"
+		  "by record), restore N (an earlier state).  docs/sites.md says more." },
+	{ .name = "up", .usage = "up [N]", .arity = -1, .max = 2, .exec = cmd_frame,
+	  .summary = "(gdb's) none here: see frame" },
+	{ .name = "down", .usage = "down [N]", .arity = -1, .max = 2, .exec = cmd_frame,
+	  .summary = "(gdb's) none here: see frame" },
 	{ .name = "info", .alias = "i", .usage = "info WHAT", .arity = -1, .exec = cmd_info,
 	  .sub = info_cmds, .summary = "describe the program being debugged" },
 

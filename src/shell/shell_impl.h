@@ -411,6 +411,7 @@ DJN_CMD_FN(cmd_display);
 DJN_CMD_FN(cmd_undisplay);
 DJN_CMD_FN(cmd_delete_display);
 DJN_CMD_FN(cmd_backtrace);
+DJN_CMD_FN(cmd_frame);
 DJN_CMD_FN(cmd_info_display);
 /* cmd-lens.c */
 DJN_CMD_FN(cmd_lens);

@@ -1,7 +1,8 @@
 # expect-exit: 1
 # record (run_with_cache): the rows of chosen sites at every position of the
 # last run, read after the run with print rec::SITE[POS] (a row per
-# position), saved, in JSON; a paused stop reads the same row live (issue 14).
+# position), saved, in JSON; a paused stop reads the same row live; gdb's
+# frame/up/down say what names a site instead (issue 14).
 load models/stories260K.bin --tokenizer models/tok512.bin
 record
 record L*.resid_post logits
@@ -10,6 +11,9 @@ break L3.resid_post if pos == 6
 run "Once upon a time" -n 4
 print L3.resid_post[0, 0:4]
 print rec::L3.resid_post[6, 0:4]
+frame 1
+up
+f
 continue
 info record
 print rec::L3.resid_post[2:5, 0:3]

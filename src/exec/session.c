@@ -567,7 +567,9 @@ enum djn_status djn_session_write(struct djn_session *s, int site, const float *
 		return djn_session_fail(s, DJN_ERR_INVALID,
 					"write: %zu floats given, tensor has %d x %d", n, rows, cols);
 	st = s->be->i->copy_h2d(s->be, s->buf[site], in, n * sizeof(float));
-	return st ? djn_session_fail(s, st, "%s", s->be->err.msg) : DJN_OK;
+	if (st)
+		return djn_session_fail(s, st, "%s", s->be->err.msg);
+	return djn_record_take(s, site); /* a recorded row is what flowed on */
 }
 
 enum djn_status djn_session_stats(struct djn_session *s, int site, int row0, int n_rows,

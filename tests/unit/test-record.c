@@ -129,3 +129,30 @@ Test(record, a_new_run_forgets_and_errors_say_why)
 	cr_assert_eq(djn_record_positions(s, site), 0);
 	djn_session_free(s);
 }
+
+/* A row changed while paused at a recorded site (a write-back, a one-shot
+ * steer) is what flowed on, so the record holds the changed row. */
+Test(record, a_write_while_paused_is_recorded)
+{
+	const struct djn_config *c = &model->cfg;
+	int site = djn_site_find(c, "L1.resid_post"), rows, w;
+	struct djn_session *s = session();
+	float *t, *got;
+
+	cr_assert_eq(djn_record_add(s, "L1.resid_post"), DJN_OK);
+	cr_assert_gt(djn_bp_add(s, "L1.resid_post", NULL, false), 0);
+	cr_assert_eq(djn_session_start(s, prompt, 5, &greedy), DJN_OK);
+	cr_assert_eq(djn_session_run(s, DJN_RUN_CONTINUE, 0), DJN_STOP_BREAKPOINT);
+	cr_assert_eq(djn_session_site_shape(s, site, &rows, &w), DJN_OK);
+	t = malloc(sizeof(float) * (size_t)rows * w);
+	got = malloc(sizeof(float) * (size_t)rows * w);
+	cr_assert_eq(djn_session_read(s, site, t, (size_t)rows * w), DJN_OK);
+	for (int i = 0; i < rows * w; i++)
+		t[i] = 0.25f * (float)(i % 7);
+	cr_assert_eq(djn_session_write(s, site, t, (size_t)rows * w), DJN_OK);
+	cr_assert_eq(djn_record_read(s, site, 0, rows, got), DJN_OK);
+	cr_assert_eq(memcmp(got, t, sizeof(float) * (size_t)rows * w), 0);
+	free(t);
+	free(got);
+	djn_session_free(s);
+}

@@ -1,6 +1,8 @@
 /* test-record.c - recording (djn_record_*): the rows kept for every position
- * are, bit for bit, what a breakpoint at that site and position reads; a
- * new run forgets the last one's; misuse is refused with the reason. */
+ * are, bit for bit, what a breakpoint at that site and position reads (on
+ * any backend: both are copies of the same buffer); a new run forgets the
+ * last one's; misuse is refused with the reason.  DJINN_TEST_DEVICE=cuda
+ * runs it on the GPU (decode steps then run as graphs, checked after). */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,8 @@ static void setup(void)
 	cr_assert_not_null(model, "%s", err.msg);
 	be = djn_backend_new(dev ? dev : "cpu", 2, &err);
 	cr_assert_not_null(be, "%s", err.msg);
+	/* DJINN_TEST_DEVICE=cuda must not quietly fall back to the CPU */
+	cr_assert_str_eq(be->i->name, dev && !strncmp(dev, "cuda", 4) ? "cuda" : "cpu");
 }
 
 static void teardown(void)

@@ -14,6 +14,7 @@ pkgs=(
 	libcjson-dev libcriterion-dev libreadline-dev
 	clang libclang-rt-14-dev
 	tmux python3 curl
+	gnuplot-nox
 )
 
 installed() {

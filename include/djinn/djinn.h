@@ -81,7 +81,8 @@ bool djn_site_pattern_valid(const struct djn_config *c, const char *pattern);
 int djn_site_suggest(const struct djn_config *c, const char *name, char (*out)[32], int max);
 /* Why name (a site name or pattern) names no site, as the end of a message,
  * the same for every front end: "did you mean L3.resid_post?", "layers are
- * L0..L4", "a layer's sites are ...".  True when it suggests names. */
+ * L0..L4", "a layer's sites are ...", "layer numbers take no leading zero:
+ * L3.q".  True when it suggests names. */
 bool djn_site_why(const struct djn_config *c, const char *name, char *buf, size_t size);
 
 /* ------------------------------------------------------------- sessions */
@@ -211,6 +212,26 @@ bool djn_site_residual(const struct djn_config *c, int site);
  * scratch; the session is unchanged. */
 enum djn_status djn_session_lens(struct djn_session *s, int site, int row0, int n_rows,
 				 float *out);
+
+/* Recording (TransformerLens's run_with_cache): the rows of every site a
+ * pattern matches ("L*.resid_post", "L3.*", "logits"), at every position a
+ * run computes, copied to the host as each site runs (after its steers: what
+ * a breakpoint there reads).  A run's start forgets the last run's rows; the
+ * patterns stay until djn_record_clear.  A recorded site makes the run stop
+ * by there (as a breakpoint would, without stopping); nothing is recorded
+ * or checked while no pattern is set.  final_norm and logits have a chunk's
+ * last position only.  add: DJN_ERR_INVALID for a pattern that matches no
+ * site (the message says why).  read: rows [pos0, pos0 + n) of site into out
+ * (n * width floats); DJN_ERR_STATE when the site is not recorded or a
+ * position was never computed, DJN_ERR_RANGE past what was recorded. */
+enum djn_status djn_record_add(struct djn_session *s, const char *pattern);
+void djn_record_clear(struct djn_session *s);
+int djn_record_count(const struct djn_session *s);
+const char *djn_record_pattern(const struct djn_session *s, int i);
+bool djn_record_site(const struct djn_session *s, int site);
+/* One past the last position recorded at site (0: none). */
+int djn_record_positions(const struct djn_session *s, int site);
+enum djn_status djn_record_read(struct djn_session *s, int site, int pos0, int n, float *out);
 
 /* Attention patterns: softmax(q . k / sqrt(head_dim)) of query head `head`
  * (0-based) of layer `layer` over its causal window, for rows [row0, row0 +

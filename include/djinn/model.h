@@ -111,6 +111,14 @@ const char *djn_format_name(enum djn_format f);
  * (DJN_ERR_STATE otherwise).  On failure the model is unchanged. */
 enum djn_status djn_model_cast(struct djn_model *m, enum djn_dtype t, struct djn_err *err);
 
+/* Make every transposed weight (ld > 0: GPT-2's Conv1D kept as the file
+ * stores it, which only the CPU backend computes from) row-major, each into
+ * a buffer the model owns; the Text segment calls it before weights go to
+ * any other backend or a ring.  Nothing to do costs nothing.  On failure
+ * (DJN_ERR_NOMEM, naming the tensor and bytes) the weights done so far stay
+ * row-major, the rest as they were: both layouts are valid. */
+enum djn_status djn_model_weights_rowmajor(struct djn_model *m, struct djn_err *err);
+
 /* The dtype of the KV cache of the model's sessions from now on: f32 (the
  * default, exact) or f16 (half the bytes, what f16 engines keep; k and v
  * rounded to nearest even when stored).  Only while no session of m is

@@ -49,28 +49,6 @@ size_t djn_dtype_row_bytes(enum djn_dtype t, int64_t n)
 	return (size_t)(n / dtypes[t].block) * dtypes[t].block_bytes;
 }
 
-float djn_f16_to_f32(uint16_t h)
-{
-	uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-	uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
-	float f;
-
-	if (exp == 0) {
-		if (man == 0) {
-			u = sign;
-		} else { /* subnormal: value = man * 2^-24 */
-			f = (float)man * 5.9604644775390625e-8f;
-			return sign ? -f : f;
-		}
-	} else if (exp == 31) {
-		u = sign | 0x7f800000u | (man << 13);
-	} else {
-		u = sign | ((exp + 112) << 23) | (man << 13);
-	}
-	memcpy(&f, &u, 4);
-	return f;
-}
-
 uint16_t djn_f32_to_f16(float f)
 {
 	uint32_t u, sign, man;
@@ -108,12 +86,39 @@ static inline uint16_t rd16(const uint8_t *p)
 	return (uint16_t)(p[0] | (p[1] << 8));
 }
 
+/* Row r of a transposed weight: element c is c * ld + r of the stored matrix. */
+static void row_f32_strided(const struct djn_weight *w, int64_t r, float *out)
+{
+	size_t es = djn_dtype_block_bytes(w->dtype);
+	const uint8_t *p = (const uint8_t *)w->host + (size_t)r * es;
+
+	for (int64_t c = 0; c < w->cols; c++, p += (size_t)w->ld * es) {
+		switch (w->dtype) {
+		case DJN_DTYPE_F32:
+			memcpy(&out[c], p, 4);
+			break;
+		case DJN_DTYPE_F16:
+			out[c] = djn_f16_to_f32(rd16(p));
+			break;
+		case DJN_DTYPE_BF16:
+			out[c] = djn_bf16_to_f32(rd16(p));
+			break;
+		default:
+			DJN_ASSERT(!"transposed weights are f32, f16 or bf16");
+		}
+	}
+}
+
 void djn_weight_row_f32(const struct djn_weight *w, int64_t r, float *out)
 {
 	size_t rb = djn_dtype_row_bytes(w->dtype, w->cols);
 	const uint8_t *row = (const uint8_t *)w->host + (size_t)r * rb;
 	int64_t n = w->cols;
 
+	if (w->ld) {
+		row_f32_strided(w, r, out);
+		return;
+	}
 	switch (w->dtype) {
 	case DJN_DTYPE_F32:
 		memcpy(out, row, (size_t)n * 4);

@@ -273,7 +273,7 @@ static enum djn_status head(struct djn_batch *b, const float *src, int n)
 bool djn_session_batchable(const struct djn_session *s)
 {
 	if (s->r.state != DJN_RUN_PAUSED || s->r.site != -1 || s->ring ||
-	    s->c->arch != DJN_ARCH_LLAMA || s->n_steers > 0 || s->interrupt)
+	    s->c->arch != DJN_ARCH_LLAMA || s->n_steers > 0 || s->interrupt || s->rec)
 		return false;
 	/* anything that can stop the run steps alone, on the per-site path */
 	for (int i = 0; i < s->n_bps; i++)

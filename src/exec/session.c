@@ -169,6 +169,7 @@ void djn_session_free(struct djn_session *s)
 	djn_ckpts_free(s);
 	djn_breaks_free(s);
 	djn_steers_free(s);
+	djn_record_free(s);
 	djn_arena_release(&s->arena);
 	(void)djn_session_swap_poll(s, true); /* its device pages, freed below */
 	djn_swap_release(&s->swap);
@@ -234,6 +235,7 @@ enum djn_status djn_session_start(struct djn_session *s, const int32_t *ids, int
 	s->interrupt = 0;
 	s->forced = -1;
 	djn_breaks_discard(s);
+	djn_record_reset(s);
 	st = djn_chunk_begin(s, 0, n < DJN_MAX_CHUNK ? n : DJN_MAX_CHUNK);
 	if (st) {
 		s->r = old;
@@ -473,6 +475,8 @@ enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, lon
 					if (!s->armed[site])
 						continue;
 					s->r.site = site;
+					if (djn_record_take(s, site))
+						return settle(s, DJN_STOP_ERROR);
 					enum djn_stop why = djn_breaks_check(s, site);
 					if (why != DJN_STOP_STEP) {
 						/* stopped inside a layer: begun and not
@@ -493,7 +497,7 @@ enum djn_stop djn_session_run(struct djn_session *s, enum djn_run_mode mode, lon
 			return settle(s, DJN_STOP_ERROR);
 		s->r.site = site;
 		if (s->armed[site]) {
-			if (djn_steers_apply(s, site, true))
+			if (djn_steers_apply(s, site, true) || djn_record_take(s, site))
 				return settle(s, DJN_STOP_ERROR);
 			enum djn_stop why = djn_breaks_check(s, site);
 			if (why != DJN_STOP_STEP)
@@ -611,7 +615,9 @@ enum djn_status djn_session_write(struct djn_session *s, int site, const float *
 		return djn_session_fail(s, DJN_ERR_INVALID,
 					"write: %zu floats given, tensor has %d x %d", n, rows, cols);
 	st = s->be->i->copy_h2d(s->be, s->buf[site], in, n * sizeof(float));
-	return st ? djn_session_fail(s, st, "%s", s->be->err.msg) : DJN_OK;
+	if (st)
+		return djn_session_fail(s, st, "%s", s->be->err.msg);
+	return djn_record_take(s, site); /* a recorded row is what flowed on */
 }
 
 enum djn_status djn_session_stats(struct djn_session *s, int site, int row0, int n_rows,
@@ -643,6 +649,7 @@ void djn_session_rearm(struct djn_session *s)
 	for (int i = 0; i < s->n_steers; i++)
 		for (int t = 0; t < s->n_sites; t++)
 			s->armed[t] |= s->steers[i].mask[t];
+	djn_record_arm(s, s->armed);
 }
 
 void djn_session_mem(const struct djn_session *s, struct djn_mem_info *out)

@@ -115,6 +115,8 @@ struct djn_session {
 	struct ckpt *ckpts;
 	int n_ckpts, next_ckpt_id;
 
+	struct djn_rec *rec;    /* record.c: recorded sites, or NULL */
+
 	/* a decode step recorded as one backend graph (forward.c), and what it
 	 * was recorded against: the arena and the KV page table */
 	struct djn_graph *graph;
@@ -187,6 +189,14 @@ enum djn_stop djn_breaks_flush(struct djn_session *s);
 void djn_breaks_discard(struct djn_session *s);
 bool djn_breaks_token(struct djn_session *s);
 void djn_breaks_free(struct djn_session *s);
+/* record.c */
+/* Keep site's rows (just executed and steered) if it is recorded. */
+enum djn_status djn_record_take(struct djn_session *s, int site);
+/* Forget the rows of the last run (a new one starts); the patterns stay. */
+void djn_record_reset(struct djn_session *s);
+/* Mark the recorded sites in armed (the run loop stops by at them). */
+void djn_record_arm(const struct djn_session *s, unsigned char *armed);
+void djn_record_free(struct djn_session *s);
 /* checkpoint.c */
 void djn_ckpts_free(struct djn_session *s);
 /* sample.c */

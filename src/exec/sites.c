@@ -118,13 +118,15 @@ static bool parse_layers(const char *p, size_t len, int n_layer, int *lo, int *h
 		*hi = n_layer - 1;
 		return true;
 	}
-	if (p[1] < '0' || p[1] > '9')
+	/* one spelling per layer, as djn_site_find: L3, never L03 */
+	if (p[1] < '0' || p[1] > '9' || (p[1] == '0' && len > 2 && p[2] >= '0' && p[2] <= '9'))
 		return false;
 	a = strtol(p + 1, &end, 10);
 	b = a;
 	if (end < p + len && *end == '-') {
 		const char *q = end + 1;
-		if (q >= p + len || *q < '0' || *q > '9')
+		if (q >= p + len || *q < '0' || *q > '9' ||
+		    (q[0] == '0' && q + 1 < p + len && q[1] >= '0' && q[1] <= '9'))
 			return false;
 		b = strtol(q, &end, 10);
 	}
@@ -256,13 +258,42 @@ int djn_site_suggest(const struct djn_config *c, const char *name, char (*out)[3
 	return n;
 }
 
+/* "L03.q", "L1-04.*": the name without its layer numbers' leading zeros
+ * into buf, or false when it has none (or is no layer name). */
+static bool strip_zeros(const char *name, char *buf, size_t size)
+{
+	const char *dot = strchr(name, '.');
+	size_t o = 0;
+	bool any = false;
+
+	if (name[0] != 'L' || !dot || size < 2)
+		return false;
+	buf[o++] = 'L';
+	for (const char *p = name + 1; *p && o + 1 < size; p++) {
+		bool digit_start = p < dot && (p[-1] == 'L' || p[-1] == '-');
+		while (digit_start && p[0] == '0' && p[1] >= '0' && p[1] <= '9') {
+			p++;
+			any = true;
+		}
+		buf[o++] = *p;
+	}
+	buf[o] = '\0';
+	return any;
+}
+
 bool djn_site_why(const struct djn_config *c, const char *name, char *buf, size_t size)
 {
-	char sug[4][32];
-	int n = djn_site_suggest(c, name, sug, 4), lo, hi, last = c->n_layer - 1;
+	char sug[4][32], plain[40];
+	int n, lo, hi, last = c->n_layer - 1;
 	const char *kind = split_layers(c, name, &lo, &hi);
 	size_t o;
 
+	if (strip_zeros(name, plain, sizeof(plain)) && djn_site_pattern_valid(c, plain)) {
+		if (size)
+			snprintf(buf, size, "layer numbers take no leading zero: %s", plain);
+		return true;
+	}
+	n = djn_site_suggest(c, name, sug, 4);
 	if (!size)
 		return n > 0;
 	if (n > 0) {

@@ -177,6 +177,8 @@ int djn_steer_add_at(struct djn_session *s, const char *pattern, enum djn_steer_
 		st = apply(s, site, op, v_dev, scale, idx, n_idx, r0, r1);
 		if (v_dev)
 			s->be->i->dealloc(s->be, v_dev);
+		if (!st) /* a recorded row is what flowed on, steered */
+			st = djn_record_take(s, site);
 		return st ? st : 0;
 	}
 	s->steers = djn_xrealloc(s->steers, sizeof(*s->steers) * (size_t)(s->n_steers + 1));

@@ -622,6 +622,85 @@ static int s_attn_pattern(lua_State *L)
 	return 1;
 }
 
+/* s:record{pattern, ...} (or one pattern) -> true: record those sites at
+ * every position of the next runs (run_with_cache); s:record(false) stops
+ * and frees it; s:record() -> the patterns, a list.  Patterns are checked
+ * before any is added. */
+static int s_record(lua_State *L)
+{
+	struct ldj_session *ls = check(L);
+	int n;
+
+	if (lua_isnone(L, 2)) {
+		lua_createtable(L, djn_record_count(ls->s), 0);
+		for (int i = 0; i < djn_record_count(ls->s); i++) {
+			lua_pushstring(L, djn_record_pattern(ls->s, i));
+			lua_rawseti(L, -2, i + 1);
+		}
+		return 1;
+	}
+	if (lua_isboolean(L, 2) && !lua_toboolean(L, 2)) {
+		djn_record_clear(ls->s);
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	if (lua_type(L, 2) == LUA_TSTRING) {
+		lua_createtable(L, 1, 0);
+		lua_pushvalue(L, 2);
+		lua_rawseti(L, -2, 1);
+		lua_replace(L, 2);
+	}
+	luaL_checktype(L, 2, LUA_TTABLE);
+	n = (int)luaL_len(L, 2);
+	if (n < 1)
+		return luaL_argerror(L, 2, "no site pattern");
+	for (int i = 1; i <= n; i++) {
+		lua_rawgeti(L, 2, i);
+		if (lua_type(L, -1) != LUA_TSTRING)
+			return luaL_argerror(L, 2, lua_pushfstring(L, "pattern %d is not a string", i));
+		ldj_check_pattern(L, cfg(ls), "record", lua_tostring(L, -1));
+		lua_pop(L, 1);
+	}
+	for (int i = 1; i <= n; i++) {
+		lua_rawgeti(L, 2, i);
+		if (djn_record_add(ls->s, lua_tostring(L, -1)))
+			return fail(L, ls, "record");
+		lua_pop(L, 1);
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* s:cache(site [, pos]) -> Tensor: the rows the last run recorded at site,
+ * one row per position (row i is position i - 1), or position pos alone
+ * (0-based, as bt and print rec::SITE[POS] count).  final_norm and logits
+ * hold each chunk's last position only: name one. */
+static int s_cache(lua_State *L)
+{
+	struct ldj_session *ls = check(L);
+	int site = ldj_check_site(L, cfg(ls), "cache", luaL_checkstring(L, 2));
+	lua_Integer pos = luaL_optinteger(L, 3, -1);
+	int np = djn_record_positions(ls->s, site), w = djn_site_width(cfg(ls), site);
+	struct ldj_tensor *t;
+
+	if (!djn_record_site(ls->s, site))
+		return ldj_error(L, "cache: %s is not recorded (s:record{\"%s\"} before the run)",
+				 lua_tostring(L, 2), lua_tostring(L, 2));
+	if (pos < -1 || pos >= np)
+		return luaL_argerror(L, 3, lua_pushfstring(L, "position %I outside the %d recorded",
+							   pos, np));
+	if (pos < 0 && djn_site_kind(cfg(ls), site) >= DJN_SITE_FINAL_NORM)
+		return ldj_error(L, "cache: %s holds each chunk's last position only: name one",
+				 lua_tostring(L, 2));
+	if (!np)
+		return ldj_error(L, "cache: nothing recorded at %s yet (run first)",
+				 lua_tostring(L, 2));
+	t = ldj_tensor_new(L, pos < 0 ? np : 1, w);
+	if (djn_record_read(ls->s, site, pos < 0 ? 0 : (int)pos, pos < 0 ? np : 1, t->data))
+		return fail(L, ls, "cache");
+	return 1;
+}
+
 /* s:stats([site [, row]]) -> stats table, computed where the tensor lives
  * (no host copy); row is 1-based, all rows without it. */
 static int s_stats(lua_State *L)
@@ -1008,6 +1087,8 @@ static const luaL_Reg methods[] = {
 	{ "stats", s_stats },
 	{ "lens", s_lens },
 	{ "attn_pattern", s_attn_pattern },
+	{ "record", s_record },
+	{ "cache", s_cache },
 	{ "steer", s_steer },
 	{ "unsteer", s_unsteer },
 	{ "steers", s_steers },

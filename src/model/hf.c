@@ -608,25 +608,11 @@ static enum djn_status bad_shape(struct loader *ld, const struct djn_st_file *f,
 			   f->path, t->name, got, want);
 }
 
-/* Transpose an [in, out] matrix of es-byte elements into [out, in], in
- * tiles so both sides stay in cache. */
-static void transpose(void *dst, const void *src, int64_t in, int64_t out, size_t es)
-{
-	enum { TILE = 32 };
-	const uint8_t *s = src;
-	uint8_t *d = dst;
-
-	for (int64_t i0 = 0; i0 < in; i0 += TILE)
-		for (int64_t o0 = 0; o0 < out; o0 += TILE)
-			for (int64_t i = i0; i < i0 + TILE && i < in; i++)
-				for (int64_t o = o0; o < o0 + TILE && o < out; o++)
-					memcpy(d + ((size_t)o * (size_t)in + (size_t)i) * es,
-					       s + ((size_t)i * (size_t)out + (size_t)o) * es, es);
-}
-
-/* GPT-2's Conv1D weight, stored [in, out] for y = x W + b: transposed into
- * one owned [out, in] buffer in its own dtype, whose rows are split evenly
- * among n_parts weights (c_attn holds q, k and v). */
+/* GPT-2's Conv1D weight, stored [in, out] for y = x W + b: kept where the
+ * file has it, as n_parts transposed weights (ld = out) whose rows are
+ * column ranges of it (c_attn holds q, k and v).  The CPU computes from it
+ * as it is; other backends get it row-major (djn_model_weights_rowmajor)
+ * when the weights go to them, so a CPU session holds the file's bytes once. */
 static enum djn_status bind_conv1d(struct loader *ld, struct djn_weight **parts, int n_parts,
 				   const char *name, int64_t in, int64_t out)
 {
@@ -634,8 +620,7 @@ static enum djn_status bind_conv1d(struct loader *ld, struct djn_weight **parts,
 	const struct djn_st_file *f;
 	enum djn_status st;
 	char want[64];
-	size_t es, part_bytes;
-	uint8_t *buf;
+	size_t es;
 	const char *owned_name;
 
 	if ((st = lookup(ld, name, true, &t, &f)))
@@ -645,19 +630,13 @@ static enum djn_status bind_conv1d(struct loader *ld, struct djn_weight **parts,
 		return bad_shape(ld, f, t, want);
 	}
 	es = djn_dtype_block_bytes(t->dtype);
-	if (!(buf = malloc(t->n_bytes ? t->n_bytes : 1)))
-		return djn_err_set(ld->err, DJN_ERR_NOMEM,
-				   "%s: cannot allocate %zu bytes to transpose tensor '%s'",
-				   ld->m->path, t->n_bytes, name);
-	djn_model_own(ld->m, buf);
-	transpose(buf, t->data, in, out, es);
 	owned_name = own_name(ld, name);
-	part_bytes = t->n_bytes / (size_t)n_parts;
 	for (int p = 0; p < n_parts; p++) {
 		parts[p]->dtype = t->dtype;
 		parts[p]->rows = out / n_parts;
 		parts[p]->cols = in;
-		parts[p]->host = buf + (size_t)p * part_bytes;
+		parts[p]->ld = out;
+		parts[p]->host = (const uint8_t *)t->data + (size_t)p * (size_t)(out / n_parts) * es;
 		parts[p]->name = owned_name;
 	}
 	return DJN_OK;

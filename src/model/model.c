@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "djinn/model.h"
+#include "djinn/progress.h"
 #include "model/mapping.h"
 
 const char *djn_arch_name(enum djn_arch a)
@@ -280,7 +281,67 @@ static void cast_one(struct djn_weight *w, void *ud)
 	}
 	free(row);
 	w->dtype = c->to;
+	w->ld = 0;
 	w->host = djn_model_own(c->m, out);
+}
+
+struct rowmajor_ctx {
+	struct djn_model *m;
+	struct djn_err *err;
+	enum djn_status st;
+	size_t done, total;
+};
+
+static void count_transposed(struct djn_weight *w, void *ud)
+{
+	if (w->ld)
+		((struct rowmajor_ctx *)ud)->total += djn_weight_bytes(w);
+}
+
+/* Tiles of 32 x 32 elements keep both sides in cache; the element size is
+ * a constant in each branch so the copies are plain loads and stores. */
+static void rowmajor_one(struct djn_weight *w, void *ud)
+{
+	enum { T = 32 };
+	struct rowmajor_ctx *c = ud;
+	size_t es = djn_dtype_block_bytes(w->dtype), n = djn_weight_bytes(w);
+	const uint8_t *src = w->host;
+	uint8_t *dst;
+
+	if (!w->ld || c->st)
+		return;
+	if (!(dst = malloc(n ? n : 1))) {
+		c->st = djn_err_set(c->err, DJN_ERR_NOMEM,
+				    "%s: cannot allocate %zu bytes to lay out tensor '%s' row-major",
+				    c->m->name, n, w->name);
+		return;
+	}
+	for (int64_t c0 = 0; c0 < w->cols; c0 += T)
+		for (int64_t r0 = 0; r0 < w->rows; r0 += T)
+			for (int64_t k = c0; k < c0 + T && k < w->cols; k++) {
+				const uint8_t *s = src + ((size_t)k * (size_t)w->ld + (size_t)r0) * es;
+				for (int64_t r = r0; r < r0 + T && r < w->rows; r++, s += es) {
+					uint8_t *d = dst + ((size_t)r * (size_t)w->cols + (size_t)k) * es;
+					if (es == 2)
+						memcpy(d, s, 2);
+					else
+						memcpy(d, s, 4);
+				}
+			}
+	w->host = djn_model_own(c->m, dst);
+	w->ld = 0;
+	c->done += n;
+	djn_progress("laying out weights", c->done, c->total);
+}
+
+enum djn_status djn_model_weights_rowmajor(struct djn_model *m, struct djn_err *err)
+{
+	struct rowmajor_ctx c = { m, err, DJN_OK, 0, 0 };
+
+	djn_model_for_each_weight(m, count_transposed, &c);
+	if (c.total)
+		djn_model_for_each_weight(m, rowmajor_one, &c);
+	return c.st;
 }
 
 enum djn_status djn_model_cast(struct djn_model *m, enum djn_dtype t, struct djn_err *err)

@@ -573,6 +573,12 @@ enum djn_cmd_ret sh_print(struct djn_shell *sh, int argc, char **argv, int disp)
 	int i, n = 1;
 	enum djn_cmd_ret ret;
 
+	if (argc >= 2 && sh_record_name(argv[1])) {
+		i = 2;
+		if (!sh_record_value(sh, argv[0], argv[1], &val, rows, sizeof(rows)))
+			return DJN_CMD_FAIL;
+		goto show;
+	}
 	if (argc >= 2 && sh_pattern_name(argv[1])) {
 		/* L3.attn_pattern[H]: computed now, then shown as a value */
 		i = argc > 2 && !strchr(argv[1], '[') && argv[2][0] == '[' ? 3 : 2;
@@ -758,6 +764,16 @@ DJN_CMD_FN(cmd_info_display)
 }
 
 /* ---------------------------------------------------------- backtrace */
+
+/* gdb's frame, up and down: the pass has no frames (docs/sites.md says why);
+ * say what names the thing a frame would have selected. */
+DJN_CMD_FN(cmd_frame)
+{
+	return sh_fail(sh, "%s: no call frames here: the forward pass is a loop over sites, and "
+			   "bt's lines are scopes of one place; name a site instead: print L2.q "
+			   "(any live site, see \"info sites\"), print rec::SITE[POS] (an earlier "
+			   "position, kept by \"record\")", argv[0]);
+}
 
 DJN_CMD_FN(cmd_backtrace)
 {

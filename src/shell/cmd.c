@@ -63,6 +63,9 @@ static const struct djn_cmd info_cmds[] = {
 	  .help = "The phases of a request: serialize and send (client), queue, execute and\n"
 		  "result serialize (server), receive (the rest: the way back and its read).\n"
 		  "Last request and mean over all; --json gives them as numbers." },
+	{ .name = "record", .usage = "info record", .arity = 1,
+	  .summary = "the recorded site patterns, and the positions the last run kept",
+	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_info_record },
 	{ .name = "ringbuf", .usage = "info ringbuf", .arity = 1,
 	  .summary = "the ring buffer: resident and streamed layers, slots, bytes per token",
 	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_info_ringbuf },
@@ -316,7 +319,9 @@ const struct djn_cmd djn_cmd_table[] = {
 		  "H / (n_head / n_kv_head)): a row per token of the chunk, softmax(q.k /\n"
 		  "sqrt(head_dim)) over positions 0..pos, zeros after; columns are positions.\n"
 		  "Needs L{i}.q live, and K of the chunk computed (at L{i}.k or later);\n"
-		  "display takes it too." },
+		  "display takes it too.\n"
+		  "rec::SITE[POS]: what `record SITE` kept of the last run, a row per\n"
+		  "position (not per row of the chunk), after the run or at any stop." },
 	{ .name = "inspect", .usage = "inspect [SITE|$N] [SLICE] [--top K] [--save FILE.npy]",
 	  .arity = -1, .max = 7, .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_print,
 	  .args = DJN_ARG_SITE, .summary = "same as print" },
@@ -325,6 +330,18 @@ const struct djn_cmd djn_cmd_table[] = {
 	  .summary = "print SITE at every stop (no argument: show the displays now)" },
 	{ .name = "undisplay", .usage = "undisplay [N...]", .arity = -1, .exec = cmd_undisplay,
 	  .summary = "stop displaying N (all when no number is given)" },
+	{ .name = "record", .usage = "record [SITE-PATTERN...|off]", .arity = -1,
+	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_record, .args = DJN_ARG_SITE,
+	  .summary = "keep sites' rows at every position of the next runs (run_with_cache)",
+	  .help = "Each run from now on copies the rows of every site a pattern matches\n"
+		  "(L*.resid_post, L3.*, logits) to the host as the site runs, after its\n"
+		  "steers: what a breakpoint there reads.  A new run forgets the last one's\n"
+		  "rows.  After the run (or at any stop) print rec::SITE reads them with a\n"
+		  "row per position: print rec::L3.resid_post[4], [2:6, 0:8], --save F.npy.\n"
+		  "final_norm and logits hold each chunk's last position only.  Recording\n"
+		  "makes the run visit those sites one by one (as a breakpoint would) and\n"
+		  "costs nothing when off.  record alone (or info record) lists what is\n"
+		  "recorded; record off stops and frees it." },
 	{ .name = "lens", .usage = "lens [SITE] [ROWS] [--top K]", .arity = -1, .max = 5,
 	  .flags = DJN_CMD_NEEDS_RUN, .exec = cmd_lens, .args = DJN_ARG_SITE,
 	  .summary = "the logit lens: the next tokens a residual site predicts",
@@ -356,6 +373,17 @@ const struct djn_cmd djn_cmd_table[] = {
 	  .summary = "where the run is: site, layer, token position and text so far" },
 	{ .name = "where", .usage = "where", .arity = 1, .flags = DJN_CMD_NEEDS_RUN,
 	  .exec = cmd_backtrace, .summary = "same as backtrace" },
+	{ .name = "frame", .alias = "f", .usage = "frame [N]", .arity = -1, .max = 2,
+	  .exec = cmd_frame, .summary = "(gdb's) none here: print names any live site",
+	  .help = "The forward pass is a loop over sites, not a call stack: bt's lines are\n"
+		  "nested scopes of one place (site, layer, position, run), with no locals\n"
+		  "of their own to select.  Name what a frame would select: print L2.q (any\n"
+		  "live site; info sites), print rec::SITE[POS] (an earlier position, kept\n"
+		  "by record), restore N (an earlier state).  docs/sites.md says more." },
+	{ .name = "up", .usage = "up [N]", .arity = -1, .max = 2, .exec = cmd_frame,
+	  .summary = "(gdb's) none here: see frame" },
+	{ .name = "down", .usage = "down [N]", .arity = -1, .max = 2, .exec = cmd_frame,
+	  .summary = "(gdb's) none here: see frame" },
 	{ .name = "info", .alias = "i", .usage = "info WHAT", .arity = -1, .exec = cmd_info,
 	  .sub = info_cmds, .summary = "describe the program being debugged" },
 

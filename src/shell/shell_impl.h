@@ -418,6 +418,7 @@ DJN_CMD_FN(cmd_display);
 DJN_CMD_FN(cmd_undisplay);
 DJN_CMD_FN(cmd_delete_display);
 DJN_CMD_FN(cmd_backtrace);
+DJN_CMD_FN(cmd_frame);
 DJN_CMD_FN(cmd_info_display);
 /* cmd-lens.c */
 DJN_CMD_FN(cmd_lens);
@@ -432,6 +433,14 @@ DJN_CMD_FN(cmd_patch);
  * has none.  A row slice after it ([H][ROWS], or [H, ROWS]) goes to rows as
  * print's slice text ("" if none).  False after sh_fail. */
 bool sh_pattern_name(const char *w);
+/* cmd-record.c: "rec::SITE[ROWS]" (print's word for recorded rows), and its
+ * value: every recorded position of SITE as a row (row = position), the
+ * slice that followed the name into rows; false after sh_fail. */
+bool sh_record_name(const char *w);
+bool sh_record_value(struct djn_shell *sh, const char *argv0, const char *word,
+		     struct sh_value *out, char *rows, size_t rows_n);
+DJN_CMD_FN(cmd_record);
+DJN_CMD_FN(cmd_info_record);
 bool sh_pattern_value(struct djn_shell *sh, const char *argv0, const char *word,
 		      const char *slice, struct sh_value *out, char *rows, size_t rows_n);
 /* cmd-steer.c */

@@ -37,6 +37,7 @@ static void upload_one(struct djn_weight *w, void *ud)
 		w->dev = (void *)w->host;
 		return;
 	}
+	DJN_ASSERT(!w->ld); /* djn_text_acquire laid it out row-major */
 	w->dev = u->be->i->alloc(u->be, n);
 	if (!w->dev) {
 		u->st = DJN_ERR_NOMEM;
@@ -131,6 +132,11 @@ enum djn_status djn_text_acquire(struct djn_model *m, struct djn_backend *be,
 		ts->refs++;
 		return DJN_OK;
 	}
+	/* transposed weights are the CPU's alone: a device or a ring, which copy
+	 * weights as row-major bytes, get them laid out first (once) */
+	if ((!be->host_memory || (ts && ts->configured)) &&
+	    (st = djn_model_weights_rowmajor(m, err)))
+		return st;
 	if (ts && ts->configured && ts->cfg.shared)
 		return acquire_shared(m, ts, be, working_set, err);
 	if (ts && ts->configured) {

@@ -120,25 +120,52 @@ if [ $# -eq 0 ]; then
 		done
 	fi
 
-	# --- the example session in docs/commands.md is what djinn prints ----
+	# --- the sessions the docs show are what djinn prints -----------------
+	# session WANT GOT: replay the "(djinn) CMD" lines of WANT (its first
+	# line the shell's command line) through djinn, the output into GOT
+	session() {
+		local ex=() c
+		while IFS= read -r c; do
+			[ "$c" = quit ] && continue
+			ex+=(-ex "echo (djinn) $c\\n" -ex "$c")
+		done < <(sed -n 's/^(djinn) //p' "$1")
+		{
+			head -n 1 "$1"
+			(cd "$tmp" && "$djinn" -batch models/stories260K.bin -z models/tok512.bin "${ex[@]}" 2>&1)
+			echo "(djinn) quit"
+		} >"$2"
+		[ ${#ex[@]} -gt 10 ]
+	}
 	md=$root/docs/commands.md
 	sed -n '/^## An example session/,/^## Commands/p' "$md" |
 		sed -n '/^```$/,/^```$/p' | sed '1d;$d' >"$tmp/example.want"
-	ex=()
-	while IFS= read -r c; do
-		[ "$c" = quit ] && continue
-		ex+=(-ex "echo (djinn) $c\\n" -ex "$c")
-	done < <(sed -n 's/^(djinn) //p' "$tmp/example.want")
-	{
-		head -n 1 "$tmp/example.want"
-		(cd "$tmp" && "$djinn" -batch models/stories260K.bin -z models/tok512.bin "${ex[@]}" 2>&1)
-		echo "(djinn) quit"
-	} >"$tmp/example.got"
-	if [ ${#ex[@]} -gt 10 ] && diff -u "$tmp/example.want" "$tmp/example.got" >"$tmp/example.diff"; then
+	if session "$tmp/example.want" "$tmp/example.got" &&
+	   diff -u "$tmp/example.want" "$tmp/example.got" >"$tmp/example.diff"; then
 		ok "docs/commands.md: the example session prints what it shows"
 	else
 		bad "docs/commands.md: the example session differs from djinn's output"
 		head -n 20 "$tmp/example.diff"
+	fi
+	# docs/walkthrough.md: its ```session blocks, one session read in order
+	awk '/^```session$/ { on = 1; next } /^```$/ { on = 0 } on' \
+		"$root/docs/walkthrough.md" >"$tmp/walk.want"
+	if session "$tmp/walk.want" "$tmp/walk.got" &&
+	   diff -u "$tmp/walk.want" "$tmp/walk.got" >"$tmp/walk.diff"; then
+		ok "docs/walkthrough.md: the session prints what it shows"
+	else
+		bad "docs/walkthrough.md: the session differs from djinn's output"
+		head -n 20 "$tmp/walk.diff"
+	fi
+
+	# --- the patching heatmap (bench/plot_patch.sh needs gnuplot) --------
+	if command -v gnuplot >/dev/null; then
+		if out=$("$root"/tests/shell/plot-patch.sh "$(dirname "$djinn")" 2>&1); then
+			ok "plot-patch (PNG and SVG)"
+		else
+			bad "plot-patch: $out"
+		fi
+	else
+		printf 'skip plot-patch (no gnuplot: scripts/install-deps.sh installs it)\n'
 	fi
 
 	# --- docs/commands.md is generated from the command table ----------

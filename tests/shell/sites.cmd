@@ -14,6 +14,9 @@ break embd
 break resid_post
 break L9.*
 break L*.resid_pots
+break L03.q
+break L01-3.*
+break L0.q
 start "Once upon a time" -n 2
 print L9.resid_post
 print foo
@@ -23,4 +26,5 @@ break L9.resid_post
 break foo
 break L3.resid_pots
 break L9.*
+break L03.q
 print L9.resid_post

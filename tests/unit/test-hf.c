@@ -291,9 +291,10 @@ static const char *subst(const char *s, const char *from, const char *to)
 	return out;
 }
 
+/* W[r][c] in either layout (ld > 0: GPT-2's Conv1D as the file stores it) */
 static float f32_at(const struct djn_weight *w, int64_t r, int64_t c)
 {
-	size_t i = (size_t)(r * w->cols + c);
+	size_t i = (size_t)(w->ld ? c * w->ld + r : r * w->cols + c);
 
 	switch (w->dtype) {
 	case DJN_DTYPE_F32:

@@ -21,6 +21,8 @@ static void setup(void)
 	cr_assert_not_null(model, "%s", err.msg);
 	be = djn_backend_new(dev ? dev : "cpu", 2, &err);
 	cr_assert_not_null(be, "%s", err.msg);
+	/* DJINN_TEST_DEVICE=cuda must not quietly fall back to the CPU */
+	cr_assert_str_eq(be->i->name, dev && !strncmp(dev, "cuda", 4) ? "cuda" : "cpu");
 }
 
 static void teardown(void)

@@ -115,7 +115,7 @@ if runs:
           f"{64 * solo32 / 40 if ref else float('nan'):.2f} ms a step against this run's f32 "
           f"batch 1 alone, 6.14 against 3.84 ms):")
     print(f"{'kv':<9}{'alone ms/tok':>13}{'batch':>6}{'ms/step':>9}{'tok/s':>8}{'x b1':>6}"
-          f"{'x f32 alone':>12}{'roof ms':>8}{'% roof':>7}{'same':>6}")
+          f"{'x f32 alone':>12}{'roof ms':>8}{'% roof':>7}{'same':>6}{'graph':>10}")
     for n, b in runs:
         b1 = next((x for x in b["batches"] if x["batch"] == 1), None)
         label = n
@@ -127,5 +127,6 @@ if runs:
             print(f"{label:<9}{b['solo_decode_ms_per_token']:>13.3f}{x['batch']:>6}"
                   f"{x['decode_ms_per_step']:>9.3f}{x['tokens_per_s']:>8.0f}{xb1:>6.1f}{xf:>12.1f}"
                   f"{x['roofline_ms_per_step']:>8.3f}{x['pct_of_roofline']:>7.1f}"
-                  f"{x['greedy_same_as_alone']:>4}/{x['checked']}")
+                  f"{x['greedy_same_as_alone']:>4}/{x['checked']}"
+                  f"{x.get('graph_steps', -1):>6}/{x.get('steps', -1)}")
 PY

@@ -228,8 +228,9 @@ struct djn_backend_i {
 	 * first, as matmul() rounds them); f32 accumulation, no bias.  With
 	 * accumulate, y += x . W^T: the residual add folded into the GEMM
 	 * (the sum of y and the product rounded once, as add() rounds it; the
-	 * product's own rounding order may differ from matmul()'s).  n > 8
-	 * (fewer rows take matmul()'s GEMV, which reads x as f32). */
+	 * product's own rounding order may differ from matmul()'s).  At any n
+	 * x goes through f16 here: as matmul() for n > 8 (its GEMV reads x as
+	 * f32 at n <= 8, so callers use this op above that only). */
 	enum djn_status (*matmul_f16)(struct djn_backend *be, float *y, const void *x,
 				      enum djn_dtype x_dtype, const struct djn_weight *w, int n,
 				      bool accumulate);

@@ -5,14 +5,16 @@
 # (bin/bench/attn_rows_bench --f16kv, GB/s beside the d2d copy bandwidth of the same run); and
 # decode on the Llama-2-7B-shaped f16 model (bin/bench/batch_bench: batch 1 alone in ms a token,
 # batch 1 and 64 through the scheduler in ms a step, tokens/s, x batch 1, % of roofline) with an
-# f32 cache, an f16 cache, and an f16 cache through the old kernels (DJN_ATTN_F16_OLD=1), and
-# with the f16 cache again under AB_ENV (default DJN_GEMM_SHARED_X=0: q, k, v and gate, up each
-# round x to f16 for themselves, as before; AB_ENV= leaves that run out).
+# f32 cache, an f16 cache, and an f16 cache through the old kernels (DJN_ATTN_F16_OLD=1; OLD=0
+# leaves that run out), and with the f16 cache again under each run of AB_ENV (runs separated by
+# ';', a run's variables by spaces; default DJN_BATCH_FUSE=0: the batched step's ops unfused, as
+# before src/exec/batch.c's DJN_BATCH_FUSE_* switches; AB_ENV= leaves these runs out; e.g.
+# AB_ENV='DJN_BATCH_FUSE=0;DJN_BATCH_FUSE_RESID=0;DJN_BATCH_FUSE_NORM=0 DJN_BATCH_FUSE_SWIGLU=0').
 # Logs and JSON go to OUT_DIR; a short table is printed last.  About 3 to 4 minutes (TESTS=0:
-# about 1.5).
+# about 1.5; each further AB_ENV run about 20 s).
 # usage: (from the bundle) bench/f16kv_ab.sh OUT_DIR [MODEL_DIR]
 #   TESTS=0 skips the tests, MEMCHECK=0 compute-sanitizer on the f16 tests, BATCHES=1,64,
-#   AB_ENV=VAR=VALUE
+#   OLD=0, AB_ENV='VAR=VALUE [VAR=VALUE...][;...]'
 set -uo pipefail
 out=${1:?usage: bench/f16kv_ab.sh OUT_DIR [MODEL_DIR]}
 m=${2:-/tmp/djinn-llama-2-7b}
@@ -41,7 +43,8 @@ if [ "${TESTS:-1}" != 0 ]; then
 	if [ "${MEMCHECK:-1}" != 0 ] && command -v compute-sanitizer >/dev/null; then
 		# both new kernels, over many pages and positions, in two short tests
 		for f in 'gpu-test-cuda-ops graph/replay_at_other_positions_f16' \
-			'gpu-test-cuda-batch graph/batched_step_replays_with_new_positions_f16'; do
+			'gpu-test-cuda-batch graph/batched_step_replays_with_new_positions_f16' \
+			'gpu-test-cuda-batch graph/batched_step_replays_fused_rope_store_f16'; do
 			set -- $f
 			timeout 60 ./run.sh compute-sanitizer --tool memcheck --error-exitcode 9 \
 				"bin/tests/$1" --jobs 1 --filter "$2" >"$out/memcheck-$1.log" 2>&1
@@ -68,13 +71,20 @@ batch() { # NAME KV_DTYPE [VAR=VALUE...]
 }
 batch f32 f32
 batch f16 f16
-batch f16-old f16 DJN_ATTN_F16_OLD=1
-ab=${AB_ENV-DJN_GEMM_SHARED_X=0}
-[ -z "$ab" ] || batch f16-ab f16 $ab
+[ "${OLD:-1}" = 0 ] || batch f16-old f16 DJN_ATTN_F16_OLD=1
+ab=${AB_ENV-DJN_BATCH_FUSE=0}
+i=0
+IFS=';' read -ra abs <<<"$ab"
+for run in "${abs[@]}"; do
+	[ -n "${run// /}" ] || continue
+	i=$((i + 1))
+	batch "f16-ab$i" f16 $run
+done
 
 python3 - "$out" "$ab" <<'PY' | tee -a "$summary"
 import json, os, sys
-o, ab = sys.argv[1], sys.argv[2]
+o = sys.argv[1]
+ab = [r.strip() for r in sys.argv[2].split(";") if r.strip()]
 def load(n):
     p = os.path.join(o, n)
     try:
@@ -95,7 +105,8 @@ if a:
               f"{r['session_old_us'] if r['rows'] == 1 else float('nan'):>8.1f} | "
               f"{max(r['err_new'], r['err_old']):>8.1e}"
               f"{'  WRONG' if max(r['err_new'], r['err_old']) > 1e-4 else ''}")
-runs = [(n, load(f"batch-{n}.json")) for n in ("f32", "f16", "f16-old", "f16-ab")]
+names = ["f32", "f16", "f16-old"] + [f"f16-ab{i + 1}" for i in range(len(ab))]
+runs = [(n, load(f"batch-{n}.json")) for n in names]
 runs = [(n, b) for n, b in runs if b]
 ref = next((b for n, b in runs if n == "f32"), None)
 solo32 = ref["solo_decode_ms_per_token"] if ref else float("nan")
@@ -104,17 +115,18 @@ if runs:
           f"{64 * solo32 / 40 if ref else float('nan'):.2f} ms a step against this run's f32 "
           f"batch 1 alone, 6.14 against 3.84 ms):")
     print(f"{'kv':<9}{'alone ms/tok':>13}{'batch':>6}{'ms/step':>9}{'tok/s':>8}{'x b1':>6}"
-          f"{'x f32 alone':>12}{'roof ms':>8}{'% roof':>7}{'same':>6}")
+          f"{'x f32 alone':>12}{'roof ms':>8}{'% roof':>7}{'same':>6}{'graph':>10}")
     for n, b in runs:
         b1 = next((x for x in b["batches"] if x["batch"] == 1), None)
         label = n
-        if n == "f16-ab":
-            print(f"f16-ab: f16 with {ab}")
+        if n.startswith("f16-ab"):
+            print(f"{n}: f16 with {ab[int(n[6:]) - 1]}")
         for x in b["batches"]:
             xb1 = x["tokens_per_s"] / b1["tokens_per_s"] if b1 else float("nan")
             xf = x["tokens_per_s"] * solo32 / 1e3
             print(f"{label:<9}{b['solo_decode_ms_per_token']:>13.3f}{x['batch']:>6}"
                   f"{x['decode_ms_per_step']:>9.3f}{x['tokens_per_s']:>8.0f}{xb1:>6.1f}{xf:>12.1f}"
                   f"{x['roofline_ms_per_step']:>8.3f}{x['pct_of_roofline']:>7.1f}"
-                  f"{x['greedy_same_as_alone']:>4}/{x['checked']}")
+                  f"{x['greedy_same_as_alone']:>4}/{x['checked']}"
+                  f"{x.get('graph_steps', -1):>6}/{x.get('steps', -1)}")
 PY

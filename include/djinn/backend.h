@@ -200,6 +200,40 @@ struct djn_backend_i {
 	 * one wait for all rows.  Not recordable (it returns to the host). */
 	enum djn_status (*argmax_rows)(struct djn_backend *be, const float *x, int n, int dim,
 				       int *out);
+	/* rope_rows() on q (n_head heads) and on k (n_kv_head heads), rot_dim
+	 * = head_dim, then kv_store_rows() of k and v, in one pass (one launch
+	 * on CUDA): the same bits in q, k and the caches as the three calls.
+	 * May be NULL: callers make the three calls. */
+	enum djn_status (*rope_store_rows)(struct djn_backend *be, float *q, float *k,
+					   const float *v, const struct djn_kv_rows *kv, int layer,
+					   int n_head, int n_kv_head, int head_dim, float theta,
+					   enum djn_rope_style style);
+
+	/* --- f16 activations for f16 weights (a batch's GEMMs) ---
+	 * A GEMM over f16 weights with more than a few rows takes x rounded to
+	 * f16 (matmul(), cuBLAS on CUDA); these let the op before it write x
+	 * so, with no f32 round trip and no conversion pass between.  Halves
+	 * are IEEE binary16 rounded to nearest even: rmsnorm_f16 and
+	 * swiglu_f16 give bit for bit what rmsnorm() and swiglu() give,
+	 * rounded (djn_f32_to_f16).  All three may be NULL (the CPU's are):
+	 * callers use the f32 ops. */
+	/* rmsnorm() of x (n, dim) into out (n, dim) halves. */
+	enum djn_status (*rmsnorm_f16)(struct djn_backend *be, uint16_t *out, const float *x,
+				       const struct djn_weight *w, int n, int dim, float eps);
+	/* swiglu() into out (n halves). */
+	enum djn_status (*swiglu_f16)(struct djn_backend *be, uint16_t *out, const float *gate,
+				      const float *up, size_t n);
+	/* y (n, w->rows) = x (n, w->cols) . W^T for an f16 weight, x halves
+	 * (x_dtype DJN_DTYPE_F16) or floats (DJN_DTYPE_F32: rounded to f16
+	 * first, as matmul() rounds them); f32 accumulation, no bias.  With
+	 * accumulate, y += x . W^T: the residual add folded into the GEMM
+	 * (the sum of y and the product rounded once, as add() rounds it; the
+	 * product's own rounding order may differ from matmul()'s).  At any n
+	 * x goes through f16 here: as matmul() for n > 8 (its GEMV reads x as
+	 * f32 at n <= 8, so callers use this op above that only). */
+	enum djn_status (*matmul_f16)(struct djn_backend *be, float *y, const void *x,
+				      enum djn_dtype x_dtype, const struct djn_weight *w, int n,
+				      bool accumulate);
 
 	/* out = silu(gate) * up */
 	enum djn_status (*swiglu)(struct djn_backend *be, float *out, const float *gate,

@@ -19,13 +19,31 @@
  *
  * Only the head's tensors (final_norm, logits) of a finished session are
  * copied back to its own buffers; a chunk run in a batch has no other live
- * sites (a session that must stop at a site steps alone: batchable()). */
+ * sites (a session that must stop at a site steps alone: batchable()).
+ *
+ * Fused ops (where the backend has them; each on unless its variable is 0,
+ * DJN_BATCH_FUSE=0 turns all off, read when the batch is made):
+ *   DJN_BATCH_FUSE_NORM    the norms write the f16 input of the GEMMs after
+ *                          them (rmsnorm_f16, matmul_f16) instead of f32
+ *                          rows and a conversion pass;
+ *   DJN_BATCH_FUSE_RESID   the residual adds are the GEMMs' own (matmul_f16
+ *                          accumulating into x) instead of a product in
+ *                          memory and an add kernel;
+ *   DJN_BATCH_FUSE_ROPE    RoPE on q and k and the KV store in one launch
+ *                          (rope_store_rows) instead of three;
+ *   DJN_BATCH_FUSE_SWIGLU  SwiGLU writes the down GEMM's f16 input
+ *                          (swiglu_f16) instead of f32 and a conversion.
+ * NORM, RESID and SWIGLU apply to GEMMs over f16 weights (batches of more
+ * than one row on a GPU); they give what the separate ops give, the f32
+ * values rounded to f16 as the GEMM rounded them before, save RESID's sum,
+ * which cuBLAS may order differently.  ROPE gives the same bits. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "exec/session_impl.h"
 
-#define GRAPH_SIZES 9 /* padded batches of 1, 2, 4, ... 256 rows */
+#define GRAPH_SIZES 9   /* padded batches of 1, 2, 4, ... 256 rows */
+#define GPU_MIN_ROWS 16 /* a GPU batch of several rows has at least these */
 
 struct djn_batch {
 	struct djn_backend *be;
@@ -34,6 +52,7 @@ struct djn_batch {
 	int cap_rows, cap_seqs;
 	struct djn_arena arena;
 	float *x, *xb, *q, *k, *v, *att, *ao, *gate, *up, *act, *last, *fn, *logits;
+	uint16_t *xh; /* f16 GEMM input (rows, max(dim, hidden)): the fused ops */
 	/* per row, in one backend block (one copy a step): the page table of
 	 * its session, its position and its token id */
 	void *meta;
@@ -48,8 +67,16 @@ struct djn_batch {
 	struct djn_graph *graph[GRAPH_SIZES];
 	int graph_fails[GRAPH_SIZES];
 	bool graph_off;
+	bool fuse_norm, fuse_resid, fuse_rope, fuse_swiglu; /* the header's switches */
 	long graph_steps, steps;
 };
+
+static bool env_off(const char *name)
+{
+	const char *e = getenv(name);
+
+	return e && !strcmp(e, "0");
+}
 
 struct djn_batch *djn_batch_new(struct djn_backend *be, struct djn_err *err)
 {
@@ -64,6 +91,11 @@ struct djn_batch *djn_batch_new(struct djn_backend *be, struct djn_err *err)
 	b->arena.be = be; /* grown at the first step */
 	const char *g = getenv("DJINN_GRAPH");
 	b->graph_off = g && !strcmp(g, "0");
+	const bool fuse = !env_off("DJN_BATCH_FUSE");
+	b->fuse_norm = fuse && !env_off("DJN_BATCH_FUSE_NORM");
+	b->fuse_resid = fuse && !env_off("DJN_BATCH_FUSE_RESID");
+	b->fuse_rope = fuse && !env_off("DJN_BATCH_FUSE_ROPE");
+	b->fuse_swiglu = fuse && !env_off("DJN_BATCH_FUSE_SWIGLU");
 	return b;
 }
 
@@ -124,10 +156,11 @@ static enum djn_status reserve(struct djn_batch *b, const struct djn_model *m, i
 	if (seqs < rows)
 		seqs = rows;
 	graphs_free(b);
+	size_t nh = (size_t)rows * (c->hidden_dim > c->dim ? c->hidden_dim : c->dim);
 	size_t f = 4 * (size_t)rows * c->dim + (size_t)rows * (qd + 2 * kvd) +
 		   3 * (size_t)rows * c->hidden_dim + 2 * (size_t)seqs * c->dim +
-		   (size_t)seqs * c->vocab_size;
-	if (djn_arena_reserve(&b->arena, f * sizeof(float) + 14 * 256, &b->err))
+		   (size_t)seqs * c->vocab_size + (nh + 1) / 2;
+	if (djn_arena_reserve(&b->arena, f * sizeof(float) + 15 * 256, &b->err))
 		return b->err.code;
 	djn_arena_reset(&b->arena);
 	b->x = djn_arena_floats(&b->arena, (size_t)rows * c->dim);
@@ -143,7 +176,8 @@ static enum djn_status reserve(struct djn_batch *b, const struct djn_model *m, i
 	b->last = djn_arena_floats(&b->arena, (size_t)seqs * c->dim);
 	b->fn = djn_arena_floats(&b->arena, (size_t)seqs * c->dim);
 	b->logits = djn_arena_floats(&b->arena, (size_t)seqs * c->vocab_size);
-	DJN_ASSERT(b->logits != NULL);
+	b->xh = (uint16_t *)djn_arena_floats(&b->arena, (nh + 1) / 2);
+	DJN_ASSERT(b->xh != NULL);
 	void *meta = be->i->alloc(be, meta_bytes(rows));
 	if (!meta) {
 		b->m = NULL;
@@ -185,15 +219,129 @@ static enum djn_status attend(struct djn_batch *b, int n_rows, int l)
 	enum djn_status st;
 
 	b->rows.n_rows = n_rows;
-	if ((st = o->rope_rows(be, b->q, &b->rows, c->n_head, c->head_dim, c->head_dim,
-			       c->rope_theta, c->rope_style)) ||
-	    (st = o->rope_rows(be, b->k, &b->rows, c->n_kv_head, c->head_dim, c->head_dim,
-			       c->rope_theta, c->rope_style)) ||
-	    (st = o->kv_store_rows(be, &b->rows, l, b->k, b->v)) ||
-	    (st = o->attention_rows(be, b->att, b->q, &b->rows, c->n_head, c->n_kv_head,
-				    c->head_dim, l)))
+	if (b->fuse_rope && o->rope_store_rows && c->head_dim % 2 == 0 &&
+	    c->n_kv_head * c->head_dim == b->rows.kv_dim)
+		st = o->rope_store_rows(be, b->q, b->k, b->v, &b->rows, l, c->n_head, c->n_kv_head,
+					c->head_dim, c->rope_theta, c->rope_style);
+	else if (!(st = o->rope_rows(be, b->q, &b->rows, c->n_head, c->head_dim, c->head_dim,
+				     c->rope_theta, c->rope_style)) &&
+		 !(st = o->rope_rows(be, b->k, &b->rows, c->n_kv_head, c->head_dim, c->head_dim,
+				     c->rope_theta, c->rope_style)))
+		st = o->kv_store_rows(be, &b->rows, l, b->k, b->v);
+	if (st || (st = o->attention_rows(be, b->att, b->q, &b->rows, c->n_head, c->n_kv_head,
+					  c->head_dim, l)))
 		return fail(b, st, "attention");
 	return DJN_OK;
+}
+
+/* Whether layer L's GEMMs can take f16 input from the ops before them: f16
+ * weights, no biases, rows for cuBLAS (matmul_f16). */
+static bool f16_layer(const struct djn_batch *b, const struct djn_layer *L, int n_rows)
+{
+	const struct djn_weight *ws[] = { &L->wq, &L->wk, &L->wv, &L->wo,
+					  &L->w_gate, &L->w_up, &L->w_down };
+	const struct djn_weight *bs[] = { &L->bq, &L->bk, &L->bv, &L->bo, &L->b_up, &L->b_down };
+
+	if (n_rows < GPU_MIN_ROWS || !b->be->i->matmul_f16)
+		return false;
+	for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++)
+		if (ws[i]->dtype != DJN_DTYPE_F16)
+			return false;
+	for (size_t i = 0; i < sizeof(bs) / sizeof(bs[0]); i++)
+		if (djn_weight_present(bs[i]))
+			return false;
+	return true;
+}
+
+/* The attention half of layer l with the fused ops (f16_layer): the residual
+ * stream b->x goes on to the MLP. */
+static enum djn_status attn_f16(struct djn_batch *b, int n_rows, int l)
+{
+	const struct djn_backend_i *o = b->be->i;
+	struct djn_backend *be = b->be;
+	const struct djn_config *c = &b->m->cfg;
+	const struct djn_layer *L = &b->m->layers[l];
+	size_t nd = (size_t)n_rows * c->dim;
+	enum djn_status st;
+
+	if (b->fuse_norm && o->rmsnorm_f16) {
+		if ((st = o->rmsnorm_f16(be, b->xh, b->x, &L->attn_norm, n_rows, c->dim,
+					 c->norm_eps)))
+			return fail(b, st, "attn_norm");
+		if ((st = o->matmul_f16(be, b->q, b->xh, DJN_DTYPE_F16, &L->wq, n_rows, false)) ||
+		    (st = o->matmul_f16(be, b->k, b->xh, DJN_DTYPE_F16, &L->wk, n_rows, false)) ||
+		    (st = o->matmul_f16(be, b->v, b->xh, DJN_DTYPE_F16, &L->wv, n_rows, false)))
+			return fail(b, st, "q/k/v");
+	} else {
+		float *ys[3] = { b->q, b->k, b->v };
+		const struct djn_weight *ws[3] = { &L->wq, &L->wk, &L->wv };
+		if ((st = o->rmsnorm(be, b->xb, b->x, &L->attn_norm, n_rows, c->dim, c->norm_eps)))
+			return fail(b, st, "attn_norm");
+		if (o->matmul_group)
+			st = o->matmul_group(be, ys, b->xb, ws, 3, n_rows, false, NULL);
+		else
+			for (int i = 0; i < 3 && !st; i++)
+				st = o->matmul(be, ys[i], b->xb, ws[i], NULL, n_rows);
+		if (st)
+			return fail(b, st, "q/k/v");
+	}
+	if ((st = attend(b, n_rows, l)))
+		return st;
+	if (b->fuse_resid)
+		st = o->matmul_f16(be, b->x, b->att, DJN_DTYPE_F32, &L->wo, n_rows, true);
+	else if (!(st = o->matmul_f16(be, b->ao, b->att, DJN_DTYPE_F32, &L->wo, n_rows, false)))
+		st = o->add(be, b->x, b->x, b->ao, nd);
+	return st ? fail(b, st, "attn_out") : DJN_OK;
+}
+
+/* The MLP half of layer l with the fused ops (f16_layer). */
+static enum djn_status mlp_f16(struct djn_batch *b, int n_rows, int l)
+{
+	const struct djn_backend_i *o = b->be->i;
+	struct djn_backend *be = b->be;
+	const struct djn_config *c = &b->m->cfg;
+	const struct djn_layer *L = &b->m->layers[l];
+	size_t nd = (size_t)n_rows * c->dim, nh = (size_t)n_rows * c->hidden_dim;
+	const bool swiglu_h = b->fuse_swiglu && o->swiglu_f16;
+	const void *act = b->act; /* the down GEMM's input, f32 or (swiglu_h) f16 */
+	enum djn_status st;
+
+	if (b->fuse_norm && o->rmsnorm_f16) {
+		if ((st = o->rmsnorm_f16(be, b->xh, b->x, &L->mlp_norm, n_rows, c->dim,
+					 c->norm_eps)))
+			return fail(b, st, "mlp_norm");
+		if ((st = o->matmul_f16(be, b->gate, b->xh, DJN_DTYPE_F16, &L->w_gate, n_rows,
+					false)) ||
+		    (st = o->matmul_f16(be, b->up, b->xh, DJN_DTYPE_F16, &L->w_up, n_rows, false)))
+			return fail(b, st, "mlp_act");
+	} else {
+		float *ys[2] = { b->gate, b->up };
+		const struct djn_weight *ws[2] = { &L->w_gate, &L->w_up };
+		if ((st = o->rmsnorm(be, b->xb, b->x, &L->mlp_norm, n_rows, c->dim, c->norm_eps)))
+			return fail(b, st, "mlp_norm");
+		if (o->matmul_group)
+			st = o->matmul_group(be, ys, b->xb, ws, 2, n_rows, false, NULL);
+		else
+			for (int i = 0; i < 2 && !st; i++)
+				st = o->matmul(be, ys[i], b->xb, ws[i], NULL, n_rows);
+		if (st)
+			return fail(b, st, "mlp_act");
+	}
+	/* the gate and up GEMMs have read xh: it takes the activation now */
+	if (swiglu_h) {
+		st = o->swiglu_f16(be, b->xh, b->gate, b->up, nh);
+		act = b->xh;
+	} else {
+		st = o->swiglu(be, b->act, b->gate, b->up, nh);
+	}
+	if (st)
+		return fail(b, st, "mlp_act");
+	const enum djn_dtype at = swiglu_h ? DJN_DTYPE_F16 : DJN_DTYPE_F32;
+	if (b->fuse_resid)
+		st = o->matmul_f16(be, b->x, act, at, &L->w_down, n_rows, true);
+	else if (!(st = o->matmul_f16(be, b->ao, act, at, &L->w_down, n_rows, false)))
+		st = o->add(be, b->x, b->x, b->ao, nd);
+	return st ? fail(b, st, "mlp_out") : DJN_OK;
 }
 
 /* The layers over n_rows rows whose ids are in b->ids: the residual stream
@@ -209,8 +357,14 @@ static enum djn_status layers(struct djn_batch *b, int n_rows)
 
 	if ((st = o->embed(be, b->x, &m->tok_embd, b->ids, n_rows)))
 		return fail(b, st, "embed");
+	const bool fused = b->fuse_norm || b->fuse_resid || b->fuse_swiglu;
 	for (int l = 0; l < c->n_layer; l++) {
 		const struct djn_layer *L = &m->layers[l];
+		if (fused && f16_layer(b, L, n_rows)) {
+			if ((st = attn_f16(b, n_rows, l)) || (st = mlp_f16(b, n_rows, l)))
+				return st;
+			continue;
+		}
 		bool qkv_bias = djn_weight_present(&L->bq) || djn_weight_present(&L->bk) ||
 				djn_weight_present(&L->bv);
 
@@ -383,7 +537,7 @@ static enum djn_status run(struct djn_batch *b, int n, enum djn_stop *why)
 	/* a GPU's GEMVs serve one row; a batch of more goes to cuBLAS as 16
 	 * rows at least (padding rows cost next to nothing, and every batched
 	 * row gets the same arithmetic whatever the batch's size) */
-	int floor = be->host_memory || n_rows == 1 ? 1 : 16;
+	int floor = be->host_memory || n_rows == 1 ? 1 : GPU_MIN_ROWS;
 	int rows = n_rows > floor ? n_rows : floor;
 	graph = decode && o->graph_begin && !b->graph_off &&
 		(size = padded(rows)) >= 0 && b->graph_fails[size] < 3;

@@ -9,8 +9,10 @@
  *              order; an f16 cache is read as the same halves on both sides)
  * kv_store_rows and padding rows exactly (whole cache pages, bit for bit;
  * zeros out, inputs untouched); argmax_rows exactly; a replayed graph bit
- * for bit equal to the ops.  Pages start as NaN, so a read of a position past
- * a row's own shows as NaN.  Criterion forks a process per test: CUDA is
+ * for bit equal to the ops.  The batched step's fused ops (rope_store_rows,
+ * rmsnorm_f16, swiglu_f16, matmul_f16) against the ops they replace: bounds
+ * at check_rope_store and check_f16_ops.  Pages start as NaN, so a read of a
+ * position past a row's own shows as NaN.  Criterion forks a process per test: CUDA is
  * initialised inside each; without a GPU every test reports itself skipped.
  */
 #include <criterion/criterion.h>
@@ -408,6 +410,92 @@ static void check_step(struct tbatch *b, int layer, enum djn_rope_style style, c
 	free(got);
 }
 
+static size_t n_pages_all(const struct tbatch *b)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < b->n_sess; i++)
+		n += (size_t)b->s[i].n_pages;
+	return n;
+}
+
+/* Every GPU page of every session, one after the other, into a new host
+ * buffer (the caller frees it). */
+static unsigned char *gpu_pages_get(struct tbatch *b)
+{
+	size_t pb = page_bytes(b), n = n_pages_all(b), at = 0;
+	unsigned char *h = malloc(pb * (n ? n : 1));
+
+	cr_assert(h);
+	for (int i = 0; i < b->n_sess; i++)
+		for (int pg = 0; pg < b->s[i].n_pages; pg++, at += pb)
+			gpu_get(b->p->gpu, h + at, b->s[i].gpu_pages_host[pg], pb);
+	return h;
+}
+
+/* Puts back the GPU pages gpu_pages_get saved. */
+static void gpu_pages_set(struct tbatch *b, const unsigned char *h)
+{
+	size_t pb = page_bytes(b), at = 0;
+
+	for (int i = 0; i < b->n_sess; i++)
+		for (int pg = 0; pg < b->s[i].n_pages; pg++, at += pb)
+			gpu_set(b->p->gpu, b->s[i].gpu_pages_host[pg], h + at, pb);
+}
+
+/* rope_store_rows (the batched step's fused RoPE and KV store) against
+ * rope_rows on q and k and kv_store_rows, from the same q, k, v and the same
+ * cache contents: q, k and every cache page bit for bit (padding rows left
+ * as they were by both). */
+static void check_rope_store(struct tbatch *b, int layer, enum djn_rope_style style,
+			     const char *name)
+{
+	struct djn_backend *g = b->p->gpu;
+	const int hd = b->head_dim;
+	size_t nq = (size_t)b->n_rows * b->q_dim, nk = (size_t)b->n_rows * b->kv_dim;
+	float *q = rand_vec(nq, 3.0f), *k = rand_vec(nk, 1.0f), *v = rand_vec(nk, 1.0f);
+	float *qa = malloc(sizeof(float) * nq), *ka = malloc(sizeof(float) * nk);
+	float *qb = malloc(sizeof(float) * nq), *kb = malloc(sizeof(float) * nk);
+	float *qd = gpu_put(g, q, sizeof(float) * nq), *kd = gpu_put(g, k, sizeof(float) * nk);
+	float *vd = gpu_put(g, v, sizeof(float) * nk);
+	unsigned char *before = gpu_pages_get(b);
+
+	OK(g, g->i->rope_rows(g, qd, &b->gpu_rows, b->n_head, hd, hd, 10000.0f, style));
+	OK(g, g->i->rope_rows(g, kd, &b->gpu_rows, b->n_kv_head, hd, hd, 10000.0f, style));
+	OK(g, g->i->kv_store_rows(g, &b->gpu_rows, layer, kd, vd));
+	gpu_get(g, qa, qd, sizeof(float) * nq);
+	gpu_get(g, ka, kd, sizeof(float) * nk);
+	unsigned char *sep = gpu_pages_get(b);
+
+	gpu_pages_set(b, before);
+	gpu_set(g, qd, q, sizeof(float) * nq);
+	gpu_set(g, kd, k, sizeof(float) * nk);
+	OK(g, g->i->rope_store_rows(g, qd, kd, vd, &b->gpu_rows, layer, b->n_head, b->n_kv_head,
+				    hd, 10000.0f, style));
+	gpu_get(g, qb, qd, sizeof(float) * nq);
+	gpu_get(g, kb, kd, sizeof(float) * nk);
+	unsigned char *fused = gpu_pages_get(b);
+
+	cr_expect_arr_eq(qb, qa, sizeof(float) * nq, "%s: rope_store_rows: q differs", name);
+	cr_expect_arr_eq(kb, ka, sizeof(float) * nk, "%s: rope_store_rows: k differs", name);
+	cr_expect_arr_eq(fused, sep, page_bytes(b) * n_pages_all(b),
+			 "%s: rope_store_rows: the caches differ", name);
+	gpu_pages_set(b, before); /* as check_step found them */
+	g->i->dealloc(g, qd);
+	g->i->dealloc(g, kd);
+	g->i->dealloc(g, vd);
+	free(before);
+	free(sep);
+	free(fused);
+	free(q);
+	free(k);
+	free(v);
+	free(qa);
+	free(ka);
+	free(qb);
+	free(kb);
+}
+
 /* Sessions for a batch of n rows: a few long decodes (to ~2000), a prefill
  * chunk, short ones and an empty history, the rest decodes of random
  * length; n_pad of the n rows are padding. */
@@ -448,6 +536,8 @@ static void check_shape(int n_head, int n_kv_head, int head_dim, int n_rows, int
 	tbatch_new(&b, &p, n_head, n_kv_head, head_dim, (const int (*)[2])sess, n_sess, n_pad);
 	snprintf(name, sizeof(name), "heads %d/%d hd %d rows %d (%d padding)", n_head, n_kv_head,
 		 head_dim, n_rows, n_pad);
+	check_rope_store(&b, 1, DJN_ROPE_HALF, name);
+	check_rope_store(&b, 0, DJN_ROPE_INTERLEAVED, name);
 	check_step(&b, 1, DJN_ROPE_HALF, name);
 	check_step(&b, 0, DJN_ROPE_INTERLEAVED, name);
 	tbatch_free(&b);
@@ -501,6 +591,7 @@ static void check_tails(int n_head, int n_kv_head, int head_dim, int n_pad, uint
 		   n_pad);
 	snprintf(name, sizeof(name), "tails: heads %d/%d hd %d (%d padding)", n_head, n_kv_head,
 		 head_dim, n_pad);
+	check_rope_store(&b, 1, DJN_ROPE_HALF, name);
 	check_step(&b, 1, DJN_ROPE_HALF, name);
 	check_step(&b, 0, DJN_ROPE_INTERLEAVED, name);
 	tbatch_free(&b);
@@ -571,6 +662,9 @@ Test(batch, only_padding)
 
 /* --- a recorded batched step ----------------------------------------------- */
 
+/* The replay tests' step takes rope_store_rows for the first three ops. */
+static bool step_fused;
+
 /* rope_rows on q and k, kv_store_rows, attention_rows: the attention part of
  * a batched decode step. */
 static void step_ops(struct djn_backend *g, struct tbatch *b, float *qd, float *kd, float *vd,
@@ -578,10 +672,16 @@ static void step_ops(struct djn_backend *g, struct tbatch *b, float *qd, float *
 {
 	const int hd = b->head_dim;
 
-	OK(g, g->i->rope_rows(g, qd, &b->gpu_rows, b->n_head, hd, hd, 10000.0f, DJN_ROPE_HALF));
-	OK(g, g->i->rope_rows(g, kd, &b->gpu_rows, b->n_kv_head, hd, hd, 10000.0f,
-			      DJN_ROPE_HALF));
-	OK(g, g->i->kv_store_rows(g, &b->gpu_rows, layer, kd, vd));
+	if (step_fused) {
+		OK(g, g->i->rope_store_rows(g, qd, kd, vd, &b->gpu_rows, layer, b->n_head,
+					    b->n_kv_head, hd, 10000.0f, DJN_ROPE_HALF));
+	} else {
+		OK(g, g->i->rope_rows(g, qd, &b->gpu_rows, b->n_head, hd, hd, 10000.0f,
+				      DJN_ROPE_HALF));
+		OK(g, g->i->rope_rows(g, kd, &b->gpu_rows, b->n_kv_head, hd, hd, 10000.0f,
+				      DJN_ROPE_HALF));
+		OK(g, g->i->kv_store_rows(g, &b->gpu_rows, layer, kd, vd));
+	}
 	OK(g, g->i->attention_rows(g, od, qd, &b->gpu_rows, b->n_head, b->n_kv_head, hd, layer));
 }
 
@@ -695,6 +795,14 @@ Test(graph, batched_step_replays_with_new_positions_f16)
 	check_batched_replay();
 }
 
+/* The same with the fused rope and KV store (rope_store_rows), f16 cache. */
+Test(graph, batched_step_replays_fused_rope_store_f16)
+{
+	kv_dt = DJN_DTYPE_F16;
+	step_fused = true;
+	check_batched_replay();
+}
+
 /* The rest of a batched decode step at n rows (9..128 take cuBLAS, f16
  * weights with x rounded to f16 in a scratch buffer): rmsnorm, matmul,
  * add, swiglu recorded and replayed equal the ops; recorded before the
@@ -775,6 +883,176 @@ Test(graph, batched_matmul_records)
 	free(bb);
 	pair_close(&p);
 }
+
+/* --- the batched step's f16 ops against the f32 ops they replace ---------- */
+
+/* rmsnorm_f16 and swiglu_f16 against rmsnorm and swiglu rounded on the host
+ * (djn_f32_to_f16): bit for bit.  matmul_f16 without accumulate against
+ * matmul (n > 8: cuBLAS on x rounded to f16): bit for bit, the same GEMM on
+ * the same halves.  With accumulate (the residual add in cuBLAS's epilogue,
+ * beta = 1) against matmul then add: each row within BOUND_RESID relative
+ * (the GEMM may order its sums otherwise with beta = 1).  The four recorded
+ * and replayed: bit for bit the ops. */
+#define BOUND_RESID 1e-5
+
+static void expect_halves(const uint16_t *got, const float *ref, size_t n, const char *what,
+			  int rows)
+{
+	size_t bad = 0, first = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (got[i] != djn_f32_to_f16(ref[i]) && !bad++)
+			first = i;
+	cr_expect_eq(bad, 0, "%s, %d rows: %zu of %zu halves differ from the f32 op's rounded "
+		     "(first at %zu: 0x%04x, f32 %.9g)",
+		     what, rows, bad, n, first, got[first], ref[first]);
+}
+
+static void check_f16_ops(int dim, int hid, enum djn_dtype gain_dt, uint64_t seed)
+{
+	struct pair p = pair_open();
+	struct djn_backend *g = p.gpu;
+	static const int ns[] = { 16, 64, 128 };
+	const int nmax = 128, wide = hid > dim ? hid : dim;
+
+	rng_seed(seed);
+	uint16_t *wu = malloc(sizeof(uint16_t) * hid * dim), *wd = malloc(sizeof(uint16_t) * hid * dim);
+	float *gain = rand_vec(dim, 0.25f);
+	uint16_t *gain_h = malloc(sizeof(uint16_t) * dim);
+	for (size_t i = 0; i < (size_t)hid * dim; i++) {
+		wu[i] = djn_f32_to_f16(rng_f() / 32.0f);
+		wd[i] = djn_f32_to_f16(rng_f() / 64.0f);
+	}
+	for (int i = 0; i < dim; i++) {
+		gain[i] += 1.0f;
+		gain_h[i] = djn_f32_to_f16(gain[i]);
+	}
+	struct djn_weight w_up = { .dtype = DJN_DTYPE_F16, .rows = hid, .cols = dim, .host = wu,
+				   .dev = gpu_put(g, wu, sizeof(uint16_t) * hid * dim),
+				   .name = "w_up" };
+	struct djn_weight w_dn = { .dtype = DJN_DTYPE_F16, .rows = dim, .cols = hid, .host = wd,
+				   .dev = gpu_put(g, wd, sizeof(uint16_t) * hid * dim),
+				   .name = "w_down" };
+	const bool gf16 = gain_dt == DJN_DTYPE_F16;
+	struct djn_weight gw = { .dtype = gain_dt, .rows = 1, .cols = dim,
+				 .host = gf16 ? (void *)gain_h : (void *)gain,
+				 .dev = gf16 ? gpu_put(g, gain_h, sizeof(uint16_t) * dim)
+					     : gpu_put(g, gain, sizeof(float) * dim),
+				 .name = "gain" };
+	float *x = rand_vec((size_t)nmax * dim, 2.0f), *r = rand_vec((size_t)nmax * dim, 1.0f);
+	float *u = rand_vec((size_t)nmax * hid, 1.0f);
+	float *xd = gpu_put(g, x, sizeof(float) * nmax * dim);
+	float *rd = gpu_put(g, r, sizeof(float) * nmax * dim);
+	float *ud = gpu_put(g, u, sizeof(float) * nmax * hid);
+	float *hn = gpu_alloc(g, sizeof(float) * nmax * dim);
+	uint16_t *xh = gpu_alloc(g, sizeof(uint16_t) * nmax * wide);
+	float *y = gpu_alloc(g, sizeof(float) * nmax * hid);
+	float *act = gpu_alloc(g, sizeof(float) * nmax * hid);
+	float *t = gpu_alloc(g, sizeof(float) * nmax * dim);
+	float *z = gpu_alloc(g, sizeof(float) * nmax * dim);
+	float *fa = malloc(sizeof(float) * nmax * wide), *fb = malloc(sizeof(float) * nmax * wide);
+	uint16_t *ha = malloc(sizeof(uint16_t) * nmax * wide);
+	char what[96];
+
+	for (size_t ti = 0; ti < N_OF(ns); ti++) {
+		const int n = ns[ti];
+		const size_t nd = (size_t)n * dim, nh = (size_t)n * hid;
+		snprintf(what, sizeof(what), "dim %d hid %d gain %s", dim, hid,
+			 djn_dtype_name(gain_dt));
+
+		/* the norm: halves = the f32 rows rounded */
+		OK(g, g->i->rmsnorm(g, hn, xd, &gw, n, dim, 1e-5f));
+		OK(g, g->i->rmsnorm_f16(g, xh, xd, &gw, n, dim, 1e-5f));
+		gpu_get(g, fa, hn, sizeof(float) * nd);
+		gpu_get(g, ha, xh, sizeof(uint16_t) * nd);
+		expect_halves(ha, fa, nd, "rmsnorm_f16", n);
+
+		/* the GEMM on those halves, and on f32 rows, = matmul */
+		OK(g, g->i->matmul(g, y, hn, &w_up, NULL, n));
+		gpu_get(g, fa, y, sizeof(float) * nh);
+		OK(g, g->i->matmul_f16(g, y, xh, DJN_DTYPE_F16, &w_up, n, false));
+		gpu_get(g, fb, y, sizeof(float) * nh);
+		cr_expect_arr_eq(fb, fa, sizeof(float) * nh, "%s, %d rows: matmul_f16 (f16 x) "
+				 "differs from matmul", what, n);
+		OK(g, g->i->matmul_f16(g, y, hn, DJN_DTYPE_F32, &w_up, n, false));
+		gpu_get(g, fb, y, sizeof(float) * nh);
+		cr_expect_arr_eq(fb, fa, sizeof(float) * nh, "%s, %d rows: matmul_f16 (f32 x) "
+				 "differs from matmul", what, n);
+
+		/* swiglu: halves = the f32 values rounded; float4 and scalar paths */
+		OK(g, g->i->swiglu(g, act, y, ud, nh));
+		gpu_get(g, fa, act, sizeof(float) * nh);
+		OK(g, g->i->swiglu_f16(g, xh, y, ud, nh));
+		gpu_get(g, ha, xh, sizeof(uint16_t) * nh);
+		expect_halves(ha, fa, nh, "swiglu_f16", n);
+		OK(g, g->i->swiglu_f16(g, xh + 1, y + 1, ud + 1, nh - 3));
+		gpu_get(g, ha, xh + 1, sizeof(uint16_t) * (nh - 3));
+		expect_halves(ha, fa + 1, nh - 3, "swiglu_f16 unaligned", n);
+		OK(g, g->i->swiglu_f16(g, xh, y, ud, nh));
+
+		/* the residual add in the GEMM, x as halves and as floats */
+		for (int xf = 0; xf < 2; xf++) {
+			const void *xin = xf ? (const void *)act : (const void *)xh;
+			const enum djn_dtype xt = xf ? DJN_DTYPE_F32 : DJN_DTYPE_F16;
+			OK(g, g->i->matmul_f16(g, t, xin, xt, &w_dn, n, false));
+			OK(g, g->i->add(g, z, rd, t, nd));
+			gpu_get(g, fa, z, sizeof(float) * nd);
+			OK(g, g->i->copy_d2d(g, z, rd, sizeof(float) * nd));
+			OK(g, g->i->matmul_f16(g, z, xin, xt, &w_dn, n, true));
+			gpu_get(g, fb, z, sizeof(float) * nd);
+			double worst = 0;
+			for (int i = 0; i < n; i++) {
+				double e = rel_err(fb + (size_t)i * dim, fa + (size_t)i * dim, dim);
+				worst = e > worst ? e : worst;
+			}
+			cr_expect(worst <= BOUND_RESID, "%s, %d rows, x %s: matmul_f16 accumulating: "
+				  "worst row rel err %.3g", what, n, djn_dtype_name(xt), worst);
+			cr_log_info("%s, %d rows, x %s: accumulate vs matmul + add: %.3g", what, n,
+				    djn_dtype_name(xt), worst);
+		}
+
+		/* the fused chain recorded and replayed = the ops */
+		struct djn_graph *gr = NULL;
+#define CHAIN()                                                                             	do {                                                                                		OK(g, g->i->rmsnorm_f16(g, xh, xd, &gw, n, dim, 1e-5f));                    		OK(g, g->i->matmul_f16(g, y, xh, DJN_DTYPE_F16, &w_up, n, false));          		OK(g, g->i->swiglu_f16(g, xh, y, ud, nh));                                  		OK(g, g->i->matmul_f16(g, z, xh, DJN_DTYPE_F16, &w_dn, n, true));           	} while (0)
+		OK(g, g->i->copy_d2d(g, z, rd, sizeof(float) * nd));
+		CHAIN();
+		gpu_get(g, fa, z, sizeof(float) * nd);
+		OK(g, g->i->graph_begin(g, 0));
+		CHAIN();
+		OK(g, g->i->graph_end(g, &gr));
+		cr_assert_not_null(gr, "%s, %d rows: the fused chain did not record", what, n);
+		for (int rep = 0; rep < 2; rep++) {
+			OK(g, g->i->copy_d2d(g, z, rd, sizeof(float) * nd));
+			OK(g, g->i->graph_launch(g, gr, 0));
+			gpu_get(g, fb, z, sizeof(float) * nd);
+			cr_expect_arr_eq(fb, fa, sizeof(float) * nd,
+					 "%s, %d rows: replay %d differs from the ops", what, n, rep);
+		}
+#undef CHAIN
+		g->i->graph_free(g, gr);
+	}
+	void *dev[] = { (void *)w_up.dev, (void *)w_dn.dev, (void *)gw.dev, xd, rd, ud, hn, xh,
+			y, act, t, z };
+	for (size_t i = 0; i < N_OF(dev); i++)
+		g->i->dealloc(g, dev[i]);
+	free(wu);
+	free(wd);
+	free(gain);
+	free(gain_h);
+	free(x);
+	free(r);
+	free(u);
+	free(fa);
+	free(fb);
+	free(ha);
+	pair_close(&p);
+}
+
+/* 7B's MLP shape (rmsnorm4_kernel), and an odd one (rmsnorm_kernel, rows
+ * of halves at 4-byte boundaries: the scalar swiglu path) with f16 gains. */
+Test(fuse, f16_ops_7b_shape, .timeout = 120) { check_f16_ops(4096, 11008, DJN_DTYPE_F32, 171); }
+
+Test(fuse, f16_ops_odd_shape, .timeout = 120) { check_f16_ops(1022, 702, DJN_DTYPE_F16, 172); }
 
 /* --- argmax ---------------------------------------------------------------- */
 

@@ -154,6 +154,103 @@ extern "C" enum djn_status cuda_kv_store_rows(struct djn_backend *be,
 	return DJN_OK;
 }
 
+/* --- rope and the KV store in one pass ------------------------------------- */
+
+/* grid (row, slice): a row's work items are q's rope pairs, then k's, then
+ * v's kv_dim elements, strided over the row's slices; a k pair is rotated,
+ * written back and stored into the cache, a v element stored.  The same
+ * rope_cs / rope_rot / kv_st as rope_rows_kernel and kv_store_rows_kernel,
+ * so the same bits, from one launch instead of three. */
+template <typename KT>
+__global__ void __launch_bounds__(256, 4)
+rope_store_rows_kernel(float *q, float *k, const float *__restrict__ v,
+		       float *const *const *tables, const int32_t *__restrict__ pos, int n_head,
+		       int n_kv_head, int head_dim, int page_tokens, int kv_dim, int layer,
+		       const float *__restrict__ freq, bool interleaved)
+{
+	const int r = blockIdx.x, half = head_dim / 2;
+	pdl_trigger();
+	pdl_wait();
+	const int p = pos[r];
+
+	if (p < 0)
+		return;
+	const int nq = n_head * half, nk = n_kv_head * half, total = nq + nk + kv_dim;
+	KT *kc = (KT *)tables[r][p / page_tokens] +
+		 ((size_t)layer * 2 * page_tokens + p % page_tokens) * kv_dim;
+	KT *vc = kc + (size_t)page_tokens * kv_dim; /* V rows follow K rows */
+	float *qr = q + (size_t)r * n_head * head_dim;
+	float *kr = k + (size_t)r * kv_dim;
+	const float *vr = v + (size_t)r * kv_dim;
+
+	for (int t = blockIdx.y * blockDim.x + threadIdx.x; t < total;
+	     t += gridDim.y * blockDim.x) {
+		if (t >= nq + nk) {
+			const int d = t - nq - nk;
+			kv_st(vc + d, vr[d]);
+			continue;
+		}
+		const bool isk = t >= nq;
+		const int u = isk ? t - nq : t, h = u / half, i = u % half;
+		float *x = (isk ? kr : qr) + (size_t)h * head_dim;
+		const int a = interleaved ? 2 * i : i;
+		const int b = interleaved ? 2 * i + 1 : i + half;
+		float v0 = x[a], v1 = x[b], fcr, fci;
+		rope_cs(p, freq[i], &fcr, &fci);
+		const float ra = rope_rot(v0, v1, false, fcr, fci);
+		const float rb = rope_rot(v0, v1, true, fcr, fci);
+		x[a] = ra;
+		x[b] = rb;
+		if (isk) {
+			kv_st(kc + (size_t)h * head_dim + a, ra);
+			kv_st(kc + (size_t)h * head_dim + b, rb);
+		}
+	}
+}
+
+extern "C" enum djn_status cuda_rope_store_rows(struct djn_backend *be, float *q, float *k,
+						const float *v, const struct djn_kv_rows *kv,
+						int layer, int n_head, int n_kv_head, int head_dim,
+						float theta, enum djn_rope_style style)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	enum djn_status st;
+
+	CUDA_OP(be, "rope_store_rows");
+	if ((st = check_rows(be, op_name_, kv)) != DJN_OK)
+		return st;
+	if (layer < 0 || layer >= kv->n_layer)
+		return djn_err_set(&be->err, DJN_ERR_RANGE, "rope_store_rows: layer %d beyond the "
+				   "%d cached", layer, kv->n_layer);
+	if (n_head <= 0 || n_kv_head <= 0 || head_dim <= 0 || head_dim % 2 ||
+	    (int64_t)n_kv_head * head_dim != kv->kv_dim)
+		return djn_err_set(&be->err, DJN_ERR_INVALID,
+				   "rope_store_rows: %d heads, %d kv heads of %d (even) for the "
+				   "cache's kv_dim %d",
+				   n_head, n_kv_head, head_dim, kv->kv_dim);
+	if ((int64_t)(n_head + n_kv_head) * (head_dim / 2) + kv->kv_dim > 1 << 30)
+		return djn_err_set(&be->err, DJN_ERR_UNSUPPORTED,
+				   "rope_store_rows: %d heads of %d", n_head, head_dim);
+	if (kv->n_rows == 0)
+		return DJN_OK;
+	if ((st = cuda_rope_table(be, op_name_, theta, head_dim)) != DJN_OK)
+		return st;
+	const size_t total = (size_t)(n_head + n_kv_head) * (head_dim / 2) + kv->kv_dim;
+	const dim3 grid((unsigned)kv->n_rows, cuda_blocks(total, 256 * 2, 64));
+	const bool il = style == DJN_ROPE_INTERLEAVED;
+	const float *freq = c->rope_freq;
+	if (kv->dtype == DJN_DTYPE_F16)
+		CK(be, cuda_launch(c, rope_store_rows_kernel<__half>, grid, dim3(256), 0, q, k, v,
+				   kv->tables, kv->pos, n_head, n_kv_head, head_dim,
+				   kv->page_tokens, kv->kv_dim, layer, freq, il));
+	else
+		CK(be, cuda_launch(c, rope_store_rows_kernel<float>, grid, dim3(256), 0, q, k, v,
+				   kv->tables, kv->pos, n_head, n_kv_head, head_dim,
+				   kv->page_tokens, kv->kv_dim, layer, freq, il));
+	CK_LAUNCH(be);
+	return DJN_OK;
+}
+
 /* --- attention ------------------------------------------------------------- */
 
 #define ATT_WARPS 4       /* warps per block */

@@ -180,6 +180,8 @@ enum djn_status cuda_copy_pages(struct djn_backend *be, void *contig, void *cons
 				int n_pages, size_t page_bytes, bool to_pages);
 enum djn_status cuda_swiglu(struct djn_backend *be, float *out, const float *gate,
 			    const float *up, size_t n);
+enum djn_status cuda_swiglu_f16(struct djn_backend *be, uint16_t *out, const float *gate,
+				const float *up, size_t n);
 enum djn_status cuda_gelu(struct djn_backend *be, float *out, const float *x, size_t n);
 enum djn_status cuda_add(struct djn_backend *be, float *out, const float *a, const float *b,
 			 size_t n);
@@ -192,6 +194,8 @@ enum djn_status cuda_rmsnorm(struct djn_backend *be, float *out, const float *x,
 enum djn_status cuda_layernorm(struct djn_backend *be, float *out, const float *x,
 			       const struct djn_weight *w, const struct djn_weight *b, int n,
 			       int dim, float eps);
+enum djn_status cuda_rmsnorm_f16(struct djn_backend *be, uint16_t *out, const float *x,
+				 const struct djn_weight *w, int n, int dim, float eps);
 /* rope.cu */
 enum djn_status cuda_rope(struct djn_backend *be, float *x, int n, int n_head, int head_dim,
 			  int rot_dim, int pos0, float theta, enum djn_rope_style style);
@@ -203,6 +207,9 @@ enum djn_status cuda_matmul_group(struct djn_backend *be, float *const *ys, cons
 				  const struct djn_qkv_rope *rope);
 enum djn_status cuda_matmul(struct djn_backend *be, float *y, const float *x,
 			    const struct djn_weight *w, const struct djn_weight *bias, int n);
+enum djn_status cuda_matmul_f16(struct djn_backend *be, float *y, const void *x,
+				enum djn_dtype x_dtype, const struct djn_weight *w, int n,
+				bool accumulate);
 /* attention.cu */
 enum djn_status cuda_kv_store(struct djn_backend *be, const struct djn_kv_view *kv, int layer,
 			      int pos0, int n, const float *k, const float *v);
@@ -214,6 +221,10 @@ enum djn_status cuda_rope_rows(struct djn_backend *be, float *x, const struct dj
 			       enum djn_rope_style style);
 enum djn_status cuda_kv_store_rows(struct djn_backend *be, const struct djn_kv_rows *kv,
 				   int layer, const float *k, const float *v);
+enum djn_status cuda_rope_store_rows(struct djn_backend *be, float *q, float *k, const float *v,
+				     const struct djn_kv_rows *kv, int layer, int n_head,
+				     int n_kv_head, int head_dim, float theta,
+				     enum djn_rope_style style);
 enum djn_status cuda_attention_rows(struct djn_backend *be, float *out, const float *q,
 				    const struct djn_kv_rows *kv, int n_head, int n_kv_head,
 				    int head_dim, int layer);

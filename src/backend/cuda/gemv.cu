@@ -933,6 +933,61 @@ extern "C" enum djn_status cuda_matmul_add(struct djn_backend *be, float *y, flo
 	return gemv(be, op_name_, a, n);
 }
 
+/* --- f16 weights, f16 activations: the batch's GEMMs ------------------------ */
+
+/* x rounded to f16, nothing else (split_kernel's hi for f16 weights). */
+__global__ void __launch_bounds__(256, 4) half_kernel(__half *hi, const float *x, size_t count)
+{
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count;
+	     i += (size_t)gridDim.x * blockDim.x)
+		hi[i] = __float2half_rn(x[i]);
+}
+
+/* The GEMM of gemm_half_on for an f16 weight, on x the op before wrote as
+ * halves (rmsnorm_f16, swiglu_f16) or rounded here; with accumulate, cuBLAS's
+ * beta = 1 adds y's old contents in its epilogue, in place of a separate add
+ * kernel and the round trip of the product through memory. */
+extern "C" enum djn_status cuda_matmul_f16(struct djn_backend *be, float *y, const void *x,
+					   enum djn_dtype x_dtype, const struct djn_weight *w,
+					   int n, bool accumulate)
+{
+	struct cuda_ctx *c = cuda_ctx(be);
+	enum djn_status st;
+
+	CUDA_OP(be, "matmul_f16");
+	if (n <= 0)
+		return DJN_OK;
+	if ((st = cuda_check_weight(be, op_name_, w)) != DJN_OK)
+		return st;
+	if (w->dtype != DJN_DTYPE_F16 || (x_dtype != DJN_DTYPE_F16 && x_dtype != DJN_DTYPE_F32))
+		return djn_err_set(&be->err, DJN_ERR_INVALID,
+				   "matmul_f16: weight '%s' is %s and x %s: need an f16 weight and "
+				   "x f16 or f32",
+				   w->name ? w->name : "?", djn_dtype_name(w->dtype),
+				   djn_dtype_name(x_dtype));
+	if (w->rows > INT32_MAX || w->cols > INT32_MAX)
+		return djn_err_set(&be->err, DJN_ERR_UNSUPPORTED,
+				   "matmul_f16: weight '%s' is %lld x %lld, too large",
+				   w->name ? w->name : "?", (long long)w->rows, (long long)w->cols);
+	const void *xh = x;
+	if (x_dtype == DJN_DTYPE_F32) {
+		const size_t count = (size_t)n * w->cols;
+		__half *h = (__half *)cuda_scratch(be, CUDA_SCRATCH_MM, count * sizeof(__half));
+		if (!h)
+			return be->err.code;
+		half_kernel<<<cuda_blocks(count, 256, (unsigned)c->n_sm * 8), 256, 0, c->compute>>>(
+			h, (const float *)x, count);
+		CK_LAUNCH(be);
+		xh = h;
+	}
+	const int rows = (int)w->rows, cols = (int)w->cols;
+	const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+	CKB(be, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &one, w->dev,
+			     CUDA_R_16F, cols, xh, CUDA_R_16F, cols, &beta, y, CUDA_R_32F, rows,
+			     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+	return DJN_OK;
+}
+
 /* --- grouped GEMV: q, k, v (or gate and up) in one launch ------------------- */
 
 /* Up to three weights over one x: a decode step reads them in one pass, one

@@ -3,12 +3,40 @@
  * llama2.c; f64 for LayerNorm) and its final roundings. */
 #include "backend/cuda/cuda.cuh"
 
+/* The output of a norm: floats, or halves for an f16 GEMM after it
+ * (rmsnorm_f16: the same value, rounded to nearest even). */
+__device__ __forceinline__ void norm_st(float *p, float v)
+{
+	*p = v;
+}
+
+__device__ __forceinline__ void norm_st(__half *p, float v)
+{
+	*p = __float2half_rn(v);
+}
+
+__device__ __forceinline__ void norm_st4(float *p, float4 v)
+{
+	*(float4 *)p = v;
+}
+
+__device__ __forceinline__ void norm_st4(__half *p, float4 v)
+{
+	__half2 a = __floats2half2_rn(v.x, v.y), b = __floats2half2_rn(v.z, v.w);
+	uint2 u;
+
+	u.x = *(const unsigned *)&a;
+	u.y = *(const unsigned *)&b;
+	*(uint2 *)p = u;
+}
+
+template <typename OT>
 __global__ void __launch_bounds__(1024, 1)
-rmsnorm_kernel(float *out, const float *x, struct vec_ref g, int dim, float eps)
+rmsnorm_kernel(OT *out, const float *x, struct vec_ref g, int dim, float eps)
 {
 	__shared__ float sh[32];
 	const float *xr = x + (size_t)blockIdx.x * dim;
-	float *o = out + (size_t)blockIdx.x * dim;
+	OT *o = out + (size_t)blockIdx.x * dim;
 	float ss = 0.0f;
 
 	pdl_trigger();
@@ -20,7 +48,7 @@ rmsnorm_kernel(float *out, const float *x, struct vec_ref g, int dim, float eps)
 	ss += eps;
 	ss = 1.0f / sqrtf(ss);
 	for (int j = threadIdx.x; j < dim; j += blockDim.x)
-		o[j] = __fmul_rn(vec_at(g, j), __fmul_rn(ss, xr[j]));
+		norm_st(o + j, __fmul_rn(vec_at(g, j), __fmul_rn(ss, xr[j])));
 }
 
 /* The same for rows of dim % 4 == 0 at 16-byte aligned addresses, in one
@@ -38,13 +66,14 @@ __device__ __forceinline__ float4 gain4(const struct vec_ref &g, int j)
 			   vec_at(g, 4 * j + 3));
 }
 
+template <typename OT>
 __global__ void __launch_bounds__(1024, 1)
-rmsnorm4_kernel(float *out, const float *x, struct vec_ref g, int dim, float eps)
+rmsnorm4_kernel(OT *out, const float *x, struct vec_ref g, int dim, float eps)
 {
 	__shared__ float sh[32];
 	const int n4 = dim / 4;
 	const float4 *xr = (const float4 *)(x + (size_t)blockIdx.x * dim);
-	float4 *o = (float4 *)(out + (size_t)blockIdx.x * dim);
+	OT *o = out + (size_t)blockIdx.x * dim;
 	float4 gv[RMS4_MAX], xv[RMS4_MAX];
 	float ss = 0.0f;
 
@@ -79,10 +108,10 @@ rmsnorm4_kernel(float *out, const float *x, struct vec_ref g, int dim, float eps
 	for (int u = 0; u < RMS4_MAX; u++) {
 		int j = threadIdx.x + u * blockDim.x;
 		if (j < n4)
-			o[j] = make_float4(__fmul_rn(gv[u].x, __fmul_rn(ss, xv[u].x)),
-					   __fmul_rn(gv[u].y, __fmul_rn(ss, xv[u].y)),
-					   __fmul_rn(gv[u].z, __fmul_rn(ss, xv[u].z)),
-					   __fmul_rn(gv[u].w, __fmul_rn(ss, xv[u].w)));
+			norm_st4(o + 4 * j, make_float4(__fmul_rn(gv[u].x, __fmul_rn(ss, xv[u].x)),
+							__fmul_rn(gv[u].y, __fmul_rn(ss, xv[u].y)),
+							__fmul_rn(gv[u].z, __fmul_rn(ss, xv[u].z)),
+							__fmul_rn(gv[u].w, __fmul_rn(ss, xv[u].w))));
 	}
 }
 
@@ -125,29 +154,55 @@ static enum djn_status check_gain(struct djn_backend *be, const char *op,
 	return DJN_OK;
 }
 
-extern "C" enum djn_status cuda_rmsnorm(struct djn_backend *be, float *out, const float *x,
-					const struct djn_weight *w, int n, int dim, float eps)
+/* Either kernel, as the row's shape and alignment allow; out_align is the
+ * alignment a float4 of the output needs (16 for floats, 8 for halves).  The
+ * f32 and f16 outputs take the same kernel for the same x, so their values
+ * are the same before the rounding. */
+template <typename OT>
+static enum djn_status rmsnorm_launch(struct djn_backend *be, const char *op, OT *out,
+				      const float *x, const struct djn_weight *w, int n, int dim,
+				      float eps)
 {
 	struct cuda_ctx *c = cuda_ctx(be);
+	const char *const op_name_ = op;
+	const uintptr_t out_align = 4 * sizeof(OT) - 1;
 	enum djn_status st;
 
-	CUDA_OP(be, "rmsnorm");
 	if (n <= 0 || dim <= 0)
 		return DJN_OK;
 	if ((st = check_gain(be, op_name_, w, dim)) != DJN_OK)
 		return st;
 	const int n4 = dim / 4;
+	/* the float4 kernel where x, the gains and out allow it: for an out
+	 * at a 16-byte boundary, floats and halves take the same kernel (the
+	 * batch's buffers are), so the halves are the floats rounded */
 	if (dim % 4 == 0 && n4 <= RMS4_MAX * 1024 && ((uintptr_t)x & 15) == 0 &&
-	    ((uintptr_t)out & 15) == 0 && (w->dtype != DJN_DTYPE_F32 || ((uintptr_t)w->dev & 15) == 0)) {
+	    ((uintptr_t)out & out_align) == 0 &&
+	    (w->dtype != DJN_DTYPE_F32 || ((uintptr_t)w->dev & 15) == 0)) {
 		unsigned threads = n4 >= 1024 ? 1024 : (unsigned)(n4 + 31) / 32 * 32;
-		CK(be, cuda_launch(c, rmsnorm4_kernel, dim3((unsigned)n), dim3(threads), 0, out, x,
-				   vec_of(w), dim, eps));
+		CK(be, cuda_launch(c, rmsnorm4_kernel<OT>, dim3((unsigned)n), dim3(threads), 0, out,
+				   x, vec_of(w), dim, eps));
 	} else {
-		CK(be, cuda_launch(c, rmsnorm_kernel, dim3((unsigned)n), dim3(row_threads(dim)), 0,
-				   out, x, vec_of(w), dim, eps));
+		CK(be, cuda_launch(c, rmsnorm_kernel<OT>, dim3((unsigned)n), dim3(row_threads(dim)),
+				   0, out, x, vec_of(w), dim, eps));
 	}
 	CK_LAUNCH(be);
 	return DJN_OK;
+}
+
+extern "C" enum djn_status cuda_rmsnorm(struct djn_backend *be, float *out, const float *x,
+					const struct djn_weight *w, int n, int dim, float eps)
+{
+	CUDA_OP(be, "rmsnorm");
+	return rmsnorm_launch<float>(be, op_name_, out, x, w, n, dim, eps);
+}
+
+extern "C" enum djn_status cuda_rmsnorm_f16(struct djn_backend *be, uint16_t *out,
+					    const float *x, const struct djn_weight *w, int n,
+					    int dim, float eps)
+{
+	CUDA_OP(be, "rmsnorm_f16");
+	return rmsnorm_launch<__half>(be, op_name_, (__half *)out, x, w, n, dim, eps);
 }
 
 extern "C" enum djn_status cuda_layernorm(struct djn_backend *be, float *out, const float *x,

@@ -185,6 +185,48 @@ Test(tenants, slo_is_earliest_deadline_first)
 	cr_assert_str_eq(got, "CD CD CD BC CD CD CD BC");
 }
 
+/* Order slo caps a step's rows to 80% of the tightest SLO by the step model
+ * (here 1 ms + 0.5 ms a row, SLO 10 ms: 14 rows) while a session with an SLO
+ * is in the scheduler, and for 20 SLOs after the last left (a request that
+ * arrives must find the step in flight short); then a prompt takes the
+ * whole budget again.  The first token of a run is its time to first
+ * token: no violation, however late. */
+Test(tenants, slo_cap_holds_after_the_last_slo_session_left)
+{
+	struct djn_sched *q = sched(DJN_ORDER_SLO, 8, 0);
+	struct djn_step_model sm = { .base_ms = 1, .row_ms = 0.5, .n = 1 };
+	struct djn_tenant tu = { "u", DJN_CLASS_INTERACTIVE, 10 }, tb = { "b", DJN_CLASS_BATCH, 0 };
+	struct djn_step_info info;
+	struct djn_member_info mi;
+	struct djn_session *u = started(0, 1, 2), *b = started(1, 60, 2);
+
+	djn_sched_set_step_model(q, &sm);
+	cr_assert_eq(djn_sched_add_as(q, u, &tu), DJN_OK, "%s", djn_sched_errmsg(q));
+	cr_assert_eq(djn_sched_add_as(q, b, &tb), DJN_OK, "%s", djn_sched_errmsg(q));
+	now_ms = 100; /* u's first token 100 ms after its add: its ttft, not late */
+	cr_assert_eq(djn_sched_step(q, &info), DJN_OK, "%s", djn_sched_errmsg(q));
+	cr_assert_eq(info.n_rows, 14, "with u: %d rows", info.n_rows);
+	now_ms += 5;
+	djn_sched_set_step_model(q, &sm);
+	cr_assert_eq(djn_sched_step(q, &info), DJN_OK);
+	cr_assert_eq(djn_sched_member(q, u, &mi), DJN_OK);
+	cr_assert_eq(mi.tokens, 2);
+	cr_assert_eq(mi.violations, 0, "the first token counted as late");
+	djn_sched_remove(q, u);
+	now_ms += 150; /* 15 SLOs later: still capped */
+	djn_sched_set_step_model(q, &sm);
+	cr_assert_eq(djn_sched_step(q, &info), DJN_OK);
+	cr_assert_eq(info.n_rows, 14, "after u left: %d rows", info.n_rows);
+	now_ms += 300; /* past 20 SLOs: the whole budget */
+	djn_sched_set_step_model(q, &sm);
+	cr_assert_eq(djn_sched_step(q, &info), DJN_OK);
+	cr_assert_gt(info.n_rows, 14, "long after u left: %d rows", info.n_rows);
+	djn_sched_remove(q, b);
+	djn_session_free(u);
+	djn_session_free(b);
+	djn_sched_free(q);
+}
+
 /* Three interactive sessions and one batch session, max_batch 2, aging 3:
  * the batch session runs at least once every 2 * aging + ceil(4 / 2) steps,
  * and every session's tokens are its tokens alone. */

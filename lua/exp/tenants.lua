@@ -166,7 +166,7 @@ local function run(order, reqs)
   q:step_model { base_ms = sm.base_ms, row_ms = sm.row_ms, gap_ms = sm.gap_ms }
   local per = {}
   for ti, t in ipairs(TENANTS) do
-    per[ti] = { tenant = t.name, class = t.class, lat = {}, ttft = {}, tokens = 0,
+    per[ti] = { tenant = t.name, class = t.class, lat = {}, all = {}, ttft = {}, tokens = 0,
                 violations = 0, req_violated = 0, requests = 0, completed = 0, failed = 0,
                 refused = 0, first_s = math.huge, last_s = 0 }
   end
@@ -216,14 +216,22 @@ local function run(order, reqs)
         local mi = q:member(r.s) -- a count, not the token list: cheap every step
         local n = mi.tokens
         if n > r.n_gen then
-          -- a token: its latency is the time since the previous one, or
-          -- since the request was handed to the scheduler
-          local ms = (tdone - r.ready) * 1e3
-          p.lat[#p.lat + 1] = ms
-          if r.n_gen == 0 then p.ttft[#p.ttft + 1] = (tdone - r.at_s) * 1e3 end
-          if TENANTS[r.tenant].class == "interactive" and ms > slo_ms then
-            p.violations = p.violations + 1
-            r.violated = true
+          -- the standard split: the first token is the time to first
+          -- token (from the request's arrival: the step in flight, its
+          -- prefill); every later one's latency is the time since the
+          -- previous token (time per output token), and the SLO is on those
+          -- (all_ms: every token from its previous one or the add, the
+          -- first included, as the priority goal measures)
+          p.all[#p.all + 1] = (tdone - r.ready) * 1e3
+          if r.n_gen == 0 then
+            p.ttft[#p.ttft + 1] = (tdone - r.at_s) * 1e3
+          else
+            local ms = (tdone - r.ready) * 1e3
+            p.lat[#p.lat + 1] = ms
+            if TENANTS[r.tenant].class == "interactive" and ms > slo_ms then
+              p.violations = p.violations + 1
+              r.violated = true
+            end
           end
           p.tokens = p.tokens + (n - r.n_gen)
           r.n_gen, r.ready = n, tdone
@@ -276,6 +284,7 @@ local function run(order, reqs)
       tenant = p.tenant, class = p.class, requests = p.requests, completed = p.completed,
       failed = p.failed, refused = p.refused, refusal = p.refusal, tokens = p.tokens,
       tokens_per_s = p.tokens / span, token_ms = pct(p.lat), ttft_ms = pct(p.ttft),
+      token_all_ms = pct(p.all),
       slo_ms = p.class == "interactive" and slo_ms or nil,
       violations = p.violations,
       violation_frac = p.class == "interactive" and p.violations / math.max(1, #p.lat) or nil,

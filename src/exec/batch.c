@@ -449,7 +449,8 @@ enum djn_status djn_session_chunk_limit(struct djn_session *s, int n_rows)
 		s->r.n_rows = n_rows;
 		return DJN_OK;
 	}
-	return djn_chunk_begin(s, s->r.pos, n_rows);
+	return s->head_only ? djn_chunk_begin_batched(s, s->r.pos, n_rows)
+			    : djn_chunk_begin(s, s->r.pos, n_rows);
 }
 
 /* Will the token `next` end the run (so its head tensors must stay live)? */
@@ -674,7 +675,7 @@ enum djn_status djn_batch_run(struct djn_batch *b, struct djn_session *const *ss
 		ss[i]->in_batch = true;
 	for (int i = 0; i < n; i++) {
 		why[i] = DJN_STOP_ERROR;
-		if ((st = djn_session_begun(ss[i])) || (st = djn_session_swapped_in(ss[i]))) {
+		if ((st = djn_session_begun_batched(ss[i])) || (st = djn_session_swapped_in(ss[i]))) {
 			ss[i]->in_batch = false;
 			djn_err_set(&b->err, st, "batch step: %s", djn_session_errmsg(ss[i]));
 			continue;

@@ -57,6 +57,7 @@ int djn_checkpoint_new(struct djn_session *s)
 	k.n_pages = used_pages(s);
 	k.pages = djn_xcalloc((size_t)k.n_pages + 1, sizeof(float *));
 	k.arena_bytes = s->arena.used;
+	k.head_only = s->head_only;
 	/* one allocation for the pages and the arena, not one a page: device
 	 * allocations cost more than the copies at checkpoint sizes */
 	size_t kv_end = (pb * (size_t)k.n_pages + 255) & ~(size_t)255;
@@ -67,7 +68,7 @@ int djn_checkpoint_new(struct djn_session *s)
 		k.pages[i] = (float *)((char *)k.pages[0] + pb * (size_t)i);
 	if (!st)
 		st = copy_kv(s, k.pages[0], k.n_pages, false);
-	if (!st) {
+	if (!st && k.arena_bytes) { /* none before a chunk was laid out */
 		k.arena = (char *)k.pages[0] + kv_end;
 		st = be->i->copy_d2d(be, k.arena, s->arena.base, k.arena_bytes);
 	}
@@ -108,10 +109,12 @@ enum djn_status djn_checkpoint_restore(struct djn_session *s, int id)
 		return DJN_ERR_NOTFOUND;
 	/* lay the chunk out as it was, then put the bytes back */
 	memcpy(s->tokens, k->tokens, sizeof(int32_t) * (size_t)k->r.n_tokens);
-	if ((st = djn_chunk_begin(s, k->r.pos, k->r.n_rows)))
+	st = k->head_only ? djn_chunk_begin_batched(s, k->r.pos, k->r.n_rows)
+			  : djn_chunk_begin(s, k->r.pos, k->r.n_rows);
+	if (st)
 		return st;
 	st = copy_kv(s, k->pages[0], k->n_pages, true);
-	if (!st)
+	if (!st && k->arena_bytes)
 		st = be->i->copy_d2d(be, s->arena.base, k->arena, k->arena_bytes);
 	if (st)
 		return djn_session_fail(s, st, "restore: %s", be->err.msg);

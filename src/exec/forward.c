@@ -38,7 +38,18 @@ size_t djn_chunk_arena_bytes(const struct djn_config *c, int n_rows)
 	return arena_bytes(c, n_rows, &aliased);
 }
 
-enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows)
+/* Only the head's tensors (final_norm, logits: one row each) and the ids:
+ * what a chunk run in a batch keeps per session (the batch's own arena
+ * holds the rest). */
+static size_t head_bytes(const struct djn_config *c, int n_rows)
+{
+	int last = djn_site_count(c) - 1;
+
+	return (size_t)(djn_site_width(c, last - 1) + djn_site_width(c, last)) * sizeof(float) +
+	       2 * 256 + (size_t)n_rows * sizeof(int32_t) + 256;
+}
+
+static enum djn_status chunk_begin(struct djn_session *s, int pos, int n_rows, bool head_only)
 {
 	const struct djn_config *c = s->c;
 	size_t need;
@@ -48,6 +59,10 @@ enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows)
 	if ((st = djn_session_swapped_in(s)))
 		return st;
 	need = arena_bytes(c, n_rows, &s->aliased);
+	if (head_only) {
+		need = head_bytes(c, n_rows);
+		s->aliased = false;
+	}
 	/* a prefill's arena is given back when a much smaller chunk follows:
 	 * hundreds of decoding sessions would otherwise each hold one */
 	if ((st = djn_arena_fit(&s->arena, need, &s->err)))
@@ -57,14 +72,18 @@ enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows)
 		int l = djn_site_layer(c, site);
 		int rows = site >= last - 1 ? 1 : n_rows;
 		s->buf_rows[site] = rows;
+		if (head_only && site < last - 1) {
+			s->buf[site] = NULL; /* in the batch's arena */
+			continue;
+		}
 		if (s->aliased && l > 0) {
 			s->buf[site] = s->buf[site - l * DJN_SITES_PER_LAYER];
 			continue;
 		}
 		s->buf[site] = djn_arena_floats(&s->arena, (size_t)djn_site_width(c, site) * rows);
 	}
-	s->gate = djn_arena_floats(&s->arena, (size_t)c->hidden_dim * n_rows);
-	s->up = djn_arena_floats(&s->arena, (size_t)c->hidden_dim * n_rows);
+	s->gate = head_only ? NULL : djn_arena_floats(&s->arena, (size_t)c->hidden_dim * n_rows);
+	s->up = head_only ? NULL : djn_arena_floats(&s->arena, (size_t)c->hidden_dim * n_rows);
 	s->ids = (int32_t *)djn_arena_floats(&s->arena, (size_t)n_rows);
 	DJN_ASSERT(s->ids != NULL);
 	/* a full Data segment swaps paused sessions out, least recently used first */
@@ -77,12 +96,23 @@ enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows)
 	 * never needs its own copy */
 	s->ids_dirty = true;
 	s->needs_begin = false;
+	s->head_only = head_only;
 	s->kv_dropped = false;
 	s->r.batched = false;
 	s->r.pos = pos;
 	s->r.n_rows = n_rows;
 	s->r.site = -1;
 	return DJN_OK;
+}
+
+enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows)
+{
+	return chunk_begin(s, pos, n_rows, false);
+}
+
+enum djn_status djn_chunk_begin_batched(struct djn_session *s, int pos, int n_rows)
+{
+	return chunk_begin(s, pos, n_rows, true);
 }
 
 enum djn_status djn_chunk_ids(struct djn_session *s)

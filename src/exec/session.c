@@ -126,8 +126,10 @@ struct djn_session *djn_session_new(struct djn_model *m, struct djn_backend *be,
 	if (djn_kv_init(&s->kv, be, m->cfg.n_layer, m->cfg.n_kv_head * m->cfg.head_dim, page, ctx,
 			m->kv_dtype, err))
 		goto out_free;
-	if (djn_arena_init(&s->arena, be, 1 << 20, err))
-		goto out_free;
+	/* the Stack segment is allocated when a chunk is laid out on the
+	 * session's own path: a session that waits (started, queued, or run
+	 * only in batches) holds none */
+	s->arena.be = be;
 	s->next_live = live;
 	live = s;
 	s->last_used = ++use_clock;
@@ -209,9 +211,6 @@ void djn_session_on_token(struct djn_session *s, djn_token_fn fn, void *ud)
 enum djn_status djn_session_start(struct djn_session *s, const int32_t *ids, int n,
 				  const struct djn_gen_opts *g)
 {
-	struct run_regs old = s->r;
-	enum djn_status st;
-
 	s->last_used = ++use_clock;
 	if (n < 1)
 		return djn_session_fail(s, DJN_ERR_INVALID, "start: the prompt has no tokens");
@@ -236,12 +235,14 @@ enum djn_status djn_session_start(struct djn_session *s, const int32_t *ids, int
 	s->forced = -1;
 	djn_breaks_discard(s);
 	djn_record_reset(s);
-	st = djn_chunk_begin(s, 0, n < DJN_MAX_CHUNK ? n : DJN_MAX_CHUNK);
-	if (st) {
-		s->r = old;
-		s->r.state = DJN_RUN_IDLE;
-		return st;
-	}
+	/* the first chunk is laid out when it runs (djn_session_begun, or
+	 * _batched in a batch): hundreds of sessions started at once and
+	 * waiting for the scheduler hold no arena and no new pages */
+	djn_chunk_graph_free(s);
+	s->r.pos = 0;
+	s->r.n_rows = n < DJN_MAX_CHUNK ? n : DJN_MAX_CHUNK;
+	s->r.site = -1;
+	s->needs_begin = true;
 	if (s->text)
 		s->text[0] = '\0';
 	return DJN_OK;
@@ -355,7 +356,9 @@ static enum djn_stop next_chunk(struct djn_session *s, int pos, int n_rows)
 	/* parked by another member of its batch, or no room without parking
 	 * a higher class: laid out at its next step (djn_session_begun) */
 	bool later = s->deferring && s->swap.out;
-	enum djn_status st = later ? DJN_OK : djn_chunk_begin(s, pos, n_rows);
+	enum djn_status st = later		? DJN_OK
+			     : s->deferring ? djn_chunk_begin_batched(s, pos, n_rows)
+					    : djn_chunk_begin(s, pos, n_rows);
 
 	if (!later && !st)
 		return DJN_STOP_STEP;
@@ -751,9 +754,18 @@ enum djn_status djn_session_drop_kv(struct djn_session *s)
 
 enum djn_status djn_session_begun(struct djn_session *s)
 {
-	if (!s->needs_begin)
+	if (!s->needs_begin && !(s->head_only && s->r.site == -1))
 		return DJN_OK;
 	if (djn_chunk_begin(s, s->r.pos, s->r.n_rows))
+		return s->err.code;
+	return DJN_OK;
+}
+
+enum djn_status djn_session_begun_batched(struct djn_session *s)
+{
+	if (!s->needs_begin)
+		return DJN_OK;
+	if (djn_chunk_begin_batched(s, s->r.pos, s->r.n_rows))
 		return s->err.code;
 	return DJN_OK;
 }

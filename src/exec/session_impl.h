@@ -71,6 +71,7 @@ struct ckpt {
 	int n_pages;
 	void *arena;   /* backend copy of the arena's used bytes, in pages[0]'s allocation */
 	size_t arena_bytes;
+	bool head_only; /* the arena was laid out for a batch (head only) */
 };
 
 struct djn_session {
@@ -129,7 +130,11 @@ struct djn_session {
 
 	bool ids_dirty;         /* ids not yet copied for the chunk begun (embed copies them) */
 	bool in_batch;          /* a batch step holds its pages: never evicted */
-	bool needs_begin;       /* the chunk at the cursor is not laid out yet (KV dropped) */
+	bool needs_begin;       /* the chunk at the cursor is not laid out yet (started, KV
+				 * dropped, or no room after a batch's pass) */
+	bool head_only;         /* laid out for a batch: only the head's tensors (the
+				 * batch's arena holds the rest); run alone, it is laid
+				 * out again in full before its first site */
 	bool kv_dropped;        /* the KV cache was dropped since the last chunk began */
 
 	int32_t forced;         /* next token by teacher forcing, or -1 */
@@ -146,6 +151,10 @@ struct djn_session {
 /* Arena bytes a chunk of n_rows needs (what djn_chunk_begin reserves). */
 size_t djn_chunk_arena_bytes(const struct djn_config *c, int n_rows);
 enum djn_status djn_chunk_begin(struct djn_session *s, int pos, int n_rows);
+/* The same for a chunk that runs in a batch (batch.c): the KV pages of
+ * djn_chunk_begin, but of the arena only the head's tensors and the ids, so
+ * that a batched session holds no chunk-sized arena of its own. */
+enum djn_status djn_chunk_begin_batched(struct djn_session *s, int pos, int n_rows);
 enum djn_status djn_site_exec(struct djn_session *s, int site);
 /* The model's final norm of n rows of x (dim each) into out: what the
  * final_norm site computes (lens.c reads any residual row through it). */
@@ -173,8 +182,12 @@ void djn_session_rearm(struct djn_session *s);
 /* Bring a swapped-out session's KV back, swapping others out if room is
  * short (session.c). */
 enum djn_status djn_session_swapped_in(struct djn_session *s);
-/* Lay out the chunk at the cursor if djn_session_drop_kv left it for later. */
+/* Lay out the chunk at the cursor if it was left for later (a start, a
+ * dropped KV cache, no room after a batch's pass), or laid out only for a
+ * batch: djn_session_begun for a run alone (in full), the _batched one for a
+ * batch step (the head only, when not laid out yet). */
 enum djn_status djn_session_begun(struct djn_session *s);
+enum djn_status djn_session_begun_batched(struct djn_session *s);
 /* Swap out the least recently used other session on s's backend that holds
  * KV pages; DJN_ERR_NOMEM when there is none. */
 enum djn_status djn_session_evict_other(struct djn_session *s);

@@ -226,7 +226,8 @@ static int m_phase(lua_State *L)
 #define SET_STR(k, v) (lua_pushstring(L, (v)), lua_setfield(L, -2, (k)))
 
 /* q:member(s) -> {tenant, class, slo_ms, phase, parked, waited, steps, tokens,
- * violations, last_ms, max_ms} | nil when s is not scheduled */
+ * violations, last_ms, max_ms[, error when stopped]} | nil when s is not
+ * scheduled */
 static int m_member(lua_State *L)
 {
 	struct ldj_sched *ls = check(L);
@@ -250,6 +251,8 @@ static int m_member(lua_State *L)
 	SET_INT("violations", mi.violations);
 	SET_NUM("last_ms", mi.last_ms);
 	SET_NUM("max_ms", mi.max_ms);
+	if (mi.phase == DJN_PHASE_STOPPED) /* why: the session's last error */
+		SET_STR("error", djn_session_errmsg(s->s));
 	return 1;
 }
 

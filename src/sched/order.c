@@ -180,25 +180,40 @@ double djn_sched_predict_ms(const struct djn_sched *q, int rows)
 	return model_of(q, &a, &b) ? q->gap_ms + a + b * rows : 0;
 }
 
-/* The tightest SLO of a runnable session, or 0. */
-static double tightest_slo(const struct djn_sched *q)
+/* The SLO the step's rows are capped for, or 0: the tightest of the
+ * members with one that run or wait for admission, or while there is none,
+ * the last such for DJN_SLO_WINDOW times it after one was last here.  A
+ * request that arrives while a step is in flight waits for that step: the
+ * step must already be short, so the cap outlives the SLO sessions between
+ * an interactive tenant's requests (a paused or io_wait session costs
+ * nothing, as before). */
+static double cap_slo(struct djn_sched *q)
 {
-	double t = 0;
+	double t = 0, now = djn_sched_now(q);
 
 	for (int i = 0; i < q->n_mem; i++) {
 		const struct member *e = &q->mem[i];
-		if (e->phase == DJN_PHASE_COMPUTE && e->slo_ms > 0 && (t == 0 || e->slo_ms < t))
+		if ((e->phase == DJN_PHASE_COMPUTE || e->phase == DJN_PHASE_QUEUED) &&
+		    e->slo_ms > 0 && (t == 0 || e->slo_ms < t))
 			t = e->slo_ms;
 	}
-	return t;
+	if (t > 0) {
+		q->slo_recent_ms = t;
+		q->slo_seen_ms = now;
+		return t;
+	}
+	if (q->slo_recent_ms > 0 && now - q->slo_seen_ms < DJN_SLO_WINDOW * q->slo_recent_ms)
+		return q->slo_recent_ms;
+	q->slo_recent_ms = 0;
+	return 0;
 }
 
-int djn_sched_row_cap(const struct djn_sched *q)
+int djn_sched_row_cap(struct djn_sched *q)
 {
 	double a, b, slo;
 	int n_slo = 0;
 
-	if (q->o.order != DJN_ORDER_SLO || !(slo = tightest_slo(q)) || !model_of(q, &a, &b) ||
+	if (q->o.order != DJN_ORDER_SLO || !(slo = cap_slo(q)) || !model_of(q, &a, &b) ||
 	    b <= 0)
 		return q->o.token_budget;
 	for (int i = 0; i < q->n_mem; i++)
@@ -306,10 +321,12 @@ void djn_sched_account(struct djn_sched *q, int rows, double t0)
 		e->tokens += n_total - e->n_seen;
 		e->n_seen = n_total;
 		e->ready_ms = now;
+		/* the first token of a run is its time to first token (its
+		 * prompt's prefill): the SLO is on the tokens after it */
 		e->last_ms = lat;
 		if (lat > e->max_ms)
 			e->max_ms = lat;
-		if (e->slo_ms > 0 && lat > e->slo_ms)
+		if (e->slo_ms > 0 && lat > e->slo_ms && n_total - n_prompt > 1)
 			e->violations++;
 	}
 }

@@ -7,6 +7,7 @@
 
 #define DJN_TENANT_MAX 64
 #define DJN_SLO_HEADROOM 0.8 /* a step may take this much of the tightest SLO */
+#define DJN_SLO_WINDOW 20    /* the row cap holds this many SLOs after the last */
 
 struct member {
 	struct djn_session *s;
@@ -54,6 +55,9 @@ struct djn_sched {
 	/* the caller's time between back-to-back steps (an average), and when
 	 * the last step ended (0: none runnable since, or never) */
 	double gap_ms, last_end_ms;
+	/* the tightest SLO of the members that last carried one, and when
+	 * one was last in the scheduler (order slo's row cap holds a while) */
+	double slo_recent_ms, slo_seen_ms;
 };
 
 /* order.c */
@@ -61,7 +65,7 @@ double djn_sched_now(const struct djn_sched *q);
 /* The runnable members' indices into q->ord, in the order's order; their count. */
 int djn_sched_order_runnable(struct djn_sched *q);
 /* Rows a step may take under the order (the budget, or less under SLO). */
-int djn_sched_row_cap(const struct djn_sched *q);
+int djn_sched_row_cap(struct djn_sched *q);
 /* May a session of tenant t join?  DJN_OK, or the refusal in q->err. */
 enum djn_status djn_sched_admit_slo(struct djn_sched *q, const struct djn_tenant *t);
 /* After a step of `rows` rows that began at t0: the model, tokens, latencies. */

@@ -68,6 +68,18 @@ elseif kind == "tenants" then
       run.tenants[1].slo_ms == r.calibration.slo_ms and run.tenants[1].violations >= 0)
     assert(run.identical and run.checked > 0, run.order .. ": tokens differ from alone")
   end
+elseif kind == "mempressure" then
+  -- more requests than the KV limit holds at once: every one completes (the
+  -- others wait), none fails, tokens as alone
+  assert(r.schema == "djinn.mempressure/1", "schema")
+  assert(#r.runs == #r.config.batches, "a run per batch")
+  for _, run in ipairs(r.runs) do
+    assert(run.completed == run.batch and run.failed == 0,
+      "batch " .. run.batch .. ": " .. run.completed .. " completed, " .. run.failed ..
+      " failed: " .. tostring(run.error))
+    assert(run.max_batch < run.batch, "batch " .. run.batch .. ": all fitted at once")
+    assert(run.identical, "batch " .. run.batch .. ": tokens differ from alone")
+  end
 elseif kind == "agents" then
   -- every policy at every count: all agents done, none failed, tokens as alone
   assert(r.schema == "djinn.agents/1", "schema")

@@ -77,6 +77,14 @@ if "$DJINN" lua/exp/tenants.lua "$MODEL" --device cpu --max-batch 4 --budget 32 
 	ok "lua/exp/tenants.lua"
 else bad "lua/exp/tenants.lua" "see above"; cat "$TMP/err" >&2; fi
 
+# memory pressure: 16 requests at once where the KV limit holds 2 whole
+# caches: the others wait (policy none) and all complete, none failed
+if "$DJINN" lua/exp/mempressure.lua "$MODEL" --device cpu --batches 8,16 --prompt 40 --new 8 \
+	--kv-limit 200K --kv-dtype f32 --budget 128 --max-batch 16 --out "$TMP/mp.json" >"$TMP/out" 2>"$TMP/err" &&
+   "$DJINN" tests/lua/check_results.lua mempressure "$TMP/mp.json" >>"$TMP/out" 2>>"$TMP/err"; then
+	ok "lua/exp/mempressure.lua"
+else bad "lua/exp/mempressure.lua" "see above"; cat "$TMP/err" >&2; fi
+
 # issue 12's switching protocol on three tiny llamas (different seeds) under a
 # budget that holds their fixed parts and about one and a half models' layers
 mm_models=

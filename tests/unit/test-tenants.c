@@ -185,6 +185,48 @@ Test(tenants, slo_is_earliest_deadline_first)
 	cr_assert_str_eq(got, "CD CD CD BC CD CD CD BC");
 }
 
+/* Order slo caps a step's rows to 80% of the tightest SLO by the step model
+ * (here 1 ms + 0.5 ms a row, SLO 10 ms: 14 rows) while a session with an SLO
+ * is in the scheduler, and for 20 SLOs after the last left (a request that
+ * arrives must find the step in flight short); then a prompt takes the
+ * whole budget again.  The first token of a run is its time to first
+ * token: no violation, however late. */
+Test(tenants, slo_cap_holds_after_the_last_slo_session_left)
+{
+	struct djn_sched *q = sched(DJN_ORDER_SLO, 8, 0);
+	struct djn_step_model sm = { .base_ms = 1, .row_ms = 0.5, .n = 1 };
+	struct djn_tenant tu = { "u", DJN_CLASS_INTERACTIVE, 10 }, tb = { "b", DJN_CLASS_BATCH, 0 };
+	struct djn_step_info info;
+	struct djn_member_info mi;
+	struct djn_session *u = started(0, 1, 2), *b = started(1, 60, 2);
+
+	djn_sched_set_step_model(q, &sm);
+	cr_assert_eq(djn_sched_add_as(q, u, &tu), DJN_OK, "%s", djn_sched_errmsg(q));
+	cr_assert_eq(djn_sched_add_as(q, b, &tb), DJN_OK, "%s", djn_sched_errmsg(q));
+	now_ms = 100; /* u's first token 100 ms after its add: its ttft, not late */
+	cr_assert_eq(djn_sched_step(q, &info), DJN_OK, "%s", djn_sched_errmsg(q));
+	cr_assert_eq(info.n_rows, 14, "with u: %d rows", info.n_rows);
+	now_ms += 5;
+	djn_sched_set_step_model(q, &sm);
+	cr_assert_eq(djn_sched_step(q, &info), DJN_OK);
+	cr_assert_eq(djn_sched_member(q, u, &mi), DJN_OK);
+	cr_assert_eq(mi.tokens, 2);
+	cr_assert_eq(mi.violations, 0, "the first token counted as late");
+	djn_sched_remove(q, u);
+	now_ms += 150; /* 15 SLOs later: still capped */
+	djn_sched_set_step_model(q, &sm);
+	cr_assert_eq(djn_sched_step(q, &info), DJN_OK);
+	cr_assert_eq(info.n_rows, 14, "after u left: %d rows", info.n_rows);
+	now_ms += 300; /* past 20 SLOs: the whole budget */
+	djn_sched_set_step_model(q, &sm);
+	cr_assert_eq(djn_sched_step(q, &info), DJN_OK);
+	cr_assert_gt(info.n_rows, 14, "long after u left: %d rows", info.n_rows);
+	djn_sched_remove(q, b);
+	djn_session_free(u);
+	djn_session_free(b);
+	djn_sched_free(q);
+}
+
 /* Three interactive sessions and one batch session, max_batch 2, aging 3:
  * the batch session runs at least once every 2 * aging + ceil(4 / 2) steps,
  * and every session's tokens are its tokens alone. */
@@ -315,6 +357,90 @@ Test(tenants, parking_takes_the_lowest_class_and_keeps_tokens)
 		djn_sched_remove(q, s[i]);
 		djn_session_free(s[i]);
 	}
+	djn_sched_free(q);
+	be->data_limit = saved;
+}
+
+/* Memory pressure as the experiment has it (policy none, a KV limit of three
+ * sessions' caches, sixteen requests handed over at once): a started
+ * session holds no arena and no pages before it runs; a session run in a
+ * batch holds only its head's tensors, so that all of them together never
+ * hold one prefill chunk's arena (but for a batch of one, which runs
+ * alone); the sessions that do not fit wait, and
+ * all complete with their tokens alone. */
+Test(tenants, waiting_sessions_hold_no_arena_and_all_complete)
+{
+	enum { N = 16, LEN = 40, NEW = 24 };
+	size_t saved = be->data_limit;
+	struct djn_err err = { 0 };
+	struct djn_sched_opts o = { .policy = DJN_POLICY_NONE, .max_batch = 8,
+				    .clock_ms = clock_of_test };
+	struct djn_sched *q = djn_sched_new(be, &o, &err);
+	struct djn_session *s[N];
+	struct djn_mem_info mi;
+	int steps = 0;
+
+	cr_assert_not_null(q, "%s", err.msg);
+	/* one prefill chunk's arena, laid out by a session alone */
+	struct djn_session *one = started(0, LEN, NEW);
+	djn_session_mem(one, &mi);
+	cr_assert_eq(mi.stack_bytes, 0, "a started session holds %zu arena bytes", mi.stack_bytes);
+	cr_assert_eq(djn_session_run(one, DJN_RUN_STEP, 1), DJN_STOP_STEP, "%s",
+		     djn_session_errmsg(one));
+	djn_session_mem(one, &mi);
+	size_t prefill = mi.stack_bytes;
+	cr_assert_gt(prefill, 0);
+	djn_session_free(one);
+
+	/* 128 positions a session (the context), 8 pages; three fit */
+	be->data_limit = 3 * 128 * (size_t)model->cfg.n_layer * 2 * model->cfg.n_kv_head *
+			 model->cfg.head_dim * djn_kv_elem_bytes(model->kv_dtype);
+	size_t data0 = be->data_bytes;
+	for (int i = 0; i < N; i++) {
+		struct djn_tenant t = { "eval", DJN_CLASS_BATCH, 0 };
+		cr_assert_eq(djn_sched_add_as(q, s[i] = started(i, LEN, NEW), &t), DJN_OK, "%s",
+			     djn_sched_errmsg(q));
+		djn_session_mem(s[i], &mi);
+		cr_assert_eq(mi.stack_bytes, 0, "session %d holds %zu arena bytes before it runs", i,
+			     mi.stack_bytes);
+	}
+	cr_assert_eq(be->data_bytes, data0, "started sessions took %zu bytes of KV pages",
+		     be->data_bytes - data0);
+	/* as the experiment does: a finished request leaves (its pages with it) */
+	int done = 0;
+	while (!djn_sched_step(q, NULL)) {
+		size_t stack = 0, most = 0;
+		for (int i = 0; i < N; i++) {
+			if (!s[i])
+				continue;
+			struct djn_member_info m;
+			cr_assert_eq(djn_sched_member(q, s[i], &m), DJN_OK);
+			cr_assert_neq(m.phase, DJN_PHASE_STOPPED, "session %d failed: %s", i,
+				      djn_session_errmsg(s[i]));
+			djn_session_mem(s[i], &mi);
+			stack += mi.stack_bytes;
+			most = mi.stack_bytes > most ? mi.stack_bytes : most;
+			cr_assert(m.phase != DJN_PHASE_QUEUED || mi.stack_bytes == 0,
+				  "session %d waits holding %zu arena bytes", i, mi.stack_bytes);
+		}
+		/* a batch of one runs alone, in its own arena: all the others
+		 * together hold less than one prefill chunk's */
+		cr_assert_lt(stack - most, prefill,
+			     "step %d: the sessions hold %zu arena bytes, one prefill chunk %zu",
+			     steps, stack - most, prefill);
+		cr_assert_leq(be->data_bytes, be->data_limit);
+		for (int i = 0; i < N; i++) {
+			if (!s[i] || djn_session_state(s[i]) != DJN_RUN_DONE)
+				continue;
+			same_as_alone(s[i], i, LEN, NEW);
+			djn_sched_remove(q, s[i]);
+			djn_session_free(s[i]);
+			s[i] = NULL;
+			done++;
+		}
+		cr_assert_lt(++steps, 2000);
+	}
+	cr_assert_eq(done, N, "%d of %d completed: %s", done, N, djn_sched_errmsg(q));
 	djn_sched_free(q);
 	be->data_limit = saved;
 }

@@ -17,26 +17,13 @@
 
 #include "djinn/backend.h"
 
+#include "bench_util.h"
+
 #define IN 1600
 #define OUT 6400
 #define TRIALS 7
 
 static struct djn_backend *be;
-
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
 
 static uint32_t rng = 12345;
 

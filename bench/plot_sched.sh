@@ -6,16 +6,7 @@
 # times B).  PNG and SVG of each.
 # usage: bench/plot_sched.sh RESULTS_DIR OUT_DIR   (RESULTS_DIR holds agents.json, batch.json, hf_batch.json)
 set -euo pipefail
-res=${1:?usage: bench/plot_sched.sh RESULTS_DIR OUT_DIR}
-out=${2:?usage: bench/plot_sched.sh RESULTS_DIR OUT_DIR}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-command -v gnuplot >/dev/null 2>&1 || {
-	[ "$(id -u)" -eq 0 ] || { echo "plot_sched.sh: gnuplot is missing (apt-get install gnuplot-nox)" >&2; exit 1; }
-	apt-get install -y gnuplot-nox >/dev/null || { apt-get update >/dev/null && apt-get install -y gnuplot-nox >/dev/null; }
-}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/plot_common.sh" "$@"
 python3 - "$res" "$tmp" <<'PY'
 import json, os, sys
 res, tmp = sys.argv[1:]

@@ -21,8 +21,10 @@
  * copied back to its own buffers; a chunk run in a batch has no other live
  * sites (a session that must stop at a site steps alone: batchable()).
  *
- * Fused ops (where the backend has them; each on unless its variable is 0,
- * DJN_BATCH_FUSE=0 turns all off, read when the batch is made):
+ * Fused ops (where the backend has them; off unless DJN_BATCH_FUSE=1, then
+ * each on unless its own variable is 0; read when the batch is made.  Off
+ * by default until a GPU run has checked them: their tests and A/B are
+ * written, not yet run on a GPU):
  *   DJN_BATCH_FUSE_NORM    the norms write the f16 input of the GEMMs after
  *                          them (rmsnorm_f16, matmul_f16) instead of f32
  *                          rows and a conversion pass;
@@ -91,7 +93,8 @@ struct djn_batch *djn_batch_new(struct djn_backend *be, struct djn_err *err)
 	b->arena.be = be; /* grown at the first step */
 	const char *g = getenv("DJINN_GRAPH");
 	b->graph_off = g && !strcmp(g, "0");
-	const bool fuse = !env_off("DJN_BATCH_FUSE");
+	const char *f = getenv("DJN_BATCH_FUSE");
+	const bool fuse = f && !strcmp(f, "1");
 	b->fuse_norm = fuse && !env_off("DJN_BATCH_FUSE_NORM");
 	b->fuse_resid = fuse && !env_off("DJN_BATCH_FUSE_RESID");
 	b->fuse_rope = fuse && !env_off("DJN_BATCH_FUSE_ROPE");

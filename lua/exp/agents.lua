@@ -130,6 +130,7 @@ local function run(policy, t)
     pending[#pending + 1] = agents[k]
   end
   local tok_ms, ttft_ms, step_ms, batch, signal_ms, resume_ms = {}, {}, {}, {}, {}, {}
+  local start_ms, add_ms = {}, {}
   local failed, completed, n_tokens = 0, 0, 0
   local t0 = now()
   local live = 0
@@ -138,6 +139,7 @@ local function run(policy, t)
     -- arrivals
     for _, g in ipairs(agents) do
       if g.state == "future" and g.a.arrival_s <= tnow then
+        local c0 = now()
         local s, err = m:session { ctx = g.a.ctx }
         if not s then
           g.state, g.err = "failed", err
@@ -145,7 +147,13 @@ local function run(policy, t)
         else
           g.s = s
           s:start(g.a.ids, { n = g.a.steps[1].think_tokens, eos = false })
+          local c1 = now()
           local ok, e = q:add(s)
+          local c2 = now()
+          -- the arrival's own costs, apart: making and starting the
+          -- session, then handing it to the scheduler (both in its TTFT)
+          start_ms[#start_ms + 1] = (c1 - c0) * 1e3
+          add_ms[#add_ms + 1] = (c2 - c1) * 1e3
           if not ok then
             g.state, g.err = "failed", e
             failed = failed + 1
@@ -278,6 +286,7 @@ local function run(policy, t)
     swap_gbps = (st.swap_ms_out + st.swap_ms_in) > 0 and
       (st.swap_bytes_out + st.swap_bytes_in) / ((st.swap_ms_out + st.swap_ms_in) * 1e6) or 0,
     signal_ms = pct(signal_ms), resume_ms = pct(resume_ms),
+    start_ms = pct(start_ms), add_ms = pct(add_ms),
     kv_peak_bytes = st.kv_peak_bytes, device_peak_bytes = st.device_peak_bytes,
     graph_steps = st.graph_steps, identical = identical, checked = checked,
     agreed_before_parting = #agreed > 0 and stats.mean(agreed) or 1,

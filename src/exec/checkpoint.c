@@ -35,11 +35,15 @@ static enum djn_status copy_kv(struct djn_session *s, float *contig, int n, bool
 	return st;
 }
 
+/* The pages up to the chunk in flight, of those the cache has: a started
+ * session that has not run yet has none for its first chunk (they are taken
+ * when it is laid out; a restore lays it out again). */
 static int used_pages(const struct djn_session *s)
 {
 	int end = s->r.pos + s->r.n_rows;
+	int n = (end + s->kv.view.page_tokens - 1) / s->kv.view.page_tokens;
 
-	return (end + s->kv.view.page_tokens - 1) / s->kv.view.page_tokens;
+	return n < s->kv.view.n_pages ? n : s->kv.view.n_pages;
 }
 
 int djn_checkpoint_new(struct djn_session *s)

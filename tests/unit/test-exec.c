@@ -279,6 +279,33 @@ Test(exec, checkpoint_restore_seeded_sampling)
 	checkpoint_continuation(&g);
 }
 
+/* A checkpoint of a run started and not run yet (no arena, no pages for
+ * its first chunk): restoring it runs the same tokens (found by the fuzzer
+ * of the command line: it read page pointers the cache did not have). */
+Test(exec, checkpoint_of_a_run_not_begun)
+{
+	struct djn_session *s = session();
+	int32_t first[128];
+	int n1, n2, id;
+	enum djn_stop why;
+
+	cr_assert_eq(djn_session_start(s, prompt, 5, &greedy), DJN_OK);
+	id = djn_checkpoint_new(s);
+	cr_assert_gt(id, 0, "%s", djn_session_errmsg(s));
+	while ((why = djn_session_run(s, DJN_RUN_CONTINUE, 1)) != DJN_STOP_DONE)
+		cr_assert_neq(why, DJN_STOP_ERROR, "%s", djn_session_errmsg(s));
+	const int32_t *t = djn_session_tokens(s, &n1, NULL);
+	memcpy(first, t, sizeof(int32_t) * (size_t)n1);
+	cr_assert_eq(djn_checkpoint_restore(s, id), DJN_OK, "%s", djn_session_errmsg(s));
+	cr_assert_eq(djn_session_cursor(s).pos, 0);
+	while ((why = djn_session_run(s, DJN_RUN_CONTINUE, 1)) != DJN_STOP_DONE)
+		cr_assert_neq(why, DJN_STOP_ERROR, "%s", djn_session_errmsg(s));
+	t = djn_session_tokens(s, &n2, NULL);
+	cr_assert_eq(n2, n1);
+	cr_assert_arr_eq(first, t, sizeof(int32_t) * (size_t)n1);
+	djn_session_free(s);
+}
+
 Test(exec, steer_add_equals_write_back_by_hand)
 {
 	struct djn_session *a = session(), *b = session();

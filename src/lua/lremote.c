@@ -337,6 +337,19 @@ static int l_token(lua_State *L)
 	return 1;
 }
 
+/* r:shm() -> whether reads come through a shared-memory segment, and its
+ * size mapped now */
+static int l_shm(lua_State *L)
+{
+	struct ldj_remote *lr = check_remote(L);
+	size_t size = 0;
+	bool on = lr->r && djn_remote_shm(lr->r, &size);
+
+	lua_pushboolean(L, on);
+	lua_pushinteger(L, (lua_Integer)size);
+	return 2;
+}
+
 /* r:close(): detach (the sessions stay on the server); also __gc, __close */
 static int l_close(lua_State *L)
 {
@@ -440,6 +453,7 @@ void ldj_open_remote(lua_State *L)
 	static const luaL_Reg methods[] = {
 		{ "command", l_command }, { "tensor", l_tensor }, { "steer", l_steer },
 		{ "phases", l_phases },   { "ping", l_ping },     { "token", l_token },
+		{ "shm", l_shm },
 		{ "close", l_close },     { NULL, NULL },
 	};
 	static const luaL_Reg meta[] = {

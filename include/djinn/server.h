@@ -144,6 +144,15 @@ struct djn_remote *djn_remote_connect(const char *addr, const char *token, const
 struct djn_remote *djn_remote_connect_as(const char *addr, const char *token, const char *resume,
 					 const char *tenant, const char *cls, double slo_ms,
 					 struct djn_err *err);
+/* All of the above, and no_shm: reads stay on the socket even for a server
+ * on this host (as DJINN_NO_SHM=1 does for every connection). */
+struct djn_remote_opts {
+	const char *token, *resume, *tenant, *cls;
+	double slo_ms;
+	bool no_shm;
+};
+struct djn_remote *djn_remote_open(const char *addr, const struct djn_remote_opts *o,
+				   struct djn_err *err);
 /* Close the connection: the server keeps this client's sessions (detach). */
 void djn_remote_free(struct djn_remote *r);
 const char *djn_remote_addr(const struct djn_remote *r);

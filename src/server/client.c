@@ -472,6 +472,17 @@ struct djn_remote *djn_remote_connect_as(const char *addr, const char *token, co
 					 const char *tenant, const char *cls, double slo_ms,
 					 struct djn_err *err)
 {
+	struct djn_remote_opts o = { .token = token, .resume = resume, .tenant = tenant,
+				     .cls = cls, .slo_ms = slo_ms };
+
+	return djn_remote_open(addr, &o, err);
+}
+
+struct djn_remote *djn_remote_open(const char *addr, const struct djn_remote_opts *o,
+				   struct djn_err *err)
+{
+	const char *token = o->token, *resume = o->resume, *tenant = o->tenant, *cls = o->cls;
+	double slo_ms = o->slo_ms;
 	struct djn_remote *r;
 	cJSON *hello;
 	struct djn_frame f;
@@ -501,7 +512,7 @@ struct djn_remote *djn_remote_connect_as(const char *addr, const char *token, co
 		cJSON_AddNumberToObject(hello, "slo_ms", slo_ms);
 	{
 		const char *no = getenv("DJINN_NO_SHM");
-		if ((!no || !*no || !strcmp(no, "0")) && peer_local(fd))
+		if (!o->no_shm && (!no || !*no || !strcmp(no, "0")) && peer_local(fd))
 			cJSON_AddBoolToObject(hello, "shm", true);
 	}
 	if (send_msg(r, hello, NULL, 0, NULL, err)) {

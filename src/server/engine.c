@@ -396,6 +396,14 @@ struct srv_stage *srv_stage_get(struct srv *srv, size_t bytes)
 	return st;
 }
 
+void srv_stage_put(struct srv *srv, struct srv_stage *st)
+{
+	pthread_mutex_lock(&srv->out_mu);
+	st->next = srv->stage_free;
+	srv->stage_free = st;
+	pthread_mutex_unlock(&srv->out_mu);
+}
+
 void srv_stage_drain(struct srv *srv)
 {
 	while (srv->stage_free) {
@@ -723,6 +731,22 @@ static size_t read_piece(void)
 	return piece;
 }
 
+/* DJINN_SERVE_SHM_STAGE=1: a shared-memory read goes through the pinned
+ * staging buffer and a memcpy into the segment, instead of the backend's
+ * copy straight into the segment's (pageable) pages: which is faster on a
+ * GPU is for bench/remote_gpu.sh to say (on the CPU backend both are one
+ * memcpy, and staging is a second). */
+static bool shm_staged(void)
+{
+	static int on = -1;
+
+	if (on < 0) {
+		const char *e = getenv("DJINN_SERVE_SHM_STAGE");
+		on = e && *e && strcmp(e, "0");
+	}
+	return on;
+}
+
 /* A read for a client that mapped its segment: the rows go straight into
  * it (grown when the tensor is larger) and the reply carries only where
  * they are.  false: the segment cannot hold it (the socket takes it). */
@@ -740,7 +764,18 @@ static bool read_shm(struct srv *srv, struct client *cl, struct sh_session *ss, 
 			fprintf(stderr, "djinn serve: read over the socket: %s\n", err.msg);
 		return false;
 	}
-	if (djn_session_read_rows(ss->s, site, 0, rows, cl->shm->p)) {
+	if (shm_staged()) {
+		struct srv_stage *st = srv_stage_get(srv, bytes);
+		if (!st)
+			return false;
+		if (djn_session_read_rows(ss->s, site, 0, rows, st->p)) {
+			srv_stage_put(srv, st);
+			reply_error(srv, cl->conn, id, djn_session_errmsg(ss->s));
+			return true;
+		}
+		memcpy(cl->shm->p, st->p, bytes);
+		srv_stage_put(srv, st);
+	} else if (djn_session_read_rows(ss->s, site, 0, rows, cl->shm->p)) {
 		reply_error(srv, cl->conn, id, djn_session_errmsg(ss->s));
 		return true;
 	}

@@ -152,6 +152,8 @@ void srv_interrupt_conn(struct srv *srv, uint64_t conn);
  * srv_stage_drain frees the pool (at the end, both threads stopped). */
 struct srv_stage *srv_stage_get(struct srv *srv, size_t bytes);
 void srv_stage_drain(struct srv *srv);
+/* Back to the pool, unsent (the engine's own use of one). */
+void srv_stage_put(struct srv *srv, struct srv_stage *st);
 
 /* shm.c: a segment of at least bytes (NULL: err says why); grow remaps it
  * larger (the same object: the client remaps its fd); unlink removes the

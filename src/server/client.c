@@ -452,7 +452,8 @@ static enum djn_status shm_answer(struct djn_remote *r, struct djn_err *err)
 	cJSON_Delete(msg);
 	if (st)
 		return st;
-	if (strcmp(rep.f.type, "result") || !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rep.f.json, "shm")))
+	if (strcmp(rep.f.type, "result") ||
+	    !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rep.f.json, "shm")))
 		shm_drop(r);
 	djn_remote_reply_release(&rep);
 	/* the handshake's own round trip is not a request of the user's */
@@ -483,6 +484,7 @@ struct djn_remote *djn_remote_open(const char *addr, const struct djn_remote_opt
 {
 	const char *token = o->token, *resume = o->resume, *tenant = o->tenant, *cls = o->cls;
 	double slo_ms = o->slo_ms;
+	bool want_shm;
 	struct djn_remote *r;
 	cJSON *hello;
 	struct djn_frame f;
@@ -512,7 +514,8 @@ struct djn_remote *djn_remote_open(const char *addr, const struct djn_remote_opt
 		cJSON_AddNumberToObject(hello, "slo_ms", slo_ms);
 	{
 		const char *no = getenv("DJINN_NO_SHM");
-		if (!o->no_shm && (!no || !*no || !strcmp(no, "0")) && peer_local(fd))
+		want_shm = !o->no_shm && (!no || !*no || !strcmp(no, "0")) && peer_local(fd);
+		if (want_shm)
 			cJSON_AddBoolToObject(hello, "shm", true);
 	}
 	if (send_msg(r, hello, NULL, 0, NULL, err)) {
@@ -535,7 +538,8 @@ struct djn_remote *djn_remote_open(const char *addr, const struct djn_remote_opt
 	r->welcome = f.json;
 	f.json = NULL;
 	free(payload);
-	if (cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(r->welcome, "shm")) &&
+	/* a segment only when asked for (a server cannot push one on a client) */
+	if (want_shm && cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(r->welcome, "shm")) &&
 	    shm_answer(r, err))
 		goto fail;
 	return r;

@@ -158,6 +158,28 @@ else
 	printf '%s\n%s\n' "$out" "$out2" | head -20
 fi
 
+# a unix socket's client is on this host too: shared memory, and the same tensor
+(cd "$tmp" && exec "$djinn" serve --unix "$tmp/djinn.sock" models/stories260K.bin \
+	--tokenizer models/tok512.bin >"$tmp/unix.log" 2>&1) &
+pids+=($!)
+for _ in $(seq 100); do [ -S "$tmp/djinn.sock" ] && break; sleep 0.1; done
+cat >"$tmp/unix.lua" <<'LUA'
+local r = assert(djinn.connect(arg[1]))
+assert(r:shm(), "no shared memory over a unix socket")
+assert(r:command("load models/stories260K.bin --tokenizer models/tok512.bin"))
+assert(r:command("break L0.mlp_act")); r:command('start "Once upon a time" -n 1'); r:command("continue")
+local m = assert(djinn.load("models/stories260K.bin", {tokenizer = "models/tok512.bin"}))
+local s = m:session(); s:break_at("L0.mlp_act"); s:start("Once upon a time", {n = 1, eos = false}); s:continue()
+assert(r:tensor("L0.mlp_act") == s:tensor("L0.mlp_act"), "the tensors differ")
+print("unix ok")
+LUA
+if (cd "$tmp" && timeout 30 "$djinn" "$tmp/unix.lua" "unix:$tmp/djinn.sock" 2>&1) | grep -q '^unix ok$'; then
+	ok "a client on a unix socket reads through shared memory"
+else
+	bad "a client on a unix socket reads through shared memory"
+	(cd "$tmp" && timeout 30 "$djinn" "$tmp/unix.lua" "unix:$tmp/djinn.sock" 2>&1 | tail -5)
+fi
+
 # the servers are still up after all that
 for n in main slow tok; do
 	p=port_$n

@@ -13,15 +13,21 @@ local function now() return djinn.clock() / 1e3 end -- microseconds
 local res = {mode = mode, gen_tokens = N, bw_site = BW_SITE}
 
 -- tensor bandwidth: the best of BW_ROUNDS rounds of BW_REPS reads of one
--- site; between the rounds (remote side) the bounds for the same bytes, so
--- that a busy machine weighs on all of them alike
-local function bandwidth(read)
+-- site; between the rounds (remote side) the same reads over the socket
+-- (read2: a second client without shared memory) and the bounds for the
+-- same bytes, so that a busy machine weighs on all of them alike
+local function bandwidth(read, read2)
   local t = read()
-  local bytes, best, bound = t.n * 4, 0, {memcpy_gbps = 0, socket_gbps = 0}
-  for _ = 1, BW_ROUNDS do
+  local bytes, best, bound = t.n * 4, 0, {memcpy_gbps = 0, socket_gbps = 0, read2_gbps = 0}
+  local function round(f)
     local a = now()
-    for _ = 1, BW_REPS do read() end
-    best = math.max(best, bytes * BW_REPS / ((now() - a) / 1e6) / 1e9)
+    for _ = 1, BW_REPS do f() end
+    return bytes * BW_REPS / ((now() - a) / 1e6) / 1e9
+  end
+  if read2 then assert(read2() == t, "the socket's tensor differs from shared memory's") end
+  for _ = 1, BW_ROUNDS do
+    best = math.max(best, round(read))
+    if read2 then bound.read2_gbps = math.max(bound.read2_gbps, round(read2)) end
     local nb = os.getenv("NET_BOUND")
     if mode == "remote" and nb and nb ~= "" then
       local p = io.popen(nb .. " " .. bytes .. " " .. BW_REPS)
@@ -51,6 +57,7 @@ if mode == "local" then
   res.bw_bytes, res.bw_gbps = bandwidth(function() return s:tensor(BW_SITE) end)
 else
   local r = assert(djinn.connect(addr))
+  res.shm = r:shm()
   assert(r:command(loadline))
   local t0 = now(); assert(r:command(string.format('run "%s" -n %d', PROMPT, N)))
   res.gen_us = now() - t0
@@ -83,9 +90,16 @@ else
   r:command("delete"); r:command("break " .. BW_SITE)
   r:command('start "' .. BW_PROMPT .. '" -n 1')
   r:command("continue")
+  -- the same tensor through a second client that keeps to the socket
+  local r2 = assert(djinn.connect(addr, {shm = false}))
+  assert(r2:command(loadline)); r2:command("break " .. BW_SITE)
+  r2:command('start "' .. BW_PROMPT .. '" -n 1'); r2:command("continue")
   local bound
-  res.bw_bytes, res.bw_gbps, bound = bandwidth(function() return r:tensor(BW_SITE) end)
+  res.bw_bytes, res.bw_gbps, bound = bandwidth(function() return r:tensor(BW_SITE) end,
+                                               function() return r2:tensor(BW_SITE) end)
   res.memcpy_gbps, res.socket_gbps = bound.memcpy_gbps, bound.socket_gbps
+  res.bw_sock_gbps = bound.read2_gbps
+  r2:command("quit")
   r:command("quit")
 end
 local f = assert(io.open(out, "w")); f:write(djinn.json.encode(res)); f:close()

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Remote vs local (loopback): a 256-token generation, a breakpoint-heavy
 # session (stop and read at every layer), an inspect round trip, tensor
-# bandwidth; with the phase breakdown of the remote requests.
+# bandwidth (through shared memory, and through the socket by a second
+# client, beside memcpy and a raw loopback socket for the same bytes); with
+# the phase breakdown of the remote requests.
 # usage: bench/remote_bench.sh OUT.json [MODEL [TOKENIZER]]
 #   default model: models/stories260K.bin + models/tok512.bin (CPU check);
 #   on the GPU machine e.g. models/SmolLM2-135M-Instruct.Q4_1.gguf (a model
@@ -46,8 +48,12 @@ print("%-34s %9.1fms %9.1fms  <=3%%: %+.1f%%" % ("generate %d tokens" % r.get("g
 print("%-34s %9.1fms %9.1fms  %+.1f%% (%d stops)" % ("break + read at every layer", l["bp_us"]/1e3, r["bp_us"]/1e3, res["bp_overhead_pct"], r["bp_stops"]))
 print("%-34s %11s %9.1fus  <100 us" % ("inspect round trip (%d floats)" % r["inspect_floats"], "", r["inspect_us"]))
 print("%-34s %11s %9.1fus" % ("ping round trip", "", r["ping_us"]))
+tensor = "tensor %s, %.3g MB" % (r.get("bw_site", ""), r["bw_bytes"] / 1e6)
 print("%-34s %7.2fGB/s %7.2fGB/s  >=5 GB/s; memcpy %.2f GB/s, raw loopback socket %.2f GB/s" % (
-    "tensor %s, %.3g MB" % (r.get("bw_site", ""), r["bw_bytes"] / 1e6), l.get("bw_gbps", 0), r["bw_gbps"],
+    tensor + (", shm" if r.get("shm") else ", socket"), l.get("bw_gbps", 0), r["bw_gbps"],
     r.get("memcpy_gbps", 0), r.get("socket_gbps", 0)))
+if "bw_sock_gbps" in r:
+    print("%-34s %11s %7.2fGB/s  (DJINN_NO_SHM: the protocol on the socket)" % (
+        tensor + ", socket", "", r["bw_sock_gbps"]))
 json.dump(res, open(sys.argv[3], "w"), indent=1)
 PY

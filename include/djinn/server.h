@@ -33,6 +33,7 @@
 #define DJN_FRAME_MAX_REPLY ((size_t)4 << 30)     /* server -> client */
 #define DJN_FRAME_JSON_MAX ((size_t)1 << 20)      /* the JSON part of any frame */
 #define DJN_FRAME_MAX_ATT 64
+#define DJN_SHM_MAX ((size_t)1 << 40)             /* a shared-memory segment */
 
 /* ---------------------------------------------------------- the codec */
 
@@ -66,6 +67,14 @@ enum djn_status djn_frame_decode(const uint8_t *payload, size_t len, struct djn_
 enum djn_status djn_frame_decode_head(const uint8_t *json, size_t jlen, size_t payload_len,
 				      struct djn_frame *out, struct djn_err *err);
 void djn_frame_release(struct djn_frame *f);
+/* A read reply's "shm" object (docs/protocol.md, "Shared memory"): the
+ * tensor lies in the connection's segment at offset.  Checks what an
+ * attachment header is checked for (dtype, shape, bytes = their product),
+ * and offset + bytes within the segment: *size is the reply's "size" (the
+ * segment after a growth; at least mapped, the size already mapped).  The
+ * attachment's data stays NULL. */
+enum djn_status djn_frame_shm_att(const cJSON *o, size_t mapped, struct djn_frame_att *a,
+				  size_t *offset, size_t *size, struct djn_err *err);
 
 /* An attachment to send: data is borrowed for the call. */
 struct djn_att_out {
@@ -135,6 +144,15 @@ struct djn_remote *djn_remote_connect(const char *addr, const char *token, const
 struct djn_remote *djn_remote_connect_as(const char *addr, const char *token, const char *resume,
 					 const char *tenant, const char *cls, double slo_ms,
 					 struct djn_err *err);
+/* All of the above, and no_shm: reads stay on the socket even for a server
+ * on this host (as DJINN_NO_SHM=1 does for every connection). */
+struct djn_remote_opts {
+	const char *token, *resume, *tenant, *cls;
+	double slo_ms;
+	bool no_shm;
+};
+struct djn_remote *djn_remote_open(const char *addr, const struct djn_remote_opts *o,
+				   struct djn_err *err);
 /* Close the connection: the server keeps this client's sessions (detach). */
 void djn_remote_free(struct djn_remote *r);
 const char *djn_remote_addr(const struct djn_remote *r);
@@ -170,6 +188,10 @@ void djn_remote_interrupt(struct djn_remote *r);
 /* Set while djn_remote_call waits: when it becomes true the call sends an
  * interrupt (the shell's SIGINT flag). */
 void djn_remote_watch_flag(struct djn_remote *r, volatile int *flag);
+
+/* Whether reads arrive through a shared-memory segment (a server on this
+ * host, DJINN_NO_SHM unset); *size: its size mapped now. */
+bool djn_remote_shm(const struct djn_remote *r, size_t *size);
 
 /* Totals over every call so far, and the last call. */
 void djn_remote_stats(const struct djn_remote *r, struct djn_remote_phases *last,

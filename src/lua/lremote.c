@@ -58,27 +58,29 @@ static void on_event(struct djn_remote *r, const struct djn_frame *ev, void *ud)
 	lr->stop_bp = cJSON_IsNumber(bp) ? bp->valueint : 0;
 }
 
-/* djinn.connect(addr [, {token=, resume=, tenant=, class=, slo_ms=}]) -> Remote,
- * or nil, msg; the tenant fields schedule this client's sessions on the server */
+/* djinn.connect(addr [, {token=, resume=, tenant=, class=, slo_ms=, shm=}]) ->
+ * Remote, or nil, msg; the tenant fields schedule this client's sessions on
+ * the server; shm=false keeps reads on the socket (a server on this host
+ * sends them through shared memory otherwise) */
 static int l_connect(lua_State *L)
 {
-	static const char *const keys[] = { "token", "resume", "tenant", "class", "slo_ms", NULL };
+	static const char *const keys[] = { "token", "resume", "tenant", "class", "slo_ms", "shm", NULL };
 	const char *addr = luaL_checkstring(L, 1);
-	const char *token, *resume, *tenant, *cls;
-	lua_Number slo;
+	struct djn_remote_opts o = { 0 };
 	struct ldj_remote *lr;
 	struct djn_err err = { 0 };
 
 	ldj_check_opts(L, 2, "connect", keys);
-	token = ldj_opt_string(L, 2, "connect", "token", NULL);
-	resume = ldj_opt_string(L, 2, "connect", "resume", NULL);
-	tenant = ldj_opt_string(L, 2, "connect", "tenant", NULL);
-	cls = ldj_opt_string(L, 2, "connect", "class", NULL);
-	slo = ldj_opt_number(L, 2, "connect", "slo_ms", 0);
+	o.token = ldj_opt_string(L, 2, "connect", "token", NULL);
+	o.resume = ldj_opt_string(L, 2, "connect", "resume", NULL);
+	o.tenant = ldj_opt_string(L, 2, "connect", "tenant", NULL);
+	o.cls = ldj_opt_string(L, 2, "connect", "class", NULL);
+	o.slo_ms = ldj_opt_number(L, 2, "connect", "slo_ms", 0);
+	o.no_shm = !ldj_opt_boolean(L, 2, "connect", "shm", true);
 	lr = lua_newuserdatauv(L, sizeof(*lr), 0); /* empty first: an error leaks nothing */
 	memset(lr, 0, sizeof(*lr));
 	luaL_setmetatable(L, LDJ_REMOTE);
-	if (!(lr->r = djn_remote_connect_as(addr, token, resume, tenant, cls, slo, &err))) {
+	if (!(lr->r = djn_remote_open(addr, &o, &err))) {
 		lua_pushnil(L);
 		lua_pushfstring(L, "djinn.connect: %s", err.msg);
 		return 2;
@@ -337,6 +339,19 @@ static int l_token(lua_State *L)
 	return 1;
 }
 
+/* r:shm() -> whether reads come through a shared-memory segment, and its
+ * size mapped now */
+static int l_shm(lua_State *L)
+{
+	struct ldj_remote *lr = check_remote(L);
+	size_t size = 0;
+	bool on = lr->r && djn_remote_shm(lr->r, &size);
+
+	lua_pushboolean(L, on);
+	lua_pushinteger(L, (lua_Integer)size);
+	return 2;
+}
+
 /* r:close(): detach (the sessions stay on the server); also __gc, __close */
 static int l_close(lua_State *L)
 {
@@ -440,6 +455,7 @@ void ldj_open_remote(lua_State *L)
 	static const luaL_Reg methods[] = {
 		{ "command", l_command }, { "tensor", l_tensor }, { "steer", l_steer },
 		{ "phases", l_phases },   { "ping", l_ping },     { "token", l_token },
+		{ "shm", l_shm },
 		{ "close", l_close },     { NULL, NULL },
 	};
 	static const luaL_Reg meta[] = {

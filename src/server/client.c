@@ -5,11 +5,15 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
@@ -34,6 +38,10 @@ struct djn_remote {
 	bool interrupt_sent;
 	struct djn_remote_phases last, sum;
 	long n_calls;
+	/* the server's shared-memory segment (reads land there), or fd -1 */
+	int shm_fd;
+	uint8_t *shm_p;
+	size_t shm_size;
 	uint8_t rx[RX_CAP];   /* received, not yet consumed: rx[rx_off..rx_len) */
 	size_t rx_off, rx_len;
 };
@@ -46,11 +54,93 @@ static int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+static void shm_drop(struct djn_remote *r)
+{
+	if (r->shm_p)
+		munmap(r->shm_p, r->shm_size);
+	if (r->shm_fd >= 0)
+		close(r->shm_fd);
+	r->shm_p = NULL;
+	r->shm_size = 0;
+	r->shm_fd = -1;
+}
+
 static void dead(struct djn_remote *r)
 {
 	if (r->fd >= 0)
 		close(r->fd);
 	r->fd = -1;
+	shm_drop(r);
+}
+
+/* Map the segment up to size (the server grew it; the same object, so the
+ * same fd): it must really be that large, or a read past its end would be
+ * a SIGBUS. */
+static enum djn_status shm_map(struct djn_remote *r, size_t size, struct djn_err *err)
+{
+	struct stat st;
+	void *p;
+
+	if (size <= r->shm_size)
+		return DJN_OK;
+	if (fstat(r->shm_fd, &st) < 0 || st.st_size < 0 || (size_t)st.st_size < size)
+		return djn_err_set(err, DJN_ERR_FORMAT, "%s: shm: the segment is smaller than %zu bytes",
+				   r->addr, size);
+	p = mmap(NULL, size, PROT_READ, MAP_SHARED, r->shm_fd, 0);
+	if (p == MAP_FAILED)
+		return djn_err_set(err, DJN_ERR_NOMEM, "%s: shm: mmap %zu bytes: %s", r->addr, size,
+				   strerror(errno));
+	if (r->shm_p)
+		munmap(r->shm_p, r->shm_size);
+	r->shm_p = p;
+	r->shm_size = size;
+	return DJN_OK;
+}
+
+/* The welcome's segment {name, size}: open and map it, then unlink the name
+ * (nothing is left in /dev/shm).  It must be the server's own kind of name,
+ * this user's, not readable by others, and as large as it says. */
+static enum djn_status shm_open_welcome(struct djn_remote *r, const cJSON *o,
+					struct djn_err *err)
+{
+	const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
+	const cJSON *size = cJSON_GetObjectItemCaseSensitive(o, "size");
+	struct stat st;
+	const char *n;
+
+	if (!cJSON_IsString(name) || !cJSON_IsNumber(size) || size->valuedouble < 1 ||
+	    size->valuedouble > (double)DJN_SHM_MAX)
+		return djn_err_set(err, DJN_ERR_FORMAT, "%s: shm: a bad segment in the welcome",
+				   r->addr);
+	n = name->valuestring;
+	if (strncmp(n, "/djinn-", 7) || strlen(n) > 47 || strchr(n + 1, '/'))
+		return djn_err_set(err, DJN_ERR_FORMAT, "%s: shm: a bad segment name", r->addr);
+	if ((r->shm_fd = shm_open(n, O_RDONLY | O_CLOEXEC, 0)) < 0)
+		return djn_err_set(err, DJN_ERR_IO, "%s: shm: %s: %s", r->addr, n, strerror(errno));
+	shm_unlink(n);
+	if (fstat(r->shm_fd, &st) < 0 || st.st_uid != getuid() || (st.st_mode & 077))
+		return djn_err_set(err, DJN_ERR_STATE,
+				   "%s: shm: the segment is not this user's own (mode 0600)", r->addr);
+	return shm_map(r, (size_t)size->valuedouble, err);
+}
+
+/* Is the peer on this host (a unix socket, or loopback)? */
+static bool peer_local(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		return false;
+	if (ss.ss_family == AF_UNIX)
+		return true;
+	if (ss.ss_family == AF_INET)
+		return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss.ss_family == AF_INET6) {
+		const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+		return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
 }
 
 static int dial(const char *addr, struct djn_err *err)
@@ -222,8 +312,10 @@ static enum djn_status read_frame(struct djn_remote *r, uint8_t **payload, struc
 {
 	uint8_t hdr[8], *json;
 	size_t len, jlen, rest = 0, at = 0;
-	const cJSON *rid;
+	const cJSON *rid, *shm;
 	void *dst[DJN_FRAME_MAX_ATT] = { 0 };
+	int shm_i = -1;
+	size_t shm_off = 0;
 	enum djn_status st;
 
 	*payload = NULL;
@@ -259,6 +351,29 @@ static enum djn_status read_frame(struct djn_remote *r, uint8_t **payload, struc
 		return DJN_ERR_FORMAT;
 	}
 	rid = cJSON_GetObjectItemCaseSensitive(f->json, "id");
+	shm = cJSON_GetObjectItemCaseSensitive(f->json, "shm");
+	if (!strcmp(f->type, "result") && cJSON_IsObject(shm)) {
+		/* the tensor is in the segment: checked like an attachment, and
+		 * within the segment (mapped larger if the server grew it) */
+		size_t size;
+		enum djn_status sst = DJN_ERR_FORMAT;
+		if (!r->shm_p)
+			djn_err_set(err, DJN_ERR_FORMAT, "%s: a shared-memory reply, but no segment",
+				    r->addr);
+		else if (f->n_att)
+			djn_err_set(err, DJN_ERR_FORMAT, "%s: a shared-memory reply with attachments",
+				    r->addr);
+		else if (djn_frame_shm_att(shm, r->shm_size, &f->att[0], &shm_off, &size, err))
+			djn_err_prefix(err, "%s", r->addr);
+		else
+			sst = shm_map(r, size, err);
+		if (sst) {
+			djn_frame_release(f);
+			dead(r);
+			return DJN_ERR_FORMAT;
+		}
+		shm_i = f->n_att++;
+	}
 	if (sink && !strcmp(f->type, "result") && cJSON_IsNumber(rid) && rid->valuedouble == id)
 		for (int i = 0; i < f->n_att; i++)
 			dst[i] = f->att[i].bytes ? sink(sink_ud, &f->att[i], i) : NULL;
@@ -276,7 +391,10 @@ static enum djn_status read_frame(struct djn_remote *r, uint8_t **payload, struc
 		uint8_t *p = dst[i] ? dst[i] : *payload ? *payload + at : NULL; /* NULL: 0 bytes */
 		if (!dst[i])
 			at += f->att[i].bytes;
-		if (read_all(r, p, f->att[i].bytes, false, err)) {
+		if (i == shm_i) {
+			if (f->att[i].bytes)
+				memcpy(p, r->shm_p + shm_off, f->att[i].bytes);
+		} else if (read_all(r, p, f->att[i].bytes, false, err)) {
 			djn_frame_release(f);
 			free(*payload);
 			*payload = NULL;
@@ -311,6 +429,40 @@ static enum djn_status send_msg(struct djn_remote *r, cJSON *msg, const struct d
 	return st;
 }
 
+/* Map the welcome's segment and tell the server whether that worked (it
+ * unlinks the name either way); one that cannot be mapped (another user,
+ * another host behind a loopback address) leaves reads on the socket. */
+static enum djn_status shm_answer(struct djn_remote *r, struct djn_err *err)
+{
+	struct djn_err why = { 0 };
+	struct djn_remote_reply rep;
+	cJSON *msg = cJSON_CreateObject();
+	bool mapped = !shm_open_welcome(r, cJSON_GetObjectItemCaseSensitive(r->welcome, "shm"),
+					&why);
+	enum djn_status st;
+
+	if (!mapped) {
+		shm_drop(r);
+		if (getenv("DJINN_SHM_LOG"))
+			fprintf(stderr, "djinn: reads over the socket: %s\n", why.msg);
+	}
+	cJSON_AddStringToObject(msg, "type", "shm");
+	cJSON_AddBoolToObject(msg, "mapped", mapped);
+	st = djn_remote_call(r, msg, NULL, 0, &rep, err);
+	cJSON_Delete(msg);
+	if (st)
+		return st;
+	if (strcmp(rep.f.type, "result") ||
+	    !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rep.f.json, "shm")))
+		shm_drop(r);
+	djn_remote_reply_release(&rep);
+	/* the handshake's own round trip is not a request of the user's */
+	memset(&r->sum, 0, sizeof(r->sum));
+	memset(&r->last, 0, sizeof(r->last));
+	r->n_calls = 0;
+	return DJN_OK;
+}
+
 struct djn_remote *djn_remote_connect(const char *addr, const char *token, const char *resume,
 				      struct djn_err *err)
 {
@@ -321,6 +473,18 @@ struct djn_remote *djn_remote_connect_as(const char *addr, const char *token, co
 					 const char *tenant, const char *cls, double slo_ms,
 					 struct djn_err *err)
 {
+	struct djn_remote_opts o = { .token = token, .resume = resume, .tenant = tenant,
+				     .cls = cls, .slo_ms = slo_ms };
+
+	return djn_remote_open(addr, &o, err);
+}
+
+struct djn_remote *djn_remote_open(const char *addr, const struct djn_remote_opts *o,
+				   struct djn_err *err)
+{
+	const char *token = o->token, *resume = o->resume, *tenant = o->tenant, *cls = o->cls;
+	double slo_ms = o->slo_ms;
+	bool want_shm;
 	struct djn_remote *r;
 	cJSON *hello;
 	struct djn_frame f;
@@ -332,6 +496,7 @@ struct djn_remote *djn_remote_connect_as(const char *addr, const char *token, co
 		return NULL;
 	r = djn_xcalloc(1, sizeof(*r));
 	r->fd = fd;
+	r->shm_fd = -1;
 	r->addr = djn_xstrdup(addr);
 	hello = cJSON_CreateObject();
 	cJSON_AddStringToObject(hello, "type", "hello");
@@ -347,6 +512,12 @@ struct djn_remote *djn_remote_connect_as(const char *addr, const char *token, co
 		cJSON_AddStringToObject(hello, "class", cls);
 	if (slo_ms > 0)
 		cJSON_AddNumberToObject(hello, "slo_ms", slo_ms);
+	{
+		const char *no = getenv("DJINN_NO_SHM");
+		want_shm = !o->no_shm && (!no || !*no || !strcmp(no, "0")) && peer_local(fd);
+		if (want_shm)
+			cJSON_AddBoolToObject(hello, "shm", true);
+	}
 	if (send_msg(r, hello, NULL, 0, NULL, err)) {
 		cJSON_Delete(hello);
 		goto fail;
@@ -367,6 +538,10 @@ struct djn_remote *djn_remote_connect_as(const char *addr, const char *token, co
 	r->welcome = f.json;
 	f.json = NULL;
 	free(payload);
+	/* a segment only when asked for (a server cannot push one on a client) */
+	if (want_shm && cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(r->welcome, "shm")) &&
+	    shm_answer(r, err))
+		goto fail;
 	return r;
 fail:
 	djn_remote_free(r);
@@ -526,6 +701,13 @@ void djn_remote_reply_release(struct djn_remote_reply *rep)
 	djn_frame_release(&rep->f);
 	free(rep->payload);
 	rep->payload = NULL;
+}
+
+bool djn_remote_shm(const struct djn_remote *r, size_t *size)
+{
+	if (size)
+		*size = r->shm_p ? r->shm_size : 0;
+	return r->shm_p != NULL;
 }
 
 void djn_remote_stats(const struct djn_remote *r, struct djn_remote_phases *last,

@@ -45,6 +45,7 @@ struct client {
 	double stream_id;     /* the cmd executing (its output streams), or -1 */
 	int64_t stream_after; /* output written after this streams at once */
 	int proto;            /* the version its hello asked for */
+	struct srv_shm *shm;  /* this connection's segment (hello "shm"), or NULL */
 	long n_requests;
 	struct client *next;
 };
@@ -313,6 +314,7 @@ static void client_free(struct client *cl)
 			break;
 		}
 	}
+	srv_shm_free(cl->shm);
 	djn_shell_free(cl->sh);
 	fclose(out);
 	fclose(err);
@@ -392,6 +394,14 @@ struct srv_stage *srv_stage_get(struct srv *srv, size_t bytes)
 		return NULL;
 	}
 	return st;
+}
+
+void srv_stage_put(struct srv *srv, struct srv_stage *st)
+{
+	pthread_mutex_lock(&srv->out_mu);
+	st->next = srv->stage_free;
+	srv->stage_free = st;
+	pthread_mutex_unlock(&srv->out_mu);
 }
 
 void srv_stage_drain(struct srv *srv)
@@ -721,6 +731,109 @@ static size_t read_piece(void)
 	return piece;
 }
 
+/* DJINN_SERVE_SHM_STAGE=1: a shared-memory read goes through the pinned
+ * staging buffer and a memcpy into the segment, instead of the backend's
+ * copy straight into the segment's (pageable) pages: which is faster on a
+ * GPU is for bench/remote_gpu.sh to say (on the CPU backend both are one
+ * memcpy, and staging is a second). */
+static bool shm_staged(void)
+{
+	static int on = -1;
+
+	if (on < 0) {
+		const char *e = getenv("DJINN_SERVE_SHM_STAGE");
+		on = e && *e && strcmp(e, "0");
+	}
+	return on;
+}
+
+/* A read for a client that mapped its segment: the rows go straight into
+ * it (grown when the tensor is larger) and the reply carries only where
+ * they are.  false: the segment cannot hold it (the socket takes it). */
+static bool read_shm(struct srv *srv, struct client *cl, struct sh_session *ss, int site,
+		     int rows, int cols, double id, double queue_us, int64_t t)
+{
+	size_t bytes = sizeof(float) * (size_t)cols * (size_t)rows;
+	struct djn_err err = { 0 };
+	cJSON *res, *o, *sh;
+	char name[40];
+	double exec_us;
+
+	if (srv_shm_grow(cl->shm, bytes, &err)) {
+		if (getenv("DJINN_SERVE_LOG"))
+			fprintf(stderr, "djinn serve: read over the socket: %s\n", err.msg);
+		return false;
+	}
+	if (shm_staged()) {
+		struct srv_stage *st = srv_stage_get(srv, bytes);
+		if (!st)
+			return false;
+		if (djn_session_read_rows(ss->s, site, 0, rows, st->p)) {
+			srv_stage_put(srv, st);
+			reply_error(srv, cl->conn, id, djn_session_errmsg(ss->s));
+			return true;
+		}
+		memcpy(cl->shm->p, st->p, bytes);
+		srv_stage_put(srv, st);
+	} else if (djn_session_read_rows(ss->s, site, 0, rows, cl->shm->p)) {
+		reply_error(srv, cl->conn, id, djn_session_errmsg(ss->s));
+		return true;
+	}
+	exec_us = us_since(t);
+	t = srv_now_ns();
+	djn_site_name(&cl->sh->m->cfg, site, name, sizeof(name));
+	res = cJSON_CreateObject();
+	cJSON_AddStringToObject(res, "type", "result");
+	cJSON_AddNumberToObject(res, "id", id);
+	cJSON_AddBoolToObject(res, "ok", true);
+	cJSON_AddStringToObject(res, "site", name);
+	o = cJSON_AddObjectToObject(res, "shm");
+	cJSON_AddStringToObject(o, "name", name);
+	cJSON_AddStringToObject(o, "dtype", "f32");
+	sh = cJSON_AddArrayToObject(o, "shape");
+	cJSON_AddItemToArray(sh, cJSON_CreateNumber(rows));
+	cJSON_AddItemToArray(sh, cJSON_CreateNumber(cols));
+	cJSON_AddNumberToObject(o, "offset", 0);
+	cJSON_AddNumberToObject(o, "bytes", (double)bytes);
+	cJSON_AddNumberToObject(o, "size", (double)cl->shm->size);
+	add_phases(res, queue_us, exec_us, us_since(t));
+	reply(srv, cl->conn, res, NULL, 0);
+	cJSON_Delete(res);
+	return true;
+}
+
+/* The client's answer to the welcome's segment: "mapped" true (reads use
+ * it) or false (it could not: reads go on the socket).  Either way the name
+ * leaves /dev/shm now. */
+static void do_shm(struct srv *srv, struct client *cl, struct srv_msg *m, double id)
+{
+	const cJSON *mapped = cJSON_GetObjectItemCaseSensitive(m->f.json, "mapped");
+	cJSON *res;
+
+	if (!cl->shm) {
+		reply_error(srv, cl->conn, id, "shm: this connection has no shared-memory segment");
+		return;
+	}
+	if (!cJSON_IsBool(mapped)) {
+		reply_error(srv, cl->conn, id, "shm: \"mapped\" must be true or false");
+		return;
+	}
+	srv_shm_unlink(cl->shm);
+	if (cJSON_IsTrue(mapped)) {
+		cl->shm->mapped = true;
+	} else {
+		srv_shm_free(cl->shm);
+		cl->shm = NULL;
+	}
+	res = cJSON_CreateObject();
+	cJSON_AddStringToObject(res, "type", "result");
+	cJSON_AddNumberToObject(res, "id", id);
+	cJSON_AddBoolToObject(res, "ok", true);
+	cJSON_AddBoolToObject(res, "shm", cl->shm != NULL);
+	reply(srv, cl->conn, res, NULL, 0);
+	cJSON_Delete(res);
+}
+
 /* Read a site's tensor: it goes back as one f32 attachment, unconverted,
  * copied once, from the device into a staging buffer (pinned, reused), and
  * written to the socket straight from there.  A big one is copied in
@@ -747,6 +860,8 @@ static void do_read(struct srv *srv, struct client *cl, struct srv_msg *m, doubl
 	}
 	row_bytes = sizeof(float) * (size_t)cols;
 	bytes = row_bytes * (size_t)rows;
+	if (cl->shm && cl->shm->mapped && read_shm(srv, cl, ss, site, rows, cols, id, queue_us, t))
+		return;
 	step = read_piece() / row_bytes > 0 ? (int)(read_piece() / row_bytes) : 1;
 	pieces = step < rows;
 	if (!(stage = srv_stage_get(srv, bytes))) {
@@ -984,6 +1099,22 @@ static void do_hello(struct srv *srv, struct srv_msg *m)
 								   ? (enum djn_class)cl->sh->tenant_class
 								   : DJN_CLASS_STANDARD));
 	cJSON_AddNumberToObject(w, "slo_ms", cl->sh->tenant_slo_ms);
+	/* a segment for a client on this host that asked (the net loop checked
+	 * "shm" is a boolean); it answers with a "shm" request */
+	srv_shm_free(cl->shm);
+	cl->shm = NULL;
+	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m->f.json, "shm"))) {
+		struct djn_err err = { 0 };
+		if ((cl->shm = srv_shm_new(0, &err))) {
+			cJSON *o = cJSON_AddObjectToObject(w, "shm");
+			cJSON_AddStringToObject(o, "name", cl->shm->name);
+			cJSON_AddNumberToObject(o, "size", (double)cl->shm->size);
+		} else {
+			cJSON_AddBoolToObject(w, "shm", false);
+			if (getenv("DJINN_SERVE_LOG"))
+				fprintf(stderr, "djinn serve: no segment: %s\n", err.msg);
+		}
+	}
 	arr = cJSON_AddArrayToObject(w, "models");
 	for (int i = 0; i < srv->n_models; i++) {
 		cJSON *o = cJSON_CreateObject();
@@ -1012,6 +1143,8 @@ static void handle(struct srv *srv, struct srv_msg *m)
 	if (m->kind == SRV_MSG_CLOSE) {
 		if ((cl = client_of_conn(m->conn))) {
 			cl->conn = 0; /* its sessions wait, paused, for a reattach or the reaper */
+			srv_shm_free(cl->shm); /* the segment was the connection's */
+			cl->shm = NULL;
 			cl->detached_at = srv_now_ns();
 		}
 		return;
@@ -1036,6 +1169,8 @@ static void handle(struct srv *srv, struct srv_msg *m)
 		do_read(srv, cl, m, id);
 	} else if (!strcmp(m->f.type, "steer")) {
 		do_steer(srv, cl, m, id);
+	} else if (!strcmp(m->f.type, "shm")) {
+		do_shm(srv, cl, m, id);
 	} else if (!strcmp(m->f.type, "ping")) {
 		cJSON *res = cJSON_CreateObject();
 		cJSON_AddStringToObject(res, "type", "result");
@@ -1046,7 +1181,7 @@ static void handle(struct srv *srv, struct srv_msg *m)
 		cJSON_Delete(res);
 	} else {
 		char msg[128];
-		snprintf(msg, sizeof(msg), "unknown request type \"%.40s\" (cmd, read, steer, ping)",
+		snprintf(msg, sizeof(msg), "unknown request type \"%.40s\" (cmd, read, steer, shm, ping)",
 			 m->f.type);
 		reply_error(srv, cl->conn, id, msg);
 	}
@@ -1056,6 +1191,10 @@ static void reap(struct srv *srv)
 {
 	int64_t now = srv_now_ns(), limit = srv->conf.reap_after_s * 1000000000LL;
 
+	/* a segment's name stays in /dev/shm no longer than this, answered or not */
+	for (struct client *cl = clients; cl; cl = cl->next)
+		if (cl->shm && cl->shm->named && now - cl->shm->t_made >= SRV_SHM_UNLINK_MS * 1000000LL)
+			srv_shm_unlink(cl->shm);
 	if (srv->conf.reap_after_s <= 0)
 		return;
 	for (struct client *cl = clients, *next; cl; cl = next) {

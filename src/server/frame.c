@@ -138,6 +138,36 @@ enum djn_status djn_frame_decode_head(const uint8_t *json, size_t jlen, size_t p
 	return DJN_OK;
 }
 
+enum djn_status djn_frame_shm_att(const cJSON *o, size_t mapped, struct djn_frame_att *a,
+				  size_t *offset, size_t *size, struct djn_err *err)
+{
+	const cJSON *off = cJSON_GetObjectItemCaseSensitive(o, "offset");
+	const cJSON *sz = cJSON_GetObjectItemCaseSensitive(o, "size");
+
+	if (!cJSON_IsObject(o))
+		return djn_err_set(err, DJN_ERR_FORMAT, "shm: not an object");
+	if (att_parse(o, 0, a, err)) { /* dtype, shape, bytes = their product */
+		djn_err_prefix(err, "shm");
+		return DJN_ERR_FORMAT;
+	}
+	if (!cJSON_IsNumber(off) || off->valuedouble < 0 || off->valuedouble > 9e15 ||
+	    off->valuedouble != floor(off->valuedouble) || !cJSON_IsNumber(sz) ||
+	    sz->valuedouble < 1 || sz->valuedouble > (double)DJN_SHM_MAX ||
+	    sz->valuedouble != floor(sz->valuedouble))
+		return djn_err_set(err, DJN_ERR_FORMAT,
+				   "shm: \"offset\" and \"size\" must be whole numbers (size 1 to %zu)",
+				   (size_t)DJN_SHM_MAX);
+	*offset = (size_t)off->valuedouble;
+	*size = (size_t)sz->valuedouble;
+	if (*size < mapped)
+		*size = mapped;
+	if (*offset > *size || a->bytes > *size - *offset)
+		return djn_err_set(err, DJN_ERR_FORMAT,
+				   "shm: %zu bytes at offset %zu lie outside the %zu-byte segment",
+				   a->bytes, *offset, *size);
+	return DJN_OK;
+}
+
 enum djn_status djn_frame_decode(const uint8_t *payload, size_t len, struct djn_frame *out,
 				 struct djn_err *err)
 {

@@ -393,6 +393,10 @@ static void frame_done(struct net *net, struct conn *c)
 				 "%d to %d)", cJSON_IsNumber(proto) ? proto->valueint : -1,
 				 DJN_PROTO_MIN, DJN_PROTO_VERSION);
 			conn_queue(c, srv_out_error(c->id, -1, msg, true));
+		} else if (cJSON_GetObjectItemCaseSensitive(f.json, "shm") &&
+			   !cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(f.json, "shm"))) {
+			conn_queue(c, srv_out_error(c->id, -1,
+						    "handshake: \"shm\" must be true or false", true));
 		} else if (srv->conf.token &&
 			   !token_ok(srv->conf.token, cJSON_GetObjectItemCaseSensitive(f.json, "auth"))) {
 			conn_queue(c, srv_out_error(c->id, -1,

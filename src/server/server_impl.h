@@ -78,6 +78,22 @@ struct srv_out {
 	struct srv_out *next;
 };
 
+/* A shared-memory segment of one connection (shm.c): the client maps it by
+ * name, reads' tensors are copied into it.  named: the name is still in
+ * /dev/shm (unlinked once the client answered, after SRV_SHM_UNLINK_MS, or
+ * when the connection goes). */
+struct srv_shm {
+	char name[48];
+	int fd;
+	void *p;
+	size_t size;
+	bool named;
+	bool mapped;          /* the client said it mapped it: reads use it */
+	int64_t t_made;
+};
+
+#define SRV_SHM_UNLINK_MS 5000
+
 struct served_model {
 	char *path, *tok;     /* as given on the command line */
 	struct djn_model *m;
@@ -136,6 +152,16 @@ void srv_interrupt_conn(struct srv *srv, uint64_t conn);
  * srv_stage_drain frees the pool (at the end, both threads stopped). */
 struct srv_stage *srv_stage_get(struct srv *srv, size_t bytes);
 void srv_stage_drain(struct srv *srv);
+/* Back to the pool, unsent (the engine's own use of one). */
+void srv_stage_put(struct srv *srv, struct srv_stage *st);
+
+/* shm.c: a segment of at least bytes (NULL: err says why); grow remaps it
+ * larger (the same object: the client remaps its fd); unlink removes the
+ * name; free unmaps, closes and unlinks. */
+struct srv_shm *srv_shm_new(size_t bytes, struct djn_err *err);
+enum djn_status srv_shm_grow(struct srv_shm *sg, size_t bytes, struct djn_err *err);
+void srv_shm_unlink(struct srv_shm *sg);
+void srv_shm_free(struct srv_shm *sg);
 
 /* net.c */
 enum djn_status srv_listen(struct srv *srv, struct djn_err *err);

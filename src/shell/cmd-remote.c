@@ -195,6 +195,15 @@ DJN_CMD_FN(cmd_info_remote)
 		  djn_remote_token(sh->remote->r));
 	sh_printf(sh, "%ld request%s, %zu bytes sent, %zu received\n", n, n == 1 ? "" : "s",
 		  sum.bytes_out, sum.bytes_in);
+	{
+		size_t shm_size;
+		bool shm = djn_remote_shm(sh->remote->r, &shm_size);
+		if (shm)
+			sh_printf(sh, "Tensors through shared memory (a %zu-byte segment)\n", shm_size);
+		else
+			sh_printf(sh, "Tensors through the socket\n");
+		sh_json_bool(sh, "shm", shm);
+	}
 	if (n) {
 		double l[7] = { last.serialize_us, last.send_us, last.queue_us, last.exec_us,
 				last.result_us, last.receive_us, last.total_us };

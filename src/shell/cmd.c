@@ -62,7 +62,9 @@ static const struct djn_cmd info_cmds[] = {
 	  .exec = cmd_info_remote,
 	  .help = "The phases of a request: serialize and send (client), queue, execute and\n"
 		  "result serialize (server), receive (the rest: the way back and its read).\n"
-		  "Last request and mean over all; --json gives them as numbers." },
+		  "Last request and mean over all; --json gives them as numbers.  Also whether\n"
+		  "tensors come through shared memory (a server on this host, DJINN_NO_SHM\n"
+		  "unset) or the socket." },
 	{ .name = "record", .usage = "info record", .arity = 1,
 	  .summary = "the recorded site patterns, and the positions the last run kept",
 	  .flags = DJN_CMD_NEEDS_MODEL, .exec = cmd_info_record },

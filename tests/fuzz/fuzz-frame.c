@@ -2,7 +2,9 @@
  * (src/server/frame.c): any payload either decodes into a JSON object whose
  * attachments lie inside it, or fails with a message; a decoded frame
  * re-encodes and decodes again to the same attachments; the head alone
- * (djn_frame_decode_head, as the client reads it) agrees with the whole. */
+ * (djn_frame_decode_head, as the client reads it) agrees with the whole; a
+ * "shm" object (a read reply's place in the shared-memory segment) is
+ * accepted only with its bytes inside the segment (djn_frame_shm_att). */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -48,6 +50,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					       .n_dims = f.att[i].n_dims, .data = f.att[i].data,
 					       .bytes = f.att[i].bytes };
 		memcpy(att[i].shape, f.att[i].shape, sizeof(att[i].shape));
+	}
+	{
+		struct djn_frame_att a;
+		size_t off, seg, mapped = (size_t)size << 8;
+		const cJSON *shm = cJSON_GetObjectItemCaseSensitive(f.json, "shm");
+		if (shm && !djn_frame_shm_att(shm, mapped, &a, &off, &seg, &err) &&
+		    (seg < mapped || off > seg || a.bytes > seg - off || a.data))
+			abort();
 	}
 	/* encode a copy: encoding rewrites "att", whose strings att[] borrows */
 	cJSON *copy = cJSON_Duplicate(f.json, true);

@@ -5,7 +5,9 @@
 #  - the protocol (proto.py): two clients, isolation, hang-ups mid-frame and
 #    mid-run with reattach, malformed / oversized / slowloris clients, the
 #    access token, the reaper;
-#  - Lua's djinn.connect (test_remote.lua).
+#  - Lua's djinn.connect (test_remote.lua), tensors through shared memory
+#    and (DJINN_NO_SHM=1) the socket;
+#  - the shared-memory path's checks and hang-ups (shm.py).
 # Every server listens on an ephemeral port and is killed at the end.
 # usage: tests/server/run.sh BUILD_DIR
 set -u
@@ -123,12 +125,59 @@ fail=$((fail + $(grep -c '^FAIL ' "$tmp/proto.log")))
 [ $rc -eq 0 ] || grep -q '^FAIL ' "$tmp/proto.log" || bad "proto.py exited with $rc"
 
 # --- Lua -----------------------------------------------------------------------
-if (cd "$tmp" && TMPDIR=$tmp timeout 60 "$djinn" "$root/tests/server/test_remote.lua" \
-	"127.0.0.1:$port_main" >"$tmp/lua.log" 2>&1); then
-	ok "lua: djinn.connect"
+# twice: tensors through shared memory (a client on this host), then with
+# DJINN_NO_SHM=1 through the socket; both equal the local ones byte for byte
+for via in shm socket; do
+	what=$([ $via = shm ] && echo "shared memory" || echo "the socket")
+	if (cd "$tmp" && TMPDIR=$tmp DJINN_NO_SHM=$([ $via = socket ] && echo 1) timeout 60 \
+		"$djinn" "$root/tests/server/test_remote.lua" "127.0.0.1:$port_main" $via \
+		>"$tmp/lua.log" 2>&1); then
+		ok "lua: djinn.connect (tensors through $what)"
+	else
+		bad "lua: djinn.connect (tensors through $what)"
+		tail -n 20 "$tmp/lua.log"
+	fi
+done
+
+# --- shared memory: the server's checks, hang-ups, a forged server ---------------
+(cd "$tmp" && TMPDIR=$tmp timeout 60 python3 "$root/tests/server/shm.py" "$djinn" "$port_main") \
+	>"$tmp/shm.log" 2>&1
+rc=$?
+cat "$tmp/shm.log"
+pass=$((pass + $(grep -c '^ok ' "$tmp/shm.log")))
+fail=$((fail + $(grep -c '^FAIL ' "$tmp/shm.log")))
+[ $rc -eq 0 ] || grep -q '^FAIL ' "$tmp/shm.log" || bad "shm.py exited with $rc"
+out=$(cd "$tmp" && timeout 30 "$djinn" connect "127.0.0.1:$port_main" -batch -ex "info remote" 2>&1)
+out2=$(cd "$tmp" && DJINN_NO_SHM=1 timeout 30 "$djinn" connect "127.0.0.1:$port_main" -batch \
+	-ex "info remote" 2>&1)
+if printf '%s\n' "$out" | grep -q '^Tensors through shared memory' &&
+	printf '%s\n' "$out2" | grep -q '^Tensors through the socket$'; then
+	ok "info remote says whether tensors come through shared memory"
 else
-	bad "lua: djinn.connect"
-	tail -n 20 "$tmp/lua.log"
+	bad "info remote says whether tensors come through shared memory"
+	printf '%s\n%s\n' "$out" "$out2" | head -20
+fi
+
+# a unix socket's client is on this host too: shared memory, and the same tensor
+(cd "$tmp" && exec "$djinn" serve --unix "$tmp/djinn.sock" models/stories260K.bin \
+	--tokenizer models/tok512.bin >"$tmp/unix.log" 2>&1) &
+pids+=($!)
+for _ in $(seq 100); do [ -S "$tmp/djinn.sock" ] && break; sleep 0.1; done
+cat >"$tmp/unix.lua" <<'LUA'
+local r = assert(djinn.connect(arg[1]))
+assert(r:shm(), "no shared memory over a unix socket")
+assert(r:command("load models/stories260K.bin --tokenizer models/tok512.bin"))
+assert(r:command("break L0.mlp_act")); r:command('start "Once upon a time" -n 1'); r:command("continue")
+local m = assert(djinn.load("models/stories260K.bin", {tokenizer = "models/tok512.bin"}))
+local s = m:session(); s:break_at("L0.mlp_act"); s:start("Once upon a time", {n = 1, eos = false}); s:continue()
+assert(r:tensor("L0.mlp_act") == s:tensor("L0.mlp_act"), "the tensors differ")
+print("unix ok")
+LUA
+if (cd "$tmp" && timeout 30 "$djinn" "$tmp/unix.lua" "unix:$tmp/djinn.sock" 2>&1) | grep -q '^unix ok$'; then
+	ok "a client on a unix socket reads through shared memory"
+else
+	bad "a client on a unix socket reads through shared memory"
+	(cd "$tmp" && timeout 30 "$djinn" "$tmp/unix.lua" "unix:$tmp/djinn.sock" 2>&1 | tail -5)
 fi
 
 # the servers are still up after all that

@@ -1,6 +1,11 @@
 -- djinn.connect: a remote server from Lua (tests/server/run.sh gives the address).
-local addr = assert(arg[1], "usage: djinn test_remote.lua HOST:PORT")
+-- arg[2]: "shm" (reads must come through a shared-memory segment) or
+-- "socket" (DJINN_NO_SHM=1: they must not).
+local addr = assert(arg[1], "usage: djinn test_remote.lua HOST:PORT [shm|socket]")
+local want_shm = (arg[2] or "shm") == "shm"
 local r = assert(djinn.connect(addr))
+local shm0, size0 = r:shm()
+assert(shm0 == want_shm, "r:shm() is " .. tostring(shm0))
 assert(tostring(r):find("djinn.Remote", 1, true))
 local bad, msg = djinn.connect("127.0.0.1:1")
 assert(bad == nil and msg:find("djinn.connect: ", 1, true), msg)
@@ -66,6 +71,10 @@ rt:save(pr); lt:save(pl)
 local function slurp(p) local f = assert(io.open(p, "rb")); local d = f:read("a"); f:close(); os.remove(p); return d end
 local br, bl = slurp(pr), slurp(pl)
 assert(#br > 4 * 300 * rt.cols and br == bl, "the remote tensor differs from the local one")
+-- over shared memory the segment grew for it (it starts at 64 KiB)
+local shm1, size1 = r:shm()
+assert(shm1 == want_shm and (not want_shm or (size1 > size0 and size1 >= 4 * rt.rows * rt.cols)),
+       string.format("shm %s: %d then %d bytes", tostring(shm1), size0, size1))
 assert(r:command("continue"))
 
 -- a local session's methods on the remote: the same answers as s:...

@@ -91,3 +91,49 @@ Test(frame, an_attachment_must_match_its_shape)
 	cr_assert(strstr(err.msg, "attachment 0: 12 bytes, but its shape and dtype make 16"), "%s",
 		  err.msg);
 }
+
+/* A read reply's place in the shared-memory segment: checked like an
+ * attachment header, and inside the segment (the mapped size, or the
+ * reply's larger one). */
+static enum djn_status shm_att(const char *json, size_t mapped, size_t *off, size_t *size,
+			       struct djn_err *err)
+{
+	cJSON *o = cJSON_Parse(json);
+	struct djn_frame_att a;
+	enum djn_status st;
+
+	cr_assert_not_null(o);
+	st = djn_frame_shm_att(o, mapped, &a, off, size, err);
+	if (!st) {
+		cr_assert_eq(a.bytes, 24);
+		cr_assert_eq(a.n_dims, 2);
+		cr_assert_null(a.data);
+	}
+	cJSON_Delete(o);
+	return st;
+}
+
+Test(frame, a_shm_place_must_lie_inside_the_segment)
+{
+	struct djn_err err = { 0 };
+	size_t off, size;
+
+	cr_assert_eq(shm_att("{\"dtype\":\"f32\",\"shape\":[2,3],\"offset\":40,\"bytes\":24,"
+			     "\"size\":64}", 64, &off, &size, &err), DJN_OK, "%s", err.msg);
+	cr_assert(off == 40 && size == 64);
+	/* a grown segment: the reply's size */
+	cr_assert_eq(shm_att("{\"dtype\":\"f32\",\"shape\":[2,3],\"offset\":100,\"bytes\":24,"
+			     "\"size\":128}", 64, &off, &size, &err), DJN_OK, "%s", err.msg);
+	cr_assert_eq(size, 128);
+	cr_assert_eq(shm_att("{\"dtype\":\"f32\",\"shape\":[2,3],\"offset\":41,\"bytes\":24,"
+			     "\"size\":64}", 64, &off, &size, &err), DJN_ERR_FORMAT);
+	cr_assert_str_eq(err.msg, "shm: 24 bytes at offset 41 lie outside the 64-byte segment");
+	cr_assert_eq(shm_att("{\"dtype\":\"f32\",\"shape\":[2,3],\"offset\":18446744073709551615,"
+			     "\"bytes\":24,\"size\":64}", 64, &off, &size, &err), DJN_ERR_FORMAT);
+	cr_assert_eq(shm_att("{\"dtype\":\"f32\",\"shape\":[2,3],\"offset\":0,\"bytes\":20,"
+			     "\"size\":64}", 64, &off, &size, &err), DJN_ERR_FORMAT);
+	cr_assert(strstr(err.msg, "but its shape and dtype make 24"), "%s", err.msg);
+	cr_assert_eq(shm_att("{\"dtype\":\"f32\",\"shape\":[2,3],\"offset\":0,\"bytes\":24}", 64,
+			     &off, &size, &err), DJN_ERR_FORMAT);
+	cr_assert_eq(shm_att("[1]", 64, &off, &size, &err), DJN_ERR_FORMAT);
+}

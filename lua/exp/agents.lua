@@ -14,44 +14,17 @@ local rng_mod = require "rng"
 local stats = require "stats"
 local trace = require "trace"
 local results = require "results"
+local opts = require "opts"
 
-local function die(msg)
-  io.stderr:write("agents: ", msg, "\n")
-  os.exit(2)
-end
-
-local function list(v, num)
-  local out = {}
-  for w in v:gmatch("[^,]+") do
-    out[#out + 1] = num and (math.tointeger(tonumber(w)) or die("not a number: " .. w)) or w
-  end
-  return out
-end
-
-local model_path = arg[1]
-if not model_path or model_path:sub(1, 2) == "--" then
-  die("usage: djinn lua/exp/agents.lua MODEL [--options]")
-end
-local o = {
+local o, model_path = opts.parse("agents", arg, {
   device = "auto", policies = { "signal", "lru", "recompute", "none" }, agents = { 1, 8 },
   seed = 1, rate = 40, steps = 3, think = 32, tool_s = 0.3, tool_tokens = 8, prompt = 64,
   kv_limit = nil, kv_dtype = "f32", budget = 512, check = 4, slo_x = 2, out = "-",
   trace_out = nil,
-}
-local i = 2
-while i <= #arg do
-  local a, v = arg[i], arg[i + 1]
-  if a:sub(1, 2) ~= "--" or not v then die("expected --option VALUE, got '" .. a .. "'") end
-  local k = a:sub(3):gsub("-", "_")
-  if k == "policies" then o.policies = list(v)
-  elseif k == "agents" then o.agents = list(v, true)
-  elseif k == "device" or k == "out" or k == "trace_out" or k == "kv_limit"
-    or k == "kv_dtype" then o[k] = v
-  elseif o[k] ~= nil and type(o[k]) == "number" then
-    o[k] = tonumber(v) or die("--" .. a:sub(3) .. " needs a number, got '" .. v .. "'")
-  else die("unknown option '" .. a .. "'") end
-  i = i + 2
-end
+}, {
+  strings = { "device", "out", "trace_out", "kv_limit", "kv_dtype" },
+  lists = { policies = "string", agents = "int" },
+})
 
 local m = assert(djinn.load(model_path, { device = o.device, kv_limit = o.kv_limit,
   kv_dtype = o.kv_dtype }))

@@ -21,36 +21,15 @@
 local djinn = require "djinn"
 local rng_mod = require "rng"
 local results = require "results"
+local opts = require "opts"
 
-local function die(msg)
-  io.stderr:write("mempressure: ", msg, "\n")
-  os.exit(2)
-end
-
-local model_path = arg[1]
-if not model_path or model_path:sub(1, 2) == "--" then
-  die("usage: djinn lua/exp/mempressure.lua MODEL [--options]")
-end
-local o = { device = "auto", batches = { 64, 128 }, prompt = 512, new = 64, kv_limit = nil,
-            kv_dtype = "f16", budget = 2048, max_batch = 256, policy = "none", check = 1,
-            out = "-" }
-local i = 2
-while i <= #arg do
-  local a, v = arg[i], arg[i + 1]
-  if a:sub(1, 2) ~= "--" or not v then die("expected --option VALUE, got '" .. a .. "'") end
-  local k = a:sub(3):gsub("-", "_")
-  if k == "batches" then
-    o.batches = {}
-    for w in v:gmatch("[^,]+") do
-      o.batches[#o.batches + 1] = math.tointeger(tonumber(w)) or die("not a number: " .. w)
-    end
-  elseif k == "device" or k == "out" or k == "kv_limit" or k == "kv_dtype" or k == "policy" then
-    o[k] = v
-  elseif type(o[k]) == "number" then
-    o[k] = tonumber(v) or die("--" .. a:sub(3) .. " needs a number, got '" .. v .. "'")
-  else die("unknown option '" .. a .. "'") end
-  i = i + 2
-end
+local o, model_path = opts.parse("mempressure", arg, {
+  device = "auto", batches = { 64, 128 }, prompt = 512, new = 64, kv_limit = nil,
+  kv_dtype = "f16", budget = 2048, max_batch = 256, policy = "none", check = 1, out = "-",
+}, {
+  strings = { "device", "out", "kv_limit", "kv_dtype", "policy" },
+  lists = { batches = "int" },
+})
 
 local m = assert(djinn.load(model_path, { device = o.device, kv_limit = o.kv_limit,
   kv_dtype = o.kv_dtype }))

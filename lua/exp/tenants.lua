@@ -25,17 +25,9 @@ local djinn = require "djinn"
 local rng_mod = require "rng"
 local stats = require "stats"
 local results = require "results"
+local opts = require "opts"
 
-local function die(msg)
-  io.stderr:write("tenants: ", msg, "\n")
-  os.exit(2)
-end
-
-local model_path = arg[1]
-if not model_path or model_path:sub(1, 2) == "--" then
-  die("usage: djinn lua/exp/tenants.lua MODEL [--options]")
-end
-local o = {
+local o, model_path = opts.parse("tenants", arg, {
   device = "auto", orders = { "fcfs", "rr", "priority", "slo" }, seed = 1, steps = 1000,
   max_batch = 32, budget = 512, kv_dtype = "f32", slo_ms = 0, slo_x = 0, aging = 8,
   user_every = 12, user_prompt = 16, user_new = 16,
@@ -43,21 +35,9 @@ local o = {
   eval_every = 22, eval_prompt = 1024, eval_new = 64,
   burst = 64, burst_prompt = 64, burst_new = 128,
   check = 2, out = "-",
-}
-local i = 2
-while i <= #arg do
-  local a, v = arg[i], arg[i + 1]
-  if a:sub(1, 2) ~= "--" or not v then die("expected --option VALUE, got '" .. a .. "'") end
-  local k = a:sub(3):gsub("-", "_")
-  if k == "orders" then
-    o.orders = {}
-    for w in v:gmatch("[^,]+") do o.orders[#o.orders + 1] = w end
-  elseif k == "device" or k == "out" or k == "kv_dtype" then o[k] = v
-  elseif type(o[k]) == "number" then
-    o[k] = tonumber(v) or die("--" .. a:sub(3) .. " needs a number, got '" .. v .. "'")
-  else die("unknown option '" .. a .. "'") end
-  i = i + 2
-end
+}, {
+  strings = { "device", "out", "kv_dtype" }, lists = { orders = "string" },
+})
 
 local m = assert(djinn.load(model_path, { device = o.device, kv_dtype = o.kv_dtype }))
 local info = m:info()

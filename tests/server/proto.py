@@ -14,43 +14,13 @@ import struct
 import sys
 import time
 
+import wire
+from wire import check, frame, read_frame
+
 djinn, port, slow_port, tok_port, token, ref_path = sys.argv[1:7]
 port, slow_port, tok_port = int(port), int(slow_port), int(tok_port)
 ref_text = open(ref_path).read()
 LOAD = "load models/stories260K.bin --tokenizer models/tok512.bin"
-fails = 0
-
-
-def check(name, cond, detail=""):
-    global fails
-    if cond:
-        print("ok   " + name)
-    else:
-        fails += 1
-        print("FAIL " + name + (": " + detail if detail else ""))
-
-
-def frame(obj, atts=b""):
-    j = json.dumps(obj).encode()
-    payload = struct.pack("<I", len(j)) + j + atts
-    return struct.pack("<I", len(payload)) + payload
-
-
-def recv_exact(s, n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            raise EOFError("closed")
-        b += c
-    return b
-
-
-def read_frame(s):
-    (n,) = struct.unpack("<I", recv_exact(s, 4))
-    p = recv_exact(s, n)
-    (jl,) = struct.unpack("<I", p[:4])
-    return json.loads(p[4:4 + jl]), p[4 + jl:]
 
 
 class Client:
@@ -289,4 +259,4 @@ except EOFError:
 b.close()
 a.cmd("quit")
 a.close()
-sys.exit(1 if fails else 0)
+sys.exit(1 if wire.fails else 0)

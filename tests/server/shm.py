@@ -19,42 +19,12 @@ import sys
 import threading
 import time
 
+import wire
+from wire import check, frame, read_frame
+
 djinn, port = sys.argv[1], int(sys.argv[2])
 LOAD = "load models/stories260K.bin --tokenizer models/tok512.bin"
 SHM = "/dev/shm"
-fails = 0
-
-
-def check(name, cond, detail=""):
-    global fails
-    if cond:
-        print("ok   " + name)
-    else:
-        fails += 1
-        print("FAIL " + name + (": " + detail if detail else ""))
-
-
-def frame(obj):
-    j = json.dumps(obj).encode()
-    payload = struct.pack("<I", len(j)) + j
-    return struct.pack("<I", len(payload)) + payload
-
-
-def recv_exact(s, n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            raise EOFError("closed")
-        b += c
-    return b
-
-
-def read_frame(s):
-    (n,) = struct.unpack("<I", recv_exact(s, 4))
-    p = recv_exact(s, n)
-    (jl,) = struct.unpack("<I", p[:4])
-    return json.loads(p[4:4 + jl]), p[4 + jl:]
 
 
 def connect(hello):
@@ -200,4 +170,4 @@ o, _, _ = forged({"dtype": "f32", "shape": [1, 16], "offset": 0, "bytes": 4096,
                   "size": 65536}, "shape")
 check("the client refuses bytes that its shape and dtype do not make",
       "false" in o and "but its shape and dtype make 64" in o, o)
-sys.exit(1 if fails else 0)
+sys.exit(1 if wire.fails else 0)

@@ -18,8 +18,11 @@ djinn=$(cd "$1" 2>/dev/null && pwd)/djinn
 [ -x "$djinn" ] || { echo "$prog: no djinn in '$1' (build it first)" >&2; exit 2; }
 
 # transcripts that load the way the server serves (no --dtype, --kv-limit),
-# and use no Lua: breakpoints, print, steer, checkpoints, sessions, JSON
-transcripts="basics checkpoint conditions display errors gguf json misc sessions steer steer-pos"
+# and use no Lua or files: breakpoints, print, steer, checkpoints, sessions,
+# JSON, and the interpretability commands (lens, patterns, patch, record)
+transcripts="basics checkpoint conditions display errors gguf json misc sessions steer steer-pos
+	accuracy aliases attn-pattern cond-exprs confirm lens patch print-rows record sites stream tokens
+	value-arith"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/djinn-server.XXXXXX")
 pids=()

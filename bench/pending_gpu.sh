@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# pending_gpu.sh - what waits for a GPU run, most important first, in one
+# call from a bundle (scripts/gpu-bundle-dev.sh): the GPU tests of the code
+# written without a GPU (lazy session start, record, the GPT-2 layout, the
+# fused batched ops), then the tenants and memory-pressure experiment, the
+# remote reads over shared memory and over the socket, the fused ops' A/B,
+# the agent density, and the multi-model budget sweep.  Each part has its
+# own time limit and appends its result lines to OUT_DIR/summary.txt as it
+# ends, so a call cut short keeps what it did; logs and JSON go under
+# OUT_DIR/<part>.  About 20 minutes in all; PARTS="tests tenants" runs some.
+# usage: (from the bundle) bench/pending_gpu.sh OUT_DIR [MODEL_DIR]
+set -uo pipefail
+out=${1:?usage: bench/pending_gpu.sh OUT_DIR [MODEL_DIR]}
+m=${2:-/tmp/djinn-llama-2-7b}
+parts=${PARTS:-tests tenants remote fuse density multimodel}
+mkdir -p "$out"
+sum=$out/summary.txt
+note() { printf '%s\n' "$*" | tee -a "$sum"; }
+want() { case " $parts " in *" $1 "*) return 0 ;; esac; return 1; }
+
+note "gpu: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)"
+[ -f "$m/config.json" ] || ./run.sh djinn mkmodel --shape llama-2-7b --dtype f16 --seed 0 "$m" >&2 ||
+	exit 1
+
+if want tests; then
+	for t in gpu-test-cuda-batch gpu-test-cuda-model; do
+		timeout 120 ./run.sh "bin/tests/$t" >"$out/$t.log" 2>&1
+		note "$t: $(grep -E 'Synthesis' "$out/$t.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
+	done
+	for t in test-exec test-tenants test-sched test-record test-lens test-pattern test-patch test-hf-fixtures; do
+		DJINN_TEST_DEVICE=cuda timeout 120 ./run.sh "bin/tests/$t" >"$out/$t.log" 2>&1
+		note "$t (cuda): $(grep -E 'Synthesis' "$out/$t.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
+	done
+fi
+if want tenants; then
+	SKIP_TESTS=1 SKIP_PLOTS=1 HF_BATCHES=${HF_BATCHES:-128,256} timeout 300 \
+		bench/tenants.sh "$out/tenants" "$m" >"$out/tenants.txt" 2>&1
+	grep -E '^goal' "$out/tenants.txt" | sed 's/^/tenants: /' | tee -a "$sum"
+fi
+if want remote; then
+	timeout 200 bench/remote_gpu.sh "$out/remote" "$m" >"$out/remote.txt" 2>&1
+	DJINN_SERVE_SHM_STAGE=1 timeout 200 bench/remote_gpu.sh "$out/remote-stage" "$m" \
+		>"$out/remote-stage.txt" 2>&1
+	grep -E '^tensor' "$out/remote.txt" | sed 's/^/remote: /' | tee -a "$sum"
+	grep -E '^tensor' "$out/remote-stage.txt" | sed 's/^/remote (staged): /' | tee -a "$sum"
+fi
+if want fuse; then
+	TESTS=0 OLD=0 AB_ENV='DJN_BATCH_FUSE=1' timeout 300 bench/f16kv_ab.sh "$out/fuse" "$m" \
+		>"$out/fuse.txt" 2>&1
+	tail -8 "$out/fuse.txt" | sed 's/^/fuse: /' | tee -a "$sum"
+fi
+if want density; then
+	AGENTS=${AGENTS:-1,4,8,12,16,24,32} KV_LIMIT=${KV_LIMIT:-512M} AGENTS_TIMEOUT=600 \
+		bench/agent_density.sh "$out/density" "$m" >"$out/density.txt" 2>&1
+	grep -E '^agents: SLO' "$out/density.txt" | tee -a "$sum"
+fi
+if want multimodel; then
+	timeout 600 bench/multimodel.sh "$out/multimodel" >"$out/multimodel.txt" 2>&1
+	tail -6 "$out/multimodel.txt" | sed 's/^/multimodel: /' | tee -a "$sum"
+fi
+note "done"

@@ -53,12 +53,4 @@ with open(f"{tmp}/batch.gp", "w") as g:
                 f'"" using 1:3 with linespoints lw 2 title "transformers (static cache, compiled)", '
                 f'"" using 1:4 with lines dt 2 title "HBM roofline (djinn: weights + f32 KV)", "" using 1:5 with lines dt 3 title "batch 1 x B"\n')
 PY
-for p in cdf density batch; do
-	[ -s "$tmp/$p.gp" ] || continue
-	for t in png svg; do
-		case $t in png) term='pngcairo size 900,600' ;; svg) term='svg size 900,600' ;; esac
-		(cd "$tmp" && gnuplot -e "set terminal $term; set output '$out/sched-$p.$t'" "$p.gp") ||
-			{ [ $t = png ] && (cd "$tmp" && gnuplot -e "set terminal png size 900,600; set output '$out/sched-$p.$t'" "$p.gp"); }
-	done
-done
-ls "$out"/sched-* 2>/dev/null
+render sched cdf density batch

@@ -77,12 +77,4 @@ for name, col, ylabel in (("mem-tps", "tps", "tokens/s (prefill included)"),
                 f'"{name}-hf.dat" using 1:2 with linespoints lw 2 pt 5 title "transformers generate", '
                 f'"{name}-oom.dat" using 1:2 with points pt 2 ps 3 lw 3 title "transformers: out of memory"\n')
 PY
-for p in cdf p99 mem-tps mem-peak; do
-	[ -s "$tmp/$p.gp" ] || continue
-	for t in png svg; do
-		case $t in png) term='pngcairo size 900,600' ;; svg) term='svg size 900,600' ;; esac
-		(cd "$tmp" && gnuplot -e "set terminal $term; set output '$out/tenants-$p.$t'" "$p.gp") ||
-			{ [ $t = png ] && (cd "$tmp" && gnuplot -e "set terminal png size 900,600; set output '$out/tenants-$p.$t'" "$p.gp"); }
-	done
-done
-ls "$out"/tenants-* 2>/dev/null
+render tenants cdf p99 mem-tps mem-peak

@@ -6,7 +6,8 @@
 # remote reads over shared memory and over the socket, the fused ops' A/B,
 # the agent density, and the multi-model budget sweep.  Each part has its
 # own time limit and appends its result lines to OUT_DIR/summary.txt as it
-# ends, so a call cut short keeps what it did; logs and JSON go under
+# ends, so a call cut short keeps what it did (the parts run in the order
+# of PARTS); logs and JSON go under
 # OUT_DIR/<part>.  About 20 minutes in all; PARTS="tests tenants" runs some.
 # usage: (from the bundle) bench/pending_gpu.sh OUT_DIR [MODEL_DIR]
 set -uo pipefail
@@ -16,13 +17,14 @@ parts=${PARTS:-tests tenants remote fuse density multimodel}
 mkdir -p "$out"
 sum=$out/summary.txt
 note() { printf '%s\n' "$*" | tee -a "$sum"; }
-want() { case " $parts " in *" $1 "*) return 0 ;; esac; return 1; }
 
 note "gpu: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)"
-[ -f "$m/config.json" ] || ./run.sh djinn mkmodel --shape llama-2-7b --dtype f16 --seed 0 "$m" >&2 ||
-	exit 1
+# the 7B model, made once, for the parts that use it
+need7b() {
+	[ -f "$m/config.json" ] || ./run.sh djinn mkmodel --shape llama-2-7b --dtype f16 --seed 0 "$m" >&2
+}
 
-if want tests; then
+part_tests() {
 	for t in gpu-test-cuda-batch gpu-test-cuda-model; do
 		timeout 120 ./run.sh "bin/tests/$t" >"$out/$t.log" 2>&1
 		note "$t: $(grep -E 'Synthesis' "$out/$t.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
@@ -31,31 +33,46 @@ if want tests; then
 		DJINN_TEST_DEVICE=cuda timeout 120 ./run.sh "bin/tests/$t" >"$out/$t.log" 2>&1
 		note "$t (cuda): $(grep -E 'Synthesis' "$out/$t.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
 	done
-fi
-if want tenants; then
+}
+
+part_tenants() {
+	need7b || { note "tenants: could not make the 7B model"; return; }
 	SKIP_TESTS=1 SKIP_PLOTS=1 HF_BATCHES=${HF_BATCHES:-128,256} timeout 300 \
 		bench/tenants.sh "$out/tenants" "$m" >"$out/tenants.txt" 2>&1
 	grep -E '^goal' "$out/tenants.txt" | sed 's/^/tenants: /' | tee -a "$sum"
-fi
-if want remote; then
+}
+
+part_remote() {
+	need7b || { note "remote: could not make the 7B model"; return; }
 	timeout 200 bench/remote_gpu.sh "$out/remote" "$m" >"$out/remote.txt" 2>&1
-	DJINN_SERVE_SHM_STAGE=1 timeout 200 bench/remote_gpu.sh "$out/remote-stage" "$m" \
-		>"$out/remote-stage.txt" 2>&1
 	grep -E '^tensor' "$out/remote.txt" | sed 's/^/remote: /' | tee -a "$sum"
-	grep -E '^tensor' "$out/remote-stage.txt" | sed 's/^/remote (staged): /' | tee -a "$sum"
-fi
-if want fuse; then
+	if [ "${REMOTE_STAGED:-1}" = 1 ]; then
+		DJINN_SERVE_SHM_STAGE=1 timeout 200 bench/remote_gpu.sh "$out/remote-stage" "$m" \
+			>"$out/remote-stage.txt" 2>&1
+		grep -E '^tensor' "$out/remote-stage.txt" | sed 's/^/remote (staged): /' | tee -a "$sum"
+	fi
+}
+
+part_fuse() {
+	need7b || { note "fuse: could not make the 7B model"; return; }
 	TESTS=0 OLD=0 AB_ENV='DJN_BATCH_FUSE=1' timeout 300 bench/f16kv_ab.sh "$out/fuse" "$m" \
 		>"$out/fuse.txt" 2>&1
 	tail -8 "$out/fuse.txt" | sed 's/^/fuse: /' | tee -a "$sum"
-fi
-if want density; then
+}
+
+part_density() {
+	need7b || { note "density: could not make the 7B model"; return; }
 	AGENTS=${AGENTS:-1,4,8,12,16,24,32} KV_LIMIT=${KV_LIMIT:-512M} AGENTS_TIMEOUT=600 \
 		bench/agent_density.sh "$out/density" "$m" >"$out/density.txt" 2>&1
 	grep -E '^agents: SLO' "$out/density.txt" | tee -a "$sum"
-fi
-if want multimodel; then
+}
+
+part_multimodel() {
 	timeout 600 bench/multimodel.sh "$out/multimodel" >"$out/multimodel.txt" 2>&1
 	tail -6 "$out/multimodel.txt" | sed 's/^/multimodel: /' | tee -a "$sum"
-fi
+}
+
+for p in $parts; do
+	if declare -F "part_$p" >/dev/null; then "part_$p"; else note "$p: no such part"; fi
+done
 note "done"

@@ -281,6 +281,13 @@ struct djn_backend_i {
 	 * even that fails.  Free with host_free, passing the same flag. */
 	void *(*host_alloc)(struct djn_backend *be, size_t bytes, bool *pinned);
 	void (*host_free)(struct djn_backend *be, void *p, bool pinned);
+	/* Optional (NULL where host memory is the backend's own): page-lock
+	 * memory allocated elsewhere (a shared-memory segment), so copies to
+	 * and from it run at the pinned bandwidth.  p and bytes page-aligned;
+	 * a failure (be->err says why) leaves it pageable, and copies still
+	 * work.  host_unregister before the memory goes. */
+	enum djn_status (*host_register)(struct djn_backend *be, void *p, size_t bytes);
+	void (*host_unregister)(struct djn_backend *be, void *p);
 	/* NULL with be->err set on failure; event_free(NULL) is fine. */
 	struct djn_event *(*event_new)(struct djn_backend *be);
 	void (*event_free)(struct djn_backend *be, struct djn_event *ev);

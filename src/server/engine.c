@@ -733,9 +733,9 @@ static size_t read_piece(void)
 
 /* DJINN_SERVE_SHM_STAGE=1: a shared-memory read goes through the pinned
  * staging buffer and a memcpy into the segment, instead of the backend's
- * copy straight into the segment's (pageable) pages: which is faster on a
- * GPU is for bench/remote_gpu.sh to say (on the CPU backend both are one
- * memcpy, and staging is a second). */
+ * copy straight into the segment (page-locked by the backend where it can,
+ * srv_shm_grow): which is faster on a GPU is for bench/remote_gpu.sh to say
+ * (on the CPU backend both are one memcpy, and staging is a second). */
 static bool shm_staged(void)
 {
 	static int on = -1;
@@ -1105,7 +1105,7 @@ static void do_hello(struct srv *srv, struct srv_msg *m)
 	cl->shm = NULL;
 	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m->f.json, "shm"))) {
 		struct djn_err err = { 0 };
-		if ((cl->shm = srv_shm_new(0, &err))) {
+		if ((cl->shm = srv_shm_new(srv->be, 0, &err))) {
 			cJSON *o = cJSON_AddObjectToObject(w, "shm");
 			cJSON_AddStringToObject(o, "name", cl->shm->name);
 			cJSON_AddNumberToObject(o, "size", (double)cl->shm->size);

@@ -87,6 +87,8 @@ struct srv_shm {
 	int fd;
 	void *p;
 	size_t size;
+	struct djn_backend *be; /* p is page-locked by it when registered */
+	bool registered;
 	bool named;
 	bool mapped;          /* the client said it mapped it: reads use it */
 	int64_t t_made;
@@ -158,7 +160,7 @@ void srv_stage_put(struct srv *srv, struct srv_stage *st);
 /* shm.c: a segment of at least bytes (NULL: err says why); grow remaps it
  * larger (the same object: the client remaps its fd); unlink removes the
  * name; free unmaps, closes and unlinks. */
-struct srv_shm *srv_shm_new(size_t bytes, struct djn_err *err);
+struct srv_shm *srv_shm_new(struct djn_backend *be, size_t bytes, struct djn_err *err);
 enum djn_status srv_shm_grow(struct srv_shm *sg, size_t bytes, struct djn_err *err);
 void srv_shm_unlink(struct srv_shm *sg);
 void srv_shm_free(struct srv_shm *sg);

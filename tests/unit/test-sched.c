@@ -44,10 +44,21 @@ static int prompt(int i, int32_t *ids)
 	return len[i];
 }
 
+static bool on_cpu(void)
+{
+	const char *dev = getenv("DJINN_TEST_DEVICE");
+	return !dev || !strcmp(dev, "cpu");
+}
+
 static struct djn_gen_opts gen(int i)
 {
 	struct djn_gen_opts g = { .n_new = 20 + 7 * i, .temperature = 0, .stop_at_eos = false };
-	if (i == 3) { /* one samples, seeded */
+	/* one samples, seeded, where batched and alone agree to the bit: on a
+	 * GPU a batch's matmuls round otherwise than one row's, and a seeded
+	 * draw that falls within that of a boundary of the distribution picks
+	 * the neighbouring token (seen on the H100 with an f16 cache), so there
+	 * it decodes greedily like the others */
+	if (i == 3 && on_cpu()) {
 		g.temperature = 0.8f;
 		g.top_p = 0.9f;
 		g.seed = 42;
@@ -107,8 +118,7 @@ static void same(const struct result *a, const struct result *b, int i)
 	/* bit for bit on the CPU; on a GPU a batch's matmuls may sum in
 	 * another order than one row's: within 1e-4 of the largest logit
 	 * (2e-3 with an f16 KV cache) */
-	const char *dev = getenv("DJINN_TEST_DEVICE");
-	if (!dev || !strcmp(dev, "cpu")) {
+	if (on_cpu()) {
 		cr_assert_eq(memcmp(a->logits, b->logits,
 				    sizeof(float) * (size_t)model->cfg.vocab_size), 0,
 			     "agent %d: last logits differ", i);

@@ -248,6 +248,8 @@ void cuda_graph_free(struct djn_backend *be, struct djn_graph *g);
 /* stream.cu: the copy stream, events, pinned host memory */
 void *cuda_host_alloc(struct djn_backend *be, size_t bytes, bool *pinned);
 void cuda_host_free(struct djn_backend *be, void *p, bool pinned);
+enum djn_status cuda_host_register(struct djn_backend *be, void *p, size_t bytes);
+void cuda_host_unregister(struct djn_backend *be, void *p);
 struct djn_event *cuda_event_new(struct djn_backend *be);
 void cuda_event_free(struct djn_backend *be, struct djn_event *ev);
 enum djn_status cuda_event_record(struct djn_backend *be, struct djn_event *ev, int stream);

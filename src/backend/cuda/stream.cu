@@ -83,6 +83,32 @@ extern "C" void cuda_host_free(struct djn_backend *be, void *p, bool pinned)
 		(void)cudaGetLastError();
 }
 
+extern "C" enum djn_status cuda_host_register(struct djn_backend *be, void *p, size_t bytes)
+{
+	cudaError_t e;
+	char lim[32];
+
+	if (cuda_enter(be, "host_register") != DJN_OK)
+		return be->err.code;
+	e = cudaHostRegister(p, bytes, cudaHostRegisterPortable);
+	if (e == cudaSuccess)
+		return DJN_OK;
+	(void)cudaGetLastError(); /* not sticky: the memory stays pageable */
+	memlock_limit(lim, sizeof(lim));
+	return djn_err_set(&be->err, DJN_ERR_NOMEM,
+			   "cannot pin %zu bytes of host memory (%s; locked-memory limit %s)", bytes,
+			   cudaGetErrorString(e), lim);
+}
+
+extern "C" void cuda_host_unregister(struct djn_backend *be, void *p)
+{
+	if (!p)
+		return;
+	cudaSetDevice(cuda_ctx(be)->dev);
+	if (cudaHostUnregister(p) != cudaSuccess)
+		(void)cudaGetLastError();
+}
+
 extern "C" struct djn_event *cuda_event_new(struct djn_backend *be)
 {
 	cudaEvent_t ev = NULL;

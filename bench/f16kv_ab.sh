@@ -7,9 +7,9 @@
 # batch 1 and 64 through the scheduler in ms a step, tokens/s, x batch 1, % of roofline) with an
 # f32 cache, an f16 cache, and an f16 cache through the old kernels (DJN_ATTN_F16_OLD=1; OLD=0
 # leaves that run out), and with the f16 cache again under each run of AB_ENV (runs separated by
-# ';', a run's variables by spaces; default DJN_BATCH_FUSE=1: src/exec/batch.c's fused ops, off
-# by default until measured; AB_ENV= leaves these runs out; e.g. AB_ENV='DJN_BATCH_FUSE=1;
-# DJN_BATCH_FUSE=1 DJN_BATCH_FUSE_RESID=0;DJN_BATCH_FUSE=1 DJN_BATCH_FUSE_NORM=0 DJN_BATCH_FUSE_SWIGLU=0').
+# ';', a run's variables by spaces; default DJN_BATCH_FUSE=0: src/exec/batch.c's fused ops off,
+# as they were before bench/results/h100-2026-12-06b-fuse; AB_ENV= leaves these runs out; e.g.
+# AB_ENV='DJN_BATCH_FUSE=0;DJN_BATCH_FUSE_RESID=0;DJN_BATCH_FUSE_NORM=0 DJN_BATCH_FUSE_SWIGLU=0').
 # Logs and JSON go to OUT_DIR; a short table is printed last.  About 3 to 4 minutes (TESTS=0:
 # about 1.5; each further AB_ENV run about 20 s).
 # usage: (from the bundle) bench/f16kv_ab.sh OUT_DIR [MODEL_DIR]
@@ -72,7 +72,7 @@ batch() { # NAME KV_DTYPE [VAR=VALUE...]
 batch f32 f32
 batch f16 f16
 [ "${OLD:-1}" = 0 ] || batch f16-old f16 DJN_ATTN_F16_OLD=1
-ab=${AB_ENV-DJN_BATCH_FUSE=1}
+ab=${AB_ENV-DJN_BATCH_FUSE=0}
 i=0
 IFS=';' read -ra abs <<<"$ab"
 for run in "${abs[@]}"; do

@@ -55,7 +55,7 @@ part_remote() {
 
 part_fuse() {
 	need7b || { note "fuse: could not make the 7B model"; return; }
-	TESTS=0 OLD=0 AB_ENV='DJN_BATCH_FUSE=1' timeout 300 bench/f16kv_ab.sh "$out/fuse" "$m" \
+	TESTS=0 OLD=0 AB_ENV='DJN_BATCH_FUSE=0' timeout 300 bench/f16kv_ab.sh "$out/fuse" "$m" \
 		>"$out/fuse.txt" 2>&1
 	tail -8 "$out/fuse.txt" | sed 's/^/fuse: /' | tee -a "$sum"
 }

@@ -214,10 +214,14 @@ struct djn_member_info {
 enum djn_status djn_sched_member(const struct djn_sched *q, const struct djn_session *s,
 				 struct djn_member_info *out);
 
-/* The step-time model: a step of r rows takes base_ms + row_ms * r, fitted
- * by least squares to the measured steps, each step's weight decaying by
- * 0.98 a step (the last ~50 count); rows that barely varied make it
- * proportional (base 0).  gap_ms: the caller's own time between
+/* The step-time model: a step of r rows that bring k cached positions from
+ * memory (a decode row at position p: p + 1; a prompt chunk of n rows from
+ * p: p + n, the cache read once) takes
+ * base_ms + row_ms * r + kv_ms * k / 1000, fitted by least squares to the
+ * measured steps, each step's weight decaying by 0.98 a step (the last ~50
+ * count).  Where k barely varied apart from r, or its fit is negative,
+ * kv_ms is 0 and the line in r alone is fitted; rows that barely varied
+ * make that proportional (base 0).  gap_ms: the caller's own time between
  * back-to-back steps (a running average of the gaps shorter than the step
  * after them; a token waits for it too), added to every prediction.
  * n: steps measured.  Set one (from an earlier run) to predict before
@@ -225,12 +229,15 @@ enum djn_status djn_sched_member(const struct djn_sched *q, const struct djn_ses
 struct djn_step_model {
 	double base_ms, row_ms, gap_ms;
 	long n;
+	double kv_ms; /* a thousand cached positions read */
 };
 void djn_sched_step_model(const struct djn_sched *q, struct djn_step_model *out);
 void djn_sched_set_step_model(struct djn_sched *q, const struct djn_step_model *m);
 /* The model's prediction for a step of r rows with the gap before it, ms
  * (0 before any). */
 double djn_sched_predict_ms(const struct djn_sched *q, int rows);
+/* The same for a step that reads kv cached positions. */
+double djn_sched_predict_kv_ms(const struct djn_sched *q, int rows, double kv);
 /* Sessions held, in the order added: i from 0; NULL past the end. */
 struct djn_session *djn_sched_session(const struct djn_sched *q, int i);
 

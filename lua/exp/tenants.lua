@@ -84,7 +84,9 @@ local function calibrate()
 end
 
 local sm = calibrate()
-local function predict(rows) return sm.base_ms + sm.row_ms * rows end
+-- a step of the calibration's shape: its decode rows read ~24 positions
+-- each (4-token prompts, 40 new), which the line in rows alone absorbed
+local function predict(rows) return sm.base_ms + sm.row_ms * rows + sm.kv_ms * rows * 24 / 1e3 end
 local t_step_ms = predict(o.max_batch)
 -- the SLO: given, or slo_x times a decode step with a user prompt, or (by
 -- default) the geometric mean of that step and one that carries a full
@@ -143,7 +145,7 @@ local function run(order, reqs)
   local q = djinn.sched { order = order, budget = o.budget, max_batch = o.max_batch,
                           aging = o.aging, model = m }
   -- admission and the row cap know the model from step 1
-  q:step_model { base_ms = sm.base_ms, row_ms = sm.row_ms, gap_ms = sm.gap_ms }
+  q:step_model { base_ms = sm.base_ms, row_ms = sm.row_ms, kv_ms = sm.kv_ms, gap_ms = sm.gap_ms }
   local per = {}
   for ti, t in ipairs(TENANTS) do
     per[ti] = { tenant = t.name, class = t.class, lat = {}, all = {}, ttft = {}, tokens = 0,
@@ -243,6 +245,7 @@ local function run(order, reqs)
   end
   local wall = now() - t0
   local sst = q:stats()
+  local fitted = q:step_model()
   q:close()
   -- the first requests of each tenant again, alone: the same tokens?
   local identical, checked = true, 0
@@ -278,6 +281,9 @@ local function run(order, reqs)
     swaps_out = sst.swaps_out, swaps_in = sst.swaps_in,
     kv_peak_bytes = sst.kv_peak_bytes, device_peak_bytes = sst.device_peak_bytes,
     identical = identical, checked = checked, tenants = out_t,
+    -- the step-time model as the run left it (fitted to its last ~50 steps)
+    step_model = { base_ms = fitted.base_ms, row_ms = fitted.row_ms, kv_ms = fitted.kv_ms,
+                   gap_ms = fitted.gap_ms },
   }
 end
 
@@ -287,7 +293,8 @@ local out = {
   model = { name = info.name, path = model_path, device = info.device, n_layer = info.n_layer,
             dim = info.dim },
   config = o,
-  calibration = { base_ms = sm.base_ms, row_ms = sm.row_ms, gap_ms = sm.gap_ms, steps = sm.n,
+  calibration = { base_ms = sm.base_ms, row_ms = sm.row_ms, kv_ms = sm.kv_ms, gap_ms = sm.gap_ms,
+                  steps = sm.n,
                   t_step_ms = t_step_ms, slo_ms = slo_ms },
   trace = { n = #reqs, per_tenant = {} },
   runs = {},

@@ -274,11 +274,12 @@ static int m_order(lua_State *L)
 	return 1;
 }
 
-/* q:step_model([{base_ms =, row_ms =, gap_ms =}]) -> {base_ms, row_ms, gap_ms, n}:
- * the step-time model (set first when given) */
+/* q:step_model([{base_ms =, row_ms =, kv_ms =, gap_ms =}]) ->
+ * {base_ms, row_ms, kv_ms, gap_ms, n}: the step-time model (set first when
+ * given; kv_ms a thousand cached positions read) */
 static int m_step_model(lua_State *L)
 {
-	static const char *const keys[] = { "base_ms", "row_ms", "gap_ms", NULL };
+	static const char *const keys[] = { "base_ms", "row_ms", "kv_ms", "gap_ms", NULL };
 	struct ldj_sched *ls = check(L);
 	struct djn_step_model sm = { 0 };
 
@@ -288,15 +289,17 @@ static int m_step_model(lua_State *L)
 		ldj_check_opts(L, 2, "step_model", keys);
 		sm.base_ms = ldj_opt_number(L, 2, "step_model", "base_ms", 0);
 		sm.row_ms = ldj_opt_number(L, 2, "step_model", "row_ms", 0);
+		sm.kv_ms = ldj_opt_number(L, 2, "step_model", "kv_ms", 0);
 		sm.gap_ms = ldj_opt_number(L, 2, "step_model", "gap_ms", 0);
-		if (!(sm.base_ms >= 0 && sm.row_ms >= 0 && sm.gap_ms >= 0))
-			return luaL_argerror(L, 2, "base_ms, row_ms and gap_ms are >= 0");
+		if (!(sm.base_ms >= 0 && sm.row_ms >= 0 && sm.kv_ms >= 0 && sm.gap_ms >= 0))
+			return luaL_argerror(L, 2, "base_ms, row_ms, kv_ms and gap_ms are >= 0");
 		djn_sched_set_step_model(ls->q, &sm);
 	}
 	djn_sched_step_model(ls->q, &sm);
-	lua_createtable(L, 0, 4);
+	lua_createtable(L, 0, 5);
 	SET_NUM("base_ms", sm.base_ms);
 	SET_NUM("row_ms", sm.row_ms);
+	SET_NUM("kv_ms", sm.kv_ms);
 	SET_NUM("gap_ms", sm.gap_ms);
 	SET_INT("n", sm.n);
 	return 1;

@@ -127,7 +127,7 @@ int djn_sched_order_runnable(struct djn_sched *q)
 
 /* ------------------------------------------------------ the step model */
 
-static bool model_of(const struct djn_sched *q, double *a, double *b)
+static bool line_of(const struct djn_sched *q, double *a, double *b)
 {
 	if (q->m_n == 0 || q->m0 <= 0)
 		return false;
@@ -150,34 +150,78 @@ static bool model_of(const struct djn_sched *q, double *a, double *b)
 	return true;
 }
 
+/* a + b rows + c k: the plane when k varied apart from the rows and its
+ * terms come out non-negative, else the line in rows (c = 0). */
+static bool model_of(const struct djn_sched *q, double *a, double *b, double *c)
+{
+	*c = 0;
+	if (!line_of(q, a, b))
+		return false;
+	double n = q->m0;
+	double vxx = q->mxx - q->mx * q->mx / n, vkk = q->mkk - q->mk * q->mk / n;
+	double vxk = q->mxk - q->mx * q->mk / n;
+	double vxy = q->mxy - q->mx * q->my / n, vky = q->mky - q->mk * q->my / n;
+	double det = vxx * vkk - vxk * vxk;
+	if (vkk <= 1e-12 * n || det <= 1e-9 * vxx * vkk)
+		return true;
+	double pb = (vxy * vkk - vky * vxk) / det, pc = (vxx * vky - vxk * vxy) / det;
+	double pa = (q->my - pb * q->mx - pc * q->mk) / n;
+	if (pb < 0 || pc <= 0)
+		return true;
+	*a = pa > 0 ? pa : 0;
+	*b = pb;
+	*c = pc;
+	return true;
+}
+
+static void model_add(struct djn_sched *q, double w, double x, double k, double y)
+{
+	q->m0 += w;
+	q->mx += w * x;
+	q->my += w * y;
+	q->mxx += w * x * x;
+	q->mxy += w * x * y;
+	q->mk += w * k;
+	q->mkk += w * k * k;
+	q->mxk += w * x * k;
+	q->mky += w * k * y;
+}
+
 void djn_sched_step_model(const struct djn_sched *q, struct djn_step_model *out)
 {
 	*out = (struct djn_step_model){ 0 };
 	out->n = q->m_n;
 	out->gap_ms = q->gap_ms;
-	(void)model_of(q, &out->base_ms, &out->row_ms);
+	(void)model_of(q, &out->base_ms, &out->row_ms, &out->kv_ms);
 }
 
 void djn_sched_set_step_model(struct djn_sched *q, const struct djn_step_model *m)
 {
-	/* two points on the line, of weight 1 each: measured steps soon outweigh them */
-	double x1 = 1, x2 = q->o.token_budget;
-	double y1 = m->base_ms + m->row_ms * x1, y2 = m->base_ms + m->row_ms * x2;
+	/* points on the plane, of weight 1 each: two on the line in rows, a
+	 * third off it when it reads the cache; measured steps soon outweigh
+	 * them */
+	double x1 = 1, x2 = q->o.token_budget, k3 = 100;
 
-	q->m0 = 2;
-	q->mx = x1 + x2;
-	q->my = y1 + y2;
-	q->mxx = x1 * x1 + x2 * x2;
-	q->mxy = x1 * y1 + x2 * y2;
+	q->m0 = q->mx = q->my = q->mxx = q->mxy = 0;
+	q->mk = q->mkk = q->mxk = q->mky = 0;
+	model_add(q, 1, x1, 0, m->base_ms + m->row_ms * x1);
+	model_add(q, 1, x2, 0, m->base_ms + m->row_ms * x2);
+	if (m->kv_ms > 0)
+		model_add(q, 1, x1, k3, m->base_ms + m->row_ms * x1 + m->kv_ms * k3);
 	q->m_n = m->n > 0 ? m->n : 1;
 	q->gap_ms = m->gap_ms > 0 ? m->gap_ms : 0;
 }
 
+double djn_sched_predict_kv_ms(const struct djn_sched *q, int rows, double kv)
+{
+	double a, b, c;
+
+	return model_of(q, &a, &b, &c) ? q->gap_ms + a + b * rows + c * kv / 1e3 : 0;
+}
+
 double djn_sched_predict_ms(const struct djn_sched *q, int rows)
 {
-	double a, b;
-
-	return model_of(q, &a, &b) ? q->gap_ms + a + b * rows : 0;
+	return djn_sched_predict_kv_ms(q, rows, 0);
 }
 
 /* The SLO the step's rows are capped for, or 0: the tightest of the
@@ -208,16 +252,25 @@ static double cap_slo(struct djn_sched *q)
 	return 0;
 }
 
-int djn_sched_row_cap(struct djn_sched *q)
+int djn_sched_row_cap(struct djn_sched *q, double *ms_left, double *row_ms, double *kv_ms)
 {
-	double a, b, slo;
+	double a, b, c, slo;
 	int n_slo = 0;
 
-	if (q->o.order != DJN_ORDER_SLO || !(slo = cap_slo(q)) || !model_of(q, &a, &b) ||
+	*ms_left = HUGE_VAL;
+	*row_ms = *kv_ms = 0;
+	if (q->o.order != DJN_ORDER_SLO || !(slo = cap_slo(q)) || !model_of(q, &a, &b, &c) ||
 	    b <= 0)
 		return q->o.token_budget;
 	for (int i = 0; i < q->n_mem; i++)
 		n_slo += q->mem[i].phase == DJN_PHASE_COMPUTE && q->mem[i].slo_ms > 0;
+	/* the rows with no reads; with a KV term the step charges each row
+	 * its reads too (sched.c) */
+	if (c > 0) {
+		*ms_left = DJN_SLO_HEADROOM * slo - q->gap_ms - a;
+		*row_ms = b;
+		*kv_ms = c;
+	}
 	double rows = floor((DJN_SLO_HEADROOM * slo - q->gap_ms - a) / b);
 	/* the decode rows of the sessions with an SLO always go */
 	if (rows < n_slo)
@@ -231,7 +284,7 @@ enum djn_status djn_sched_admit_slo(struct djn_sched *q, const struct djn_tenant
 {
 	const char *name = t->name ? t->name : "default";
 	int n_slo = 1;
-	double a, b;
+	double a, b, c;
 	const struct member *tight = NULL;
 
 	if (q->o.order != DJN_ORDER_SLO || t->slo_ms <= 0)
@@ -244,7 +297,7 @@ enum djn_status djn_sched_admit_slo(struct djn_sched *q, const struct djn_tenant
 		if (!tight || e->slo_ms < tight->slo_ms)
 			tight = e;
 	}
-	if (!model_of(q, &a, &b))
+	if (!model_of(q, &a, &b, &c))
 		return DJN_OK; /* nothing measured yet: nothing to predict from */
 	/* all of them decoding, max_batch a step: each has a token every
 	 * `rounds` steps of min(n_slo, max_batch) rows */
@@ -282,7 +335,7 @@ void djn_sched_member_ready(struct djn_sched *q, struct member *e)
 	e->waited = 0;
 }
 
-void djn_sched_account(struct djn_sched *q, int rows, double t0)
+void djn_sched_account(struct djn_sched *q, int rows, double kv, double t0)
 {
 	double now = djn_sched_now(q), ms = now - t0, gap = t0 - q->last_end_ms;
 
@@ -293,11 +346,16 @@ void djn_sched_account(struct djn_sched *q, int rows, double t0)
 	q->last_end_ms = now;
 	if (rows > 0) {
 		const double w = 0.98;
-		q->m0 = q->m0 * w + 1;
-		q->mx = q->mx * w + rows;
-		q->my = q->my * w + ms;
-		q->mxx = q->mxx * w + (double)rows * rows;
-		q->mxy = q->mxy * w + rows * ms;
+		q->m0 *= w;
+		q->mx *= w;
+		q->my *= w;
+		q->mxx *= w;
+		q->mxy *= w;
+		q->mk *= w;
+		q->mkk *= w;
+		q->mxk *= w;
+		q->mky *= w;
+		model_add(q, 1, rows, kv / 1e3, ms);
 		q->m_n++;
 	}
 	for (int i = 0; i < q->n_mem; i++) {

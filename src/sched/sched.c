@@ -2,6 +2,7 @@
  * batchable ones in one forward pass per model, in the step order
  * (order.c), and the IO_WAIT policies. */
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -398,6 +399,24 @@ static void run_chunk(struct member *e, struct djn_step_info *info)
 	}
 }
 
+/* The rows of a prompt chunk from pos that fit the step: at most budget,
+ * and under an SLO cap with a KV term (ms_left finite) as many as fit
+ * ms_left at row_ms a row and kv_ms a thousand positions read. */
+static int rows_within(int pos, int budget, double ms_left, double row_ms, double kv_ms)
+{
+	if (ms_left == HUGE_VAL)
+		return budget;
+	int lo = 0, hi = budget;
+	while (lo < hi) { /* the cost grows with n: the largest n within */
+		int mid = lo + (hi - lo + 1) / 2;
+		if (row_ms * mid + kv_ms * djn_chunk_kv(pos, mid) / 1e3 <= ms_left)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return lo;
+}
+
 /* One chunk of s alone (breakpoints, steers), its prompt cut to the budget. */
 static void step_alone(struct djn_sched *q, struct member *e, struct djn_step_info *info,
 		       int *budget)
@@ -417,7 +436,9 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 {
 	struct djn_step_info info = { 0 };
 	double t0 = djn_sched_now(q);
-	int cap = djn_sched_row_cap(q), budget = cap, n_pick = 0, runnable = 0;
+	double ms_left, row_ms, kv_ms, kv = 0;
+	int cap = djn_sched_row_cap(q, &ms_left, &row_ms, &kv_ms), budget = cap, n_pick = 0,
+	    runnable = 0;
 
 	/* swap-outs begun by io_wait whose copies are done give their pages
 	 * back (so admission sees them free) */
@@ -483,15 +504,26 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 			if (!djn_session_batchable(e->s)) {
 				if (pass == 0 || budget > 0) {
 					e->ran = true;
+					kv += djn_chunk_kv(c.pos, c.n_rows);
 					step_alone(q, e, &info, &budget);
 				}
 				continue;
 			}
 			if (n_pick >= q->o.max_batch || budget <= 0)
 				continue;
-			if (!decode && djn_session_chunk_limit(e->s, budget))
+			int n = decode ? 1 : rows_within(c.pos, budget, ms_left, row_ms, kv_ms);
+			/* under an SLO a row is charged its reads too: what does not
+			 * fit waits, except the decode rows of the sessions with one */
+			if (decode && e->slo_ms <= 0 &&
+			    row_ms + kv_ms * djn_chunk_kv(c.pos, 1) / 1e3 > ms_left)
 				continue;
-			budget -= djn_session_cursor(e->s).n_rows;
+			if (n < 1 || (!decode && djn_session_chunk_limit(e->s, n)))
+				continue;
+			c = djn_session_cursor(e->s);
+			budget -= c.n_rows;
+			if (ms_left != HUGE_VAL)
+				ms_left -= row_ms * c.n_rows + kv_ms * djn_chunk_kv(c.pos, c.n_rows) / 1e3;
+			kv += djn_chunk_kv(c.pos, c.n_rows);
 			e->ran = true;
 			q->pick[n_pick++] = e->s;
 		}
@@ -555,7 +587,7 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 	    total_b - free_b > q->st.device_peak_bytes)
 		q->st.device_peak_bytes = total_b - free_b;
 	q->st.batched_rows += info.n_rows;
-	djn_sched_account(q, info.n_rows, t0);
+	djn_sched_account(q, info.n_rows, kv, t0);
 	q->st.steps++;
 	for (int i = 0; i < q->n_mem; i++)
 		info.n_runnable += q->mem[i].phase == DJN_PHASE_COMPUTE;

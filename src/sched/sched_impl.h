@@ -49,8 +49,10 @@ struct djn_sched {
 	struct djn_swap_totals *snap;
 	int cap_snap;
 	struct djn_sched_stats st;
-	/* the step-time model: decayed sums of 1, rows, ms, rows^2, rows*ms */
+	/* the step-time model: decayed sums of 1, rows, ms, rows^2, rows*ms,
+	 * and of k (thousands of cached positions read), k^2, rows*k, k*ms */
 	double m0, mx, my, mxx, mxy;
+	double mk, mkk, mxk, mky;
 	long m_n;
 	/* the caller's time between back-to-back steps (an average), and when
 	 * the last step ended (0: none runnable since, or never) */
@@ -64,12 +66,24 @@ struct djn_sched {
 double djn_sched_now(const struct djn_sched *q);
 /* The runnable members' indices into q->ord, in the order's order; their count. */
 int djn_sched_order_runnable(struct djn_sched *q);
-/* Rows a step may take under the order (the budget, or less under SLO). */
-int djn_sched_row_cap(struct djn_sched *q);
+/* Rows a step may take under the order (the budget, or less under SLO);
+ * *ms_left: under SLO with a KV term in the model, the ms the step's rows
+ * may add to its base (each row's share and its reads), else HUGE_VAL;
+ * *row_ms, *kv_ms: the model's terms to charge them by. */
+int djn_sched_row_cap(struct djn_sched *q, double *ms_left, double *row_ms, double *kv_ms);
 /* May a session of tenant t join?  DJN_OK, or the refusal in q->err. */
 enum djn_status djn_sched_admit_slo(struct djn_sched *q, const struct djn_tenant *t);
-/* After a step of `rows` rows that began at t0: the model, tokens, latencies. */
-void djn_sched_account(struct djn_sched *q, int rows, double t0);
+/* After a step of `rows` rows reading kv cached positions that began at
+ * t0: the model, tokens, latencies. */
+void djn_sched_account(struct djn_sched *q, int rows, double kv, double t0);
+/* Cached positions a chunk of n rows from position pos brings from memory:
+ * the pos before it and its own n (a decode row: pos + 1).  A prompt
+ * chunk's attention computes n x pos scores, but it reads the cache once:
+ * decode rows are what make a step's time grow with its contexts. */
+static inline double djn_chunk_kv(int pos, int n)
+{
+	return (double)pos + n;
+}
 /* The latency clock of a member restarts (added, resumed). */
 void djn_sched_member_ready(struct djn_sched *q, struct member *e);
 

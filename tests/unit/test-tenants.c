@@ -320,6 +320,53 @@ Test(tenants, slo_admission_refuses_clearly_and_loses_nothing)
 	djn_sched_free(q);
 }
 
+/* Under slo with a KV term in the model, each row is charged its reads:
+ * three batch sessions decoding at position ~61 and an interactive one
+ * (SLO 20 ms) arriving.  Model: 5 ms + 0.01 ms a row + 100 ms a thousand
+ * positions read; 80% of the SLO leaves 11 ms past the base: one batch row
+ * (~6.2 ms) and the interactive prompt (0.11 ms) fit, a second batch row
+ * does not.  Without the KV term the row cap (1100 rows) takes them all. */
+static int rows_when_slo_arrives(double kv_ms)
+{
+	struct djn_sched *q = sched(DJN_ORDER_SLO, 8, 0);
+	struct djn_step_model sm = { .base_ms = 5, .row_ms = 0.01, .kv_ms = kv_ms, .n = 1 };
+	struct djn_tenant bt = { "eval", DJN_CLASS_BATCH, 0 }, ut = { "user", DJN_CLASS_INTERACTIVE, 20 };
+	struct djn_step_info info;
+	struct djn_session *s[4];
+
+	djn_sched_set_step_model(q, &sm);
+	cr_assert_float_eq(djn_sched_predict_kv_ms(q, 2, 1000), 5 + 0.02 + kv_ms, 1e-9);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(djn_sched_add_as(q, s[i] = started(i, 60, 20), &bt), DJN_OK, "%s",
+			     djn_sched_errmsg(q));
+	for (int k = 0; k < 2; k++) /* the prompts, then a decode step */
+		cr_assert_eq(djn_sched_step(q, NULL), DJN_OK, "%s", djn_sched_errmsg(q));
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(djn_session_cursor(s[i]).n_rows, 1, "session %d is not decoding", i);
+	djn_sched_set_step_model(q, &sm); /* the steps' times (0 ms, scripted) forgotten */
+	cr_assert_eq(djn_sched_add_as(q, s[3] = started(3, 1, 4), &ut), DJN_OK, "%s",
+		     djn_sched_errmsg(q));
+	cr_assert_eq(djn_sched_step(q, &info), DJN_OK, "%s", djn_sched_errmsg(q));
+	struct djn_member_info mi;
+	cr_assert_eq(djn_sched_member(q, s[3], &mi), DJN_OK);
+	cr_assert_eq(mi.steps, 1, "the interactive prompt waited");
+	while (!djn_sched_step(q, NULL))
+		;
+	for (int i = 0; i < 4; i++) {
+		same_as_alone(s[i], i, i < 3 ? 60 : 1, i < 3 ? 20 : 4);
+		djn_sched_remove(q, s[i]);
+		djn_session_free(s[i]);
+	}
+	djn_sched_free(q);
+	return info.n_rows;
+}
+
+Test(tenants, slo_cap_charges_each_row_its_reads)
+{
+	cr_assert_eq(rows_when_slo_arrives(100), 2);
+	cr_assert_eq(rows_when_slo_arrives(0), 4);
+}
+
 /* A KV limit of about two sessions' caches and three sessions (batch,
  * standard, interactive): the batch one is parked first, the interactive
  * one never, and all of them finish with their tokens alone. */

@@ -60,22 +60,29 @@ local function ids_of(seed, n)
   return ids
 end
 
--- Calibration: max_batch short sessions and one long prompt through a
--- scheduler, long enough for the step-time model to see both shapes.
+-- Calibration: short sessions decoding, then long prompts joining them
+-- (their prefill chunks, then their decode rows at long contexts) through a
+-- scheduler, so that the step-time model sees the three shapes apart: many
+-- rows reading little of the cache (prefill), few rows reading little
+-- (short decodes) and few rows reading much (long decodes): the row and the
+-- KV terms both.
 local function calibrate()
   local q = djinn.sched { budget = o.budget, max_batch = o.max_batch, model = m }
   local ss = {}
-  for k = 1, o.max_batch do
-    local s = assert(m:session { ctx = 64 })
-    s:start(ids_of(900 + k, 4), { n = 40, eos = false })
+  local n_short, n_long = math.max(1, o.max_batch // 2), math.max(1, o.max_batch // 4)
+  for k = 1, n_short do
+    local s = assert(m:session { ctx = 72 })
+    s:start(ids_of(900 + k, 4), { n = 64, eos = false })
     assert(q:add(s))
     ss[#ss + 1] = s
   end
   for _ = 1, 12 do q:step() end -- warm: graphs recorded, arenas grown
-  local long = assert(m:session { ctx = o.eval_prompt + 8 })
-  long:start(ids_of(999, o.eval_prompt), { n = 2, eos = false })
-  assert(q:add(long))
-  ss[#ss + 1] = long
+  for k = 1, n_long do
+    local long = assert(m:session { ctx = o.eval_prompt + 24 })
+    long:start(ids_of(999 + k, o.eval_prompt), { n = 16, eos = false })
+    assert(q:add(long))
+    ss[#ss + 1] = long
+  end
   while q:step() do end
   local sm = q:step_model()
   q:close()

@@ -179,6 +179,9 @@ struct djn_step_info {
 	int n_stopped;  /* of those, stopped (breakpoint, watchpoint, error) */
 	int n_done;     /* runs that finished in this step */
 	int n_runnable; /* COMPUTE sessions after the step */
+	double kv;      /* cached positions its rows read (the step model's k) */
+	double predicted_ms; /* the step model's time for it, before it ran
+			      * (the gap before it not counted; 0: no model yet) */
 };
 
 /* One step of every runnable session.  DJN_ERR_STATE when none is

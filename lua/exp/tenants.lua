@@ -162,6 +162,10 @@ local function run(order, reqs)
   local live, pending, done = {}, {}, 0
   for _, r in ipairs(reqs) do pending[#pending + 1] = r end
   local head, n_steps, rows, step_ms = 1, 0, 0, {}
+  -- where a token's latency goes beyond the model: each step's time over
+  -- its prediction (all steps, and those while an interactive request was
+  -- live), and the caller's time between steps
+  local over, over_user, gaps, last_end = {}, {}, {}, nil
   local t0 = now()
   while done < #reqs do
     local tnow = now() - t0
@@ -197,6 +201,18 @@ local function run(order, reqs)
       local s1 = now()
       n_steps, rows = n_steps + 1, rows + st.rows
       step_ms[#step_ms + 1] = (s1 - s0) * 1e3
+      if last_end then gaps[#gaps + 1] = (s0 - last_end) * 1e3 end
+      last_end = s1
+      if st.predicted_ms > 0 then
+        local ratio = (s1 - s0) * 1e3 / st.predicted_ms
+        over[#over + 1] = ratio
+        for _, r in ipairs(live) do
+          if TENANTS[r.tenant].class == "interactive" then
+            over_user[#over_user + 1] = ratio
+            break
+          end
+        end
+      end
       local tdone = s1 - t0
       local j = 1
       while j <= #live do
@@ -245,6 +261,7 @@ local function run(order, reqs)
         end
       end
     else
+      last_end = nil -- idle until the next arrival: not the caller's work
       -- nothing runnable: wait for the next arrival
       local w = (pending[1] and pending[1].at_s or tnow) - (now() - t0)
       if w > 0 then djinn.sleep(math.min(w, 0.05)) end
@@ -291,6 +308,9 @@ local function run(order, reqs)
     -- the step-time model as the run left it (fitted to its last ~50 steps)
     step_model = { base_ms = fitted.base_ms, row_ms = fitted.row_ms, kv_ms = fitted.kv_ms,
                    gap_ms = fitted.gap_ms },
+    -- a step's measured time over the model's prediction, and the gaps
+    over_predicted = pct(over), over_predicted_interactive = pct(over_user),
+    gap_ms = pct(gaps),
   }
 end
 

@@ -305,7 +305,8 @@ static int m_step_model(lua_State *L)
 	return 1;
 }
 
-/* q:step() -> {batched, rows, alone, stopped, done, runnable} | nil, msg */
+/* q:step() -> {batched, rows, alone, stopped, done, runnable, kv,
+ * predicted_ms} | nil, msg */
 static int m_step(lua_State *L)
 {
 	struct ldj_sched *ls = check(L);
@@ -315,13 +316,15 @@ static int m_step(lua_State *L)
 		return expected(L, "no session is scheduled");
 	if (djn_sched_step(ls->q, &info))
 		return expected(L, djn_sched_errmsg(ls->q));
-	lua_createtable(L, 0, 6);
+	lua_createtable(L, 0, 8);
 	SET_INT("batched", info.n_batched);
 	SET_INT("rows", info.n_rows);
 	SET_INT("alone", info.n_alone);
 	SET_INT("stopped", info.n_stopped);
 	SET_INT("done", info.n_done);
 	SET_INT("runnable", info.n_runnable);
+	SET_NUM("kv", info.kv);
+	SET_NUM("predicted_ms", info.predicted_ms);
 	return 1;
 }
 

@@ -587,6 +587,9 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 	    total_b - free_b > q->st.device_peak_bytes)
 		q->st.device_peak_bytes = total_b - free_b;
 	q->st.batched_rows += info.n_rows;
+	info.kv = kv;
+	if (info.n_rows > 0 && djn_sched_predict_kv_ms(q, info.n_rows, kv) > 0)
+		info.predicted_ms = djn_sched_predict_kv_ms(q, info.n_rows, kv) - q->gap_ms;
 	djn_sched_account(q, info.n_rows, kv, t0);
 	q->st.steps++;
 	for (int i = 0; i < q->n_mem; i++)

@@ -675,6 +675,16 @@ struct djn_pooled *djn_pooled_new(struct djn_model *m, struct djn_backend *be,
 		p->L[l].used = ++pool->clock;
 	if (admit_all(p, 0, NULL, NULL, err))
 		goto out_free;
+	/* a load returns with its weights on the device: the copies it queued
+	 * (its embedding and head, then the layers admitted, in order on the
+	 * copy stream: the last one's event covers them) would otherwise be
+	 * waited for by the next switch, whichever model's it is (on the H100
+	 * the first switch after three loads waited 121 ms for them) */
+	struct djn_event *last = p->last_admitted >= 0 ? p->L[p->last_admitted].ready : p->top_ready;
+	if (last && be->i->event_sync(be, last)) {
+		djn_err_set(err, DJN_ERR_DEVICE, "%s: copying its weights: %s", m->name, be->err.msg);
+		goto out_free;
+	}
 	return p;
 
 out_free:

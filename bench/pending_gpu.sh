@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # pending_gpu.sh - what waits for a GPU run, most important first, in one
-# call from a bundle (scripts/gpu-bundle-dev.sh): the GPU tests of the code
-# written without a GPU (lazy session start, record, the GPT-2 layout, the
-# fused batched ops), then the tenants and memory-pressure experiment, the
-# remote reads over shared memory and over the socket, the fused ops' A/B,
-# the agent density, and the multi-model budget sweep.  Each part has its
+# call from a bundle (scripts/gpu-bundle-dev.sh): the GPU tests, the
+# multi-model budget sweep (the loads now wait for their copies: the first
+# switch's 121 ms should be gone), the tenants experiment (the slo order's
+# KV term, its new calibration and over-run report), the agent density;
+# on request the remote reads (shm and socket) and the fused ops' A/B.  Each part has its
 # own time limit and appends its result lines to OUT_DIR/summary.txt as it
 # ends, so a call cut short keeps what it did (the parts run in the order
 # of PARTS); logs and JSON go under
-# OUT_DIR/<part>.  About 20 minutes in all; PARTS="tests tenants" runs some.
+# OUT_DIR/<part>.  About 15 minutes in all; PARTS="tests tenants remote fuse" picks.
 # usage: (from the bundle) bench/pending_gpu.sh OUT_DIR [MODEL_DIR]
 set -uo pipefail
 out=${1:?usage: bench/pending_gpu.sh OUT_DIR [MODEL_DIR]}
 m=${2:-/tmp/djinn-llama-2-7b}
-parts=${PARTS:-tests tenants remote fuse density multimodel}
+parts=${PARTS:-tests multimodel tenants density}
 mkdir -p "$out"
 sum=$out/summary.txt
 note() { printf '%s\n' "$*" | tee -a "$sum"; }

@@ -513,10 +513,13 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 				continue;
 			int n = decode ? 1 : rows_within(c.pos, budget, ms_left, row_ms, kv_ms);
 			/* under an SLO a row is charged its reads too: what does not
-			 * fit waits, except the decode rows of the sessions with one */
-			if (decode && e->slo_ms <= 0 &&
+			 * fit waits, except the decode rows of the sessions with one;
+			 * a step always takes one row (whatever the model says) */
+			if (decode && e->slo_ms <= 0 && n_pick > 0 &&
 			    row_ms + kv_ms * djn_chunk_kv(c.pos, 1) / 1e3 > ms_left)
 				continue;
+			if (n < 1 && n_pick == 0)
+				n = 1;
 			if (n < 1 || (!decode && djn_session_chunk_limit(e->s, n)))
 				continue;
 			c = djn_session_cursor(e->s);

@@ -3,7 +3,8 @@
 # call from a bundle (scripts/gpu-bundle-dev.sh): the GPU tests, the
 # multi-model budget sweep (the loads now wait for their copies: the first
 # switch's 121 ms should be gone), the tenants experiment (the slo order's
-# KV term, its new calibration and over-run report), the agent density;
+# KV term, its new calibration and over-run report), the skinny GEMM
+# against cuBLAS (bench/skinny_gemm.cu, never run yet), the agent density;
 # on request the remote reads (shm and socket) and the fused ops' A/B.  Each part has its
 # own time limit and appends its result lines to OUT_DIR/summary.txt as it
 # ends, so a call cut short keeps what it did (the parts run in the order
@@ -13,7 +14,7 @@
 set -uo pipefail
 out=${1:?usage: bench/pending_gpu.sh OUT_DIR [MODEL_DIR]}
 m=${2:-/tmp/djinn-llama-2-7b}
-parts=${PARTS:-tests multimodel tenants density}
+parts=${PARTS:-tests multimodel tenants skinny density}
 mkdir -p "$out"
 sum=$out/summary.txt
 note() { printf '%s\n' "$*" | tee -a "$sum"; }
@@ -65,6 +66,11 @@ part_density() {
 	AGENTS=${AGENTS:-1,4,8,12,16,24,32} KV_LIMIT=${KV_LIMIT:-512M} AGENTS_TIMEOUT=600 \
 		bench/agent_density.sh "$out/density" "$m" >"$out/density.txt" 2>&1
 	grep -E '^agents: SLO' "$out/density.txt" | tee -a "$sum"
+}
+
+part_skinny() {
+	timeout 120 ./run.sh bin/bench/skinny_gemm --json "$out/skinny.json" >"$out/skinny.txt" 2>&1
+	tail -30 "$out/skinny.txt" | sed 's/^/skinny: /' | tee -a "$sum"
 }
 
 part_multimodel() {

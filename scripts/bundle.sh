@@ -70,7 +70,7 @@ if command -v nvcc >/dev/null 2>&1; then
 		n=${cu#bench/}
 		[ -x "$out/bin/bench/${n%.cu}" ] && continue
 		nvcc -O3 -std=c++17 -gencode=arch=compute_90,code=sm_90 -Iinclude -Isrc "$cu" \
-			-o "$out/bin/bench/${n%.cu}" 2>/dev/null || printf '%s: %s did not build (left out)\n' "$prog" "$cu" >&2
+			-o "$out/bin/bench/${n%.cu}" -lcublas 2>/dev/null || printf '%s: %s did not build (left out)\n' "$prog" "$cu" >&2
 	done
 fi
 

@@ -12,15 +12,7 @@
 #include <stdlib.h>
 #include <vector>
 
-#define CK(x)                                                                          \
-	do {                                                                           \
-		cudaError_t e_ = (x);                                                  \
-		if (e_ != cudaSuccess) {                                               \
-			fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x,     \
-				cudaGetErrorString(e_));                               \
-			exit(1);                                                       \
-		}                                                                      \
-	} while (0)
+#include "cuda_check.cuh"
 
 /* LD 0: ld.global.cs (evict-first); 1: ld.global.nc.L1::no_allocate.L2::256B */
 template <int LD>

@@ -32,15 +32,8 @@
 #include <cstring>
 #include <vector>
 
-#define CK(x)                                                                              \
-	do {                                                                               \
-		cudaError_t e_ = (x);                                                      \
-		if (e_ != cudaSuccess) {                                                   \
-			fprintf(stderr, "skinny_gemm: %s:%d: %s: %s\n", __FILE__, __LINE__, #x, \
-				cudaGetErrorString(e_));                                   \
-			exit(1);                                                           \
-		}                                                                          \
-	} while (0)
+#include "cuda_check.cuh"
+
 #define CB(x)                                                                              \
 	do {                                                                               \
 		cublasStatus_t s_ = (x);                                                   \

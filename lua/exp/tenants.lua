@@ -166,6 +166,7 @@ local function run(order, reqs)
   -- its prediction (all steps, and those while an interactive request was
   -- live), and the caller's time between steps
   local over, over_user, gaps, last_end = {}, {}, {}, nil
+  local n_interactive = 0 -- live interactive requests
   local t0 = now()
   while done < #reqs do
     local tnow = now() - t0
@@ -183,6 +184,7 @@ local function run(order, reqs)
       if ok then
         r.added, r.ready, r.n_gen, r.violated = tnow, tnow, 0, false
         live[#live + 1] = r
+        if TENANTS[r.tenant].class == "interactive" then n_interactive = n_interactive + 1 end
         per[r.tenant].requests = per[r.tenant].requests + 1
         per[r.tenant].first_s = math.min(per[r.tenant].first_s, r.at_s)
         table.remove(pending, k)
@@ -206,12 +208,7 @@ local function run(order, reqs)
       if st.predicted_ms > 0 then
         local ratio = (s1 - s0) * 1e3 / st.predicted_ms
         over[#over + 1] = ratio
-        for _, r in ipairs(live) do
-          if TENANTS[r.tenant].class == "interactive" then
-            over_user[#over_user + 1] = ratio
-            break
-          end
-        end
+        if n_interactive > 0 then over_user[#over_user + 1] = ratio end
       end
       local tdone = s1 - t0
       local j = 1
@@ -256,6 +253,7 @@ local function run(order, reqs)
           r.s = nil
           done = done + 1
           table.remove(live, j)
+          if TENANTS[r.tenant].class == "interactive" then n_interactive = n_interactive - 1 end
         else
           j = j + 1
         end

@@ -174,6 +174,20 @@ static bool model_of(const struct djn_sched *q, double *a, double *b, double *c)
 	return true;
 }
 
+/* Every sum of the model times w (0: forget them). */
+static void model_scale(struct djn_sched *q, double w)
+{
+	q->m0 *= w;
+	q->mx *= w;
+	q->my *= w;
+	q->mxx *= w;
+	q->mxy *= w;
+	q->mk *= w;
+	q->mkk *= w;
+	q->mxk *= w;
+	q->mky *= w;
+}
+
 static void model_add(struct djn_sched *q, double w, double x, double k, double y)
 {
 	q->m0 += w;
@@ -202,8 +216,7 @@ void djn_sched_set_step_model(struct djn_sched *q, const struct djn_step_model *
 	 * them */
 	double x1 = 1, x2 = q->o.token_budget, k3 = 100;
 
-	q->m0 = q->mx = q->my = q->mxx = q->mxy = 0;
-	q->mk = q->mkk = q->mxk = q->mky = 0;
+	model_scale(q, 0);
 	model_add(q, 1, x1, 0, m->base_ms + m->row_ms * x1);
 	model_add(q, 1, x2, 0, m->base_ms + m->row_ms * x2);
 	if (m->kv_ms > 0)
@@ -345,16 +358,7 @@ void djn_sched_account(struct djn_sched *q, int rows, double kv, double t0)
 		q->gap_ms = q->gap_ms > 0 ? 0.9 * q->gap_ms + 0.1 * gap : gap;
 	q->last_end_ms = now;
 	if (rows > 0) {
-		const double w = 0.98;
-		q->m0 *= w;
-		q->mx *= w;
-		q->my *= w;
-		q->mxx *= w;
-		q->mxy *= w;
-		q->mk *= w;
-		q->mkk *= w;
-		q->mxk *= w;
-		q->mky *= w;
+		model_scale(q, 0.98);
 		model_add(q, 1, rows, kv / 1e3, ms);
 		q->m_n++;
 	}

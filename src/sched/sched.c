@@ -503,9 +503,10 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 				continue;
 			if (!djn_session_batchable(e->s)) {
 				if (pass == 0 || budget > 0) {
+					int was = budget; /* its chunk may be cut to it */
 					e->ran = true;
-					kv += djn_chunk_kv(c.pos, c.n_rows);
 					step_alone(q, e, &info, &budget);
+					kv += djn_chunk_kv(c.pos, was - budget);
 				}
 				continue;
 			}
@@ -591,8 +592,9 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 		q->st.device_peak_bytes = total_b - free_b;
 	q->st.batched_rows += info.n_rows;
 	info.kv = kv;
-	if (info.n_rows > 0 && djn_sched_predict_kv_ms(q, info.n_rows, kv) > 0)
-		info.predicted_ms = djn_sched_predict_kv_ms(q, info.n_rows, kv) - q->gap_ms;
+	double pred = info.n_rows > 0 ? djn_sched_predict_kv_ms(q, info.n_rows, kv) : 0;
+	if (pred > 0)
+		info.predicted_ms = pred - q->gap_ms;
 	djn_sched_account(q, info.n_rows, kv, t0);
 	q->st.steps++;
 	for (int i = 0; i < q->n_mem; i++)

@@ -360,6 +360,13 @@ struct djn_backend {
 	 * pages held by all sessions, and a limit on them (0: none) past which
 	 * paused sessions are swapped out to make room. */
 	size_t data_bytes, data_limit;
+	/* KV pages given back, kept for the next page (src/vmu/kv.c): a
+	 * page's allocation and free (cudaFree waits for the whole device)
+	 * stay out of the step loop.  Kept pages are not in data_bytes;
+	 * djn_backend_trim frees them (a full device, djn_backend_free). */
+	void **data_kept;
+	int n_data_kept, cap_data_kept;
+	size_t data_kept_page; /* the bytes of each kept page */
 	/* Called by djn_backend_free before the backend goes: a module above
 	 * that keeps backend memory for reuse (the pinned swap pool,
 	 * ringbuf.h) gives it back here.  NULL: nothing kept. */
@@ -373,6 +380,10 @@ struct djn_backend *djn_backend_new(const char *spec, int n_threads, struct djn_
 void djn_backend_free(struct djn_backend *be);
 
 struct djn_backend *djn_backend_cpu_new(int n_threads, struct djn_err *err);
+
+/* Free the kept KV pages; the CUDA backend does it itself when an
+ * allocation finds the device full, and tries once more. */
+void djn_backend_trim(struct djn_backend *be);
 
 #include "djinn/backend_cuda.h"
 

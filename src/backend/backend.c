@@ -43,10 +43,21 @@ struct djn_backend *djn_backend_new(const char *spec, int n_threads, struct djn_
 	return NULL;
 }
 
+void djn_backend_trim(struct djn_backend *be)
+{
+	for (int i = 0; i < be->n_data_kept; i++)
+		be->i->dealloc(be, be->data_kept[i]);
+	be->n_data_kept = 0;
+}
+
 void djn_backend_free(struct djn_backend *be)
 {
 	if (!be)
 		return;
+	djn_backend_trim(be);
+	free(be->data_kept);
+	be->data_kept = NULL;
+	be->cap_data_kept = 0;
 	if (be->release_hook)
 		be->release_hook(be);
 	be->i->free(be);

@@ -244,6 +244,11 @@ enum djn_status djn_swap_in(struct djn_swap *sw, struct djn_kv *kv, struct djn_e
 		}
 	}
 	t0 = now_ms();
+	/* a kept page may still be read by compute queued for the session
+	 * that gave it back: the copies into it come after that */
+	if ((st = be->i->event_record(be, sw->ev, DJN_STREAM_COMPUTE)) ||
+	    (st = be->i->event_wait(be, DJN_STREAM_COPY, sw->ev)))
+		goto out_copy;
 	for (int i = 0; i < n; i++)
 		if ((st = be->i->copy_h2d_async(be, kv->host_table[i],
 						(char *)sw->host + (size_t)i * pb, pb,

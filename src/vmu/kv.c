@@ -53,17 +53,41 @@ float *djn_kv_page_alloc(struct djn_kv *kv)
 			    be->data_bytes);
 		return NULL;
 	}
-	if ((p = be->i->alloc(be, pb)))
+	if (be->n_data_kept && be->data_kept_page == pb)
+		p = be->data_kept[--be->n_data_kept];
+	else
+		p = be->i->alloc(be, pb);
+	if (p)
 		be->data_bytes += pb;
 	return p;
 }
 
+/* The page is kept for the next one rather than freed: whatever reads or
+ * writes it next is queued after the work queued so far on its stream
+ * (a swap-in's copies wait for the compute stream first). */
 void djn_kv_page_free(struct djn_kv *kv, float *p)
 {
+	struct djn_backend *be = kv->be;
+	size_t pb = djn_kv_page_bytes(kv);
+
 	if (!p)
 		return;
-	kv->be->i->dealloc(kv->be, p);
-	kv->be->data_bytes -= djn_kv_page_bytes(kv);
+	be->data_bytes -= pb;
+	if (be->poisoned) {
+		be->i->dealloc(be, p);
+		return;
+	}
+	if (be->data_kept_page != pb) {
+		/* another model's page size: those kept so far go */
+		djn_backend_trim(be);
+		be->data_kept_page = pb;
+	}
+	if (be->n_data_kept == be->cap_data_kept) {
+		be->cap_data_kept = be->cap_data_kept ? 2 * be->cap_data_kept : 64;
+		be->data_kept = djn_xrealloc(be->data_kept,
+					     sizeof(void *) * (size_t)be->cap_data_kept);
+	}
+	be->data_kept[be->n_data_kept++] = p;
 }
 
 enum djn_status djn_kv_reserve(struct djn_kv *kv, int n_tokens, struct djn_err *err)

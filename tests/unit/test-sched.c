@@ -548,3 +548,48 @@ Test(sched, kv_table_complete_after_a_reserve_that_ran_out)
 	cpu->host_memory = true;
 	djn_backend_free(cpu);
 }
+
+/* KV pages given back are kept and handed to the next page of the same
+ * size, outside the data accounting; another size lets them go. */
+Test(sched, kv_pages_given_back_are_reused)
+{
+	struct djn_err err = { 0 };
+	struct djn_backend *cpu = djn_backend_cpu_new(1, &err);
+	struct djn_kv a, b, c;
+	float *first[3];
+
+	cr_assert_not_null(cpu, "%s", err.msg);
+	cr_assert_eq(djn_kv_init(&a, cpu, 2, 8, 4, 64, DJN_DTYPE_F32, &err), DJN_OK, "%s", err.msg);
+	cr_assert_eq(djn_kv_reserve(&a, 12, &err), DJN_OK, "%s", err.msg);
+	size_t pb = djn_kv_page_bytes(&a);
+	cr_assert_eq(cpu->data_bytes, 3 * pb);
+	for (int i = 0; i < 3; i++)
+		first[i] = a.host_table[i];
+	djn_kv_release(&a);
+	cr_assert_eq(cpu->data_bytes, 0, "kept pages are not counted as held");
+	cr_assert_eq(cpu->n_data_kept, 3);
+	/* a limit of two pages still holds: the kept pages are outside it */
+	cpu->data_limit = 2 * pb;
+	cr_assert_eq(djn_kv_init(&b, cpu, 2, 8, 4, 64, DJN_DTYPE_F32, &err), DJN_OK, "%s", err.msg);
+	cr_assert_eq(djn_kv_reserve(&b, 12, &err), DJN_ERR_NOMEM);
+	cr_assert_eq(b.view.n_pages, 2);
+	cr_assert_eq(cpu->n_data_kept, 1);
+	for (int i = 0; i < 2; i++) {
+		bool seen = false;
+		for (int j = 0; j < 3; j++)
+			seen |= b.host_table[i] == first[j];
+		cr_assert(seen, "page %d is a new allocation, not a kept one", i);
+	}
+	cpu->data_limit = 0;
+	/* a cache of another page size: the one kept page goes first */
+	cr_assert_eq(djn_kv_init(&c, cpu, 2, 16, 4, 64, DJN_DTYPE_F32, &err), DJN_OK, "%s", err.msg);
+	cr_assert_eq(djn_kv_reserve(&c, 4, &err), DJN_OK, "%s", err.msg);
+	djn_kv_release(&c);
+	cr_assert_eq(cpu->n_data_kept, 1);
+	cr_assert_eq(cpu->data_kept_page, 2 * pb);
+	djn_kv_release(&b);
+	cr_assert_eq(cpu->n_data_kept, 2, "the first size's pages went when the second came");
+	cr_assert_eq(cpu->data_kept_page, pb);
+	cr_assert_eq(cpu->data_bytes, 0);
+	djn_backend_free(cpu); /* frees the kept pages: ASan would say */
+}

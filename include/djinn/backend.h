@@ -350,6 +350,8 @@ enum djn_stream {
 
 #define DJN_STATS_SLOTS 1024
 
+#define DJN_KEPT_MAX 16
+
 struct djn_backend {
 	const struct djn_backend_i *i;
 	void *ctx;
@@ -367,6 +369,13 @@ struct djn_backend {
 	void **data_kept;
 	int n_data_kept, cap_data_kept;
 	size_t data_kept_page; /* the bytes of each kept page */
+	/* Other buffers given back for reuse (activation arenas, KV page
+	 * tables: djn_backend_keep), the oldest freed first when full. */
+	struct {
+		void *p;
+		size_t bytes;
+	} kept[DJN_KEPT_MAX];
+	int n_kept;
 	/* Called by djn_backend_free before the backend goes: a module above
 	 * that keeps backend memory for reuse (the pinned swap pool,
 	 * ringbuf.h) gives it back here.  NULL: nothing kept. */
@@ -381,9 +390,17 @@ void djn_backend_free(struct djn_backend *be);
 
 struct djn_backend *djn_backend_cpu_new(int n_threads, struct djn_err *err);
 
-/* Free the kept KV pages; the CUDA backend does it itself when an
- * allocation finds the device full, and tries once more. */
+/* Free the kept KV pages and buffers; the CUDA backend does it itself when
+ * an allocation finds the device full, and tries once more. */
 void djn_backend_trim(struct djn_backend *be);
+/* Backend memory of at least bytes: the smallest kept buffer of bytes up
+ * to max_bytes, else a new one; *got says how large it is.  NULL with
+ * be->err set when the device says no.  Give back with djn_backend_keep. */
+void *djn_backend_take(struct djn_backend *be, size_t bytes, size_t max_bytes, size_t *got);
+/* Keep p (from djn_backend_take, got bytes) for the next take.  Whatever
+ * is queued on the compute stream before the next user's work still runs
+ * first; other streams must wait for it themselves. */
+void djn_backend_keep(struct djn_backend *be, void *p, size_t bytes);
 
 #include "djinn/backend_cuda.h"
 

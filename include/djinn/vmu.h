@@ -39,6 +39,7 @@ struct djn_kv {
 	float **host_table;       /* page pointers (backend memory), n_cap entries */
 	float **dev_table;        /* backend copy of host_table (== host_table on CPU) */
 	int n_cap;                /* max pages (context / page_tokens, rounded up) */
+	size_t dev_table_bytes;   /* dev_table's size (a kept buffer may be larger) */
 };
 
 /* dtype: what the pages hold, DJN_DTYPE_F32 or DJN_DTYPE_F16 (the model's

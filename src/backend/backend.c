@@ -48,6 +48,47 @@ void djn_backend_trim(struct djn_backend *be)
 	for (int i = 0; i < be->n_data_kept; i++)
 		be->i->dealloc(be, be->data_kept[i]);
 	be->n_data_kept = 0;
+	for (int i = 0; i < be->n_kept; i++)
+		be->i->dealloc(be, be->kept[i].p);
+	be->n_kept = 0;
+}
+
+void *djn_backend_take(struct djn_backend *be, size_t bytes, size_t max_bytes, size_t *got)
+{
+	int best = -1;
+
+	for (int i = 0; i < be->n_kept; i++)
+		if (be->kept[i].bytes >= bytes && be->kept[i].bytes <= max_bytes &&
+		    (best < 0 || be->kept[i].bytes < be->kept[best].bytes))
+			best = i;
+	if (best < 0) {
+		*got = bytes;
+		return be->i->alloc(be, bytes);
+	}
+	void *p = be->kept[best].p;
+	*got = be->kept[best].bytes;
+	be->n_kept--;
+	memmove(&be->kept[best], &be->kept[best + 1],
+		(size_t)(be->n_kept - best) * sizeof(be->kept[0]));
+	return p;
+}
+
+void djn_backend_keep(struct djn_backend *be, void *p, size_t bytes)
+{
+	if (!p)
+		return;
+	if (be->poisoned) {
+		be->i->dealloc(be, p);
+		return;
+	}
+	if (be->n_kept == DJN_KEPT_MAX) {
+		be->i->dealloc(be, be->kept[0].p);
+		be->n_kept--;
+		memmove(&be->kept[0], &be->kept[1], (size_t)be->n_kept * sizeof(be->kept[0]));
+	}
+	be->kept[be->n_kept].p = p;
+	be->kept[be->n_kept].bytes = bytes;
+	be->n_kept++;
 }
 
 void djn_backend_free(struct djn_backend *be)

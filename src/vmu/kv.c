@@ -25,7 +25,8 @@ enum djn_status djn_kv_init(struct djn_kv *kv, struct djn_backend *be, int n_lay
 	if (be->host_memory) {
 		kv->dev_table = kv->host_table;
 	} else {
-		kv->dev_table = be->i->alloc(be, sizeof(float *) * (size_t)kv->n_cap);
+		size_t tb = sizeof(float *) * (size_t)kv->n_cap;
+		kv->dev_table = djn_backend_take(be, tb, 2 * tb, &kv->dev_table_bytes);
 		if (!kv->dev_table) {
 			free(kv->host_table);
 			return djn_err_set(err, DJN_ERR_NOMEM, "kv cache: %s", be->err.msg);
@@ -130,7 +131,7 @@ void djn_kv_release(struct djn_kv *kv)
 	for (int i = 0; i < kv->view.n_pages; i++)
 		djn_kv_page_free(kv, kv->host_table[i]);
 	if (kv->dev_table != kv->host_table)
-		kv->be->i->dealloc(kv->be, kv->dev_table);
+		djn_backend_keep(kv->be, kv->dev_table, kv->dev_table_bytes);
 	free(kv->host_table);
 	memset(kv, 0, sizeof(*kv));
 }

@@ -493,7 +493,8 @@ Test(tenants, waiting_sessions_hold_no_arena_and_all_complete)
 }
 
 /* Many decoding sessions hold little: an arena far larger than the chunk
- * ahead (a prefill's) is given back; one a little larger is kept. */
+ * ahead (a prefill's) is given back to the backend; one a little larger
+ * stays the session's. */
 Test(tenants, a_prefill_arena_is_given_back_for_decode)
 {
 	struct djn_arena a;
@@ -509,4 +510,38 @@ Test(tenants, a_prefill_arena_is_given_back_for_decode)
 	cr_assert_eq(djn_arena_fit(&a, 2 * small, &err), DJN_OK);
 	cr_assert_eq(a.cap, 2 * small, "it grows again");
 	djn_arena_release(&a);
+}
+
+/* An arena given back is kept on the backend and taken by the next arena
+ * it suits (no device allocation or free in the step loop); one far
+ * larger than the need is not. */
+Test(tenants, arenas_given_back_are_reused)
+{
+	struct djn_arena a, b, c;
+	struct djn_err err = { 0 };
+	size_t big = (size_t)64 << 20, small = (size_t)1 << 20;
+
+	djn_backend_trim(be);
+	cr_assert_eq(djn_arena_init(&a, be, small, &err), DJN_OK, "%s", err.msg);
+	char *was = a.base;
+	djn_arena_release(&a);
+	cr_assert_eq(be->n_kept, 1);
+	cr_assert_eq(djn_arena_init(&b, be, small / 2, &err), DJN_OK, "%s", err.msg);
+	cr_assert_eq(b.base, was, "the kept arena is taken");
+	cr_assert_eq(b.cap, small, "with the size it has");
+	cr_assert_eq(be->n_kept, 0);
+	cr_assert_eq(djn_arena_fit(&b, big, &err), DJN_OK, "%s", err.msg);
+	cr_assert_eq(be->n_kept, 1, "the small one is kept when the arena grows");
+	cr_assert_eq(djn_arena_fit(&b, small, &err), DJN_OK, "%s", err.msg);
+	cr_assert_eq(b.base, was, "shrinking takes the small one back");
+	cr_assert_eq(be->n_kept, 1);
+	/* the big one kept is far too large for a 1 MiB arena */
+	cr_assert_eq(djn_arena_init(&c, be, small, &err), DJN_OK, "%s", err.msg);
+	cr_assert_eq(c.cap, small);
+	cr_assert_eq(be->n_kept, 1);
+	djn_arena_release(&b);
+	djn_arena_release(&c);
+	cr_assert_eq(be->n_kept, 3);
+	djn_backend_trim(be);
+	cr_assert_eq(be->n_kept, 0);
 }

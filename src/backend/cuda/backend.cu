@@ -144,8 +144,8 @@ static void *device_alloc(struct djn_backend *be, const char *op, size_t bytes)
 		return NULL;
 	}
 	e = cudaMalloc(&p, sz ? sz : 256);
-	if (e == cudaErrorMemoryAllocation && be->n_data_kept) {
-		/* the KV pages kept for reuse give way */
+	if (e == cudaErrorMemoryAllocation && (be->n_data_kept || be->n_kept)) {
+		/* the KV pages and buffers kept for reuse give way */
 		(void)cudaGetLastError();
 		djn_backend_trim(be);
 		e = cudaMalloc(&p, sz ? sz : 256);

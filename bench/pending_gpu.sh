@@ -5,11 +5,12 @@
 # switch's 121 ms should be gone), the tenants experiment (the slo order's
 # KV term, its new calibration and over-run report), the skinny GEMM
 # against cuBLAS (bench/skinny_gemm.cu, never run yet), the agent density;
-# on request the remote reads (shm and socket) and the fused ops' A/B.  Each part has its
-# own time limit and appends its result lines to OUT_DIR/summary.txt as it
+# on request the remote reads (shm and socket), the fused ops' A/B and the
+# skinny GEMM's A/B in the decode (skinnyab: DJN_SKINNY=1).  Each part has
+# its own time limit and appends its result lines to OUT_DIR/summary.txt as it
 # ends, so a call cut short keeps what it did (the parts run in the order
 # of PARTS); logs and JSON go under
-# OUT_DIR/<part>.  About 15 minutes in all; PARTS="tests tenants remote fuse" picks.
+# OUT_DIR/<part>.  About 15 minutes in all; PARTS="tests tenants remote fuse skinnyab" picks.
 # usage: (from the bundle) bench/pending_gpu.sh OUT_DIR [MODEL_DIR]
 set -uo pipefail
 out=${1:?usage: bench/pending_gpu.sh OUT_DIR [MODEL_DIR]}
@@ -60,6 +61,13 @@ part_fuse() {
 	TESTS=0 OLD=0 AB_ENV='DJN_BATCH_FUSE=0' timeout 300 bench/f16kv_ab.sh "$out/fuse" "$m" \
 		>"$out/fuse.txt" 2>&1
 	tail -8 "$out/fuse.txt" | sed 's/^/fuse: /' | tee -a "$sum"
+}
+
+part_skinnyab() {
+	need7b || { note "skinnyab: could not make the 7B model"; return; }
+	TESTS=0 OLD=0 AB_ENV='DJN_SKINNY=1' timeout 300 bench/f16kv_ab.sh "$out/skinnyab" "$m" \
+		>"$out/skinnyab.txt" 2>&1
+	tail -8 "$out/skinnyab.txt" | sed 's/^/skinnyab: /' | tee -a "$sum"
 }
 
 part_density() {

@@ -2,17 +2,19 @@
 // against cuBLAS, on the 7B shapes: Y[M][N] = X[M][K] . W[N][K]^T, f16 in,
 // f32 accumulate and out, M the batch (1 to 64 rows).
 //
-// The kernel: tensor cores (mma.sync m16n8k16) with the weights as the A
-// operand (16 of W's rows a warp) and the batch as B (8 rows of X a tile,
-// up to 8 tiles), so a step reads each weight once for every row.  The
-// reduction over K runs in an order fixed by (N, K) alone: each warp walks
-// its K slice in 32-wide chunks, and the K slices (split-K, chosen from N
-// and K, never from M) are summed in a fixed order by a second kernel.  So
-// row r of a batch of M is bit for bit row r computed alone (checked here):
-// what greedy decoding needs to give the same tokens batched and alone on a
-// GPU (issue 10).  Within a 32-wide chunk each thread loads 16 bytes of two
-// of W's rows and of one of X's; the k positions are permuted the same way
-// for A and B, which leaves the dot product's terms unchanged.
+// The kernel (src/backend/cuda/skinny.cuh, which the CUDA backend's
+// matmul_f16 uses under DJN_SKINNY=1): tensor cores (mma.sync m16n8k16)
+// with the weights as the A operand (16 of W's rows a warp) and the batch
+// as B (8 rows of X a tile, up to 8 tiles), so a step reads each weight
+// once for every row.  The reduction over K runs in an order fixed by
+// (N, K) alone: each warp walks its K slice in 32-wide chunks, and the K
+// slices (split-K, chosen from N and K, never from M) are summed in a
+// fixed order by a second kernel.  So row r of a batch of M is bit for bit
+// row r computed alone (checked here): what greedy decoding needs to give
+// the same tokens batched and alone on a GPU (issue 10).  Within a 32-wide
+// chunk each thread loads 16 bytes of two of W's rows and of one of X's;
+// the k positions are permuted the same way for A and B, which leaves the
+// dot product's terms unchanged.
 //
 // Printed: per shape and M, our time and cuBLAS's (cublasGemmEx, f32
 // compute, default algorithm) in us, the HBM bound (W, X and Y's bytes at
@@ -32,6 +34,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../src/backend/cuda/skinny.cuh"
 #include "cuda_check.cuh"
 
 #define CB(x)                                                                              \
@@ -44,132 +47,16 @@
 		}                                                                          \
 	} while (0)
 
-enum { WARPS = 4, ROWS = 16 * WARPS, KC = 256, XPAD = 32, MAX_M = 64 };
-
-__device__ __forceinline__ void mma16816(float *d, uint32_t a0, uint32_t a1, uint32_t a2,
-					 uint32_t a3, uint32_t b0, uint32_t b1)
-{
-	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-		     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-		     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-		     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// One block: ROWS of W's rows (16 a warp), all M rows of X, the K chunks
-// [c0, c1) of KC each; partial sums to part[split][m][n].
-template <int MT>
-__global__ void __launch_bounds__(32 * WARPS)
-skinny_kernel(const __half *__restrict__ W, const __half *__restrict__ X, float *__restrict__ part,
-	      int M, int N, int K, int chunks_per_split)
-{
-	__shared__ __align__(16) __half xs[MT * 8][KC + XPAD];
-	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-	const int g = lane >> 2, t = lane & 3;
-	const int n0 = blockIdx.x * ROWS + warp * 16;
-	const int split = blockIdx.y;
-	const int n_chunks = K / KC;
-	const int c0 = split * chunks_per_split;
-	const int c1 = min(n_chunks, c0 + chunks_per_split);
-	float acc[MT][4];
-
-	for (int i = 0; i < MT; i++)
-		acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
-	const __half *w0 = W + (size_t)(n0 + g) * K + t * 8;
-	const __half *w8 = w0 + (size_t)8 * K;
-	for (int c = c0; c < c1; c++) {
-		const int k0 = c * KC;
-		__syncthreads(); // the last chunk's reads of xs are done
-		// X's rows [0, MT*8) of this chunk; rows past M are zeros
-		for (int v = threadIdx.x; v < MT * 8 * (KC / 8); v += 32 * WARPS) {
-			int m = v / (KC / 8), k = (v % (KC / 8)) * 8;
-			uint4 val = make_uint4(0, 0, 0, 0);
-			if (m < M)
-				val = *reinterpret_cast<const uint4 *>(X + (size_t)m * K + k0 + k);
-			*reinterpret_cast<uint4 *>(&xs[m][k]) = val;
-		}
-		__syncthreads();
-#pragma unroll 2
-		for (int kk = 0; kk < KC; kk += 32) {
-			// 16 bytes of rows g and g + 8: k0 + kk + t*8 .. + 7
-			const uint4 a = __ldg(reinterpret_cast<const uint4 *>(w0 + k0 + kk));
-			const uint4 b = __ldg(reinterpret_cast<const uint4 *>(w8 + k0 + kk));
-#pragma unroll
-			for (int i = 0; i < MT; i++) {
-				const uint4 x = *reinterpret_cast<const uint4 *>(&xs[i * 8 + g][kk + t * 8]);
-				// k step 0: logical k (2t, 2t+1) -> t*8 + {0,1}, (8+2t, 9+2t) -> t*8 + {2,3};
-				// k step 1: the same + 4
-				mma16816(acc[i], a.x, b.x, a.y, b.y, x.x, x.y);
-				mma16816(acc[i], a.z, b.z, a.w, b.w, x.z, x.w);
-			}
-		}
-	}
-	// acc[i]: (row g, cols 2t, 2t+1) and (row g + 8, the same cols) of the
-	// 16 x 8 tile: W rows n0 + g (+ 8), X rows i*8 + 2t (+ 1)
-	float *p = part + (size_t)split * M * N;
-#pragma unroll
-	for (int i = 0; i < MT; i++) {
-		const int m = i * 8 + 2 * t;
-		if (m < M) {
-			p[(size_t)m * N + n0 + g] = acc[i][0];
-			p[(size_t)m * N + n0 + g + 8] = acc[i][2];
-		}
-		if (m + 1 < M) {
-			p[(size_t)(m + 1) * N + n0 + g] = acc[i][1];
-			p[(size_t)(m + 1) * N + n0 + g + 8] = acc[i][3];
-		}
-	}
-}
-
-// Y = the splits' partial sums, added in split order.
-__global__ void reduce_kernel(const float *__restrict__ part, float *__restrict__ Y, int MN,
-			      int splits)
-{
-	int i = blockIdx.x * blockDim.x + threadIdx.x;
-	if (i >= MN)
-		return;
-	float s = part[i];
-	for (int k = 1; k < splits; k++)
-		s += part[(size_t)k * MN + i];
-	Y[i] = s;
-}
-
-// Split-K from the shape alone (never M): about 4 blocks an SM.
-static int splits_for(int N, int K, int n_sm)
-{
-	int blocks = N / ROWS, chunks = K / KC;
-	int s = (4 * n_sm + blocks - 1) / blocks;
-	if (s > chunks)
-		s = chunks;
-	if (s < 1)
-		s = 1;
-	int per = (chunks + s - 1) / s;
-	return (chunks + per - 1) / per; // no split left empty
-}
-
+// M > SKINNY_MAX_M is this program's bug: say so rather than return
+// cudaErrorInvalidValue from the launcher.
 static void skinny(const __half *W, const __half *X, float *part, float *Y, int M, int N, int K,
 		   int splits, cudaStream_t st)
 {
-	int n_chunks = K / KC, per = (n_chunks + splits - 1) / splits;
-	dim3 grid(N / ROWS, splits);
-	float *out = splits == 1 ? Y : part;
-
-	switch ((M + 7) / 8) {
-#define CASE(mt)                                                                               \
-	case mt:                                                                               \
-		skinny_kernel<mt><<<grid, 32 * WARPS, 0, st>>>(W, X, out, M, N, K, per);       \
-		break;
-		CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
-#undef CASE
-	default:
-		fprintf(stderr, "skinny_gemm: M %d > %d\n", M, MAX_M);
+	if (M > SKINNY_MAX_M) {
+		fprintf(stderr, "skinny_gemm: M %d > %d\n", M, SKINNY_MAX_M);
 		exit(1);
 	}
-	CK(cudaGetLastError());
-	if (splits > 1) {
-		int mn = M * N;
-		reduce_kernel<<<(mn + 255) / 256, 256, 0, st>>>(part, Y, mn, splits);
-		CK(cudaGetLastError());
-	}
+	CK(skinny_gemm_launch(W, X, part, Y, M, N, K, splits, false, st));
 }
 
 __global__ void fill_kernel(__half *p, size_t n, uint32_t seed, float scale)
@@ -256,19 +143,20 @@ int main(int argc, char **argv)
 	       "cublas us", "bound us", "%bound", "x cublas", "rel err", "batch-invariant");
 	bool first = true, all_ok = true;
 	for (const auto &sh : shapes) {
-		int N = sh.N, K = sh.K, splits = splits_for(N, K, prop.multiProcessorCount);
+		int N = sh.N, K = sh.K, splits = skinny_splits_for(N, K, prop.multiProcessorCount);
 		size_t nw = (size_t)N * K;
 		__half *W, *X, *X1;
 		float *Y, *Yc, *Y1, *part;
 		CK(cudaMalloc(&W, nw * sizeof(__half)));
-		CK(cudaMalloc(&X, (size_t)MAX_M * K * sizeof(__half)));
+		CK(cudaMalloc(&X, (size_t)SKINNY_MAX_M * K * sizeof(__half)));
 		CK(cudaMalloc(&X1, (size_t)K * sizeof(__half)));
-		CK(cudaMalloc(&Y, (size_t)MAX_M * N * sizeof(float)));
-		CK(cudaMalloc(&Yc, (size_t)MAX_M * N * sizeof(float)));
+		CK(cudaMalloc(&Y, (size_t)SKINNY_MAX_M * N * sizeof(float)));
+		CK(cudaMalloc(&Yc, (size_t)SKINNY_MAX_M * N * sizeof(float)));
 		CK(cudaMalloc(&Y1, (size_t)N * sizeof(float)));
-		CK(cudaMalloc(&part, (size_t)splits * MAX_M * N * sizeof(float)));
+		CK(cudaMalloc(&part, (size_t)splits * SKINNY_MAX_M * N * sizeof(float)));
 		fill_kernel<<<(unsigned)((nw + 255) / 256), 256>>>(W, nw, 12345u + N, 0.1f);
-		fill_kernel<<<(MAX_M * K + 255) / 256, 256>>>(X, (size_t)MAX_M * K, 777u + K, 2.f);
+		fill_kernel<<<(SKINNY_MAX_M * K + 255) / 256, 256>>>(X, (size_t)SKINNY_MAX_M * K,
+								     777u + K, 2.f);
 		CK(cudaGetLastError());
 		CK(cudaDeviceSynchronize());
 		for (int M : Ms) {

@@ -505,6 +505,9 @@ extern "C" struct djn_backend *djn_backend_cuda_new(int dev, struct djn_err *err
 		const char *pdl = getenv("DJINN_PDL");
 		c->pdl = prop.major >= 9 && !(pdl && !strcmp(pdl, "0"));
 	}
+	/* DJN_SKINNY=1: matmul_f16 at 1 to 64 rows gives each row the bits it
+	 * has alone (skinny.cuh), where cuBLAS's order depends on the batch */
+	c->skinny = cuda_env_on("DJN_SKINNY");
 	if (prop.major < 7) {
 		djn_err_set(err, DJN_ERR_UNSUPPORTED,
 			    "cuda:%d: %s is compute capability %d.%d; djinn needs 7.0 or newer", dev,

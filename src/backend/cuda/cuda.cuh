@@ -25,9 +25,10 @@ extern "C" {
 /* Scratch buffers, grown on demand and reused by every call: an op may use
  * several slots at once, never one slot for two things. */
 enum cuda_scratch_slot {
-	CUDA_SCRATCH_MM,   /* matmul: activations in the weight's dtype, or a dequantized tile */
-	CUDA_SCRATCH_ATTN, /* attention: split-KV partial results */
-	CUDA_SCRATCH_RED,  /* argmax / stats: per-block partials */
+	CUDA_SCRATCH_MM,     /* matmul: activations in the weight's dtype, or a dequantized tile */
+	CUDA_SCRATCH_ATTN,   /* attention: split-KV partial results */
+	CUDA_SCRATCH_RED,    /* argmax / stats: per-block partials */
+	CUDA_SCRATCH_SPLITK, /* skinny GEMM: split-K partial sums (its x may be in MM) */
 	CUDA_SCRATCH_COUNT
 };
 
@@ -79,6 +80,8 @@ struct cuda_ctx {
 				    moves: recordings of an older gen are stale */
 	bool pdl;                /* launch the decode kernels with programmatic
 				    dependent launch (cuda_launch) */
+	bool skinny;             /* f16 GEMMs of 1 to 64 rows through the
+				    batch-invariant skinny GEMM (skinny.cuh) */
 };
 
 static inline struct cuda_ctx *cuda_ctx(struct djn_backend *be)

@@ -28,6 +28,7 @@
  * DJN_GEMM_SHARED_X=0 rounds it for each, to compare).
  */
 #include "backend/cuda/cuda.cuh"
+#include "backend/cuda/skinny.cuh"
 
 #define GEMV_WARPS 8 /* output rows per block */
 #define GEMV_MAX_N 8 /* largest n that takes the GEMV path */
@@ -981,6 +982,21 @@ extern "C" enum djn_status cuda_matmul_f16(struct djn_backend *be, float *y, con
 		xh = h;
 	}
 	const int rows = (int)w->rows, cols = (int)w->cols;
+	/* DJN_SKINNY=1: cuBLAS picks its algorithm, and so its order of the sums,
+	 * by n, so a session's logits change with the batch it is in; the skinny
+	 * GEMM sums in an order fixed by the weight's shape alone */
+	if (c->skinny && skinny_fits(n, rows, cols) && is_aligned(w->dev, 16) &&
+	    is_aligned(xh, 16)) {
+		const int splits = skinny_splits_for(rows, cols, c->n_sm);
+		float *part = NULL;
+		if ((splits > 1 || accumulate) &&
+		    !(part = (float *)cuda_scratch(be, CUDA_SCRATCH_SPLITK,
+						   sizeof(float) * splits * n * rows)))
+			return be->err.code;
+		CK(be, skinny_gemm_launch((const __half *)w->dev, (const __half *)xh, part, y, n,
+					  rows, cols, splits, accumulate, c->compute));
+		return DJN_OK;
+	}
 	const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
 	CKB(be, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &one, w->dev,
 			     CUDA_R_16F, cols, xh, CUDA_R_16F, cols, &beta, y, CUDA_R_32F, rows,

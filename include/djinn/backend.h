@@ -401,6 +401,8 @@ void *djn_backend_take(struct djn_backend *be, size_t bytes, size_t max_bytes, s
  * is queued on the compute stream before the next user's work still runs
  * first; other streams must wait for it themselves. */
 void djn_backend_keep(struct djn_backend *be, void *p, size_t bytes);
+/* Bytes of the kept KV pages and buffers. */
+size_t djn_backend_kept_bytes(const struct djn_backend *be);
 
 #include "djinn/backend_cuda.h"
 

@@ -91,6 +91,15 @@ void djn_backend_keep(struct djn_backend *be, void *p, size_t bytes)
 	be->n_kept++;
 }
 
+size_t djn_backend_kept_bytes(const struct djn_backend *be)
+{
+	size_t n = (size_t)be->n_data_kept * be->data_kept_page;
+
+	for (int i = 0; i < be->n_kept; i++)
+		n += be->kept[i].bytes;
+	return n;
+}
+
 void djn_backend_free(struct djn_backend *be)
 {
 	if (!be)

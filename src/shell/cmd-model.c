@@ -403,6 +403,14 @@ DJN_CMD_FN(cmd_info_memory)
 		cJSON_AddItemToArray(arr, e);
 	}
 	sh_json_add(sh, "sessions", arr);
+	size_t kept = djn_backend_kept_bytes(sh->be);
+	if (kept) {
+		fmt_bytes(kept, a, sizeof(a));
+		sh_printf(sh, "Kept for reuse: %s (%d KV page%s, %d buffer%s given back)\n", a,
+			  sh->be->n_data_kept, sh->be->n_data_kept == 1 ? "" : "s", sh->be->n_kept,
+			  sh->be->n_kept == 1 ? "" : "s");
+	}
+	sh_json_num(sh, "kept_bytes", (double)kept);
 	if (!sh->be->i->mem_info(sh->be, &free_b, &total_b)) {
 		fmt_bytes(free_b, a, sizeof(a));
 		fmt_bytes(total_b, b, sizeof(b));

@@ -142,6 +142,7 @@ static enum djn_status region_make(struct djn_pool *pool, size_t working_set,
 	size_t free_b = 0, total_b = 0;
 	char a[32], b[32];
 
+	djn_backend_trim(be); /* memory kept for reuse is free to plan with */
 	if (!be->i->mem_info(be, &free_b, &total_b) && free_b) {
 		size_t keep = working_set + (free_b / 32 > ((size_t)256 << 20) ? free_b / 32
 									  : (size_t)256 << 20);

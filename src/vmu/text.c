@@ -140,6 +140,7 @@ enum djn_status djn_text_acquire(struct djn_model *m, struct djn_backend *be,
 	if (ts && ts->configured && ts->cfg.shared)
 		return acquire_shared(m, ts, be, working_set, err);
 	if (ts && ts->configured) {
+		djn_backend_trim(be); /* memory kept for reuse is free to plan with */
 		if (be->i->mem_info(be, &free_b, &total_b))
 			free_b = 0; /* unknown: plan against the budget alone */
 	}

@@ -1054,6 +1054,114 @@ Test(fuse, f16_ops_7b_shape, .timeout = 120) { check_f16_ops(4096, 11008, DJN_DT
 
 Test(fuse, f16_ops_odd_shape, .timeout = 120) { check_f16_ops(1022, 702, DJN_DTYPE_F16, 172); }
 
+/* --- DJN_SKINNY=1: matmul_f16 through the batch-invariant skinny GEMM ------ */
+
+/* Row r of a batch of n is bit for bit row r alone (n = 1), at every n the
+ * kernel takes; the product is within 1e-3 (relative to the largest |y|)
+ * of cuBLAS's on the same halves (a backend without the variable); the
+ * residual add (accumulate) within BOUND_RESID of the product then add; and
+ * a recorded step replays bit for bit. */
+static void check_skinny(int rows, int cols, uint64_t seed)
+{
+	struct pair p = pair_open();
+	struct djn_backend *c = p.gpu, *g;
+	struct djn_err err = { 0 };
+	static const int ns[] = { 1, 3, 8, 16, 33, 64 };
+	const int nmax = 64;
+
+	setenv("DJN_SKINNY", "1", 1);
+	g = djn_backend_cuda_new(0, &err);
+	unsetenv("DJN_SKINNY");
+	cr_assert(g, "cuda backend with DJN_SKINNY=1: %s", err.msg);
+	rng_seed(seed);
+	uint16_t *wh = malloc(sizeof(uint16_t) * rows * cols);
+	uint16_t *xh = malloc(sizeof(uint16_t) * nmax * cols);
+	for (size_t i = 0; i < (size_t)rows * cols; i++)
+		wh[i] = djn_f32_to_f16(rng_f() / 32.0f);
+	for (size_t i = 0; i < (size_t)nmax * cols; i++)
+		xh[i] = djn_f32_to_f16(rng_f() * 2.0f);
+	float *r = rand_vec((size_t)nmax * rows, 1.0f);
+	struct djn_weight wg = { .dtype = DJN_DTYPE_F16, .rows = rows, .cols = cols, .host = wh,
+				 .dev = gpu_put(g, wh, sizeof(uint16_t) * rows * cols),
+				 .name = "w" };
+	struct djn_weight wc = wg;
+	wc.dev = gpu_put(c, wh, sizeof(uint16_t) * rows * cols);
+	void *xg = gpu_put(g, xh, sizeof(uint16_t) * nmax * cols);
+	void *xc = gpu_put(c, xh, sizeof(uint16_t) * nmax * cols);
+	float *rg = gpu_put(g, r, sizeof(float) * nmax * rows);
+	float *yg = gpu_alloc(g, sizeof(float) * nmax * rows);
+	float *yc = gpu_alloc(c, sizeof(float) * nmax * rows);
+	float *alone = malloc(sizeof(float) * nmax * rows);
+	float *fa = malloc(sizeof(float) * nmax * rows), *fb = malloc(sizeof(float) * nmax * rows);
+
+	/* every row alone */
+	for (int i = 0; i < nmax; i++) {
+		OK(g, g->i->matmul_f16(g, yg, (const uint16_t *)xg + (size_t)i * cols,
+				       DJN_DTYPE_F16, &wg, 1, false));
+		gpu_get(g, alone + (size_t)i * rows, yg, sizeof(float) * rows);
+	}
+	for (size_t ti = 0; ti < N_OF(ns); ti++) {
+		const int n = ns[ti];
+		const size_t nr = (size_t)n * rows;
+		OK(g, g->i->matmul_f16(g, yg, xg, DJN_DTYPE_F16, &wg, n, false));
+		gpu_get(g, fa, yg, sizeof(float) * nr);
+		cr_expect_arr_eq(fa, alone, sizeof(float) * nr,
+				 "%d x %d, %d rows: a row differs from the same row alone", rows, cols,
+				 n);
+		OK(c, c->i->matmul_f16(c, yc, xc, DJN_DTYPE_F16, &wc, n, false));
+		gpu_get(c, fb, yc, sizeof(float) * nr);
+		double big = 0, worst = 0;
+		for (size_t i = 0; i < nr; i++) {
+			big = fmax(big, fabs(fb[i]));
+			worst = fmax(worst, fabs((double)fa[i] - fb[i]));
+		}
+		cr_expect(worst <= 1e-3 * big, "%d x %d, %d rows: %.3g from cuBLAS (largest |y| %.3g)",
+			  rows, cols, n, worst, big);
+
+		/* y = r + W x in the reduction's epilogue */
+		OK(g, g->i->copy_d2d(g, yg, rg, sizeof(float) * nr));
+		OK(g, g->i->matmul_f16(g, yg, xg, DJN_DTYPE_F16, &wg, n, true));
+		gpu_get(g, fb, yg, sizeof(float) * nr);
+		for (size_t i = 0; i < nr; i++)
+			fa[i] += r[i];
+		double e = rel_err(fb, fa, nr);
+		cr_expect(e <= BOUND_RESID, "%d x %d, %d rows: accumulate %.3g from product + r", rows,
+			  cols, n, e);
+
+		/* recorded (its scratch sized by the call above) and replayed */
+		struct djn_graph *gr = NULL;
+		OK(g, g->i->copy_d2d(g, yg, rg, sizeof(float) * nr));
+		OK(g, g->i->graph_begin(g, 0));
+		OK(g, g->i->matmul_f16(g, yg, xg, DJN_DTYPE_F16, &wg, n, true));
+		OK(g, g->i->graph_end(g, &gr));
+		cr_assert_not_null(gr, "%d rows: the skinny GEMM did not record", n);
+		OK(g, g->i->copy_d2d(g, yg, rg, sizeof(float) * nr));
+		OK(g, g->i->graph_launch(g, gr, 0));
+		gpu_get(g, fa, yg, sizeof(float) * nr);
+		cr_expect_arr_eq(fa, fb, sizeof(float) * nr, "%d rows: the replay differs", n);
+		g->i->graph_free(g, gr);
+	}
+	void *dg[] = { (void *)wg.dev, xg, rg, yg };
+	for (size_t i = 0; i < N_OF(dg); i++)
+		g->i->dealloc(g, dg[i]);
+	c->i->dealloc(c, (void *)wc.dev);
+	c->i->dealloc(c, xc);
+	c->i->dealloc(c, yc);
+	djn_backend_free(g);
+	free(wh);
+	free(xh);
+	free(r);
+	free(alone);
+	free(fa);
+	free(fb);
+	pair_close(&p);
+}
+
+/* 7B's gate/up (split-K 1 or 2 on an H100's 132 SMs) and down (K 11008) */
+Test(skinny, rows_equal_alone_gate_up, .timeout = 120) { check_skinny(11008, 4096, 181); }
+
+Test(skinny, rows_equal_alone_down, .timeout = 120) { check_skinny(4096, 11008, 182); }
+
 /* --- argmax ---------------------------------------------------------------- */
 
 Test(reduce, argmax_rows)

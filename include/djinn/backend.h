@@ -351,6 +351,7 @@ enum djn_stream {
 #define DJN_STATS_SLOTS 1024
 
 #define DJN_KEPT_MAX 16
+#define DJN_PAGE_SIZES 4
 
 struct djn_backend {
 	const struct djn_backend_i *i;
@@ -366,9 +367,12 @@ struct djn_backend {
 	 * page's allocation and free (cudaFree waits for the whole device)
 	 * stay out of the step loop.  Kept pages are not in data_bytes;
 	 * djn_backend_trim frees them (a full device, djn_backend_free). */
-	void **data_kept;
-	int n_data_kept, cap_data_kept;
-	size_t data_kept_page; /* the bytes of each kept page */
+	struct djn_kept_pages {
+		size_t page; /* the bytes of each */
+		void **p;
+		int n, cap;
+	} data_kept[DJN_PAGE_SIZES]; /* a stack per page size (per KV shape) */
+	int n_data_kept;             /* pages kept, of all sizes */
 	/* Other buffers given back for reuse (activation arenas, KV page
 	 * tables: djn_backend_keep), the oldest freed first when full. */
 	struct {
@@ -393,6 +397,8 @@ struct djn_backend *djn_backend_cpu_new(int n_threads, struct djn_err *err);
 /* Free the kept KV pages and buffers; the CUDA backend does it itself when
  * an allocation finds the device full, and tries once more. */
 void djn_backend_trim(struct djn_backend *be);
+/* Free the pages kept of one size (src/vmu/kv.c, when a fifth size comes). */
+void djn_backend_trim_pages(struct djn_backend *be, struct djn_kept_pages *k);
 /* Backend memory of at least bytes: the smallest kept buffer of bytes up
  * to max_bytes, else a new one; *got says how large it is.  NULL with
  * be->err set when the device says no.  Give back with djn_backend_keep. */

@@ -43,11 +43,18 @@ struct djn_backend *djn_backend_new(const char *spec, int n_threads, struct djn_
 	return NULL;
 }
 
+void djn_backend_trim_pages(struct djn_backend *be, struct djn_kept_pages *k)
+{
+	for (int i = 0; i < k->n; i++)
+		be->i->dealloc(be, k->p[i]);
+	be->n_data_kept -= k->n;
+	k->n = 0;
+}
+
 void djn_backend_trim(struct djn_backend *be)
 {
-	for (int i = 0; i < be->n_data_kept; i++)
-		be->i->dealloc(be, be->data_kept[i]);
-	be->n_data_kept = 0;
+	for (int i = 0; i < DJN_PAGE_SIZES; i++)
+		djn_backend_trim_pages(be, &be->data_kept[i]);
 	for (int i = 0; i < be->n_kept; i++)
 		be->i->dealloc(be, be->kept[i].p);
 	be->n_kept = 0;
@@ -93,7 +100,10 @@ void djn_backend_keep(struct djn_backend *be, void *p, size_t bytes)
 
 size_t djn_backend_kept_bytes(const struct djn_backend *be)
 {
-	size_t n = (size_t)be->n_data_kept * be->data_kept_page;
+	size_t n = 0;
+
+	for (int i = 0; i < DJN_PAGE_SIZES; i++)
+		n += (size_t)be->data_kept[i].n * be->data_kept[i].page;
 
 	for (int i = 0; i < be->n_kept; i++)
 		n += be->kept[i].bytes;
@@ -105,9 +115,10 @@ void djn_backend_free(struct djn_backend *be)
 	if (!be)
 		return;
 	djn_backend_trim(be);
-	free(be->data_kept);
-	be->data_kept = NULL;
-	be->cap_data_kept = 0;
+	for (int i = 0; i < DJN_PAGE_SIZES; i++) {
+		free(be->data_kept[i].p);
+		be->data_kept[i] = (struct djn_kept_pages){ 0 };
+	}
 	if (be->release_hook)
 		be->release_hook(be);
 	be->i->free(be);

@@ -42,10 +42,31 @@ enum djn_status djn_kv_init(struct djn_kv *kv, struct djn_backend *be, int n_lay
 	return DJN_OK;
 }
 
+/* The stack of kept pages of pb bytes; with make, a fifth size takes the
+ * place of the size with the fewest pages kept, which go. */
+static struct djn_kept_pages *kept_of(struct djn_backend *be, size_t pb, bool make)
+{
+	struct djn_kept_pages *fewest = NULL;
+
+	for (int i = 0; i < DJN_PAGE_SIZES; i++) {
+		struct djn_kept_pages *k = &be->data_kept[i];
+		if (k->page == pb)
+			return k;
+		if (!fewest || k->n < fewest->n)
+			fewest = k;
+	}
+	if (!make)
+		return NULL;
+	djn_backend_trim_pages(be, fewest);
+	fewest->page = pb;
+	return fewest;
+}
+
 float *djn_kv_page_alloc(struct djn_kv *kv)
 {
 	struct djn_backend *be = kv->be;
 	size_t pb = djn_kv_page_bytes(kv);
+	struct djn_kept_pages *k = kept_of(be, pb, false);
 	float *p;
 
 	if (be->data_limit && be->data_bytes + pb > be->data_limit) {
@@ -54,10 +75,12 @@ float *djn_kv_page_alloc(struct djn_kv *kv)
 			    be->data_bytes);
 		return NULL;
 	}
-	if (be->n_data_kept && be->data_kept_page == pb)
-		p = be->data_kept[--be->n_data_kept];
-	else
+	if (k && k->n) {
+		p = k->p[--k->n];
+		be->n_data_kept--;
+	} else {
 		p = be->i->alloc(be, pb);
+	}
 	if (p)
 		be->data_bytes += pb;
 	return p;
@@ -78,17 +101,13 @@ void djn_kv_page_free(struct djn_kv *kv, float *p)
 		be->i->dealloc(be, p);
 		return;
 	}
-	if (be->data_kept_page != pb) {
-		/* another model's page size: those kept so far go */
-		djn_backend_trim(be);
-		be->data_kept_page = pb;
+	struct djn_kept_pages *k = kept_of(be, pb, true);
+	if (k->n == k->cap) {
+		k->cap = k->cap ? 2 * k->cap : 64;
+		k->p = djn_xrealloc(k->p, sizeof(void *) * (size_t)k->cap);
 	}
-	if (be->n_data_kept == be->cap_data_kept) {
-		be->cap_data_kept = be->cap_data_kept ? 2 * be->cap_data_kept : 64;
-		be->data_kept = djn_xrealloc(be->data_kept,
-					     sizeof(void *) * (size_t)be->cap_data_kept);
-	}
-	be->data_kept[be->n_data_kept++] = p;
+	k->p[k->n++] = p;
+	be->n_data_kept++;
 }
 
 enum djn_status djn_kv_reserve(struct djn_kv *kv, int n_tokens, struct djn_err *err)

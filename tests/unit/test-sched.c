@@ -550,7 +550,7 @@ Test(sched, kv_table_complete_after_a_reserve_that_ran_out)
 }
 
 /* KV pages given back are kept and handed to the next page of the same
- * size, outside the data accounting; another size lets them go. */
+ * size, outside the data accounting; up to four sizes side by side. */
 Test(sched, kv_pages_given_back_are_reused)
 {
 	struct djn_err err = { 0 };
@@ -581,15 +581,33 @@ Test(sched, kv_pages_given_back_are_reused)
 		cr_assert(seen, "page %d is a new allocation, not a kept one", i);
 	}
 	cpu->data_limit = 0;
-	/* a cache of another page size: the one kept page goes first */
+	/* another page size (another model's KV shape) is kept beside it */
 	cr_assert_eq(djn_kv_init(&c, cpu, 2, 16, 4, 64, DJN_DTYPE_F32, &err), DJN_OK, "%s", err.msg);
 	cr_assert_eq(djn_kv_reserve(&c, 4, &err), DJN_OK, "%s", err.msg);
+	cr_assert_eq(cpu->n_data_kept, 1, "a page of another size is a new allocation");
 	djn_kv_release(&c);
-	cr_assert_eq(cpu->n_data_kept, 1);
-	cr_assert_eq(cpu->data_kept_page, 2 * pb);
 	djn_kv_release(&b);
-	cr_assert_eq(cpu->n_data_kept, 2, "the first size's pages went when the second came");
-	cr_assert_eq(cpu->data_kept_page, pb);
+	cr_assert_eq(cpu->n_data_kept, 4, "both sizes' pages are kept");
+	cr_assert_eq(djn_backend_kept_bytes(cpu), 3 * pb + 2 * pb);
 	cr_assert_eq(cpu->data_bytes, 0);
+	/* four more sizes: the fifth and later take the place of the fewest */
+	for (int d = 3; d <= 6; d++) {
+		struct djn_kv e;
+		cr_assert_eq(djn_kv_init(&e, cpu, 2, 8 * d, 4, 64, DJN_DTYPE_F32, &err), DJN_OK);
+		cr_assert_eq(djn_kv_reserve(&e, 4, &err), DJN_OK, "%s", err.msg);
+		djn_kv_release(&e);
+	}
+	size_t kept = 0;
+	int n = 0;
+	bool most = false;
+	for (int i = 0; i < DJN_PAGE_SIZES; i++) {
+		kept += cpu->data_kept[i].n * cpu->data_kept[i].page;
+		n += cpu->data_kept[i].n;
+		most |= cpu->data_kept[i].page == pb && cpu->data_kept[i].n == 3;
+	}
+	cr_assert(most, "the size with the most pages kept stays");
+	cr_assert_eq(n, cpu->n_data_kept);
+	cr_assert_eq(n, 3 + 3, "the first size's 3 and one each of the last three");
+	cr_assert_eq(kept, djn_backend_kept_bytes(cpu));
 	djn_backend_free(cpu); /* frees the kept pages: ASan would say */
 }

@@ -104,7 +104,6 @@ size_t djn_backend_kept_bytes(const struct djn_backend *be)
 
 	for (int i = 0; i < DJN_PAGE_SIZES; i++)
 		n += (size_t)be->data_kept[i].n * be->data_kept[i].page;
-
 	for (int i = 0; i < be->n_kept; i++)
 		n += be->kept[i].bytes;
 	return n;

@@ -277,14 +277,15 @@ int djn_sched_row_cap(struct djn_sched *q, double *ms_left, double *row_ms, doub
 		return q->o.token_budget;
 	for (int i = 0; i < q->n_mem; i++)
 		n_slo += q->mem[i].phase == DJN_PHASE_COMPUTE && q->mem[i].slo_ms > 0;
+	double room = DJN_SLO_HEADROOM * slo - q->gap_ms - a;
 	/* the rows with no reads; with a KV term the step charges each row
 	 * its reads too (sched.c) */
 	if (c > 0) {
-		*ms_left = DJN_SLO_HEADROOM * slo - q->gap_ms - a;
+		*ms_left = room;
 		*row_ms = b;
 		*kv_ms = c;
 	}
-	double rows = floor((DJN_SLO_HEADROOM * slo - q->gap_ms - a) / b);
+	double rows = floor(room / b);
 	/* the decode rows of the sessions with an SLO always go */
 	if (rows < n_slo)
 		rows = n_slo;

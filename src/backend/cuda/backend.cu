@@ -506,7 +506,8 @@ extern "C" struct djn_backend *djn_backend_cuda_new(int dev, struct djn_err *err
 		c->pdl = prop.major >= 9 && !(pdl && !strcmp(pdl, "0"));
 	}
 	/* DJN_SKINNY=1: matmul_f16 at 1 to 64 rows gives each row the bits it
-	 * has alone (skinny.cuh), where cuBLAS's order depends on the batch */
+	 * has in a batch of one (skinny.cuh), where cuBLAS's order depends on
+	 * the batch */
 	c->skinny = cuda_env_on("DJN_SKINNY");
 	if (prop.major < 7) {
 		djn_err_set(err, DJN_ERR_UNSUPPORTED,

@@ -10,9 +10,9 @@
  * reduction over K runs in an order fixed by (N, K) alone.  Each warp walks
  * its K slice in 32-wide chunks, and the K slices (split-K, from N, K and
  * the SM count, never from M) are summed in split order by a second kernel,
- * so row r of a batch of M is bit for bit row r computed alone: what greedy
- * decoding needs to give the same tokens batched and alone (issue 10).
- * cuBLAS picks its algorithm, and so its order, by M.
+ * so row r of a batch of M is bit for bit row r in a batch of one: a
+ * session's logits do not depend on the batch it is in.  cuBLAS picks its
+ * algorithm, and so its order, by M.
  *
  * Requirements (skinny_fits, plus what the caller must see to): N a multiple
  * of SKINNY_ROWS, K of SKINNY_KC; W and X 16-byte aligned; Y must not

@@ -48,6 +48,15 @@ part_tenants() {
 	SKIP_TESTS=1 SKIP_PLOTS=1 HF_BATCHES=${HF_BATCHES:-128,256} timeout 300 \
 		bench/tenants.sh "$out/tenants" "$m" >"$out/tenants.txt" 2>&1
 	grep -E '^goal' "$out/tenants.txt" | sed 's/^/tenants: /' | tee -a "$sum"
+	# the slo row cap's margin against none, at the SLO the first run set
+	[ "${TENANTS_AB:-1}" = 1 ] || return
+	local slo
+	slo=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["calibration"]["slo_ms"])' \
+		"$out/tenants/tenants.json" 2>/dev/null) || { note "tenants A/B: no SLO from the first run"; return; }
+	DJN_SLO_MARGIN=0 SKIP_TESTS=1 SKIP_PLOTS=1 SKIP_HF=1 SKIP_DJINN=1 \
+		TENANT_ARGS="--orders fcfs,slo --slo-ms $slo" timeout 200 \
+		bench/tenants.sh "$out/tenants-nomargin" "$m" >"$out/tenants-nomargin.txt" 2>&1
+	grep -E '^goal' "$out/tenants-nomargin.txt" | sed 's/^/tenants (DJN_SLO_MARGIN=0): /' | tee -a "$sum"
 }
 
 part_remote() {

@@ -233,6 +233,9 @@ struct djn_step_model {
 	double base_ms, row_ms, gap_ms;
 	long n;
 	double kv_ms; /* a thousand cached positions read */
+	/* order slo: the row cap's margin, the 95th percentile of the recent
+	 * steps' over-runs of the model (read only; DJN_SLO_MARGIN=0: none) */
+	double margin_ms;
 };
 void djn_sched_step_model(const struct djn_sched *q, struct djn_step_model *out);
 void djn_sched_set_step_model(struct djn_sched *q, const struct djn_step_model *m);

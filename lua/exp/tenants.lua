@@ -305,7 +305,7 @@ local function run(order, reqs)
     identical = identical, checked = checked, tenants = out_t,
     -- the step-time model as the run left it (fitted to its last ~50 steps)
     step_model = { base_ms = fitted.base_ms, row_ms = fitted.row_ms, kv_ms = fitted.kv_ms,
-                   gap_ms = fitted.gap_ms },
+                   gap_ms = fitted.gap_ms, margin_ms = fitted.margin_ms },
     -- a step's measured time over the model's prediction, and the gaps
     over_predicted = pct(over), over_predicted_interactive = pct(over_user),
     gap_ms = pct(gaps),

@@ -275,8 +275,9 @@ static int m_order(lua_State *L)
 }
 
 /* q:step_model([{base_ms =, row_ms =, kv_ms =, gap_ms =}]) ->
- * {base_ms, row_ms, kv_ms, gap_ms, n}: the step-time model (set first when
- * given; kv_ms a thousand cached positions read) */
+ * {base_ms, row_ms, kv_ms, gap_ms, margin_ms, n}: the step-time model (set
+ * first when given; kv_ms a thousand cached positions read; margin_ms what
+ * order slo's row cap keeps free for the model's over-runs, read only) */
 static int m_step_model(lua_State *L)
 {
 	static const char *const keys[] = { "base_ms", "row_ms", "kv_ms", "gap_ms", NULL };
@@ -296,11 +297,12 @@ static int m_step_model(lua_State *L)
 		djn_sched_set_step_model(ls->q, &sm);
 	}
 	djn_sched_step_model(ls->q, &sm);
-	lua_createtable(L, 0, 5);
+	lua_createtable(L, 0, 6);
 	SET_NUM("base_ms", sm.base_ms);
 	SET_NUM("row_ms", sm.row_ms);
 	SET_NUM("kv_ms", sm.kv_ms);
 	SET_NUM("gap_ms", sm.gap_ms);
+	SET_NUM("margin_ms", sm.margin_ms);
 	SET_INT("n", sm.n);
 	return 1;
 }

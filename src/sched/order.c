@@ -206,6 +206,7 @@ void djn_sched_step_model(const struct djn_sched *q, struct djn_step_model *out)
 	*out = (struct djn_step_model){ 0 };
 	out->n = q->m_n;
 	out->gap_ms = q->gap_ms;
+	out->margin_ms = q->margin_ms;
 	(void)model_of(q, &out->base_ms, &out->row_ms, &out->kv_ms);
 }
 
@@ -223,6 +224,9 @@ void djn_sched_set_step_model(struct djn_sched *q, const struct djn_step_model *
 		model_add(q, 1, x1, k3, m->base_ms + m->row_ms * x1 + m->kv_ms * k3);
 	q->m_n = m->n > 0 ? m->n : 1;
 	q->gap_ms = m->gap_ms > 0 ? m->gap_ms : 0;
+	/* over-runs of another model say nothing of this one */
+	q->n_miss = q->i_miss = 0;
+	q->margin_ms = 0;
 }
 
 double djn_sched_predict_kv_ms(const struct djn_sched *q, int rows, double kv)
@@ -277,7 +281,7 @@ int djn_sched_row_cap(struct djn_sched *q, double *ms_left, double *row_ms, doub
 		return q->o.token_budget;
 	for (int i = 0; i < q->n_mem; i++)
 		n_slo += q->mem[i].phase == DJN_PHASE_COMPUTE && q->mem[i].slo_ms > 0;
-	double room = DJN_SLO_HEADROOM * slo - q->gap_ms - a;
+	double room = DJN_SLO_HEADROOM * slo - q->gap_ms - a - q->margin_ms;
 	/* the rows with no reads; with a KV term the step charges each row
 	 * its reads too (sched.c) */
 	if (c > 0) {
@@ -349,13 +353,43 @@ void djn_sched_member_ready(struct djn_sched *q, struct member *e)
 	e->waited = 0;
 }
 
+static int by_value(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* A step took `took` ms with the gap before it where the model said
+ * `predicted`: the margin becomes the 95th percentile of the last
+ * DJN_MISS_N such over-runs (what the model does not see: a device
+ * allocation, the caller's work varying, a clock boost), never below 0. */
+static void miss_add(struct djn_sched *q, double took, double predicted)
+{
+	double v[DJN_MISS_N];
+
+	q->miss[q->i_miss] = took - predicted;
+	q->i_miss = (q->i_miss + 1) % DJN_MISS_N;
+	if (q->n_miss < DJN_MISS_N)
+		q->n_miss++;
+	if (!q->margin)
+		return;
+	memcpy(v, q->miss, sizeof(double) * (size_t)q->n_miss);
+	qsort(v, (size_t)q->n_miss, sizeof(double), by_value);
+	double p95 = v[(int)(0.95 * (q->n_miss - 1))];
+	q->margin_ms = p95 > 0 ? p95 : 0;
+}
+
 void djn_sched_account(struct djn_sched *q, int rows, double kv, double t0)
 {
 	double now = djn_sched_now(q), ms = now - t0, gap = t0 - q->last_end_ms;
+	bool back_to_back = q->last_end_ms > 0 && gap >= 0 && gap <= ms;
+	double predicted = rows > 0 ? djn_sched_predict_kv_ms(q, rows, kv) : 0;
 
+	if (predicted > 0)
+		miss_add(q, ms + (back_to_back ? gap : q->gap_ms), predicted);
 	/* a gap no longer than the step after it is the caller's work between
 	 * back-to-back steps; a longer one is idle time (a person, a sleep) */
-	if (q->last_end_ms > 0 && gap >= 0 && gap <= ms)
+	if (back_to_back)
 		q->gap_ms = q->gap_ms > 0 ? 0.9 * q->gap_ms + 0.1 * gap : gap;
 	q->last_end_ms = now;
 	if (rows > 0) {

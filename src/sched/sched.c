@@ -60,6 +60,8 @@ struct djn_sched *djn_sched_new(struct djn_backend *be, const struct djn_sched_o
 		q->o.token_budget = 512;
 	if (!q->o.max_batch)
 		q->o.max_batch = 256;
+	const char *margin = getenv("DJN_SLO_MARGIN");
+	q->margin = !margin || strcmp(margin, "0") != 0;
 	return q;
 }
 

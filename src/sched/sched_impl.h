@@ -8,6 +8,7 @@
 #define DJN_TENANT_MAX 64
 #define DJN_SLO_HEADROOM 0.8 /* a step may take this much of the tightest SLO */
 #define DJN_SLO_WINDOW 20    /* the row cap holds this many SLOs after the last */
+#define DJN_MISS_N 64        /* steps whose over-run of the model the margin reads */
 
 struct member {
 	struct djn_session *s;
@@ -60,6 +61,13 @@ struct djn_sched {
 	/* the tightest SLO of the members that last carried one, and when
 	 * one was last in the scheduler (order slo's row cap holds a while) */
 	double slo_recent_ms, slo_seen_ms;
+	/* what the last DJN_MISS_N steps took (with the gap before them) over
+	 * what the model predicted, ms, a ring; order slo's row cap keeps the
+	 * 95th percentile of them free (margin; off with DJN_SLO_MARGIN=0) */
+	double miss[DJN_MISS_N];
+	int n_miss, i_miss;
+	double margin_ms;
+	bool margin;
 };
 
 /* order.c */

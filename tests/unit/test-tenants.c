@@ -9,6 +9,7 @@
 
 #include "djinn/sched.h"
 #include "djinn/vmu.h"
+#include "sched/sched_impl.h"
 
 static struct djn_model *model;
 static struct djn_backend *be;
@@ -365,6 +366,58 @@ Test(tenants, slo_cap_charges_each_row_its_reads)
 {
 	cr_assert_eq(rows_when_slo_arrives(100), 2);
 	cr_assert_eq(rows_when_slo_arrives(0), 4);
+}
+
+/* The row cap under slo keeps the tail of the model's over-runs free: an
+ * interactive session (SLO 20.5 ms), the model 5 ms + 0.5 ms a row (16.4
+ * ms of the SLO leave 22 rows); 64 steps as predicted leave the cap there;
+ * 64 more of which every other one takes 4 ms longer shrink it, and by
+ * the margin reported; with DJN_SLO_MARGIN=0 only the model learns. */
+static int cap_after_over_runs(bool margin, double *margin_ms)
+{
+	struct djn_step_model sm = { .base_ms = 5, .row_ms = 0.5, .n = 1 }, got;
+	struct djn_tenant ut = { "user", DJN_CLASS_INTERACTIVE, 20.5 };
+	struct djn_session *u = started(0, 1, 4);
+	double ms_left, row_ms, kv_ms;
+
+	if (!margin)
+		setenv("DJN_SLO_MARGIN", "0", 1);
+	struct djn_sched *q = sched(DJN_ORDER_SLO, 8, 0);
+	unsetenv("DJN_SLO_MARGIN");
+	djn_sched_set_step_model(q, &sm);
+	cr_assert_eq(djn_sched_add_as(q, u, &ut), DJN_OK, "%s", djn_sched_errmsg(q));
+	cr_assert_eq(djn_sched_row_cap(q, &ms_left, &row_ms, &kv_ms), 22);
+	for (int k = 0; k < 128; k++) {
+		int rows = k % 4 < 2 ? 4 : 12;
+		double t0 = now_ms;
+		now_ms += 5 + 0.5 * rows + (k >= 64 && k % 2 ? 4 : 0);
+		djn_sched_account(q, rows, 0, t0);
+		now_ms += 100; /* idle between steps: no gap in the model */
+		if (k == 63) {
+			djn_sched_step_model(q, &got);
+			cr_assert_float_eq(got.margin_ms, 0, 1e-6);
+			int c = djn_sched_row_cap(q, &ms_left, &row_ms, &kv_ms);
+			cr_assert_eq(c, 22, "cap %d after steps as predicted", c);
+		}
+	}
+	djn_sched_step_model(q, &got);
+	*margin_ms = got.margin_ms;
+	int cap = djn_sched_row_cap(q, &ms_left, &row_ms, &kv_ms);
+	djn_sched_remove(q, u);
+	djn_session_free(u);
+	djn_sched_free(q);
+	return cap;
+}
+
+Test(tenants, slo_cap_keeps_the_over_runs_free)
+{
+	double with_ms, without_ms;
+	int with = cap_after_over_runs(true, &with_ms), without = cap_after_over_runs(false, &without_ms);
+
+	cr_assert_float_eq(without_ms, 0, 1e-9);
+	cr_assert(with_ms > 1 && with_ms <= 4, "margin %g ms", with_ms);
+	cr_assert_lt(with, without, "cap %d with the margin, %d without", with, without);
+	cr_assert_leq(without, 22);
 }
 
 /* A KV limit of about two sessions' caches and three sessions (batch,

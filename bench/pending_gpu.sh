@@ -36,8 +36,9 @@ part_tests() {
 		timeout 120 ./run.sh "bin/tests/$t" >"$out/$t.log" 2>&1
 		note "$t: $(grep -E 'Synthesis' "$out/$t.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
 	done
-	for t in test-exec test-tenants test-sched test-multimodel test-ringbuf test-record test-lens \
-		test-pattern test-patch test-hf-fixtures; do
+	# CUDA_TESTS picks (the kept memory's users first)
+	for t in ${CUDA_TESTS:-test-tenants test-sched test-multimodel test-exec test-ringbuf test-record \
+		test-lens test-pattern test-patch test-hf-fixtures}; do
 		DJINN_TEST_DEVICE=cuda timeout 120 ./run.sh "bin/tests/$t" >"$out/$t.log" 2>&1
 		note "$t (cuda): $(grep -E 'Synthesis' "$out/$t.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
 	done

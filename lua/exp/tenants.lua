@@ -165,7 +165,12 @@ local function run(order, reqs)
   -- where a token's latency goes beyond the model: each step's time over
   -- its prediction (all steps, and those while an interactive request was
   -- live), and the caller's time between steps
-  local over, over_user, gaps, last_end = {}, {}, {}, nil
+  local over, over_user, gaps, last_end, last_gap = {}, {}, {}, nil, 0
+  -- every step: its time, the gap before it, the prediction, rows, cached
+  -- positions read, the slo margin after it, and the interactive tokens it
+  -- made late
+  local trace = { ms = {}, gap_ms = {}, predicted_ms = {}, rows = {}, kv = {}, margin_ms = {},
+                  late = {} }
   local n_interactive = 0 -- live interactive requests
   local t0 = now()
   while done < #reqs do
@@ -203,8 +208,17 @@ local function run(order, reqs)
       local s1 = now()
       n_steps, rows = n_steps + 1, rows + st.rows
       step_ms[#step_ms + 1] = (s1 - s0) * 1e3
-      if last_end then gaps[#gaps + 1] = (s0 - last_end) * 1e3 end
+      last_gap = last_end and (s0 - last_end) * 1e3 or 0
+      if last_end then gaps[#gaps + 1] = last_gap end
       last_end = s1
+      -- the step, for reading the late tokens against it afterwards
+      local function r2(x) return math.floor(x * 100 + 0.5) / 100 end
+      trace.ms[n_steps] = r2((s1 - s0) * 1e3)
+      trace.gap_ms[n_steps] = r2(last_gap)
+      trace.predicted_ms[n_steps] = r2(st.predicted_ms)
+      trace.rows[n_steps], trace.kv[n_steps] = st.rows, st.kv
+      trace.margin_ms[n_steps] = r2(q:step_model().margin_ms)
+      trace.late[n_steps] = 0
       if st.predicted_ms > 0 then
         local ratio = (s1 - s0) * 1e3 / st.predicted_ms
         over[#over + 1] = ratio
@@ -232,6 +246,7 @@ local function run(order, reqs)
             p.lat[#p.lat + 1] = ms
             if TENANTS[r.tenant].class == "interactive" and ms > slo_ms then
               p.violations = p.violations + 1
+              trace.late[n_steps] = trace.late[n_steps] + 1
               r.violated = true
             end
           end
@@ -308,7 +323,7 @@ local function run(order, reqs)
                    gap_ms = fitted.gap_ms, margin_ms = fitted.margin_ms },
     -- a step's measured time over the model's prediction, and the gaps
     over_predicted = pct(over), over_predicted_interactive = pct(over_user),
-    gap_ms = pct(gaps),
+    gap_ms = pct(gaps), step_trace = trace,
   }
 end
 

@@ -67,6 +67,18 @@ elseif kind == "tenants" then
     assert(n == r.trace.n and run.tenants[1].class == "interactive" and
       run.tenants[1].slo_ms == r.calibration.slo_ms and run.tenants[1].violations >= 0)
     assert(run.identical and run.checked > 0, run.order .. ": tokens differ from alone")
+    -- the step trace: an entry a step in every array; its late tokens are
+    -- the interactive tenant's violations, its rows the run's
+    local tr, late, rows = run.step_trace, 0, 0
+    for _, k in ipairs { "ms", "gap_ms", "predicted_ms", "rows", "kv", "margin_ms", "late" } do
+      assert(#tr[k] == run.steps, run.order .. ": step_trace." .. k .. " has " .. #tr[k] ..
+        " entries for " .. run.steps .. " steps")
+    end
+    for i = 1, run.steps do
+      late, rows = late + tr.late[i], rows + tr.rows[i]
+      assert(tr.ms[i] >= 0 and tr.margin_ms[i] >= 0 and tr.rows[i] > 0, run.order .. ": step " .. i)
+    end
+    assert(late == run.tenants[1].violations and rows == run.rows, run.order .. ": step_trace totals")
   end
 elseif kind == "mempressure" then
   -- more requests than the KV limit holds at once: every one completes (the

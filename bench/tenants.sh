@@ -143,6 +143,23 @@ if t:
               f"of tokens, {100 * fu['requests_violated'] / max(fu['requests'], 1):.1f}% of requests "
               f"(want > 10%); throughput "
               f"{s['tokens_per_s'] / f['tokens_per_s']:.3f} x fcfs (want >= 0.95)")
+        tr = s.get("step_trace")
+        if tr:
+            # the steps that made interactive tokens late, against the model
+            # (a token's latency is the gap before its step and the step)
+            late = [i for i, n in enumerate(tr["late"]) if n > 0]
+            over = [tr["gap_ms"][i] + tr["ms"][i] - tr["predicted_ms"][i] for i in range(len(tr["ms"]))]
+            def row(name, ix):
+                if not ix:
+                    return
+                q = lambda v: sorted(v)[len(v) // 2]
+                print(f"slo steps {name:<6} n {len(ix):>4}: ms p50 {q([tr['ms'][i] for i in ix]):6.2f} "
+                      f"predicted {q([tr['predicted_ms'][i] for i in ix]):6.2f} over-run p50 "
+                      f"{q([over[i] for i in ix]):6.2f} max {max(over[i] for i in ix):6.2f}; rows p50 "
+                      f"{q([tr['rows'][i] for i in ix])}, reads p50 {q([tr['kv'][i] for i in ix])}, "
+                      f"gap max {max(tr['gap_ms'][i] for i in ix):.2f}, margin p50 {q([tr['margin_ms'][i] for i in ix]):.2f}")
+            row("all", list(range(len(tr["ms"]))))
+            row("late", late)
     if f and p:
         k = "token_all_ms" if "token_all_ms" in f["tenants"][0] else "token_ms"
         fp, pp = f["tenants"][0][k]["p99"], p["tenants"][0][k]["p99"]

@@ -276,9 +276,11 @@ int djn_sched_row_cap(struct djn_sched *q, double *ms_left, double *row_ms, doub
 
 	*ms_left = HUGE_VAL;
 	*row_ms = *kv_ms = 0;
+	q->capped = false;
 	if (q->o.order != DJN_ORDER_SLO || !(slo = cap_slo(q)) || !model_of(q, &a, &b, &c) ||
 	    b <= 0)
 		return q->o.token_budget;
+	q->capped = true;
 	for (int i = 0; i < q->n_mem; i++)
 		n_slo += q->mem[i].phase == DJN_PHASE_COMPUTE && q->mem[i].slo_ms > 0;
 	double room = DJN_SLO_HEADROOM * slo - q->gap_ms - a - q->margin_ms;
@@ -359,10 +361,12 @@ static int by_value(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* A step took `took` ms with the gap before it where the model said
- * `predicted`: the margin becomes the 95th percentile of the last
- * DJN_MISS_N such over-runs (what the model does not see: a device
- * allocation, the caller's work varying, a clock boost), never below 0. */
+/* A step under the row cap took `took` ms with the gap before it where the
+ * model said `predicted`: the margin becomes the 95th percentile of the
+ * last DJN_MISS_N such over-runs (what the model does not see: a device
+ * allocation, the caller's work varying, a clock boost), never below 0.
+ * Only capped steps count: the margin is for steps of their size, and the
+ * long uncapped ones (a prefill budget at a time) miss by more in ms. */
 static void miss_add(struct djn_sched *q, double took, double predicted)
 {
 	double v[DJN_MISS_N];
@@ -385,7 +389,7 @@ void djn_sched_account(struct djn_sched *q, int rows, double kv, double t0)
 	bool back_to_back = q->last_end_ms > 0 && gap >= 0 && gap <= ms;
 	double predicted = rows > 0 ? djn_sched_predict_kv_ms(q, rows, kv) : 0;
 
-	if (predicted > 0)
+	if (predicted > 0 && q->capped)
 		miss_add(q, ms + (back_to_back ? gap : q->gap_ms), predicted);
 	/* a gap no longer than the step after it is the caller's work between
 	 * back-to-back steps; a longer one is idle time (a person, a sleep) */

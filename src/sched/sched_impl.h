@@ -61,13 +61,14 @@ struct djn_sched {
 	/* the tightest SLO of the members that last carried one, and when
 	 * one was last in the scheduler (order slo's row cap holds a while) */
 	double slo_recent_ms, slo_seen_ms;
-	/* what the last DJN_MISS_N steps took (with the gap before them) over
-	 * what the model predicted, ms, a ring; order slo's row cap keeps the
-	 * 95th percentile of them free (margin; off with DJN_SLO_MARGIN=0) */
+	/* what the last DJN_MISS_N steps under the slo row cap took (with the
+	 * gap before them) over what the model predicted, ms, a ring; the cap
+	 * keeps the 95th percentile of them free (margin; off with
+	 * DJN_SLO_MARGIN=0); capped: the last row cap held */
 	double miss[DJN_MISS_N];
 	int n_miss, i_miss;
 	double margin_ms;
-	bool margin;
+	bool margin, capped;
 };
 
 /* order.c */

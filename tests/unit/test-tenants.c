@@ -372,7 +372,9 @@ Test(tenants, slo_cap_charges_each_row_its_reads)
  * interactive session (SLO 20.5 ms), the model 5 ms + 0.5 ms a row (16.4
  * ms of the SLO leave 22 rows); 64 steps as predicted leave the cap there;
  * 64 more of which every other one takes 4 ms longer shrink it, and by
- * the margin reported; with DJN_SLO_MARGIN=0 only the model learns. */
+ * the margin reported; with DJN_SLO_MARGIN=0 only the model learns.  Before
+ * the session comes there is no cap, and steps that over-run then leave
+ * the margin at 0. */
 static int cap_after_over_runs(bool margin, double *margin_ms)
 {
 	struct djn_step_model sm = { .base_ms = 5, .row_ms = 0.5, .n = 1 }, got;
@@ -384,6 +386,16 @@ static int cap_after_over_runs(bool margin, double *margin_ms)
 		setenv("DJN_SLO_MARGIN", "0", 1);
 	struct djn_sched *q = sched(DJN_ORDER_SLO, 8, 0);
 	unsetenv("DJN_SLO_MARGIN");
+	djn_sched_set_step_model(q, &sm);
+	cr_assert_eq(djn_sched_row_cap(q, &ms_left, &row_ms, &kv_ms), 512, "a cap with no slo");
+	for (int k = 0; k < 64; k++) {
+		double t0 = now_ms;
+		now_ms += 5 + 0.5 * 100 + 20;
+		djn_sched_account(q, 100, 0, t0);
+		now_ms += 100;
+	}
+	djn_sched_step_model(q, &got);
+	cr_assert_float_eq(got.margin_ms, 0, 1e-9, "uncapped steps moved the margin");
 	djn_sched_set_step_model(q, &sm);
 	cr_assert_eq(djn_sched_add_as(q, u, &ut), DJN_OK, "%s", djn_sched_errmsg(q));
 	cr_assert_eq(djn_sched_row_cap(q, &ms_left, &row_ms, &kv_ms), 22);

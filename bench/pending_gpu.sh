@@ -16,6 +16,8 @@
 # density"); PARTS="tests tenants remote fuse" picks.  With MODEL_DIR the
 # 7B parts use that model (e.g. /tmp/djinn-multimodel/llama-2-7b, which the
 # multimodel part makes: no second mkmodel).
+# Everything ends up in OUT_DIR.tgz too (PACK=1: OUT_DIR keeps only its
+# summary.txt, for a device call's limit on files).
 # usage: (from the bundle) bench/pending_gpu.sh OUT_DIR [MODEL_DIR]
 set -uo pipefail
 out=${1:?usage: bench/pending_gpu.sh OUT_DIR [MODEL_DIR]}
@@ -106,3 +108,7 @@ for p in $parts; do
 	if declare -F "part_$p" >/dev/null; then "part_$p"; else note "$p: no such part"; fi
 done
 note "done"
+# a device call brings back a few dozen files: everything in one archive
+# beside OUT_DIR, and with PACK=1 only the summary left in OUT_DIR
+tar -czf "$out.tgz" -C "$(dirname "$out")" "$(basename "$out")" &&
+	if [ "${PACK:-0}" = 1 ]; then find "$out" -mindepth 1 ! -name summary.txt -delete; fi

@@ -234,7 +234,8 @@ struct djn_step_model {
 	long n;
 	double kv_ms; /* a thousand cached positions read */
 	/* order slo: the row cap's margin, the 95th percentile of the recent
-	 * steps' over-runs of the model (read only; DJN_SLO_MARGIN=0: none) */
+	 * capped steps' over-runs of the model (read only; DJN_SLO_MARGIN=0:
+	 * none) */
 	double margin_ms;
 };
 void djn_sched_step_model(const struct djn_sched *q, struct djn_step_model *out);

@@ -1,28 +1,25 @@
 #!/usr/bin/env bash
 # pending_gpu.sh - what waits for a GPU run, most important first, in one
-# call from a bundle (scripts/gpu-bundle-dev.sh): the GPU tests (first: the
-# KV pages, arenas and page tables kept for reuse, the swap-in's wait and the
-# skinny GEMM's tests, test-cuda-batch skinny/*, have never run on a GPU),
-# the multi-model budget sweep (the loads now wait for their copies: the
-# first switch's 121 ms should be gone), the tenants experiment (the slo
-# order with no device allocation in the step loop; its over-run report),
-# the skinny GEMM against cuBLAS (bench/skinny_gemm.cu), its A/B in the
-# decode (skinnyab: DJN_SKINNY=1), the agent density; on request the remote
-# reads (shm and socket) and the fused ops' A/B.  Each part has its own time
-# limit and appends its result lines to OUT_DIR/summary.txt as it ends, so a
-# call cut short keeps what it did (the parts run in the order of PARTS);
-# logs and JSON go under OUT_DIR/<part>.  About 20 minutes in all (two
-# calls: PARTS="tests multimodel" then PARTS="tenants skinny skinnyab
-# density"); PARTS="tests tenants remote fuse" picks.  With MODEL_DIR the
-# 7B parts use that model (e.g. /tmp/djinn-multimodel/llama-2-7b, which the
-# multimodel part makes: no second mkmodel).
+# call from a bundle (scripts/gpu-bundle-dev.sh): the tenants experiment
+# (the slo order's margin and its A/B with DJN_SLO_MARGIN=0; the slo run's
+# step trace against the model), the skinny GEMM against cuBLAS
+# (bench/skinny_gemm.cu), its A/B in the decode (skinnyab: DJN_SKINNY=1),
+# the agent density; on request the GPU tests (tests), the multi-model
+# budget sweep (multimodel), the remote reads (shm and socket) and the fused
+# ops' A/B.  Each part has its own time limit and appends its result lines
+# to OUT_DIR/summary.txt as it ends, so a call cut short keeps what it did
+# (the parts run in the order of PARTS); logs and JSON go under
+# OUT_DIR/<part>.  About 10 minutes a call: PARTS="tenants skinny skinnyab"
+# then PARTS="density"; PARTS="tests multimodel remote fuse" picks.  With
+# MODEL_DIR the 7B parts use that model (e.g. /tmp/djinn-multimodel/
+# llama-2-7b, which the multimodel part makes: no second mkmodel).
 # Everything ends up in OUT_DIR.tgz too (PACK=1: OUT_DIR keeps only its
 # summary.txt, for a device call's limit on files).
 # usage: (from the bundle) bench/pending_gpu.sh OUT_DIR [MODEL_DIR]
 set -uo pipefail
 out=${1:?usage: bench/pending_gpu.sh OUT_DIR [MODEL_DIR]}
 m=${2:-/tmp/djinn-llama-2-7b}
-parts=${PARTS:-tests multimodel tenants skinny skinnyab density}
+parts=${PARTS:-tenants skinny skinnyab density}
 mkdir -p "$out"
 sum=$out/summary.txt
 note() { printf '%s\n' "$*" | tee -a "$sum"; }

@@ -323,7 +323,7 @@ enum djn_status djn_sched_admit_slo(struct djn_sched *q, const struct djn_tenant
 	 * `rounds` steps of min(n_slo, max_batch) rows */
 	int seats = n_slo < q->o.max_batch ? n_slo : q->o.max_batch;
 	int rounds = (n_slo + q->o.max_batch - 1) / q->o.max_batch;
-	double ms = rounds * (q->gap_ms + a + b * seats);
+	double ms = rounds * (q->gap_ms + a + b * seats + q->margin_ms);
 	bool own = !tight || t->slo_ms <= tight->slo_ms;
 	double slo = own ? t->slo_ms : tight->slo_ms;
 	if (ms <= DJN_SLO_HEADROOM * slo)
@@ -332,15 +332,15 @@ enum djn_status djn_sched_admit_slo(struct djn_sched *q, const struct djn_tenant
 		return djn_err_set(&q->err, DJN_ERR_STATE,
 				   "admission: tenant '%s' (%s, slo %g ms) refused: predicted token "
 				   "latency %.3g ms (%d sessions with an slo; a step %.3g ms + %.3g ms "
-				   "a row) is over %.0f%% of its slo",
+				   "a row + a margin of %.3g ms) is over %.0f%% of its slo",
 				   name, djn_class_name(t->cls), t->slo_ms, ms, n_slo, q->gap_ms + a, b,
-				   100 * DJN_SLO_HEADROOM);
+				   q->margin_ms, 100 * DJN_SLO_HEADROOM);
 	return djn_err_set(&q->err, DJN_ERR_STATE,
 			   "admission: tenant '%s' (%s, slo %g ms) refused: predicted token "
 			   "latency %.3g ms (%d sessions with an slo; a step %.3g ms + %.3g ms a "
-			   "row) is over %.0f%% of the slo %g ms of tenant '%s'",
+			   "row + a margin of %.3g ms) is over %.0f%% of the slo %g ms of tenant '%s'",
 			   name, djn_class_name(t->cls), t->slo_ms, ms, n_slo, q->gap_ms + a, b,
-			   100 * DJN_SLO_HEADROOM, tight->slo_ms, tight->tenant);
+			   q->margin_ms, 100 * DJN_SLO_HEADROOM, tight->slo_ms, tight->tenant);
 }
 
 /* ----------------------------------------------------------- accounting */

@@ -287,14 +287,14 @@ Test(tenants, slo_admission_refuses_clearly_and_loses_nothing)
 	cr_assert_eq(djn_sched_add_as(q, s[2], &t), DJN_ERR_STATE);
 	cr_assert_str_eq(djn_sched_errmsg(q),
 			 "admission: tenant 'bob' (interactive, slo 10 ms) refused: predicted "
-			 "token latency 14 ms (3 sessions with an slo; a step 5 ms + 1 ms a row) "
-			 "is over 80% of its slo");
+			 "token latency 14 ms (3 sessions with an slo; a step 5 ms + 1 ms a row + "
+			 "a margin of 0 ms) is over 80% of its slo");
 	t = (struct djn_tenant){ "carol", DJN_CLASS_STANDARD, 100 };
 	cr_assert_eq(djn_sched_add_as(q, s[2], &t), DJN_ERR_STATE);
 	cr_assert_str_eq(djn_sched_errmsg(q),
 			 "admission: tenant 'carol' (standard, slo 100 ms) refused: predicted "
-			 "token latency 14 ms (3 sessions with an slo; a step 5 ms + 1 ms a row) "
-			 "is over 80% of the slo 10 ms of tenant 'alice'");
+			 "token latency 14 ms (3 sessions with an slo; a step 5 ms + 1 ms a row + "
+			 "a margin of 0 ms) is over 80% of the slo 10 ms of tenant 'alice'");
 	cr_assert(!djn_sched_has(q, s[2]));
 	cr_assert_eq(djn_session_state(s[2]), DJN_RUN_PAUSED);
 	/* without an SLO it is admitted, and everyone gets its own tokens */

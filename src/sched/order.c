@@ -375,8 +375,6 @@ static void miss_add(struct djn_sched *q, double took, double predicted)
 	q->i_miss = (q->i_miss + 1) % DJN_MISS_N;
 	if (q->n_miss < DJN_MISS_N)
 		q->n_miss++;
-	if (!q->margin)
-		return;
 	memcpy(v, q->miss, sizeof(double) * (size_t)q->n_miss);
 	qsort(v, (size_t)q->n_miss, sizeof(double), by_value);
 	double p95 = v[(int)(0.95 * (q->n_miss - 1))];
@@ -387,9 +385,12 @@ void djn_sched_account(struct djn_sched *q, int rows, double kv, double t0)
 {
 	double now = djn_sched_now(q), ms = now - t0, gap = t0 - q->last_end_ms;
 	bool back_to_back = q->last_end_ms > 0 && gap >= 0 && gap <= ms;
-	double predicted = rows > 0 ? djn_sched_predict_kv_ms(q, rows, kv) : 0;
+	double predicted = 0;
 
-	if (predicted > 0 && q->capped)
+	/* the margin learns from capped steps, against the model before them */
+	if (q->margin && q->capped && rows > 0)
+		predicted = djn_sched_predict_kv_ms(q, rows, kv);
+	if (predicted > 0)
 		miss_add(q, ms + (back_to_back ? gap : q->gap_ms), predicted);
 	/* a gap no longer than the step after it is the caller's work between
 	 * back-to-back steps; a longer one is idle time (a person, a sleep) */

@@ -171,6 +171,7 @@ local function run(order, reqs)
   -- made late
   local trace = { ms = {}, gap_ms = {}, predicted_ms = {}, rows = {}, kv = {}, margin_ms = {},
                   late = {} }
+  local function r2(x) return math.floor(x * 100 + 0.5) / 100 end
   local n_interactive = 0 -- live interactive requests
   local t0 = now()
   while done < #reqs do
@@ -212,7 +213,6 @@ local function run(order, reqs)
       if last_end then gaps[#gaps + 1] = last_gap end
       last_end = s1
       -- the step, for reading the late tokens against it afterwards
-      local function r2(x) return math.floor(x * 100 + 0.5) / 100 end
       trace.ms[n_steps] = r2((s1 - s0) * 1e3)
       trace.gap_ms[n_steps] = r2(last_gap)
       trace.predicted_ms[n_steps] = r2(st.predicted_ms)

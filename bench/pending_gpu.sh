@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # pending_gpu.sh - what waits for a GPU run, most important first, in one
 # call from a bundle (scripts/gpu-bundle-dev.sh): the tenants experiment
-# (the slo order's margin and its A/B with DJN_SLO_MARGIN=0; the slo run's
-# step trace against the model), the skinny GEMM against cuBLAS
+# (the slo run's step trace against the model; fcfs and slo at other
+# headrooms and SLOs: TENANTS_SWEEP; the margin's A/B with TENANTS_AB=1;
+# memory pressure with TENANTS_MEM=1), the skinny GEMM against cuBLAS
 # (bench/skinny_gemm.cu), its A/B in the decode (skinnyab: DJN_SKINNY=1),
 # the agent density; on request the GPU tests (tests), the multi-model
 # budget sweep (multimodel), the remote reads (shm and socket) and the fused
@@ -45,18 +46,35 @@ part_tests() {
 
 part_tenants() {
 	need7b || { note "tenants: could not make the 7B model"; return; }
-	SKIP_TESTS=1 SKIP_PLOTS=1 HF_BATCHES=${HF_BATCHES:-128,256} timeout 300 \
+	# memory pressure (transformers and djinn) with TENANTS_MEM=1
+	local mem=
+	[ "${TENANTS_MEM:-0}" = 1 ] || mem="SKIP_HF=1 SKIP_DJINN=1"
+	env SKIP_TESTS=1 SKIP_PLOTS=1 $mem HF_BATCHES=${HF_BATCHES:-128,256} timeout 300 \
 		bench/tenants.sh "$out/tenants" "$m" >"$out/tenants.txt" 2>&1
-	grep -E '^goal' "$out/tenants.txt" | sed 's/^/tenants: /' | tee -a "$sum"
-	# the slo row cap's margin against none, at the SLO the first run set
-	[ "${TENANTS_AB:-1}" = 1 ] || return
+	grep -E '^(goal|slo steps)' "$out/tenants.txt" | sed 's/^/tenants: /' | tee -a "$sum"
 	local slo
 	slo=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["calibration"]["slo_ms"])' \
-		"$out/tenants/tenants.json" 2>/dev/null) || { note "tenants A/B: no SLO from the first run"; return; }
-	DJN_SLO_MARGIN=0 SKIP_TESTS=1 SKIP_PLOTS=1 SKIP_HF=1 SKIP_DJINN=1 \
-		TENANT_ARGS="--orders fcfs,slo --slo-ms $slo" timeout 200 \
-		bench/tenants.sh "$out/tenants-nomargin" "$m" >"$out/tenants-nomargin.txt" 2>&1
-	grep -E '^goal' "$out/tenants-nomargin.txt" | sed 's/^/tenants (DJN_SLO_MARGIN=0): /' | tee -a "$sum"
+		"$out/tenants/tenants.json" 2>/dev/null) || { note "tenants: no SLO from the first run"; return; }
+	# the slo row cap's margin against none (TENANTS_AB=1), at the first run's SLO
+	if [ "${TENANTS_AB:-0}" = 1 ]; then
+		DJN_SLO_MARGIN=0 SKIP_TESTS=1 SKIP_PLOTS=1 SKIP_HF=1 SKIP_DJINN=1 \
+			TENANT_ARGS="--orders fcfs,slo --slo-ms $slo" timeout 200 \
+			bench/tenants.sh "$out/tenants-nomargin" "$m" >"$out/tenants-nomargin.txt" 2>&1
+		grep -E '^goal' "$out/tenants-nomargin.txt" | sed 's/^/tenants (DJN_SLO_MARGIN=0): /' |
+			tee -a "$sum"
+	fi
+	# fcfs and slo at other headrooms and SLOs: HEADROOM:SCALE of the first run's SLO
+	local hx h x
+	for hx in ${TENANTS_SWEEP:-0.9:1 0.95:1 0.8:1.5 0.9:1.5}; do
+		h=${hx%%:*} x=${hx##*:}
+		local ms
+		ms=$(python3 -c "print(round($slo * $x, 3))")
+		SKIP_TESTS=1 SKIP_PLOTS=1 SKIP_HF=1 SKIP_DJINN=1 \
+			TENANT_ARGS="--orders fcfs,slo --slo-ms $ms --headroom $h" timeout 120 \
+			bench/tenants.sh "$out/tenants-h$h-x$x" "$m" >"$out/tenants-h$h-x$x.txt" 2>&1
+		grep -E '^goal slo' "$out/tenants-h$h-x$x.txt" |
+			sed "s/^/tenants (headroom $h, slo $ms ms): /" | tee -a "$sum"
+	done
 }
 
 part_remote() {

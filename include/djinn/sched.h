@@ -114,6 +114,9 @@ struct djn_sched_opts {
 	 * 0: pinned when a session first swaps (tens of ms a GiB) */
 	size_t host_pool, host_block;
 	int aging; /* PRIORITY: steps waited to rise one class; 0: 8 */
+	/* SLO: the share of the tightest SLO a capped step may take with the
+	 * gap before it and the margin, in (0, 1]; 0: 0.8 */
+	double slo_headroom;
 	/* the clock of token latencies and the step-time model, in ms; NULL:
 	 * the monotonic clock (tests give a scripted one) */
 	double (*clock_ms)(void *ud);

@@ -6,7 +6,7 @@
 --
 --   djinn lua/exp/tenants.lua MODEL [--device auto] [--orders fcfs,rr,priority,slo]
 --         [--seed 1] [--steps 1000] [--max-batch 32] [--budget 512] [--kv-dtype f32|f16]
---         [--slo-ms 0] [--slo-x 0] [--aging 8]
+--         [--slo-ms 0] [--slo-x 0] [--aging 8] [--headroom 0.8]
 --         [--user-every 12] [--user-prompt 16] [--user-new 16]
 --         [--svc-every 40] [--svc-prompt 64] [--svc-new 64]
 --         [--eval-every 22] [--eval-prompt 1024] [--eval-new 64]
@@ -29,7 +29,7 @@ local opts = require "opts"
 
 local o, model_path = opts.parse("tenants", arg, {
   device = "auto", orders = { "fcfs", "rr", "priority", "slo" }, seed = 1, steps = 1000,
-  max_batch = 32, budget = 512, kv_dtype = "f32", slo_ms = 0, slo_x = 0, aging = 8,
+  max_batch = 32, budget = 512, kv_dtype = "f32", slo_ms = 0, slo_x = 0, aging = 8, headroom = 0.8,
   user_every = 12, user_prompt = 16, user_new = 16,
   svc_every = 40, svc_prompt = 64, svc_new = 64,
   eval_every = 22, eval_prompt = 1024, eval_new = 64,
@@ -38,6 +38,11 @@ local o, model_path = opts.parse("tenants", arg, {
 }, {
   strings = { "device", "out", "kv_dtype" }, lists = { orders = "string" },
 })
+
+if not (o.headroom > 0 and o.headroom <= 1) then
+  io.stderr:write("tenants: --headroom must be in (0, 1] (the share of the SLO a capped step takes)\n")
+  os.exit(2)
+end
 
 local m = assert(djinn.load(model_path, { device = o.device, kv_dtype = o.kv_dtype }))
 local info = m:info()
@@ -150,7 +155,7 @@ end
 
 local function run(order, reqs)
   local q = djinn.sched { order = order, budget = o.budget, max_batch = o.max_batch,
-                          aging = o.aging, model = m }
+                          aging = o.aging, headroom = o.headroom, model = m }
   -- admission and the row cap know the model from step 1
   q:step_model { base_ms = sm.base_ms, row_ms = sm.row_ms, kv_ms = sm.kv_ms, gap_ms = sm.gap_ms }
   local per = {}

@@ -36,13 +36,13 @@ static struct ldj_session *session_arg(lua_State *L, int idx)
 }
 
 /* djinn.sched{policy = "signal"|"lru"|"recompute"|"none", budget = ROWS, max_batch = N,
- *             order = "fcfs"|"rr"|"priority"|"slo", aging = STEPS,
+ *             order = "fcfs"|"rr"|"priority"|"slo", aging = STEPS, headroom = 0.8,
  *             host_pool = BYTES, host_block = BYTES, model = M}: with a model the
  * scheduler is made at once on its backend, else at the first add. */
 static int l_sched(lua_State *L)
 {
 	static const char *const keys[] = { "policy", "budget", "max_batch", "host_pool",
-					    "host_block", "model", "order", "aging", NULL };
+					    "host_block", "model", "order", "aging", "headroom", NULL };
 	struct ldj_sched *ls;
 	const char *policy;
 
@@ -65,6 +65,10 @@ static int l_sched(lua_State *L)
 	if (aging < 0 || aging > 1 << 20)
 		return ldj_error(L, "djinn.sched: aging must be 0..1048576 steps");
 	ls->o.aging = (int)aging;
+	lua_Number headroom = ldj_opt_number(L, 1, "djinn.sched", "headroom", 0);
+	if (!(headroom > 0 && headroom <= 1) && headroom != 0)
+		return ldj_error(L, "djinn.sched: headroom must be in (0, 1] (a share of the slo)");
+	ls->o.slo_headroom = headroom;
 	lua_Integer budget = ldj_opt_integer(L, 1, "djinn.sched", "budget", 0);
 	lua_Integer max = ldj_opt_integer(L, 1, "djinn.sched", "max_batch", 0);
 	if (budget < 0 || budget > 1 << 20 || max < 0 || max > 1 << 16)

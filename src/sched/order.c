@@ -283,7 +283,7 @@ int djn_sched_row_cap(struct djn_sched *q, double *ms_left, double *row_ms, doub
 	q->capped = true;
 	for (int i = 0; i < q->n_mem; i++)
 		n_slo += q->mem[i].phase == DJN_PHASE_COMPUTE && q->mem[i].slo_ms > 0;
-	double room = DJN_SLO_HEADROOM * slo - q->gap_ms - a - q->margin_ms;
+	double room = q->o.slo_headroom * slo - q->gap_ms - a - q->margin_ms;
 	/* the rows with no reads; with a KV term the step charges each row
 	 * its reads too (sched.c) */
 	if (c > 0) {
@@ -326,7 +326,7 @@ enum djn_status djn_sched_admit_slo(struct djn_sched *q, const struct djn_tenant
 	double ms = rounds * (q->gap_ms + a + b * seats + q->margin_ms);
 	bool own = !tight || t->slo_ms <= tight->slo_ms;
 	double slo = own ? t->slo_ms : tight->slo_ms;
-	if (ms <= DJN_SLO_HEADROOM * slo)
+	if (ms <= q->o.slo_headroom * slo)
 		return DJN_OK;
 	if (own)
 		return djn_err_set(&q->err, DJN_ERR_STATE,
@@ -334,13 +334,13 @@ enum djn_status djn_sched_admit_slo(struct djn_sched *q, const struct djn_tenant
 				   "latency %.3g ms (%d sessions with an slo; a step %.3g ms + %.3g ms "
 				   "a row + a margin of %.3g ms) is over %.0f%% of its slo",
 				   name, djn_class_name(t->cls), t->slo_ms, ms, n_slo, q->gap_ms + a, b,
-				   q->margin_ms, 100 * DJN_SLO_HEADROOM);
+				   q->margin_ms, 100 * q->o.slo_headroom);
 	return djn_err_set(&q->err, DJN_ERR_STATE,
 			   "admission: tenant '%s' (%s, slo %g ms) refused: predicted token "
 			   "latency %.3g ms (%d sessions with an slo; a step %.3g ms + %.3g ms a "
 			   "row + a margin of %.3g ms) is over %.0f%% of the slo %g ms of tenant '%s'",
 			   name, djn_class_name(t->cls), t->slo_ms, ms, n_slo, q->gap_ms + a, b,
-			   q->margin_ms, 100 * DJN_SLO_HEADROOM, tight->slo_ms, tight->tenant);
+			   q->margin_ms, 100 * q->o.slo_headroom, tight->slo_ms, tight->tenant);
 }
 
 /* ----------------------------------------------------------- accounting */

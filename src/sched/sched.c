@@ -42,10 +42,11 @@ struct djn_sched *djn_sched_new(struct djn_backend *be, const struct djn_sched_o
 		return NULL;
 	}
 	if (o && (o->token_budget < 0 || o->max_batch < 0 || o->aging < 0 ||
+		  !(o->slo_headroom >= 0 && o->slo_headroom <= 1) ||
 		  !djn_sched_policy_name(o->policy) || !djn_sched_order_name(o->order))) {
 		djn_err_set(err, DJN_ERR_INVALID,
-			    "scheduler: token budget, batch size and aging must be >= 0, "
-			    "policy and order known");
+			    "scheduler: token budget, batch size and aging must be >= 0, the slo "
+			    "headroom in (0, 1] (0: 0.8), policy and order known");
 		return NULL;
 	}
 	if (o && o->host_pool &&
@@ -60,6 +61,8 @@ struct djn_sched *djn_sched_new(struct djn_backend *be, const struct djn_sched_o
 		q->o.token_budget = 512;
 	if (!q->o.max_batch)
 		q->o.max_batch = 256;
+	if (!q->o.slo_headroom)
+		q->o.slo_headroom = DJN_SLO_HEADROOM;
 	const char *margin = getenv("DJN_SLO_MARGIN");
 	q->margin = !margin || strcmp(margin, "0") != 0;
 	return q;

@@ -6,7 +6,7 @@
 #include "djinn/sched.h"
 
 #define DJN_TENANT_MAX 64
-#define DJN_SLO_HEADROOM 0.8 /* a step may take this much of the tightest SLO */
+#define DJN_SLO_HEADROOM 0.8 /* a step may take this much of the tightest SLO (default) */
 #define DJN_SLO_WINDOW 20    /* the row cap holds this many SLOs after the last */
 #define DJN_MISS_N 64        /* steps whose over-run of the model the margin reads */
 

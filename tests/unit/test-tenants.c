@@ -432,6 +432,35 @@ Test(tenants, slo_cap_keeps_the_over_runs_free)
 	cr_assert_leq(without, 22);
 }
 
+/* The headroom is the share of the SLO a capped step takes: 20.5 ms at 0.9
+ * leaves 18.45 - 5 ms, 26 rows of 0.5 ms (22 at the default 0.8); one over
+ * 1 is refused at creation with the reason. */
+Test(tenants, slo_headroom_sets_the_cap)
+{
+	struct djn_step_model sm = { .base_ms = 5, .row_ms = 0.5, .n = 1 };
+	struct djn_tenant ut = { "user", DJN_CLASS_INTERACTIVE, 20.5 };
+	struct djn_session *u = started(0, 1, 4);
+	struct djn_err err = { 0 };
+	double ms_left, row_ms, kv_ms;
+	struct djn_sched_opts o = { .policy = DJN_POLICY_SIGNAL, .order = DJN_ORDER_SLO,
+				    .max_batch = 8, .slo_headroom = 0.9,
+				    .clock_ms = clock_of_test };
+	struct djn_sched *q = djn_sched_new(be, &o, &err);
+
+	cr_assert_not_null(q, "%s", err.msg);
+	djn_sched_set_step_model(q, &sm);
+	cr_assert_eq(djn_sched_add_as(q, u, &ut), DJN_OK, "%s", djn_sched_errmsg(q));
+	int cap = djn_sched_row_cap(q, &ms_left, &row_ms, &kv_ms);
+	cr_assert_eq(cap, 26, "cap %d at headroom 0.9", cap);
+	djn_sched_remove(q, u);
+	djn_session_free(u);
+	djn_sched_free(q);
+
+	o.slo_headroom = 1.5;
+	cr_assert_null(djn_sched_new(be, &o, &err));
+	cr_assert(strstr(err.msg, "headroom in (0, 1]"), "%s", err.msg);
+}
+
 /* A KV limit of about two sessions' caches and three sessions (batch,
  * standard, interactive): the batch one is parked first, the interactive
  * one never, and all of them finish with their tokens alone. */

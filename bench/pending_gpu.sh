@@ -65,7 +65,7 @@ part_tenants() {
 	fi
 	# fcfs and slo at other headrooms and SLOs: HEADROOM:SCALE of the first run's SLO
 	local hx h x
-	for hx in ${TENANTS_SWEEP:-0.9:1 0.95:1 0.8:1.5 0.9:1.5}; do
+	for hx in ${TENANTS_SWEEP:-0.9:1 0.8:1.5 0.9:1.5 0.8:2 0.9:2}; do
 		h=${hx%%:*} x=${hx##*:}
 		local ms
 		ms=$(python3 -c "print(round($slo * $x, 3))")

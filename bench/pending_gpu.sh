@@ -14,11 +14,20 @@
 # then PARTS="density"; PARTS="tests multimodel remote fuse" picks.  With
 # MODEL_DIR the 7B parts use that model (e.g. /tmp/djinn-multimodel/
 # llama-2-7b, which the multimodel part makes: no second mkmodel).
-# Everything ends up in OUT_DIR.tgz too (PACK=1: OUT_DIR keeps only its
-# summary.txt, for a device call's limit on files).
+# Everything ends up in OUT_DIR.tgz too, packed again after each part
+# (PACK=1: OUT_DIR holds only its summary.txt, for a device call's limit on
+# files; the parts work in a temporary folder).
 # usage: (from the bundle) bench/pending_gpu.sh OUT_DIR [MODEL_DIR]
 set -uo pipefail
 out=${1:?usage: bench/pending_gpu.sh OUT_DIR [MODEL_DIR]}
+# PACK=1: the parts write under a work folder outside OUT_DIR's parent, and
+# after each part everything is packed into OUT_DIR.tgz beside the summary
+# in OUT_DIR (a call cut short by its limit still brings back both)
+dest=$out
+if [ "${PACK:-0}" = 1 ]; then
+	mkdir -p "$dest"
+	out=$(mktemp -d)/$(basename "$dest")
+fi
 m=${2:-/tmp/djinn-llama-2-7b}
 parts=${PARTS:-tenants skinny skinnyab density}
 mkdir -p "$out"
@@ -52,6 +61,7 @@ part_tenants() {
 	env SKIP_TESTS=1 SKIP_PLOTS=1 $mem HF_BATCHES=${HF_BATCHES:-128,256} timeout 300 \
 		bench/tenants.sh "$out/tenants" "$m" >"$out/tenants.txt" 2>&1
 	grep -E '^(goal|slo steps)' "$out/tenants.txt" | sed 's/^/tenants: /' | tee -a "$sum"
+	pack
 	local slo
 	slo=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["calibration"]["slo_ms"])' \
 		"$out/tenants/tenants.json" 2>/dev/null) || { note "tenants: no SLO from the first run"; return; }
@@ -74,6 +84,7 @@ part_tenants() {
 			bench/tenants.sh "$out/tenants-h$h-x$x" "$m" >"$out/tenants-h$h-x$x.txt" 2>&1
 		grep -E '^goal slo' "$out/tenants-h$h-x$x.txt" |
 			sed "s/^/tenants (headroom $h, slo $ms ms): /" | tee -a "$sum"
+		pack
 	done
 }
 
@@ -119,11 +130,16 @@ part_multimodel() {
 	tail -6 "$out/multimodel.txt" | sed 's/^/multimodel: /' | tee -a "$sum"
 }
 
+# a device call brings back a few dozen files: everything in one archive
+# beside OUT_DIR (with PACK=1 OUT_DIR holds only the summary)
+pack() {
+	tar -czf "$dest.tgz.part" -C "$(dirname "$out")" "$(basename "$out")" &&
+		mv "$dest.tgz.part" "$dest.tgz"
+	[ "$out" = "$dest" ] || cp "$sum" "$dest/summary.txt"
+}
 for p in $parts; do
 	if declare -F "part_$p" >/dev/null; then "part_$p"; else note "$p: no such part"; fi
+	pack
 done
 note "done"
-# a device call brings back a few dozen files: everything in one archive
-# beside OUT_DIR, and with PACK=1 only the summary left in OUT_DIR
-tar -czf "$out.tgz" -C "$(dirname "$out")" "$(basename "$out")" &&
-	if [ "${PACK:-0}" = 1 ]; then find "$out" -mindepth 1 ! -name summary.txt -delete; fi
+pack

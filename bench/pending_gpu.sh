@@ -5,7 +5,7 @@
 # headrooms and SLOs: TENANTS_SWEEP; the margin's A/B with TENANTS_AB=1;
 # memory pressure with TENANTS_MEM=1), the skinny GEMM against cuBLAS
 # (bench/skinny_gemm.cu), its A/B in the decode (skinnyab: DJN_SKINNY=1),
-# the agent density; on request the GPU tests (tests), the multi-model
+# the agent density; on request the batch-invariant mode (invariant), the GPU tests (tests), the multi-model
 # budget sweep (multimodel), the remote reads (shm and socket) and the fused
 # ops' A/B.  Each part has its own time limit and appends its result lines
 # to OUT_DIR/summary.txt as it ends, so a call cut short keeps what it did
@@ -75,7 +75,7 @@ part_tenants() {
 	fi
 	# fcfs and slo at other headrooms and SLOs: HEADROOM:SCALE of the first run's SLO
 	local hx h x
-	for hx in ${TENANTS_SWEEP:-0.9:1 0.8:1.5 0.9:1.5 0.8:2 0.9:2}; do
+	for hx in ${TENANTS_SWEEP:-0.9:1 0.8:1.5 0.9:1.5 0.8:2}; do
 		h=${hx%%:*} x=${hx##*:}
 		local ms
 		ms=$(python3 -c "print(round($slo * $x, 3))")
@@ -118,6 +118,33 @@ part_density() {
 	AGENTS=${AGENTS:-1,4,8,12,16,24,32} KV_LIMIT=${KV_LIMIT:-512M} AGENTS_TIMEOUT=600 \
 		bench/agent_density.sh "$out/density" "$m" >"$out/density.txt" 2>&1
 	grep -E '^agents: SLO' "$out/density.txt" | tee -a "$sum"
+}
+
+# The batch-invariant mode (DJN_SKINNY=1: the skinny GEMM, attention split
+# by a row's own length, a batch of one through the batch path, at most 64
+# rows a step): the batched GPU tests in it, then 16 agents (policy signal,
+# the density run's trace) without and with it: do their tokens equal
+# their run alone, and at what cost in tokens/s?
+part_invariant() {
+	need7b || { note "invariant: could not make the 7B model"; return; }
+	DJN_SKINNY=1 timeout 120 ./run.sh bin/tests/gpu-test-cuda-batch >"$out/inv-batch.log" 2>&1
+	note "gpu-test-cuda-batch (DJN_SKINNY=1): $(grep -E 'Synthesis' "$out/inv-batch.log" |
+		sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
+	DJN_SKINNY=1 DJINN_TEST_DEVICE=cuda timeout 120 ./run.sh bin/tests/test-sched \
+		>"$out/inv-sched.log" 2>&1
+	note "test-sched (cuda, DJN_SKINNY=1): $(grep -E 'Synthesis' "$out/inv-sched.log" |
+		sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
+	local k
+	for k in 0 1; do
+		DJN_SKINNY=$k timeout 200 ./run.sh djinn lua/exp/agents.lua "$m" --device cuda \
+			--policies signal --agents "${INV_AGENTS:-16}" --kv-limit 1G --rate 20 --steps 3 \
+			--think 32 --tool-s 1.0 --tool-tokens 8 --prompt 64 --check "${INV_CHECK:-8}" \
+			--budget 64 --kv-dtype f16 --out "$out/inv-agents-$k.json" \
+			2>"$out/inv-agents-$k.log"
+		grep -E '^agents: signal' "$out/inv-agents-$k.log" | sed "s/^/invariant DJN_SKINNY=$k: /" |
+			tee -a "$sum"
+		pack
+	done
 }
 
 part_skinny() {

@@ -359,6 +359,13 @@ struct djn_backend {
 	struct djn_err err;
 	bool poisoned;
 	bool host_memory; /* backend memory is host memory (CPU backend) */
+	/* > 0: a row's numbers in a batch (djn_batch_run) do not depend on
+	 * the other rows while a step has at most this many: the scheduler
+	 * then caps its steps' rows to it and runs a batch of one through the
+	 * batch path too, so a session's tokens are the same alone and batched
+	 * (CUDA with DJN_SKINNY=1: 64; the CPU backend's batch and alone paths
+	 * are the same bits anyway, it leaves this 0). */
+	int invariant_rows;
 	/* The VMU's Data segment on this backend (src/vmu/kv.c): bytes of KV
 	 * pages held by all sessions, and a limit on them (0: none) past which
 	 * paused sessions are swapped out to make room. */

@@ -194,6 +194,7 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out);
 
 struct djn_sched_stats {
 	long steps, batched_rows, alone_steps, graph_steps;
+	long batch_passes; /* forward passes through the batch path (djn_batch_run) */
 	long swaps_out, swaps_in, recomputes;
 	size_t swap_bytes_out, swap_bytes_in;
 	double swap_ms_out, swap_ms_in; /* copy time, summed */

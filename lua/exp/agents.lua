@@ -53,15 +53,29 @@ local function make_trace(n)
   return t
 end
 
--- One agent alone, no scheduler: the tokens it must produce.
+-- One agent alone: the tokens it must produce.  It runs in a scheduler of
+-- its own, with the run's budget: there a batch of one is the session alone
+-- (the same bits as in a batch on the CPU), and on a batch-invariant backend
+-- (CUDA with DJN_SKINNY=1) the batch path, whose rows do not depend on the
+-- batch, so that the same tokens are owed there too.
 local function alone(a)
+  local q = djinn.sched { policy = "none", budget = o.budget, model = m }
   local s = assert(m:session { ctx = a.ctx })
   s:start(a.ids, { n = a.steps[1].think_tokens, eos = false })
-  for k, st in ipairs(a.steps) do
-    repeat local why = s:continue() until why == "done"
-    if k < #a.steps then s:extend(st.ids, { n = a.steps[k + 1].think_tokens }) end
+  assert(q:add(s))
+  for k = 1, #a.steps do
+    while q:phase(s) == "compute" do assert(q:step(), "alone: nothing to step") end
+    local ph = q:phase(s)
+    if ph ~= "done" then error(("alone: agent stopped (%s) in turn %d"):format(ph, k)) end
+    if k < #a.steps then
+      assert(q:io_wait(s))
+      s:extend(a.steps[k].ids, { n = a.steps[k + 1].think_tokens })
+      assert(q:resume(s))
+    end
   end
   local toks = s:tokens()
+  q:remove(s)
+  q:close()
   s:close()
   return toks
 end

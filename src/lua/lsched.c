@@ -334,7 +334,7 @@ static int m_step(lua_State *L)
 	return 1;
 }
 
-/* q:stats() -> {steps, rows, alone_steps, graph_steps, swaps_out, ...} */
+/* q:stats() -> {steps, rows, alone_steps, graph_steps, batch_passes, swaps_out, ...} */
 static int m_stats(lua_State *L)
 {
 	struct ldj_sched *ls = check(L);
@@ -347,6 +347,7 @@ static int m_stats(lua_State *L)
 	SET_INT("rows", st.batched_rows);
 	SET_INT("alone_steps", st.alone_steps);
 	SET_INT("graph_steps", st.graph_steps);
+	SET_INT("batch_passes", st.batch_passes);
 	SET_INT("swaps_out", st.swaps_out);
 	SET_INT("swaps_in", st.swaps_in);
 	SET_INT("recomputes", st.recomputes);

@@ -442,8 +442,12 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 	struct djn_step_info info = { 0 };
 	double t0 = djn_sched_now(q);
 	double ms_left, row_ms, kv_ms, kv = 0;
-	int cap = djn_sched_row_cap(q, &ms_left, &row_ms, &kv_ms), budget = cap, n_pick = 0,
+	int cap = djn_sched_row_cap(q, &ms_left, &row_ms, &kv_ms), budget, n_pick = 0,
 	    runnable = 0;
+	/* a batch-invariant backend is so up to its rows a step */
+	if (q->be->invariant_rows > 0 && cap > q->be->invariant_rows)
+		cap = q->be->invariant_rows;
+	budget = cap;
 
 	/* swap-outs begun by io_wait whose copies are done give their pages
 	 * back (so admission sees them free) */
@@ -548,9 +552,11 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 			q->pick[j] = q->pick[i + n];
 			q->pick[i + n++] = t;
 		}
-		if (n == 1) {
+		if (n == 1 && !q->be->invariant_rows) {
 			/* a batch of one runs as a session alone: the same path,
-			 * fused and recorded, and the same numbers to the bit */
+			 * fused and recorded, and the same numbers to the bit (a
+			 * batch-invariant backend runs it as a batch: its rows
+			 * have the same bits in any batch, alone ones too) */
 			run_chunk(find(q, q->pick[i]), &info);
 			info.n_batched++;
 			if (q->st.max_batch < 1)
@@ -583,6 +589,7 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 				e->fails = 0;
 			}
 		}
+		q->st.batch_passes += ok;
 		if (ok && n > q->st.max_batch)
 			q->st.max_batch = n;
 		i += n;

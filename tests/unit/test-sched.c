@@ -203,6 +203,56 @@ static void batched_equals_alone(void)
 
 Test(sched, batched_equals_alone_with_joins_and_leaves) { batched_equals_alone(); }
 
+/* A batch-invariant backend (CUDA with DJN_SKINNY=1; here the CPU told it
+ * is one up to 8 rows, which its batch path is anyway): a session alone in
+ * the scheduler runs through the batch path too, every step a pass of one
+ * row or one chunk of at most 8 rows (the budget is 16), with the tokens
+ * and logits of the session alone. */
+Test(sched, batch_invariant_backend_runs_a_batch_of_one_as_a_batch)
+{
+	struct result ref, got;
+	struct djn_sched *q = sched(DJN_POLICY_SIGNAL, 16);
+	struct djn_sched_stats st;
+	struct djn_step_info info;
+	struct djn_session *s;
+	int was = be->invariant_rows;
+
+	alone(2, &ref); /* a 41-token prompt */
+	be->invariant_rows = 8;
+	cr_assert_eq(djn_sched_add(q, s = started(2)), DJN_OK);
+	int steps = 0, most = 0;
+	while (!djn_sched_step(q, &info)) {
+		steps++;
+		cr_assert_eq(info.n_batched, 1);
+		cr_assert_leq(info.n_rows, 8);
+		most = info.n_rows > most ? info.n_rows : most;
+	}
+	cr_assert_eq(most, 8, "the prompt went in chunks of at most %d rows", most);
+	be->invariant_rows = was;
+	djn_sched_stats(q, &st);
+	cr_assert_eq(st.batch_passes, steps, "%ld batch passes in %d steps", st.batch_passes,
+		     steps);
+	cr_assert_eq(djn_sched_phase(q, s), DJN_PHASE_DONE);
+	take(s, &got);
+	same(&got, &ref, 2);
+	djn_sched_remove(q, s);
+	djn_session_free(s);
+	djn_sched_free(q);
+	release(&ref, 1);
+	release(&got, 1);
+
+	/* not batch-invariant: a batch of one is the session alone */
+	q = sched(DJN_POLICY_SIGNAL, 16);
+	cr_assert_eq(djn_sched_add(q, s = started(0)), DJN_OK);
+	while (!djn_sched_step(q, &info))
+		;
+	djn_sched_stats(q, &st);
+	cr_assert_eq(st.batch_passes, 0);
+	djn_sched_remove(q, s);
+	djn_session_free(s);
+	djn_sched_free(q);
+}
+
 /* An f16 KV cache: batched still equals alone (both round k and v alike);
  * the dtype cannot change under a live session. */
 Test(sched, f16_kv_batched_equals_alone)

@@ -259,6 +259,7 @@ extern "C" enum djn_status cuda_rope_store_rows(struct djn_backend *be, float *q
 #define ATT_MIN_CHUNK 64  /* positions per chunk, at least */
 #define ATT_LONG_CHUNK 256 /* a row of max_len is cut into chunks of about this */
 #define ATT_GQ_MIN_BLOCKS 32 /* (row, KV head) blocks below which a block takes one head */
+#define ATT_INV_SPLIT 32 /* chunks per row in the batch-invariant mode (64 positions at least) */
 
 struct rows_params {
 	float *const *const *tables;
@@ -911,7 +912,7 @@ extern "C" enum djn_status cuda_attention_rows(struct djn_backend *be, float *ou
 	int gq = p.group % 8 == 0 ? 8 : p.group % 4 == 0 ? 4 : p.group % 2 == 0 ? 2 : 1;
 	/* few rows: a block a query head, for the blocks (K/V re-reads then hit
 	 * L2); GQ to a block was slower at 1 row of 32/8 (12.7 us against 10.0) */
-	if ((long long)kv->n_rows * (n_head / gq) < ATT_GQ_MIN_BLOCKS)
+	if ((long long)kv->n_rows * (n_head / gq) < ATT_GQ_MIN_BLOCKS && !c->skinny)
 		gq = 1;
 	const char *old_env = getenv("DJN_ATTN_ROWS_OLD");
 	const bool v4 = head_dim <= 128 && head_dim % 4 == 0 && kv->kv_dim % 4 == 0 &&
@@ -924,7 +925,11 @@ extern "C" enum djn_status cuda_attention_rows(struct djn_backend *be, float *ou
 	if (v4h && gq == 8)
 		gq = 4;
 	const int hpb = v4 ? gq : 1; /* query heads a block */
-	const int nsz = rows_nsz(c, kv->n_rows, n_head / hpb, kv->max_len);
+	/* batch-invariant (DJN_SKINNY=1): the heads a block and the number of
+	 * chunks fixed, so a row's chunks, and so its sums' order, come from
+	 * its own length alone, not from the batch's rows or longest row */
+	const int nsz = c->skinny ? ATT_INV_SPLIT : rows_nsz(c, kv->n_rows, n_head / hpb,
+							     kv->max_len);
 
 	float *pa = NULL, *pm = NULL;
 	if (nsz > 1) {

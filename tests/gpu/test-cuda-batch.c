@@ -1054,6 +1054,74 @@ Test(fuse, f16_ops_7b_shape, .timeout = 120) { check_f16_ops(4096, 11008, DJN_DT
 
 Test(fuse, f16_ops_odd_shape, .timeout = 120) { check_f16_ops(1022, 702, DJN_DTYPE_F16, 172); }
 
+/* --- DJN_SKINNY=1: attention_rows by a row's own length -------------------- */
+
+/* In the batch-invariant mode each row of attention_rows, run alone (a
+ * batch of one with its own max_len), is bit for bit that row in the
+ * batch: long decodes, a prefill chunk, short rows, padding. */
+static void check_rows_invariant(int n_head, int n_kv_head, int head_dim, int n_rows, int n_pad,
+				 uint64_t seed)
+{
+	setenv("DJN_SKINNY", "1", 1);
+	struct pair p = pair_open();
+	unsetenv("DJN_SKINNY");
+	struct djn_backend *g = p.gpu;
+	int sess[MAX_SESS][2];
+	struct tbatch b;
+
+	rng_seed(seed);
+	int n_sess = make_sessions(sess, n_rows, n_pad, 2100);
+	tbatch_new(&b, &p, n_head, n_kv_head, head_dim, (const int (*)[2])sess, n_sess, n_pad);
+	const int n = b.n_rows, qd = b.q_dim;
+	size_t nq = (size_t)n * qd, nk = (size_t)n * b.kv_dim;
+	float *q = rand_vec(nq, 3.0f), *k = rand_vec(nk, 1.0f), *v = rand_vec(nk, 1.0f);
+	float *all = malloc(sizeof(float) * nq), *one = malloc(sizeof(float) * qd);
+	float *qd_ = gpu_put(g, q, sizeof(float) * nq), *kd_ = gpu_put(g, k, sizeof(float) * nk);
+	float *vd_ = gpu_put(g, v, sizeof(float) * nk), *od = gpu_alloc(g, sizeof(float) * nq);
+	int bad = 0, rows = 0;
+
+	OK(g, g->i->kv_store_rows(g, &b.gpu_rows, 1, kd_, vd_));
+	OK(g, g->i->attention_rows(g, od, qd_, &b.gpu_rows, n_head, n_kv_head, head_dim, 1));
+	gpu_get(g, all, od, sizeof(float) * nq);
+	for (int r = 0; r < n; r++) {
+		if (b.row_sess[r] < 0)
+			continue;
+		struct djn_kv_rows alone = b.gpu_rows;
+		alone.tables = (float *const *const *)b.gpu_tables + r;
+		alone.pos = (const int32_t *)b.gpu_pos + r;
+		alone.n_rows = 1;
+		alone.max_len = b.pos[r] + 1;
+		OK(g, g->i->attention_rows(g, od, qd_ + (size_t)r * qd, &alone, n_head, n_kv_head,
+					   head_dim, 1));
+		gpu_get(g, one, od, sizeof(float) * qd);
+		bad += memcmp(one, all + (size_t)r * qd, sizeof(float) * qd) != 0;
+		rows++;
+	}
+	cr_expect_eq(bad, 0, "heads %d/%d hd %d: %d of %d rows alone differ from the batch", n_head,
+		     n_kv_head, head_dim, bad, rows);
+	g->i->dealloc(g, qd_);
+	g->i->dealloc(g, kd_);
+	g->i->dealloc(g, vd_);
+	g->i->dealloc(g, od);
+	free(q);
+	free(k);
+	free(v);
+	free(all);
+	free(one);
+	tbatch_free(&b);
+	pair_close(&p);
+}
+
+Test(invariant, attention_rows_alone_equal_the_batch, .timeout = 120)
+{
+	check_rows_invariant(32, 8, 128, 64, 5, 191);
+	check_rows_invariant(32, 32, 128, 40, 0, 192);
+	kv_dt = DJN_DTYPE_F16;
+	check_rows_invariant(32, 8, 128, 64, 3, 193);
+	check_rows_invariant(32, 32, 128, 17, 1, 194);
+	kv_dt = DJN_DTYPE_F32;
+}
+
 /* --- DJN_SKINNY=1: matmul_f16 through the batch-invariant skinny GEMM ------ */
 
 /* Row r of a batch of n is bit for bit row r alone (n = 1), at every n the

@@ -3,7 +3,7 @@
 # call from a bundle (scripts/gpu-bundle-dev.sh): the tenants experiment
 # (the slo run's step trace against the model; fcfs and slo at other
 # headrooms and SLOs: TENANTS_SWEEP; the margin's A/B with TENANTS_AB=1;
-# memory pressure with TENANTS_MEM=1), the skinny GEMM against cuBLAS
+# memory pressure with TENANTS_MEM=1; TENANTS_ORDERS: fcfs,priority,slo), the skinny GEMM against cuBLAS
 # (bench/skinny_gemm.cu), its A/B in the decode (skinnyab: DJN_SKINNY=1),
 # the agent density; on request the batch-invariant mode (invariant), the GPU tests (tests), the multi-model
 # budget sweep (multimodel), the remote reads (shm and socket) and the fused
@@ -58,7 +58,8 @@ part_tenants() {
 	# memory pressure (transformers and djinn) with TENANTS_MEM=1
 	local mem=
 	[ "${TENANTS_MEM:-0}" = 1 ] || mem="SKIP_HF=1 SKIP_DJINN=1"
-	env SKIP_TESTS=1 SKIP_PLOTS=1 $mem HF_BATCHES=${HF_BATCHES:-128,256} timeout 300 \
+	env SKIP_TESTS=1 SKIP_PLOTS=1 $mem HF_BATCHES=${HF_BATCHES:-128,256} \
+		TENANT_ARGS="--orders ${TENANTS_ORDERS:-fcfs,priority,slo}" timeout 300 \
 		bench/tenants.sh "$out/tenants" "$m" >"$out/tenants.txt" 2>&1
 	grep -E '^(goal|slo steps)' "$out/tenants.txt" | sed 's/^/tenants: /' | tee -a "$sum"
 	pack

@@ -3,26 +3,25 @@
 # call from a bundle (scripts/gpu-bundle-dev.sh): the tenants experiment
 # (the slo run's step trace against the model; fcfs and slo at other
 # headrooms and SLOs: TENANTS_SWEEP; the margin's A/B with TENANTS_AB=1;
-# memory pressure with TENANTS_MEM=1; TENANTS_ORDERS: fcfs,priority,slo), the skinny GEMM against cuBLAS
-# (bench/skinny_gemm.cu), its A/B in the decode (skinnyab: DJN_SKINNY=1),
-# the agent density; on request the batch-invariant mode (invariant), the GPU tests (tests), the multi-model
+# memory pressure with TENANTS_MEM=1; TENANTS_ORDERS: fcfs,priority,slo),
+# the skinny GEMM against cuBLAS (bench/skinny_gemm.cu), its A/B in the
+# decode (skinnyab: DJN_SKINNY=1), the agent density; on request the
+# batch-invariant mode (invariant), the GPU tests (tests), the multi-model
 # budget sweep (multimodel), the remote reads (shm and socket) and the fused
 # ops' A/B.  Each part has its own time limit and appends its result lines
 # to OUT_DIR/summary.txt as it ends, so a call cut short keeps what it did
 # (the parts run in the order of PARTS); logs and JSON go under
-# OUT_DIR/<part>.  About 10 minutes a call: PARTS="tenants skinny skinnyab"
-# then PARTS="density"; PARTS="tests multimodel remote fuse" picks.  With
-# MODEL_DIR the 7B parts use that model (e.g. /tmp/djinn-multimodel/
-# llama-2-7b, which the multimodel part makes: no second mkmodel).
-# Everything ends up in OUT_DIR.tgz too, packed again after each part
-# (PACK=1: OUT_DIR holds only its summary.txt, for a device call's limit on
-# files; the parts work in a temporary folder).
+# OUT_DIR/<part>.  Under 10 minutes a call: PARTS="tenants skinny" (about
+# 7 with the 7B mkmodel), then PARTS="invariant skinnyab", then
+# PARTS=density.  With MODEL_DIR the 7B parts use that model (e.g.
+# /tmp/djinn-multimodel/llama-2-7b, which the multimodel part makes: no
+# second mkmodel).  Everything is packed into OUT_DIR.tgz after each part
+# (and each tenants run); with PACK=1 the parts work in a temporary folder
+# and OUT_DIR holds only summary.txt (a device call brings back a few dozen
+# files, and one cut short by its limit still brings back both).
 # usage: (from the bundle) bench/pending_gpu.sh OUT_DIR [MODEL_DIR]
 set -uo pipefail
 out=${1:?usage: bench/pending_gpu.sh OUT_DIR [MODEL_DIR]}
-# PACK=1: the parts write under a work folder outside OUT_DIR's parent, and
-# after each part everything is packed into OUT_DIR.tgz beside the summary
-# in OUT_DIR (a call cut short by its limit still brings back both)
 dest=$out
 if [ "${PACK:-0}" = 1 ]; then
 	mkdir -p "$dest"
@@ -158,8 +157,7 @@ part_multimodel() {
 	tail -6 "$out/multimodel.txt" | sed 's/^/multimodel: /' | tee -a "$sum"
 }
 
-# a device call brings back a few dozen files: everything in one archive
-# beside OUT_DIR (with PACK=1 OUT_DIR holds only the summary)
+# everything in one archive beside OUT_DIR, the summary in it
 pack() {
 	tar -czf "$dest.tgz.part" -C "$(dirname "$out")" "$(basename "$out")" &&
 		mv "$dest.tgz.part" "$dest.tgz"

@@ -444,7 +444,7 @@ enum djn_status djn_sched_step(struct djn_sched *q, struct djn_step_info *out)
 	double ms_left, row_ms, kv_ms, kv = 0;
 	int cap = djn_sched_row_cap(q, &ms_left, &row_ms, &kv_ms), budget, n_pick = 0,
 	    runnable = 0;
-	/* a batch-invariant backend is so up to its rows a step */
+	/* a batch-invariant backend is so up to invariant_rows a step */
 	if (q->be->invariant_rows > 0 && cap > q->be->invariant_rows)
 		cap = q->be->invariant_rows;
 	budget = cap;

@@ -422,7 +422,14 @@ static enum djn_status head(struct djn_batch *b, const float *src, int n)
 
 	if ((st = o->rmsnorm(b->be, b->fn, src, &m->final_norm, n, m->cfg.dim, m->cfg.norm_eps)))
 		return fail(b, st, "final_norm");
-	if ((st = o->matmul(b->be, b->logits, b->fn, &m->output, NULL, n)))
+	/* a batch-invariant backend's f16 GEMM sums in an order that does not
+	 * depend on n, where the plain matmul's (cuBLAS) picks it by n */
+	if (b->be->invariant_rows > 0 && n <= b->be->invariant_rows && o->matmul_f16 &&
+	    m->output.dtype == DJN_DTYPE_F16)
+		st = o->matmul_f16(b->be, b->logits, b->fn, DJN_DTYPE_F32, &m->output, n, false);
+	else
+		st = o->matmul(b->be, b->logits, b->fn, &m->output, NULL, n);
+	if (st)
 		return fail(b, st, "logits");
 	return DJN_OK;
 }
@@ -540,8 +547,10 @@ static enum djn_status run(struct djn_batch *b, int n, enum djn_stop *why)
 	}
 	/* a GPU's GEMVs serve one row; a batch of more goes to cuBLAS as 16
 	 * rows at least (padding rows cost next to nothing, and every batched
-	 * row gets the same arithmetic whatever the batch's size) */
-	int floor = be->host_memory || n_rows == 1 ? 1 : GPU_MIN_ROWS;
+	 * row gets the same arithmetic whatever the batch's size); on a
+	 * batch-invariant backend one row is padded too: a GEMV sums in another
+	 * order than the batch's GEMMs */
+	int floor = be->host_memory || (n_rows == 1 && !be->invariant_rows) ? 1 : GPU_MIN_ROWS;
 	int rows = n_rows > floor ? n_rows : floor;
 	graph = decode && o->graph_begin && !b->graph_off &&
 		(size = padded(rows)) >= 0 && b->graph_fails[size] < 3;

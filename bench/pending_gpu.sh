@@ -130,6 +130,11 @@ part_invariant() {
 	DJN_SKINNY=1 timeout 120 ./run.sh bin/tests/gpu-test-cuda-batch >"$out/inv-batch.log" 2>&1
 	note "gpu-test-cuda-batch (DJN_SKINNY=1): $(grep -E 'Synthesis' "$out/inv-batch.log" |
 		sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
+	timeout 120 ./run.sh bin/tests/gpu-test-cuda-model --filter 'cuda_batch/invariant*' \
+		>"$out/inv-model.log" 2>&1
+	note "gpu-test-cuda-model (invariant): $(grep -E 'Synthesis' "$out/inv-model.log" |
+		sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
+	grep -E 'differ|Assertion' "$out/inv-model.log" | head -5 | tee -a "$sum"
 	DJN_SKINNY=1 DJINN_TEST_DEVICE=cuda timeout 120 ./run.sh bin/tests/test-sched \
 		>"$out/inv-sched.log" 2>&1
 	note "test-sched (cuda, DJN_SKINNY=1): $(grep -E 'Synthesis' "$out/inv-sched.log" |

@@ -64,6 +64,10 @@ static const struct shape {
 	  256, 688, 4, 8, 4, 512, 1024, 0 },
 	{ "tiny-gpt2", DJN_ARCH_GPT2, "GPT2LMHeadModel", "gpt2",
 	  128, 512, 2, 4, 4, 512, 256, 0 },
+	/* for the GPU's batch-invariant mode: every GEMM in the skinny kernel's
+	 * tiles (rows a multiple of 64, columns of 256) */
+	{ "tiny-llama-256", DJN_ARCH_LLAMA, "LlamaForCausalLM", "llama",
+	  256, 768, 2, 4, 2, 512, 256, 0 },
 };
 
 #define N_SHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))

@@ -1,6 +1,7 @@
 /* test-cuda-model.c - whole models on CUDA against the CPU reference:
  * stories260K greedy tokens identical in f32, logits within 1e-2 relative
- * in f16 and bf16, and SmolLM2's quantized weights. */
+ * in f16 and bf16, and SmolLM2's quantized weights; the batched step's
+ * fused ops and its batch-invariant mode. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include "djinn/djinn.h"
+#include "djinn/mkmodel.h"
 #include "djinn/sched.h"
 
 static void need_gpu(void)
@@ -424,4 +426,111 @@ Test(cuda_batch, fused_step_matches_unfused_f16, .timeout = 300)
 	       b->graph_steps);
 	free(a);
 	free(b);
+}
+
+/* --- the batch-invariant mode -------------------------------------------------
+ *
+ * DJN_SKINNY=1 on tiny-llama-256 in f16 (every GEMM in the skinny kernel's
+ * tiles): 12 sessions of mixed prompts in one scheduler (prefill chunks of at
+ * most 64 rows, then decode steps of 12 rows padded to 16), and each of them
+ * alone in a scheduler of its own (a batch of one, padded too, through the
+ * same batch path).  Bound: the same tokens and the same last logits, bit
+ * for bit, and the runs alone are batch passes. */
+#define INV_SESS 12
+#define INV_NEW 20
+
+static void inv_run(const char *dir, int first, int count, struct fuse_run *r)
+{
+	struct djn_err err = { 0 };
+	struct djn_session *ss[INV_SESS];
+	struct djn_sched_stats st;
+	struct djn_step_info info;
+
+	struct djn_model *m = djn_model_load(dir, NULL, &err);
+	cr_assert_not_null(m, "%s", err.msg);
+	struct djn_backend *be = djn_backend_new("cuda", 0, &err);
+	cr_assert_not_null(be, "%s", err.msg);
+	cr_assert_eq(be->invariant_rows, 64, "DJN_SKINNY=1 and invariant_rows %d",
+		     be->invariant_rows);
+	struct djn_sched_opts o = { .policy = DJN_POLICY_SIGNAL, .token_budget = 512,
+				    .max_batch = INV_SESS };
+	struct djn_sched *q = djn_sched_new(be, &o, &err);
+	cr_assert_not_null(q, "%s", err.msg);
+	const int vocab = m->cfg.vocab_size, logits = djn_site_count(&m->cfg) - 1;
+	r->vocab = vocab;
+	for (int i = first; i < first + count; i++) {
+		struct djn_session_opts so = { .max_ctx = 64 };
+		struct djn_gen_opts g = { .n_new = INV_NEW, .temperature = 0 };
+		int32_t ids[32];
+		int len = 1 + (i * 7) % 29;
+		ids[0] = 1;
+		for (int j = 1; j < len; j++)
+			ids[j] = 3 + (int32_t)((i * 131 + j * 37) % 500);
+		ss[i - first] = djn_session_new(m, be, &so, &err);
+		cr_assert_not_null(ss[i - first], "%s", err.msg);
+		cr_assert_eq(djn_session_start(ss[i - first], ids, len, &g), DJN_OK, "%s",
+			     djn_session_errmsg(ss[i - first]));
+		cr_assert_eq(djn_sched_add(q, ss[i - first]), DJN_OK, "%s", djn_sched_errmsg(q));
+	}
+	int steps = 0;
+	while (steps < 400 && djn_sched_step(q, &info) == DJN_OK) {
+		cr_assert_leq(info.n_rows, 64, "a step of %d rows", info.n_rows);
+		steps++;
+	}
+	djn_sched_stats(q, &st);
+	cr_assert_eq(st.batch_passes, steps, "%ld batch passes in %d steps", st.batch_passes,
+		     steps);
+	r->graph_steps += st.graph_steps;
+	for (int i = first; i < first + count; i++) {
+		struct djn_session *s = ss[i - first];
+		int np;
+		const int32_t *t = djn_session_tokens(s, &r->n[i], &np);
+		cr_assert_eq(r->n[i] - np, INV_NEW, "session %d made %d tokens: %s", i,
+			     r->n[i] - np, djn_session_errmsg(s));
+		memcpy(r->tok[i], t, sizeof(int32_t) * (size_t)r->n[i]);
+		r->logits[i] = malloc(sizeof(float) * (size_t)vocab);
+		cr_assert_eq(djn_session_read(s, logits, r->logits[i], (size_t)vocab), DJN_OK, "%s",
+			     djn_session_errmsg(s));
+		djn_sched_remove(q, s);
+		djn_session_free(s);
+	}
+	djn_sched_free(q);
+	djn_backend_free(be);
+	djn_model_unref(m);
+}
+
+Test(cuda_batch, invariant_mode_batch_equals_alone_bit_for_bit, .timeout = 300)
+{
+	char dir[] = "/tmp/djn-invariant-XXXXXX", cmd[64];
+	struct djn_mkmodel_opts mo = { .shape = "tiny-llama-256", .dtype = DJN_DTYPE_F16,
+				       .seed = 5, .force = true };
+	struct fuse_run *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
+	struct djn_err err = { 0 };
+
+	need_gpu();
+	cr_assert_not_null(mkdtemp(dir));
+	mo.out_dir = dir;
+	cr_assert_eq(djn_mkmodel(&mo, &err), DJN_OK, "%s", err.msg);
+	setenv("DJN_SKINNY", "1", 1); /* read when the backend is made */
+	inv_run(dir, 0, INV_SESS, a);
+	for (int i = 0; i < INV_SESS; i++)
+		inv_run(dir, i, 1, b);
+	unsetenv("DJN_SKINNY");
+	cr_expect_gt(a->graph_steps, 0, "batched: no decode step replayed as a graph");
+	for (int i = 0; i < INV_SESS; i++) {
+		cr_assert_eq(a->n[i], b->n[i]);
+		cr_expect_arr_eq(a->tok[i], b->tok[i], sizeof(int32_t) * (size_t)a->n[i],
+				 "session %d: tokens in the batch and alone differ", i);
+		int differ = 0;
+		for (int k = 0; k < a->vocab; k++)
+			differ += memcmp(&a->logits[i][k], &b->logits[i][k], sizeof(float)) != 0;
+		cr_expect_eq(differ, 0, "session %d: %d of %d last logits differ from alone", i,
+			     differ, a->vocab);
+		free(a->logits[i]);
+		free(b->logits[i]);
+	}
+	free(a);
+	free(b);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	(void)system(cmd);
 }

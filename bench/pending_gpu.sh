@@ -135,10 +135,7 @@ part_invariant() {
 	note "gpu-test-cuda-model (invariant): $(grep -E 'Synthesis' "$out/inv-model.log" |
 		sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
 	grep -E 'differ|Assertion' "$out/inv-model.log" | head -5 | tee -a "$sum"
-	DJN_SKINNY=1 DJINN_TEST_DEVICE=cuda timeout 120 ./run.sh bin/tests/test-sched \
-		>"$out/inv-sched.log" 2>&1
-	note "test-sched (cuda, DJN_SKINNY=1): $(grep -E 'Synthesis' "$out/inv-sched.log" |
-		sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
+	pack
 	local k
 	for k in 0 1; do
 		DJN_SKINNY=$k timeout 200 ./run.sh djinn lua/exp/agents.lua "$m" --device cuda \
@@ -150,6 +147,10 @@ part_invariant() {
 			tee -a "$sum"
 		pack
 	done
+	DJN_SKINNY=1 DJINN_TEST_DEVICE=cuda timeout 120 ./run.sh bin/tests/test-sched \
+		>"$out/inv-sched.log" 2>&1
+	note "test-sched (cuda, DJN_SKINNY=1): $(grep -E 'Synthesis' "$out/inv-sched.log" |
+		sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
 }
 
 part_skinny() {

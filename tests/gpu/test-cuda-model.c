@@ -343,6 +343,27 @@ struct fuse_run {
 	long graph_steps;
 };
 
+/* Session i of a mixed batch: a prompt of 1 + 7i mod 29 tokens, n_new
+ * greedy tokens, started and added to q. */
+static struct djn_session *mixed_session(struct djn_model *m, struct djn_backend *be,
+					 struct djn_sched *q, int i, int n_new)
+{
+	struct djn_err err = { 0 };
+	struct djn_session_opts so = { .max_ctx = 64 };
+	struct djn_gen_opts g = { .n_new = n_new, .temperature = 0 };
+	int32_t ids[32];
+	int len = 1 + (i * 7) % 29;
+
+	ids[0] = 1;
+	for (int j = 1; j < len; j++)
+		ids[j] = 3 + (int32_t)((i * 131 + j * 37) % 500);
+	struct djn_session *s = djn_session_new(m, be, &so, &err);
+	cr_assert_not_null(s, "%s", err.msg);
+	cr_assert_eq(djn_session_start(s, ids, len, &g), DJN_OK, "%s", djn_session_errmsg(s));
+	cr_assert_eq(djn_sched_add(q, s), DJN_OK, "%s", djn_sched_errmsg(q));
+	return s;
+}
+
 static void fuse_run(const char *fuse, struct fuse_run *r)
 {
 	struct djn_err err = { 0 };
@@ -362,20 +383,8 @@ static void fuse_run(const char *fuse, struct fuse_run *r)
 	cr_assert_not_null(q, "%s", err.msg);
 	const int vocab = m->cfg.vocab_size, logits = djn_site_count(&m->cfg) - 1;
 	r->vocab = vocab;
-	for (int i = 0; i < FUSE_SESS; i++) {
-		struct djn_session_opts so = { .max_ctx = 64 };
-		struct djn_gen_opts g = { .n_new = FUSE_NEW, .temperature = 0 };
-		int32_t ids[32];
-		int len = 1 + (i * 7) % 29;
-		ids[0] = 1;
-		for (int j = 1; j < len; j++)
-			ids[j] = 3 + (int32_t)((i * 131 + j * 37) % 500);
-		ss[i] = djn_session_new(m, be, &so, &err);
-		cr_assert_not_null(ss[i], "%s", err.msg);
-		cr_assert_eq(djn_session_start(ss[i], ids, len, &g), DJN_OK, "%s",
-			     djn_session_errmsg(ss[i]));
-		cr_assert_eq(djn_sched_add(q, ss[i]), DJN_OK, "%s", djn_sched_errmsg(q));
-	}
+	for (int i = 0; i < FUSE_SESS; i++)
+		ss[i] = mixed_session(m, be, q, i, FUSE_NEW);
 	for (int k = 0; k < 200 && djn_sched_step(q, &info) == DJN_OK; k++)
 		;
 	djn_sched_stats(q, &st);
@@ -458,20 +467,8 @@ static void inv_run(const char *dir, int first, int count, struct fuse_run *r)
 	cr_assert_not_null(q, "%s", err.msg);
 	const int vocab = m->cfg.vocab_size, logits = djn_site_count(&m->cfg) - 1;
 	r->vocab = vocab;
-	for (int i = first; i < first + count; i++) {
-		struct djn_session_opts so = { .max_ctx = 64 };
-		struct djn_gen_opts g = { .n_new = INV_NEW, .temperature = 0 };
-		int32_t ids[32];
-		int len = 1 + (i * 7) % 29;
-		ids[0] = 1;
-		for (int j = 1; j < len; j++)
-			ids[j] = 3 + (int32_t)((i * 131 + j * 37) % 500);
-		ss[i - first] = djn_session_new(m, be, &so, &err);
-		cr_assert_not_null(ss[i - first], "%s", err.msg);
-		cr_assert_eq(djn_session_start(ss[i - first], ids, len, &g), DJN_OK, "%s",
-			     djn_session_errmsg(ss[i - first]));
-		cr_assert_eq(djn_sched_add(q, ss[i - first]), DJN_OK, "%s", djn_sched_errmsg(q));
-	}
+	for (int i = first; i < first + count; i++)
+		ss[i - first] = mixed_session(m, be, q, i, INV_NEW);
 	int steps = 0;
 	while (steps < 400 && djn_sched_step(q, &info) == DJN_OK) {
 		cr_assert_leq(info.n_rows, 64, "a step of %d rows", info.n_rows);

@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # pending_gpu.sh - what waits for a GPU run, most important first, in one
-# call from a bundle (scripts/gpu-bundle-dev.sh): the tenants experiment
-# (the slo run's step trace against the model; fcfs and slo at other
-# headrooms and SLOs: TENANTS_SWEEP; the margin's A/B with TENANTS_AB=1;
-# memory pressure with TENANTS_MEM=1; TENANTS_ORDERS: fcfs,priority,slo),
-# the skinny GEMM against cuBLAS (bench/skinny_gemm.cu), its A/B in the
-# decode (skinnyab: DJN_SKINNY=1), the agent density; on request the
-# batch-invariant mode (invariant), the GPU tests (tests), the multi-model
-# budget sweep (multimodel), the remote reads (shm and socket) and the fused
-# ops' A/B.  Each part has its own time limit and appends its result lines
-# to OUT_DIR/summary.txt as it ends, so a call cut short keeps what it did
-# (the parts run in the order of PARTS); logs and JSON go under
-# OUT_DIR/<part>.  Under 10 minutes a call: PARTS="tenants skinny" (about
-# 7 with the 7B mkmodel), then PARTS="invariant skinnyab", then
-# PARTS=density.  With MODEL_DIR the 7B parts use that model (e.g.
-# /tmp/djinn-multimodel/llama-2-7b, which the multimodel part makes: no
-# second mkmodel).  Everything is packed into OUT_DIR.tgz after each part
-# (and each tenants run); with PACK=1 the parts work in a temporary folder
-# and OUT_DIR holds only summary.txt (a device call brings back a few dozen
-# files, and one cut short by its limit still brings back both).
+# call from a bundle (scripts/gpu-bundle-dev.sh), most important first:
+# the batch-invariant mode's GPU tests (invtests: no 7B, a minute or two),
+# the tenants experiment (the slo run's step trace against the model; fcfs
+# and slo at other headrooms and SLOs: TENANTS_SWEEP; the margin's A/B with
+# TENANTS_AB=1; memory pressure with TENANTS_MEM=1; TENANTS_ORDERS:
+# fcfs,priority,slo), the invariant mode's agents with and without it
+# (invariant), the skinny GEMM against cuBLAS (bench/skinny_gemm.cu), its
+# A/B in the decode (skinnyab: DJN_SKINNY=1), the agent density; on request
+# the GPU tests (tests), the multi-model budget sweep (multimodel), the
+# remote reads (shm and socket) and the fused ops' A/B.  Each part has its
+# own time limit and appends its result lines to OUT_DIR/summary.txt as it
+# ends, so a call cut short keeps what it did (the parts run in the order of
+# PARTS); logs and JSON go under OUT_DIR/<part>.  Under 10 minutes a call:
+# PARTS="invtests tenants" (the 7B mkmodel included), then PARTS="invariant
+# skinny skinnyab", then PARTS=density.  With MODEL_DIR the 7B parts use
+# that model (e.g. /tmp/djinn-multimodel/llama-2-7b, which the multimodel
+# part makes: no second mkmodel).  Everything is packed into OUT_DIR.tgz
+# after each part (and each tenants run); with PACK=1 the parts work in a
+# temporary folder and OUT_DIR holds only summary.txt (a device call brings
+# back a few dozen files, and one cut short by its limit still brings back
+# both).
 # usage: (from the bundle) bench/pending_gpu.sh OUT_DIR [MODEL_DIR]
 set -uo pipefail
 out=${1:?usage: bench/pending_gpu.sh OUT_DIR [MODEL_DIR]}
@@ -28,7 +30,7 @@ if [ "${PACK:-0}" = 1 ]; then
 	out=$(mktemp -d)/$(basename "$dest")
 fi
 m=${2:-/tmp/djinn-llama-2-7b}
-parts=${PARTS:-tenants skinny skinnyab density}
+parts=${PARTS:-invtests tenants invariant skinny skinnyab density}
 mkdir -p "$out"
 sum=$out/summary.txt
 note() { printf '%s\n' "$*" | tee -a "$sum"; }
@@ -122,20 +124,27 @@ part_density() {
 
 # The batch-invariant mode (DJN_SKINNY=1: the skinny GEMM, attention split
 # by a row's own length, a batch of one through the batch path, at most 64
-# rows a step): the batched GPU tests in it, then 16 agents (policy signal,
-# the density run's trace) without and with it: do their tokens equal
-# their run alone, and at what cost in tokens/s?
-part_invariant() {
-	need7b || { note "invariant: could not make the 7B model"; return; }
-	DJN_SKINNY=1 timeout 120 ./run.sh bin/tests/gpu-test-cuda-batch >"$out/inv-batch.log" 2>&1
-	note "gpu-test-cuda-batch (DJN_SKINNY=1): $(grep -E 'Synthesis' "$out/inv-batch.log" |
-		sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
+# rows a step): invtests runs its GPU tests (no 7B: a minute or two);
+# invariant runs 16 agents (policy signal, the density run's trace) without
+# and with it (do their tokens equal their run alone, and at what cost in
+# tokens/s?), then test-sched on CUDA in it.
+part_invtests() {
+	local f
+	for f in 'invariant/*' 'skinny/*'; do
+		DJN_SKINNY=1 timeout 120 ./run.sh bin/tests/gpu-test-cuda-batch --filter "$f" \
+			>"$out/inv-batch-${f%%/*}.log" 2>&1
+		note "gpu-test-cuda-batch $f (DJN_SKINNY=1): $(grep -E 'Synthesis' \
+			"$out/inv-batch-${f%%/*}.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
+	done
 	timeout 120 ./run.sh bin/tests/gpu-test-cuda-model --filter 'cuda_batch/invariant*' \
 		>"$out/inv-model.log" 2>&1
 	note "gpu-test-cuda-model (invariant): $(grep -E 'Synthesis' "$out/inv-model.log" |
 		sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
 	grep -E 'differ|Assertion' "$out/inv-model.log" | head -5 | tee -a "$sum"
-	pack
+}
+
+part_invariant() {
+	need7b || { note "invariant: could not make the 7B model"; return; }
 	local k
 	for k in 0 1; do
 		DJN_SKINNY=$k timeout 200 ./run.sh djinn lua/exp/agents.lua "$m" --device cuda \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# pending_gpu.sh - what waits for a GPU run, most important first, in one
+# pending_gpu.sh - what waits for a GPU run, in one
 # call from a bundle (scripts/gpu-bundle-dev.sh), most important first:
 # the batch-invariant mode's GPU tests (invtests: no 7B, a minute or two),
 # the tenants experiment (the slo run's step trace against the model; fcfs

@@ -1,26 +1,25 @@
 #!/usr/bin/env bash
-# pending_gpu.sh - what waits for a GPU run, in one
-# call from a bundle (scripts/gpu-bundle-dev.sh), most important first:
-# the batch-invariant mode's GPU tests (invtests: no 7B, a minute or two),
-# the tenants experiment (the slo run's step trace against the model; fcfs
-# and slo at other headrooms and SLOs: TENANTS_SWEEP; the margin's A/B with
+# pending_gpu.sh - what waits for a GPU run, in one call from a bundle
+# (scripts/gpu-bundle-dev.sh), most important first: the batch-invariant
+# mode's GPU tests (invtests: no 7B, a minute or two), the tenants experiment
+# (the slo run's step trace against the model; slo at other headrooms and SLOs
+# in the same run: TENANTS_SWEEP="H:X ..."; the margin's A/B with
 # TENANTS_AB=1; memory pressure with TENANTS_MEM=1; TENANTS_ORDERS:
 # fcfs,priority,slo), the invariant mode's agents with and without it
-# (invariant), the skinny GEMM against cuBLAS (bench/skinny_gemm.cu), its
-# A/B in the decode (skinnyab: DJN_SKINNY=1), the agent density; on request
-# the GPU tests (tests), the multi-model budget sweep (multimodel), the
-# remote reads (shm and socket) and the fused ops' A/B.  Each part has its
-# own time limit and appends its result lines to OUT_DIR/summary.txt as it
-# ends, so a call cut short keeps what it did (the parts run in the order of
-# PARTS); logs and JSON go under OUT_DIR/<part>.  Under 10 minutes a call:
-# PARTS="invtests tenants" (the 7B mkmodel included), then PARTS="invariant
-# skinny skinnyab", then PARTS=density.  With MODEL_DIR the 7B parts use
-# that model (e.g. /tmp/djinn-multimodel/llama-2-7b, which the multimodel
-# part makes: no second mkmodel).  Everything is packed into OUT_DIR.tgz
-# after each part (and each tenants run); with PACK=1 the parts work in a
-# temporary folder and OUT_DIR holds only summary.txt (a device call brings
-# back a few dozen files, and one cut short by its limit still brings back
-# both).
+# (invariant), the skinny GEMM against cuBLAS (bench/skinny_gemm.cu), its A/B
+# in the decode (skinnyab: DJN_SKINNY=1), the agent density; on request the
+# GPU tests (tests), the multi-model budget sweep (multimodel), the remote
+# reads (shm and socket) and the fused ops' A/B. Each part has its own time
+# limit and appends its result lines to OUT_DIR/summary.txt as it ends, so a
+# call cut short keeps what it did (the parts run in the order of PARTS); logs
+# and JSON go under OUT_DIR/<part>. Under 10 minutes a call: PARTS="invtests
+# tenants" (the 7B mkmodel included), then PARTS="invariant skinny skinnyab",
+# then PARTS=density. With MODEL_DIR the 7B parts use that model (e.g.
+# /tmp/djinn-multimodel/llama-2-7b, which the multimodel part makes: no second
+# mkmodel). Everything is packed into OUT_DIR.tgz after each part (and each
+# tenants run); with PACK=1 the parts work in a temporary folder and OUT_DIR
+# holds only summary.txt (a device call brings back a few dozen files, and one
+# cut short by its limit still brings back both).
 # usage: (from the bundle) bench/pending_gpu.sh OUT_DIR [MODEL_DIR]
 set -uo pipefail
 out=${1:?usage: bench/pending_gpu.sh OUT_DIR [MODEL_DIR]}
@@ -59,35 +58,26 @@ part_tenants() {
 	# memory pressure (transformers and djinn) with TENANTS_MEM=1
 	local mem=
 	[ "${TENANTS_MEM:-0}" = 1 ] || mem="SKIP_HF=1 SKIP_DJINN=1"
+	# the sweep (slo again at HEADROOM and SCALE times the calibrated SLO,
+	# fcfs's run read at each) in the same process: one load, one trace
+	local sweep
+	sweep=$(echo "${TENANTS_SWEEP:-0.9:1 0.8:1.5 0.9:1.5 0.8:2}" | tr ' ' ',')
 	env SKIP_TESTS=1 SKIP_PLOTS=1 $mem HF_BATCHES=${HF_BATCHES:-128,256} \
-		TENANT_ARGS="--orders ${TENANTS_ORDERS:-fcfs,priority,slo}" timeout 300 \
+		TENANT_ARGS="--orders ${TENANTS_ORDERS:-fcfs,priority,slo} --sweep $sweep" timeout 400 \
 		bench/tenants.sh "$out/tenants" "$m" >"$out/tenants.txt" 2>&1
 	grep -E '^(goal|slo steps)' "$out/tenants.txt" | sed 's/^/tenants: /' | tee -a "$sum"
 	pack
-	local slo
-	slo=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["calibration"]["slo_ms"])' \
-		"$out/tenants/tenants.json" 2>/dev/null) || { note "tenants: no SLO from the first run"; return; }
 	# the slo row cap's margin against none (TENANTS_AB=1), at the first run's SLO
 	if [ "${TENANTS_AB:-0}" = 1 ]; then
+		local slo
+		slo=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["calibration"]["slo_ms"])' \
+			"$out/tenants/tenants.json" 2>/dev/null) || { note "tenants: no SLO from the first run"; return; }
 		DJN_SLO_MARGIN=0 SKIP_TESTS=1 SKIP_PLOTS=1 SKIP_HF=1 SKIP_DJINN=1 \
 			TENANT_ARGS="--orders fcfs,slo --slo-ms $slo" timeout 200 \
 			bench/tenants.sh "$out/tenants-nomargin" "$m" >"$out/tenants-nomargin.txt" 2>&1
 		grep -E '^goal' "$out/tenants-nomargin.txt" | sed 's/^/tenants (DJN_SLO_MARGIN=0): /' |
 			tee -a "$sum"
 	fi
-	# fcfs and slo at other headrooms and SLOs: HEADROOM:SCALE of the first run's SLO
-	local hx h x
-	for hx in ${TENANTS_SWEEP:-0.9:1 0.8:1.5 0.9:1.5 0.8:2}; do
-		h=${hx%%:*} x=${hx##*:}
-		local ms
-		ms=$(python3 -c "print(round($slo * $x, 3))")
-		SKIP_TESTS=1 SKIP_PLOTS=1 SKIP_HF=1 SKIP_DJINN=1 \
-			TENANT_ARGS="--orders fcfs,slo --slo-ms $ms --headroom $h" timeout 120 \
-			bench/tenants.sh "$out/tenants-h$h-x$x" "$m" >"$out/tenants-h$h-x$x.txt" 2>&1
-		grep -E '^goal slo' "$out/tenants-h$h-x$x.txt" |
-			sed "s/^/tenants (headroom $h, slo $ms ms): /" | tee -a "$sum"
-		pack
-	done
 }
 
 part_remote() {

@@ -160,6 +160,13 @@ if t:
                       f"gap max {max(tr['gap_ms'][i] for i in ix):.2f}, margin p50 {q([tr['margin_ms'][i] for i in ix]):.2f}")
             row("all", list(range(len(tr["ms"]))))
             row("late", late)
+    for w in t.get("sweep", []):
+        fw, sw = w["fcfs"], w["slo"]
+        print(f"goal slo (headroom {w['headroom']:g}, slo {w['slo_ms']:.2f} ms = {w['scale']:g} x): "
+              f"interactive late tokens {sw['late']}, requests with one {sw['requests_late']} (want 0) "
+              f"where fcfs has {100 * fw['late_frac']:.1f}% of tokens, "
+              f"{100 * fw['requests_late'] / max(fw['requests'], 1):.1f}% of requests (want > 10%); "
+              f"throughput {w['throughput_x_fcfs']:.3f} x fcfs (want >= 0.95); same={sw['identical']}")
     if f and p:
         k = "token_all_ms" if "token_all_ms" in f["tenants"][0] else "token_ms"
         fp, pp = f["tenants"][0][k]["p99"], p["tenants"][0][k]["p99"]

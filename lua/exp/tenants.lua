@@ -11,7 +11,7 @@
 --         [--svc-every 40] [--svc-prompt 64] [--svc-new 64]
 --         [--eval-every 22] [--eval-prompt 1024] [--eval-new 64]
 --         [--burst 64] [--burst-prompt 64] [--burst-new 128]
---         [--check 2] [--out FILE.json]
+--         [--check 2] [--sweep HEADROOM:SCALE,...] [--out FILE.json]
 --
 -- Time is in steps of the model: a calibration first measures the step-time
 -- model (djinn/sched.h) and t_step, a step of max_batch decode rows; arrival
@@ -19,7 +19,10 @@
 -- (--steps) are in those units, so a load means the same on a CPU and a GPU.
 -- The SLO is --slo-ms, or --slo-x times the predicted step of max_batch
 -- decode rows plus one user prompt, or by default the geometric mean of that
--- step and one of max_batch rows plus a full budget of prefill.  Result schema "djinn.tenants/1"
+-- step and one of max_batch rows plus a full budget of prefill.  --sweep
+-- runs slo again at each HEADROOM and SCALE times that SLO, and reads the
+-- fcfs run's interactive tokens against the same SLO (fcfs does not look at
+-- SLOs: its schedule is the same at any).  Result schema "djinn.tenants/1"
 -- (docs/experiments.md, docs/tenants.md).
 local djinn = require "djinn"
 local rng_mod = require "rng"
@@ -34,10 +37,29 @@ local o, model_path = opts.parse("tenants", arg, {
   svc_every = 40, svc_prompt = 64, svc_new = 64,
   eval_every = 22, eval_prompt = 1024, eval_new = 64,
   burst = 64, burst_prompt = 64, burst_new = 128,
-  check = 2, out = "-",
+  check = 2, out = "-", sweep = "",
 }, {
-  strings = { "device", "out", "kv_dtype" }, lists = { orders = "string" },
+  strings = { "device", "out", "kv_dtype", "sweep" }, lists = { orders = "string" },
 })
+
+-- --sweep: "HEADROOM:SCALE,..."
+local sweep = {}
+for item in o.sweep:gmatch("[^,%s]+") do
+  local h, x = item:match("^([%d.]+):([%d.]+)$")
+  h, x = tonumber(h), tonumber(x)
+  if not (h and x and h > 0 and h <= 1 and x > 0) then
+    io.stderr:write(("tenants: --sweep item '%s' is not HEADROOM:SCALE (headroom in (0, 1], " ..
+      "scale > 0)\n"):format(item))
+    os.exit(2)
+  end
+  sweep[#sweep + 1] = { headroom = h, scale = x }
+end
+local has_fcfs = false
+for _, order in ipairs(o.orders) do has_fcfs = has_fcfs or order == "fcfs" end
+if #sweep > 0 and not has_fcfs then
+  io.stderr:write("tenants: --sweep reads the fcfs run: add fcfs to --orders\n")
+  os.exit(2)
+end
 
 if not (o.headroom > 0 and o.headroom <= 1) then
   io.stderr:write("tenants: --headroom must be in (0, 1] (the share of the SLO a capped step takes)\n")
@@ -153,9 +175,12 @@ local function pct(xs)
            mean = stats.mean(xs), n = #xs }
 end
 
-local function run(order, reqs)
+-- One order over the trace, the interactive tenant's SLO slo (ms) and the
+-- slo order's headroom; the second result is every interactive token's
+-- latency after its request's first ({ ms = {...}, req = {...} }).
+local function run(order, reqs, slo_ms, headroom)
   local q = djinn.sched { order = order, budget = o.budget, max_batch = o.max_batch,
-                          aging = o.aging, headroom = o.headroom, model = m }
+                          aging = o.aging, headroom = headroom, model = m }
   -- admission and the row cap know the model from step 1
   q:step_model { base_ms = sm.base_ms, row_ms = sm.row_ms, kv_ms = sm.kv_ms, gap_ms = sm.gap_ms }
   local per = {}
@@ -178,6 +203,7 @@ local function run(order, reqs)
                   late = {} }
   local function r2(x) return math.floor(x * 100 + 0.5) / 100 end
   local n_interactive = 0 -- live interactive requests
+  local raw = { ms = {}, req = {} }
   local t0 = now()
   while done < #reqs do
     local tnow = now() - t0
@@ -249,6 +275,9 @@ local function run(order, reqs)
           else
             local ms = (tdone - r.ready) * 1e3
             p.lat[#p.lat + 1] = ms
+            if TENANTS[r.tenant].class == "interactive" then
+              raw.ms[#raw.ms + 1], raw.req[#raw.req + 1] = ms, r.id
+            end
             if TENANTS[r.tenant].class == "interactive" and ms > slo_ms then
               p.violations = p.violations + 1
               trace.late[n_steps] = trace.late[n_steps] + 1
@@ -318,7 +347,7 @@ local function run(order, reqs)
     }
   end
   return {
-    order = order, wall_s = wall, steps = n_steps, rows = rows, tokens = total,
+    order = order, slo_ms = slo_ms, headroom = headroom, wall_s = wall, steps = n_steps, rows = rows, tokens = total,
     tokens_per_s = total / wall, step_ms = pct(step_ms), max_batch = sst.max_batch,
     swaps_out = sst.swaps_out, swaps_in = sst.swaps_in,
     kv_peak_bytes = sst.kv_peak_bytes, device_peak_bytes = sst.device_peak_bytes,
@@ -329,7 +358,21 @@ local function run(order, reqs)
     -- a step's measured time over the model's prediction, and the gaps
     over_predicted = pct(over), over_predicted_interactive = pct(over_user),
     gap_ms = pct(gaps), step_trace = trace,
-  }
+  }, raw
+end
+
+-- Interactive tokens over slo_ms among raw's, and the requests with one.
+local function late_at(raw, slo_ms)
+  local n, reqs = 0, {}
+  for k, ms in ipairs(raw.ms) do
+    if ms > slo_ms then
+      n = n + 1
+      reqs[raw.req[k]] = true
+    end
+  end
+  local nr = 0
+  for _ in pairs(reqs) do nr = nr + 1 end
+  return n, nr
 end
 
 local reqs = make_trace()
@@ -343,6 +386,7 @@ local out = {
                   t_step_ms = t_step_ms, slo_ms = slo_ms },
   trace = { n = #reqs, per_tenant = {} },
   runs = {},
+  sweep = {},
 }
 for ti, t in ipairs(TENANTS) do
   local n = 0
@@ -351,14 +395,39 @@ for ti, t in ipairs(TENANTS) do
 end
 io.stderr:write(("tenants: step %.3f ms + %.4f ms a row; t_step %.3f ms, slo %.3f ms; " ..
   "%d requests\n"):format(sm.base_ms, sm.row_ms, t_step_ms, slo_ms, #reqs))
+local fcfs_raw, fcfs_run
 for _, order in ipairs(o.orders) do
-  local r = run(order, reqs)
+  local r, raw = run(order, reqs, slo_ms, o.headroom)
   out.runs[#out.runs + 1] = r
+  if order == "fcfs" then fcfs_raw, fcfs_run = raw, r end
   local u = r.tenants[1]
   io.stderr:write(("tenants: %-8s %.1f s, %.0f tok/s; user p50 %.2f p99 %.2f ms, " ..
     "violations %d (%.1f%%), same=%s\n"):format(order, r.wall_s, r.tokens_per_s,
     u.token_ms.p50, u.token_ms.p99, u.violations, 100 * (u.violation_frac or 0),
     tostring(r.identical)))
   if o.out ~= "-" then assert(results.write_json(o.out, out)) end -- rewritten after each run
+end
+-- the sweep: slo at other headrooms and SLOs, fcfs's run read at each SLO
+for _, p in ipairs(sweep) do
+  local ms = slo_ms * p.scale
+  local r = run("slo", reqs, ms, p.headroom)
+  local u, fu = r.tenants[1], fcfs_run.tenants[1]
+  local fl, flr = late_at(fcfs_raw, ms)
+  local point = {
+    headroom = p.headroom, scale = p.scale, slo_ms = ms,
+    throughput_x_fcfs = r.tokens_per_s / fcfs_run.tokens_per_s,
+    fcfs = { late = fl, late_frac = fl / math.max(1, #fcfs_raw.ms), requests_late = flr,
+             requests = fu.requests, tokens_per_s = fcfs_run.tokens_per_s },
+    slo = { late = u.violations, late_frac = u.violation_frac, requests_late = u.requests_violated,
+            requests = u.requests, completed = u.completed, failed = u.failed,
+            tokens_per_s = r.tokens_per_s, steps = r.steps,
+            identical = r.identical, token_ms = u.token_ms },
+  }
+  out.sweep[#out.sweep + 1] = point
+  io.stderr:write(("tenants: sweep headroom %.2f slo %.2f ms: fcfs late %d (%.1f%%), " ..
+    "slo late %d (%.1f%%) at %.3fx fcfs, same=%s\n"):format(p.headroom, ms, fl,
+    100 * point.fcfs.late_frac, u.violations, 100 * (u.violation_frac or 0),
+    point.throughput_x_fcfs, tostring(r.identical)))
+  if o.out ~= "-" then assert(results.write_json(o.out, out)) end
 end
 if o.out == "-" then assert(results.write_json(o.out, out)) end

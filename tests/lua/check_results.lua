@@ -80,6 +80,24 @@ elseif kind == "tenants" then
     end
     assert(late == run.tenants[1].violations and rows == run.rows, run.order .. ": step_trace totals")
   end
+  -- the sweep: a point an item, slo's run complete and as alone, fcfs's run
+  -- read at the point's SLO (at scale 1 exactly its own count)
+  local items, fcfs = 0, nil
+  for _ in r.config.sweep:gmatch("[^,%s]+") do items = items + 1 end
+  for _, run in ipairs(r.runs) do if run.order == "fcfs" then fcfs = run.tenants[1] end end
+  assert(#r.sweep == items, #r.sweep .. " sweep points for " .. items .. " items")
+  for _, p in ipairs(r.sweep) do
+    local what = ("sweep %g:%g"):format(p.headroom, p.scale)
+    assert(math.abs(p.slo_ms - p.scale * r.calibration.slo_ms) < 1e-6 * p.slo_ms, what .. ": slo_ms")
+    assert(p.slo.completed == p.slo.requests and p.slo.failed == 0 and p.slo.identical,
+      what .. ": slo's run incomplete or not as alone")
+    -- a longer SLO, fewer late tokens; at scale 1 the run's own count
+    assert(p.fcfs.requests == fcfs.requests, what .. ": fcfs requests")
+    assert((p.scale < 1 or p.fcfs.late <= fcfs.violations) and
+      (p.scale > 1 or p.fcfs.late >= fcfs.violations),
+      what .. ": fcfs late " .. p.fcfs.late .. ", its run counted " .. fcfs.violations)
+    assert(p.throughput_x_fcfs > 0, what .. ": throughput")
+  end
 elseif kind == "mempressure" then
   -- more requests than the KV limit holds at once: every one completes (the
   -- others wait), none fails, tokens as alone

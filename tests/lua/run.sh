@@ -72,10 +72,22 @@ else bad "lua/exp/agents.lua" "see above"; cat "$TMP/err" >&2; fi
 # completes, with its tokens alone (the goals are the GPU run's: bench/tenants.sh)
 if "$DJINN" lua/exp/tenants.lua "$MODEL" --device cpu --max-batch 4 --budget 32 --steps 60 \
 	--eval-prompt 96 --burst 6 --burst-prompt 8 --burst-new 16 --eval-every 30 --eval-new 12 --user-every 10 --user-new 8 \
-	--svc-every 15 --svc-prompt 24 --svc-new 12 --check 1 --out "$TMP/tn.json" >"$TMP/out" 2>"$TMP/err" &&
+	--svc-every 15 --svc-prompt 24 --svc-new 12 --check 1 --sweep 0.8:1,0.9:2 \
+	--out "$TMP/tn.json" >"$TMP/out" 2>"$TMP/err" &&
    "$DJINN" tests/lua/check_results.lua tenants "$TMP/tn.json" >>"$TMP/out" 2>>"$TMP/err"; then
 	ok "lua/exp/tenants.lua"
 else bad "lua/exp/tenants.lua" "see above"; cat "$TMP/err" >&2; fi
+
+# a bad sweep item or a sweep without fcfs: one clear message, exit 2,
+# before the model is loaded
+for a in "--sweep 1.5:2" "--sweep 0.9" "--orders slo --sweep 0.9:2"; do
+	# shellcheck disable=SC2086
+	"$DJINN" lua/exp/tenants.lua "$MODEL" --device cpu $a >"$TMP/out" 2>"$TMP/err"
+	rc=$?
+	if [ "$rc" = 2 ] && grep -qE "^tenants: --sweep" "$TMP/err" && [ "$(wc -l <"$TMP/err")" = 1 ]; then
+		ok "tenants.lua $a refused"
+	else bad "tenants.lua $a refused" "exit $rc: $(cat "$TMP/err")"; fi
+done
 
 # memory pressure: 16 requests at once where the KV limit holds 2 whole
 # caches: the others wait (policy none) and all complete, none failed

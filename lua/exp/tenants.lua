@@ -190,7 +190,11 @@ local function run(order, reqs, slo_ms, headroom)
                 refused = 0, first_s = math.huge, last_s = 0 }
   end
   local live, pending, done = {}, {}, 0
-  for _, r in ipairs(reqs) do pending[#pending + 1] = r end
+  for _, r in ipairs(reqs) do
+    -- what an earlier run left on the request (a run is the trace afresh)
+    r.s, r.tokens, r.refused_once, r.violated = nil, nil, nil, nil
+    pending[#pending + 1] = r
+  end
   local head, n_steps, rows, step_ms = 1, 0, 0, {}
   -- where a token's latency goes beyond the model: each step's time over
   -- its prediction (all steps, and those while an interactive request was
@@ -347,7 +351,8 @@ local function run(order, reqs, slo_ms, headroom)
     }
   end
   return {
-    order = order, slo_ms = slo_ms, headroom = headroom, wall_s = wall, steps = n_steps, rows = rows, tokens = total,
+    order = order, slo_ms = slo_ms, headroom = headroom,
+    wall_s = wall, steps = n_steps, rows = rows, tokens = total,
     tokens_per_s = total / wall, step_ms = pct(step_ms), max_batch = sst.max_batch,
     swaps_out = sst.swaps_out, swaps_in = sst.swaps_in,
     kv_peak_bytes = sst.kv_peak_bytes, device_peak_bytes = sst.device_peak_bytes,

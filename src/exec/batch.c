@@ -422,14 +422,7 @@ static enum djn_status head(struct djn_batch *b, const float *src, int n)
 
 	if ((st = o->rmsnorm(b->be, b->fn, src, &m->final_norm, n, m->cfg.dim, m->cfg.norm_eps)))
 		return fail(b, st, "final_norm");
-	/* a batch-invariant backend's f16 GEMM sums in an order that does not
-	 * depend on n, where the plain matmul's (cuBLAS) picks it by n */
-	if (b->be->invariant_rows > 0 && n <= b->be->invariant_rows && o->matmul_f16 &&
-	    m->output.dtype == DJN_DTYPE_F16)
-		st = o->matmul_f16(b->be, b->logits, b->fn, DJN_DTYPE_F32, &m->output, n, false);
-	else
-		st = o->matmul(b->be, b->logits, b->fn, &m->output, NULL, n);
-	if (st)
+	if ((st = o->matmul(b->be, b->logits, b->fn, &m->output, NULL, n)))
 		return fail(b, st, "logits");
 	return DJN_OK;
 }

@@ -505,9 +505,9 @@ extern "C" struct djn_backend *djn_backend_cuda_new(int dev, struct djn_err *err
 		const char *pdl = getenv("DJINN_PDL");
 		c->pdl = prop.major >= 9 && !(pdl && !strcmp(pdl, "0"));
 	}
-	/* DJN_SKINNY=1: the batch-invariant mode: matmul_f16 at 1 to 64 rows
-	 * gives each row the bits it has in a batch of one (skinny.cuh), where
-	 * cuBLAS's order depends on the batch; attention_rows splits a row's
+	/* DJN_SKINNY=1: the batch-invariant mode: matmul_f16, and matmul of an
+	 * f16 weight, at 1 to 64 rows give each row the bits it has in a batch
+	 * of one (skinny.cuh), where cuBLAS's order depends on the batch; attention_rows splits a row's
 	 * keys by its own length alone (batch.cu); the scheduler runs a batch
 	 * of one through the batch path too (sched.c) */
 	c->skinny = cuda_env_on("DJN_SKINNY");

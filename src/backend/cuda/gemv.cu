@@ -878,6 +878,12 @@ extern "C" enum djn_status cuda_matmul(struct djn_backend *be, float *y, const f
 					   w->name ? w->name : "?", (long long)w->rows);
 	}
 
+	/* DJN_SKINNY=1: an f16 weight at 1 to 64 rows through the skinny GEMM,
+	 * whose sums' order does not depend on n (the GEMV's and cuBLAS's do):
+	 * the batch's logits are a row's own bits at any batch size */
+	if (c->skinny && w->dtype == DJN_DTYPE_F16 && !bias &&
+	    skinny_fits(n, (int)w->rows, (int)w->cols))
+		return cuda_matmul_f16(be, y, x, DJN_DTYPE_F32, w, n, false);
 	if (n <= GEMV_MAX_N) {
 		struct gemv_args a = { { y, NULL, NULL, vec_of(bias) }, x, (const uint8_t *)w->dev,
 				       (int)w->dtype, (int)w->rows, (int)w->cols,

@@ -2,8 +2,8 @@
 # pending_gpu.sh - what waits for a GPU run, in one call from a bundle
 # (scripts/gpu-bundle-dev.sh), most important first: the batch-invariant
 # mode's GPU tests (invtests: no 7B, a minute or two), the tenants experiment
-# (the slo run's step trace against the model; slo at other headrooms and SLOs
-# in the same run: TENANTS_SWEEP="H:X ..."; the margin's A/B with
+# (the slo run's step trace against the model; slo at other headrooms, SLOs and
+# loads in the same run: TENANTS_SWEEP="H:X[:L] ..."; the margin's A/B with
 # TENANTS_AB=1; memory pressure with TENANTS_MEM=1; TENANTS_ORDERS:
 # fcfs,priority,slo), the invariant mode's agents with and without it
 # (invariant), the skinny GEMM against cuBLAS (bench/skinny_gemm.cu), its A/B
@@ -61,9 +61,9 @@ part_tenants() {
 	# the sweep (slo again at HEADROOM and SCALE times the calibrated SLO,
 	# fcfs's run read at each) in the same process: one load, one trace
 	local sweep
-	sweep=$(echo "${TENANTS_SWEEP:-0.9:1 0.8:1.5 0.9:1.5 0.8:2}" | tr ' ' ',')
-	env SKIP_TESTS=1 SKIP_PLOTS=1 $mem HF_BATCHES=${HF_BATCHES:-128,256} \
-		TENANT_ARGS="--orders ${TENANTS_ORDERS:-fcfs,priority,slo} --sweep $sweep" timeout 400 \
+	sweep=$(echo "${TENANTS_SWEEP:-0.9:1 0.8:1.5 0.9:1.5 0.8:2 0.8:1:0.7 0.9:1:0.7 0.8:1:0.5}" | tr ' ' ',')
+	env SKIP_TESTS=1 SKIP_PLOTS=1 $mem HF_BATCHES=${HF_BATCHES:-128,256} TENANTS_TIMEOUT=460 \
+		TENANT_ARGS="--orders ${TENANTS_ORDERS:-fcfs,priority,slo} --sweep $sweep" timeout 480 \
 		bench/tenants.sh "$out/tenants" "$m" >"$out/tenants.txt" 2>&1
 	grep -E '^(goal|slo steps)' "$out/tenants.txt" | sed 's/^/tenants: /' | tee -a "$sum"
 	pack

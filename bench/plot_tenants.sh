@@ -3,7 +3,8 @@
 # gnuplot (installed from Debian's packages when missing): the interactive
 # tenant's token-latency CDF under each order (the SLO dashed), P99 token
 # latency per tenant and order, the sweep's late tokens of fcfs and slo
-# against the SLO (slo's throughput beside them), and memory pressure (tokens/s and peak device
+# against the SLO and, at its points of other loads, against the load (slo's
+# throughput beside them), and memory pressure (tokens/s and peak device
 # memory against batch size, djinn beside transformers).  PNG and SVG of each.
 # usage: bench/plot_tenants.sh RESULTS_DIR OUT_DIR
 #   (RESULTS_DIR holds tenants.json, hf_mempressure.json, mempressure.json)
@@ -54,7 +55,8 @@ with open(f"{tmp}/p99.gp", "w") as g:
         g.write("plot " + ", ".join(f'"p99.dat" using {i + 2}:xtic(1) title columnheader({i + 2})'
                                     for i in range(len(tenants))) + "\n")
 with open(f"{tmp}/sweep.gp", "w") as g:
-    sw = sorted((t or {}).get("sweep", []), key=lambda w: (w["slo_ms"], w["headroom"]))
+    sw = sorted((w for w in (t or {}).get("sweep", []) if w.get("load", 1) == 1),
+                key=lambda w: (w["slo_ms"], w["headroom"]))
     if sw:
         with open(f"{tmp}/sweep.dat", "w") as f:
             for w in sw:
@@ -69,6 +71,27 @@ with open(f"{tmp}/sweep.gp", "w") as g:
         g.write('plot "sweep.dat" using 1:2 with linespoints lw 2 pt 5 title "fcfs late", '
                 '"sweep.dat" using 1:3 with linespoints lw 2 pt 7 title "slo late", '
                 '"sweep.dat" using 1:4:(sprintf("h %s", stringcolumn(5))) with labels point pt 9 offset 0,1 '
+                'axes x1y2 title "slo throughput x fcfs"\n')
+# the sweep's points at other loads (their own trace and fcfs run), x the load
+with open(f"{tmp}/load.gp", "w") as g:
+    sl = sorted((w for w in (t or {}).get("sweep", []) if w.get("load", 1) != 1),
+                key=lambda w: (w["scale"], w["headroom"], w["load"]))
+    if sl:
+        with open(f"{tmp}/load.dat", "w") as f:
+            for w in sl:
+                f.write(f'{w["load"]} {100 * w["fcfs"]["late_frac"]} {100 * w["slo"]["late_frac"]} '
+                        f'{w["throughput_x_fcfs"]} h{w["headroom"]:g}/x{w["scale"]:g}\n')
+        g.write('set title "interactive tokens late against the load (h: headroom, x: SLO scale)"\n')
+        g.write('set offsets graph 0.08, graph 0.08, 0, 0\n')
+        top = max([12] + [1.1 * 100 * w["fcfs"]["late_frac"] for w in sl])
+        g.write(f'set xlabel "load (x the steady arrival rates)"; set ylabel "late tokens (%)"; '
+                f'set yrange [0:{top:.1f}]\n')
+        g.write('set y2label "slo throughput / fcfs"; set y2range [0:*]; set y2tics; set ytics nomirror\n')
+        g.write('set key center right; set arrow from graph 0, first 10 to graph 1, first 10 nohead dt 2\n')
+        g.write('set arrow from graph 0, second 0.95 to graph 1, second 0.95 nohead dt 3\n')
+        g.write('plot "load.dat" using 1:2 with points pt 5 title "fcfs late", '
+                '"load.dat" using 1:3 with points pt 7 title "slo late", '
+                '"load.dat" using 1:4:5 with labels point pt 9 offset 0,1 '
                 'axes x1y2 title "slo throughput x fcfs"\n')
 for name, col, ylabel in (("mem-tps", "tps", "tokens/s (prefill included)"),
                           ("mem-peak", "peak", "peak device memory (GB)")):
@@ -95,4 +118,4 @@ for name, col, ylabel in (("mem-tps", "tps", "tokens/s (prefill included)"),
                 f'"{name}-hf.dat" using 1:2 with linespoints lw 2 pt 5 title "transformers generate", '
                 f'"{name}-oom.dat" using 1:2 with points pt 2 ps 3 lw 3 title "transformers: out of memory"\n')
 PY
-render tenants cdf p99 sweep mem-tps mem-peak
+render tenants cdf p99 sweep load mem-tps mem-peak

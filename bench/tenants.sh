@@ -162,7 +162,8 @@ if t:
             row("late", late)
     for w in t.get("sweep", []):
         fw, sw = w["fcfs"], w["slo"]
-        print(f"goal slo (headroom {w['headroom']:g}, slo {w['slo_ms']:.2f} ms = {w['scale']:g} x): "
+        print(f"goal slo (headroom {w['headroom']:g}, slo {w['slo_ms']:.2f} ms = {w['scale']:g} x, "
+              f"load {w.get('load', 1):g}): "
               f"interactive late tokens {sw['late']}, requests with one {sw['requests_late']} (want 0) "
               f"where fcfs has {100 * fw['late_frac']:.1f}% of tokens, "
               f"{100 * fw['requests_late'] / max(fw['requests'], 1):.1f}% of requests (want > 10%); "

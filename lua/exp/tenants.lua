@@ -11,7 +11,7 @@
 --         [--svc-every 40] [--svc-prompt 64] [--svc-new 64]
 --         [--eval-every 22] [--eval-prompt 1024] [--eval-new 64]
 --         [--burst 64] [--burst-prompt 64] [--burst-new 128]
---         [--check 2] [--sweep HEADROOM:SCALE,...] [--out FILE.json]
+--         [--check 2] [--sweep HEADROOM:SCALE[:LOAD],...] [--out FILE.json]
 --
 -- Time is in steps of the model: a calibration first measures the step-time
 -- model (djinn/sched.h) and t_step, a step of max_batch decode rows; arrival
@@ -22,7 +22,9 @@
 -- step and one of max_batch rows plus a full budget of prefill.  --sweep
 -- runs slo again at each HEADROOM and SCALE times that SLO, and reads the
 -- fcfs run's interactive tokens against the same SLO (fcfs does not look at
--- SLOs: its schedule is the same at any).  Result schema "djinn.tenants/1"
+-- SLOs: its schedule is the same at any).  A LOAD (default 1) multiplies
+-- the steady arrival rates (the burst stays): its point runs on a trace of
+-- its own, fcfs once a load and slo at each of its points.  Result schema "djinn.tenants/1"
 -- (docs/experiments.md, docs/tenants.md).
 local djinn = require "djinn"
 local rng_mod = require "rng"
@@ -42,17 +44,18 @@ local o, model_path = opts.parse("tenants", arg, {
   strings = { "device", "out", "kv_dtype", "sweep" }, lists = { orders = "string" },
 })
 
--- --sweep: "HEADROOM:SCALE,..."
+-- --sweep: "HEADROOM:SCALE[:LOAD],..."
 local sweep = {}
 for item in o.sweep:gmatch("[^,%s]+") do
-  local h, x = item:match("^([%d.]+):([%d.]+)$")
-  h, x = tonumber(h), tonumber(x)
-  if not (h and x and h > 0 and h <= 1 and x > 0) then
-    io.stderr:write(("tenants: --sweep item '%s' is not HEADROOM:SCALE (headroom in (0, 1], " ..
-      "scale > 0)\n"):format(item))
+  local h, x, l = item:match("^([%d.]+):([%d.]+)$")
+  if not h then h, x, l = item:match("^([%d.]+):([%d.]+):([%d.]+)$") end
+  h, x, l = tonumber(h), tonumber(x), tonumber(l or "1")
+  if not (h and x and l and h > 0 and h <= 1 and x > 0 and l > 0 and l <= 4) then
+    io.stderr:write(("tenants: --sweep item '%s' is not HEADROOM:SCALE[:LOAD] (headroom in " ..
+      "(0, 1], scale > 0, load in (0, 4])\n"):format(item))
     os.exit(2)
   end
-  sweep[#sweep + 1] = { headroom = h, scale = x }
+  sweep[#sweep + 1] = { headroom = h, scale = x, load = l }
 end
 local has_fcfs = false
 for _, order in ipairs(o.orders) do has_fcfs = has_fcfs or order == "fcfs" end
@@ -129,10 +132,10 @@ local slo_ms = o.slo_ms > 0 and o.slo_ms
   or o.slo_x > 0 and o.slo_x * predict(o.max_batch + o.user_prompt)
   or math.sqrt(predict(o.max_batch + o.user_prompt) * predict(o.max_batch + o.budget))
 
--- The trace: per tenant exponential gaps (in steps of t_step); the eval job
--- adds a burst at step 5 (its own prompt and length).  Seeded: every order
--- sees the same requests.
-local function make_trace()
+-- The trace: per tenant exponential gaps (in steps of t_step, divided by
+-- load); the eval job adds a burst at step 5 (its own prompt and length).
+-- Seeded: every order sees the same requests.
+local function make_trace(load)
   local rng = rng_mod.new(o.seed)
   local reqs = {}
   for ti, t in ipairs(TENANTS) do
@@ -141,7 +144,7 @@ local function make_trace()
       for _ = 1, t.burst do reqs[#reqs + 1] = { tenant = ti, at_steps = 5, burst = true } end
     end
     while t.every > 0 do
-      at = at + rng:exponential(1 / t.every)
+      at = at + rng:exponential(load / t.every)
       if at >= o.steps then break end
       reqs[#reqs + 1] = { tenant = ti, at_steps = at }
     end
@@ -380,7 +383,7 @@ local function late_at(raw, slo_ms)
   return n, nr
 end
 
-local reqs = make_trace()
+local reqs = make_trace(1)
 local out = {
   schema = "djinn.tenants/1",
   model = { name = info.name, path = model_path, device = info.device, n_layer = info.n_layer,
@@ -412,25 +415,37 @@ for _, order in ipairs(o.orders) do
     tostring(r.identical)))
   if o.out ~= "-" then assert(results.write_json(o.out, out)) end -- rewritten after each run
 end
--- the sweep: slo at other headrooms and SLOs, fcfs's run read at each SLO
+-- the sweep: slo at other headrooms, SLOs and loads, fcfs's run (at the
+-- point's load: the first run's at 1) read at each SLO
+local at_load = { [1] = { reqs = reqs, raw = fcfs_raw, run = fcfs_run } }
 for _, p in ipairs(sweep) do
+  local base = at_load[p.load]
+  if not base then
+    base = { reqs = make_trace(p.load) }
+    base.run, base.raw = run("fcfs", base.reqs, slo_ms, o.headroom)
+    at_load[p.load] = base
+    io.stderr:write(("tenants: sweep load %.2f: %d requests, fcfs %.1f s, %.0f tok/s, same=%s\n")
+      :format(p.load, #base.reqs, base.run.wall_s, base.run.tokens_per_s,
+              tostring(base.run.identical)))
+  end
   local ms = slo_ms * p.scale
-  local r = run("slo", reqs, ms, p.headroom)
-  local u, fu = r.tenants[1], fcfs_run.tenants[1]
-  local fl, flr = late_at(fcfs_raw, ms)
+  local r = run("slo", base.reqs, ms, p.headroom)
+  local u, fu = r.tenants[1], base.run.tenants[1]
+  local fl, flr = late_at(base.raw, ms)
   local point = {
-    headroom = p.headroom, scale = p.scale, slo_ms = ms,
-    throughput_x_fcfs = r.tokens_per_s / fcfs_run.tokens_per_s,
-    fcfs = { late = fl, late_frac = fl / math.max(1, #fcfs_raw.ms), requests_late = flr,
-             requests = fu.requests, tokens_per_s = fcfs_run.tokens_per_s },
+    headroom = p.headroom, scale = p.scale, load = p.load, requests = #base.reqs, slo_ms = ms,
+    throughput_x_fcfs = r.tokens_per_s / base.run.tokens_per_s,
+    fcfs = { late = fl, late_frac = fl / math.max(1, #base.raw.ms), requests_late = flr,
+             requests = fu.requests, tokens_per_s = base.run.tokens_per_s,
+             wall_s = base.run.wall_s, steps = base.run.steps, identical = base.run.identical },
     slo = { late = u.violations, late_frac = u.violation_frac, requests_late = u.requests_violated,
             requests = u.requests, completed = u.completed, failed = u.failed,
-            tokens_per_s = r.tokens_per_s, steps = r.steps,
+            tokens_per_s = r.tokens_per_s, wall_s = r.wall_s, steps = r.steps,
             identical = r.identical, token_ms = u.token_ms },
   }
   out.sweep[#out.sweep + 1] = point
-  io.stderr:write(("tenants: sweep headroom %.2f slo %.2f ms: fcfs late %d (%.1f%%), " ..
-    "slo late %d (%.1f%%) at %.3fx fcfs, same=%s\n"):format(p.headroom, ms, fl,
+  io.stderr:write(("tenants: sweep headroom %.2f slo %.2f ms load %.2f: fcfs late %d (%.1f%%), " ..
+    "slo late %d (%.1f%%) at %.3fx fcfs, same=%s\n"):format(p.headroom, ms, p.load, fl,
     100 * point.fcfs.late_frac, u.violations, 100 * (u.violation_frac or 0),
     point.throughput_x_fcfs, tostring(r.identical)))
   if o.out ~= "-" then assert(results.write_json(o.out, out)) end

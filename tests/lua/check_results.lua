@@ -81,21 +81,30 @@ elseif kind == "tenants" then
     assert(late == run.tenants[1].violations and rows == run.rows, run.order .. ": step_trace totals")
   end
   -- the sweep: a point an item, slo's run complete and as alone, fcfs's run
-  -- read at the point's SLO (at scale 1 exactly its own count)
+  -- read at the point's SLO (at scale 1 and load 1 exactly its own count);
+  -- a point at another load has its own trace and fcfs run
   local items, fcfs = 0, nil
   for _ in r.config.sweep:gmatch("[^,%s]+") do items = items + 1 end
   for _, run in ipairs(r.runs) do if run.order == "fcfs" then fcfs = run.tenants[1] end end
   assert(#r.sweep == items, #r.sweep .. " sweep points for " .. items .. " items")
   for _, p in ipairs(r.sweep) do
-    local what = ("sweep %g:%g"):format(p.headroom, p.scale)
+    local what = ("sweep %g:%g:%g"):format(p.headroom, p.scale, p.load)
     assert(math.abs(p.slo_ms - p.scale * r.calibration.slo_ms) < 1e-6 * p.slo_ms, what .. ": slo_ms")
     assert(p.slo.completed == p.slo.requests and p.slo.failed == 0 and p.slo.identical,
       what .. ": slo's run incomplete or not as alone")
-    -- a longer SLO, fewer late tokens; at scale 1 the run's own count
-    assert(p.fcfs.requests == fcfs.requests, what .. ": fcfs requests")
-    assert((p.scale < 1 or p.fcfs.late <= fcfs.violations) and
-      (p.scale > 1 or p.fcfs.late >= fcfs.violations),
-      what .. ": fcfs late " .. p.fcfs.late .. ", its run counted " .. fcfs.violations)
+    assert(p.fcfs.identical, what .. ": fcfs's run not as alone")
+    if p.load == 1 then
+      -- a longer SLO, fewer late tokens; at scale 1 the run's own count
+      assert(p.requests == r.trace.n and p.fcfs.requests == fcfs.requests, what .. ": fcfs requests")
+      assert((p.scale < 1 or p.fcfs.late <= fcfs.violations) and
+        (p.scale > 1 or p.fcfs.late >= fcfs.violations),
+        what .. ": fcfs late " .. p.fcfs.late .. ", its run counted " .. fcfs.violations)
+    else
+      -- the same gaps divided by the load (one seeded stream): a lower
+      -- load, a prefix of the arrivals; a higher one, more
+      assert(p.load < 1 and p.requests <= r.trace.n or p.load > 1 and p.requests >= r.trace.n,
+        what .. ": " .. p.requests .. " requests against " .. r.trace.n .. " at load 1")
+    end
     assert(p.throughput_x_fcfs > 0, what .. ": throughput")
   end
 elseif kind == "mempressure" then

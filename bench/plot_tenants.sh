@@ -54,45 +54,38 @@ with open(f"{tmp}/p99.gp", "w") as g:
         g.write('set ylabel "ms"; set logscale y; set yrange [0.1:*]; set key top left\n')
         g.write("plot " + ", ".join(f'"p99.dat" using {i + 2}:xtic(1) title columnheader({i + 2})'
                                     for i in range(len(tenants))) + "\n")
-with open(f"{tmp}/sweep.gp", "w") as g:
-    sw = sorted((w for w in (t or {}).get("sweep", []) if w.get("load", 1) == 1),
-                key=lambda w: (w["slo_ms"], w["headroom"]))
-    if sw:
-        with open(f"{tmp}/sweep.dat", "w") as f:
-            for w in sw:
-                f.write(f'{w["slo_ms"]} {100 * w["fcfs"]["late_frac"]} {100 * w["slo"]["late_frac"]} '
-                        f'{w["throughput_x_fcfs"]} {w["headroom"]:g}\n')
-        g.write('set title "interactive tokens late against the SLO (h: headroom of the slo order)"\n')
-        top = max([12] + [1.1 * 100 * w["fcfs"]["late_frac"] for w in sw])
-        g.write(f'set xlabel "SLO (ms)"; set ylabel "late tokens (%)"; set yrange [0:{top:.1f}]\n')
-        g.write('set y2label "slo throughput / fcfs"; set y2range [0:*]; set y2tics; set ytics nomirror\n')
-        g.write('set key center right; set arrow from graph 0, first 10 to graph 1, first 10 nohead dt 2\n')
-        g.write('set arrow from graph 0, second 0.95 to graph 1, second 0.95 nohead dt 3\n')
-        g.write('plot "sweep.dat" using 1:2 with linespoints lw 2 pt 5 title "fcfs late", '
-                '"sweep.dat" using 1:3 with linespoints lw 2 pt 7 title "slo late", '
-                '"sweep.dat" using 1:4:(sprintf("h %s", stringcolumn(5))) with labels point pt 9 offset 0,1 '
-                'axes x1y2 title "slo throughput x fcfs"\n')
-# the sweep's points at other loads (their own trace and fcfs run), x the load
-with open(f"{tmp}/load.gp", "w") as g:
-    sl = sorted((w for w in (t or {}).get("sweep", []) if w.get("load", 1) != 1),
-                key=lambda w: (w["scale"], w["headroom"], w["load"]))
-    if sl:
-        with open(f"{tmp}/load.dat", "w") as f:
-            for w in sl:
-                f.write(f'{w["load"]} {100 * w["fcfs"]["late_frac"]} {100 * w["slo"]["late_frac"]} '
-                        f'{w["throughput_x_fcfs"]} h{w["headroom"]:g}/x{w["scale"]:g}\n')
-        g.write('set title "interactive tokens late against the load (h: headroom, x: SLO scale)"\n')
+# late interactive tokens of fcfs and slo against x (the SLO, or the load),
+# slo's throughput over fcfs on the right axis, each point labelled
+def late_plot(name, points, x, label, title, xlabel, style):
+    with open(f"{tmp}/{name}.gp", "w") as g:
+        if not points:
+            return
+        with open(f"{tmp}/{name}.dat", "w") as f:
+            for w in points:
+                f.write(f'{x(w)} {100 * w["fcfs"]["late_frac"]} {100 * w["slo"]["late_frac"]} '
+                        f'{w["throughput_x_fcfs"]} {label(w)}\n')
+        g.write(f'set title "interactive tokens late against {title}"\n')
         g.write('set offsets graph 0.08, graph 0.08, 0, 0\n')
-        top = max([12] + [1.1 * 100 * w["fcfs"]["late_frac"] for w in sl])
-        g.write(f'set xlabel "load (x the steady arrival rates)"; set ylabel "late tokens (%)"; '
-                f'set yrange [0:{top:.1f}]\n')
+        top = max([12] + [1.1 * 100 * w["fcfs"]["late_frac"] for w in points])
+        g.write(f'set xlabel "{xlabel}"; set ylabel "late tokens (%)"; set yrange [0:{top:.1f}]\n')
         g.write('set y2label "slo throughput / fcfs"; set y2range [0:*]; set y2tics; set ytics nomirror\n')
         g.write('set key center right; set arrow from graph 0, first 10 to graph 1, first 10 nohead dt 2\n')
         g.write('set arrow from graph 0, second 0.95 to graph 1, second 0.95 nohead dt 3\n')
-        g.write('plot "load.dat" using 1:2 with points pt 5 title "fcfs late", '
-                '"load.dat" using 1:3 with points pt 7 title "slo late", '
-                '"load.dat" using 1:4:5 with labels point pt 9 offset 0,1 '
+        g.write(f'plot "{name}.dat" using 1:2 with {style} pt 5 title "fcfs late", '
+                f'"{name}.dat" using 1:3 with {style} pt 7 title "slo late", '
+                f'"{name}.dat" using 1:4:5 with labels point pt 9 offset 0,1 '
                 'axes x1y2 title "slo throughput x fcfs"\n')
+sweep = (t or {}).get("sweep", [])
+# the points on the first runs' trace (load 1), x the SLO
+late_plot("sweep", sorted((w for w in sweep if w.get("load", 1) == 1),
+                          key=lambda w: (w["slo_ms"], w["headroom"])),
+          lambda w: w["slo_ms"], lambda w: f'h{w["headroom"]:g}',
+          "the SLO (h: headroom of the slo order)", "SLO (ms)", "linespoints lw 2")
+# the points at other loads (their own trace and fcfs run), x the load
+late_plot("load", sorted((w for w in sweep if w.get("load", 1) != 1),
+                         key=lambda w: (w["scale"], w["headroom"], w["load"])),
+          lambda w: w["load"], lambda w: f'h{w["headroom"]:g}/x{w["scale"]:g}',
+          "the load (h: headroom, x: SLO scale)", "load (x the steady arrival rates)", "points")
 for name, col, ylabel in (("mem-tps", "tps", "tokens/s (prefill included)"),
                           ("mem-peak", "peak", "peak device memory (GB)")):
     with open(f"{tmp}/{name}.gp", "w") as g:

@@ -68,7 +68,7 @@ def late_plot(name, points, x, label, title, xlabel, style):
         g.write('set offsets graph 0.08, graph 0.08, 0, 0\n')
         top = max([12] + [1.1 * 100 * w["fcfs"]["late_frac"] for w in points])
         g.write(f'set xlabel "{xlabel}"; set ylabel "late tokens (%)"; set yrange [0:{top:.1f}]\n')
-        g.write('set y2label "slo throughput / fcfs"; set y2range [0:*]; set y2tics; set ytics nomirror\n')
+        g.write('set y2label "slo throughput / fcfs"; set y2range [0:1.2]; set y2tics; set ytics nomirror\n')
         g.write('set key center right; set arrow from graph 0, first 10 to graph 1, first 10 nohead dt 2\n')
         g.write('set arrow from graph 0, second 0.95 to graph 1, second 0.95 nohead dt 3\n')
         g.write(f'plot "{name}.dat" using 1:2 with {style} pt 5 title "fcfs late", '

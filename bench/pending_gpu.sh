@@ -61,7 +61,7 @@ part_tenants() {
 	# the sweep (slo again at HEADROOM and SCALE times the calibrated SLO,
 	# fcfs's run read at each) in the same process: one load, one trace
 	local sweep
-	sweep=$(echo "${TENANTS_SWEEP:-0.8:2 0.9:1.5 0.8:1.5 0.8:1:0.7 0.8:1:0.5 0.9:1:0.7 0.9:1}" | tr ' ' ',')
+	sweep=$(echo "${TENANTS_SWEEP:-0.5:2 0.6:2 0.8:2.5 0.6:3 0.8:1}" | tr ' ' ',')
 	env SKIP_TESTS=1 SKIP_PLOTS=1 $mem HF_BATCHES=${HF_BATCHES:-128,256} TENANTS_TIMEOUT=460 \
 		TENANT_ARGS="--orders ${TENANTS_ORDERS:-fcfs,priority,slo} --sweep $sweep" timeout 480 \
 		bench/tenants.sh "$out/tenants" "$m" >"$out/tenants.txt" 2>&1

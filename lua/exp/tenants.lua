@@ -6,7 +6,7 @@
 --
 --   djinn lua/exp/tenants.lua MODEL [--device auto] [--orders fcfs,rr,priority,slo]
 --         [--seed 1] [--steps 1000] [--max-batch 32] [--budget 512] [--kv-dtype f32|f16]
---         [--slo-ms 0] [--slo-x 0] [--aging 8] [--headroom 0.8]
+--         [--slo-ms 0] [--slo-x 0] [--slo-scale 2.5] [--aging 8] [--headroom 0.6]
 --         [--user-every 12] [--user-prompt 16] [--user-new 16]
 --         [--svc-every 40] [--svc-prompt 64] [--svc-new 64]
 --         [--eval-every 22] [--eval-prompt 1024] [--eval-new 64]
@@ -18,9 +18,10 @@
 -- gaps (--*-every, exponential, in steps) and the length of the trace
 -- (--steps) are in those units, so a load means the same on a CPU and a GPU.
 -- The SLO is --slo-ms, or --slo-x times the predicted step of max_batch
--- decode rows plus one user prompt, or by default the geometric mean of that
--- step and one of max_batch rows plus a full budget of prefill.  --sweep
--- runs slo again at each HEADROOM and SCALE times that SLO, and reads the
+-- decode rows plus one user prompt, or by default --slo-scale times the
+-- geometric mean of that step and one of max_batch rows plus a full budget
+-- of prefill (the base).  --sweep
+-- runs slo again at each HEADROOM and SCALE times the base, and reads the
 -- fcfs run's interactive tokens against the same SLO (fcfs does not look at
 -- SLOs: its schedule is the same at any).  A LOAD (default 1) multiplies
 -- the steady arrival rates (the burst stays): its point runs on a trace of
@@ -34,7 +35,8 @@ local opts = require "opts"
 
 local o, model_path = opts.parse("tenants", arg, {
   device = "auto", orders = { "fcfs", "rr", "priority", "slo" }, seed = 1, steps = 1000,
-  max_batch = 32, budget = 512, kv_dtype = "f32", slo_ms = 0, slo_x = 0, aging = 8, headroom = 0.8,
+  max_batch = 32, budget = 512, kv_dtype = "f32", slo_ms = 0, slo_x = 0, slo_scale = 2.5, aging = 8,
+  headroom = 0.6,
   user_every = 12, user_prompt = 16, user_new = 16,
   svc_every = 40, svc_prompt = 64, svc_new = 64,
   eval_every = 22, eval_prompt = 1024, eval_new = 64,
@@ -64,6 +66,10 @@ if #sweep > 0 and not has_fcfs then
   os.exit(2)
 end
 
+if not (o.slo_scale > 0) then
+  io.stderr:write("tenants: --slo-scale must be > 0 (it multiplies the calibrated SLO)\n")
+  os.exit(2)
+end
 if not (o.headroom > 0 and o.headroom <= 1) then
   io.stderr:write("tenants: --headroom must be in (0, 1] (the share of the SLO a capped step takes)\n")
   os.exit(2)
@@ -126,11 +132,13 @@ local sm = calibrate()
 local function predict(rows) return sm.base_ms + sm.row_ms * rows + sm.kv_ms * rows * 24 / 1e3 end
 local t_step_ms = predict(o.max_batch)
 -- the SLO: given, or slo_x times a decode step with a user prompt, or (by
--- default) the geometric mean of that step and one that carries a full
--- budget of prefill: between the two whatever a row costs on this device
-local slo_ms = o.slo_ms > 0 and o.slo_ms
+-- default) slo_scale times the base, the geometric mean of that step and
+-- one that carries a full budget of prefill: between the two whatever a row
+-- costs on this device (the sweep's scales are of the base)
+local slo_base_ms = o.slo_ms > 0 and o.slo_ms
   or o.slo_x > 0 and o.slo_x * predict(o.max_batch + o.user_prompt)
   or math.sqrt(predict(o.max_batch + o.user_prompt) * predict(o.max_batch + o.budget))
+local slo_ms = (o.slo_ms > 0 or o.slo_x > 0) and slo_base_ms or o.slo_scale * slo_base_ms
 
 -- The trace: per tenant exponential gaps (in steps of t_step, divided by
 -- load); the eval job adds a burst at step 5 (its own prompt and length).
@@ -391,7 +399,7 @@ local out = {
   config = o,
   calibration = { base_ms = sm.base_ms, row_ms = sm.row_ms, kv_ms = sm.kv_ms, gap_ms = sm.gap_ms,
                   steps = sm.n,
-                  t_step_ms = t_step_ms, slo_ms = slo_ms },
+                  t_step_ms = t_step_ms, slo_ms = slo_ms, slo_base_ms = slo_base_ms },
   trace = { n = #reqs, per_tenant = {} },
   runs = {},
   sweep = {},
@@ -428,7 +436,7 @@ for _, p in ipairs(sweep) do
       :format(p.load, #base.reqs, base.run.wall_s, base.run.tokens_per_s,
               tostring(base.run.identical)))
   end
-  local ms = slo_ms * p.scale
+  local ms = slo_base_ms * p.scale
   local r = run("slo", base.reqs, ms, p.headroom)
   local u, fu = r.tenants[1], base.run.tenants[1]
   local fl, flr = late_at(base.raw, ms)

@@ -81,7 +81,7 @@ elseif kind == "tenants" then
     assert(late == run.tenants[1].violations and rows == run.rows, run.order .. ": step_trace totals")
   end
   -- the sweep: a point an item, slo's run complete and as alone, fcfs's run
-  -- read at the point's SLO (at scale 1 and load 1 exactly its own count);
+  -- read at the point's SLO (at the run's SLO and load 1 exactly its own count);
   -- a point at another load has its own trace and fcfs run
   local items, fcfs = 0, nil
   for _ in r.config.sweep:gmatch("[^,%s]+") do items = items + 1 end
@@ -89,15 +89,16 @@ elseif kind == "tenants" then
   assert(#r.sweep == items, #r.sweep .. " sweep points for " .. items .. " items")
   for _, p in ipairs(r.sweep) do
     local what = ("sweep %g:%g:%g"):format(p.headroom, p.scale, p.load)
-    assert(math.abs(p.slo_ms - p.scale * r.calibration.slo_ms) < 1e-6 * p.slo_ms, what .. ": slo_ms")
+    local c = r.calibration
+    assert(math.abs(p.slo_ms - p.scale * c.slo_base_ms) < 1e-6 * p.slo_ms, what .. ": slo_ms")
     assert(p.slo.completed == p.slo.requests and p.slo.failed == 0 and p.slo.identical,
       what .. ": slo's run incomplete or not as alone")
     assert(p.fcfs.identical, what .. ": fcfs's run not as alone")
     if p.load == 1 then
-      -- a longer SLO, fewer late tokens; at scale 1 the run's own count
+      -- a longer SLO, fewer late tokens; at the run's SLO its own count
       assert(p.requests == r.trace.n and p.fcfs.requests == fcfs.requests, what .. ": fcfs requests")
-      assert((p.scale < 1 or p.fcfs.late <= fcfs.violations) and
-        (p.scale > 1 or p.fcfs.late >= fcfs.violations),
+      assert((p.slo_ms < c.slo_ms or p.fcfs.late <= fcfs.violations) and
+        (p.slo_ms > c.slo_ms or p.fcfs.late >= fcfs.violations),
         what .. ": fcfs late " .. p.fcfs.late .. ", its run counted " .. fcfs.violations)
     else
       -- the same gaps divided by the load (one seeded stream): a lower

@@ -72,19 +72,19 @@ else bad "lua/exp/agents.lua" "see above"; cat "$TMP/err" >&2; fi
 # completes, with its tokens alone (the goals are the GPU run's: bench/tenants.sh)
 if "$DJINN" lua/exp/tenants.lua "$MODEL" --device cpu --max-batch 4 --budget 32 --steps 60 \
 	--eval-prompt 96 --burst 6 --burst-prompt 8 --burst-new 16 --eval-every 30 --eval-new 12 --user-every 10 --user-new 8 \
-	--svc-every 15 --svc-prompt 24 --svc-new 12 --check 1 --sweep 0.8:1,0.9:2,0.8:1:0.5 \
+	--svc-every 15 --svc-prompt 24 --svc-new 12 --check 1 --sweep 0.8:1,0.9:2.5,0.8:1:0.5 \
 	--out "$TMP/tn.json" >"$TMP/out" 2>"$TMP/err" &&
    "$DJINN" tests/lua/check_results.lua tenants "$TMP/tn.json" >>"$TMP/out" 2>>"$TMP/err"; then
 	ok "lua/exp/tenants.lua"
 else bad "lua/exp/tenants.lua" "see above"; cat "$TMP/err" >&2; fi
 
-# a bad sweep item or a sweep without fcfs: one clear message, exit 2,
+# a bad sweep item, a sweep without fcfs or a bad SLO scale: one clear message, exit 2,
 # before the model is loaded
-for a in "--sweep 1.5:2" "--sweep 0.9" "--sweep 0.9:1:0" "--orders slo --sweep 0.9:2"; do
+for a in "--sweep 1.5:2" "--sweep 0.9" "--sweep 0.9:1:0" "--orders slo --sweep 0.9:2" "--slo-scale 0"; do
 	# shellcheck disable=SC2086
 	"$DJINN" lua/exp/tenants.lua "$MODEL" --device cpu $a >"$TMP/out" 2>"$TMP/err"
 	rc=$?
-	if [ "$rc" = 2 ] && grep -qE "^tenants: --sweep" "$TMP/err" && [ "$(wc -l <"$TMP/err")" = 1 ]; then
+	if [ "$rc" = 2 ] && grep -qE "^tenants: --(sweep|slo-scale)" "$TMP/err" && [ "$(wc -l <"$TMP/err")" = 1 ]; then
 		ok "tenants.lua $a refused"
 	else bad "tenants.lua $a refused" "exit $rc: $(cat "$TMP/err")"; fi
 done

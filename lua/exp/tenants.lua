@@ -20,13 +20,13 @@
 -- The SLO is --slo-ms, or --slo-x times the predicted step of max_batch
 -- decode rows plus one user prompt, or by default --slo-scale times the
 -- geometric mean of that step and one of max_batch rows plus a full budget
--- of prefill (the base).  --sweep
--- runs slo again at each HEADROOM and SCALE times the base, and reads the
--- fcfs run's interactive tokens against the same SLO (fcfs does not look at
--- SLOs: its schedule is the same at any).  A LOAD (default 1) multiplies
--- the steady arrival rates (the burst stays): its point runs on a trace of
--- its own, fcfs once a load and slo at each of its points.  Result schema "djinn.tenants/1"
--- (docs/experiments.md, docs/tenants.md).
+-- of prefill (the base).  --sweep runs slo again at each HEADROOM and SCALE
+-- times the base, and reads the fcfs run's interactive tokens against the
+-- same SLO (fcfs does not look at SLOs: its schedule is the same at any).
+-- A LOAD (default 1) multiplies the steady arrival rates (the burst stays):
+-- its point runs on a trace of its own, fcfs once a load and slo at each of
+-- its points.  Result schema "djinn.tenants/1" (docs/experiments.md,
+-- docs/tenants.md).
 local djinn = require "djinn"
 local rng_mod = require "rng"
 local stats = require "stats"

@@ -58,8 +58,9 @@ part_tenants() {
 	# memory pressure (transformers and djinn) with TENANTS_MEM=1
 	local mem=
 	[ "${TENANTS_MEM:-0}" = 1 ] || mem="SKIP_HF=1 SKIP_DJINN=1"
-	# the sweep (slo again at HEADROOM and SCALE times the calibrated SLO,
-	# fcfs's run read at each) in the same process: one load, one trace
+	# the sweep (slo again at HEADROOM, SCALE times the calibrated base SLO
+	# and LOAD, fcfs's run at the load read at each) in the same process:
+	# one model load, one calibration
 	local sweep
 	sweep=$(echo "${TENANTS_SWEEP:-0.5:2 0.6:2 0.8:2.5 0.6:3 0.8:1}" | tr ' ' ',')
 	env SKIP_TESTS=1 SKIP_PLOTS=1 $mem HF_BATCHES=${HF_BATCHES:-128,256} TENANTS_TIMEOUT=460 \

@@ -507,9 +507,10 @@ extern "C" struct djn_backend *djn_backend_cuda_new(int dev, struct djn_err *err
 	}
 	/* DJN_SKINNY=1: the batch-invariant mode: matmul_f16, and matmul of an
 	 * f16 weight, at 1 to 64 rows give each row the bits it has in a batch
-	 * of one (skinny.cuh), where cuBLAS's order depends on the batch; attention_rows splits a row's
-	 * keys by its own length alone (batch.cu); the scheduler runs a batch
-	 * of one through the batch path too (sched.c) */
+	 * of one (skinny.cuh), where cuBLAS's order depends on the batch;
+	 * attention_rows splits a row's keys by its own length alone
+	 * (batch.cu); the scheduler runs a batch of one through the batch path
+	 * too (sched.c) */
 	c->skinny = cuda_env_on("DJN_SKINNY");
 	be->invariant_rows = c->skinny ? 64 : 0; /* skinny.cuh's SKINNY_MAX_M */
 	if (prop.major < 7) {
